@@ -1,0 +1,439 @@
+"""The `landmark` command: parse, call the library, print, exit codes. Nothing else.
+
+Library modules are imported inside commands so that `landmark --help` and a re-run of
+`landmark tag` on an unchanged folder never pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .errors import LandmarkError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Recognise landmarks in photos, find similar ones, tag photo libraries.")
+data_app = typer.Typer(no_args_is_help=True, help="Get datasets: the original 50 landmarks, or synthetic scenes.")
+app.add_typer(data_app, name="data")
+
+DEFAULT_INDEX = "default"
+ModelOpt = typer.Option(None, "--model", "-m", help="checkpoint (RUN/best.pt), export (model.pt) or built-in "
+                        "name; default: efficientnet_lite0 with ImageNet labels (offline)")
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def handle_errors(func):
+    """Print a LandmarkError as one line on stderr and exit 1; Ctrl-C exits 130."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except LandmarkError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(code=1)
+        except KeyboardInterrupt:
+            _err("interrupted: finished work was saved; run the same command again to continue")
+            raise typer.Exit(code=130)
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"landmark-search {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """landmark-search: train landmark classifiers, classify, tag and search photos."""
+
+
+def _embed_config(batch_size: int = 32, device: str = "auto", precision: str = "auto", workers: int = -1,
+                  max_pixels: int | None = None, quiet: bool = False):
+    from .config import EmbedConfig
+    from .data.images import DEFAULT_MAX_PIXELS
+
+    return EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
+                       max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=not quiet and sys.stderr.isatty())
+
+
+def _report_failures(failed, quiet: bool = False) -> None:
+    for path, reason in failed:
+        text = str(reason)
+        _err(f"skipped {text}" if text.startswith(str(path)) else f"skipped {path}: {text}")
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+@data_app.command("download")
+@handle_errors
+def data_download(dest: Path = typer.Argument(Path("data/landmark_images"), help="Destination folder."),
+                  url: Optional[str] = typer.Option(None, help="Mirror URL, file:// URL or local zip path."),
+                  sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the zip.")) -> None:
+    """Download the original 50-landmark dataset (resumable, verified, safely extracted)."""
+    from .data.download import DEFAULT_URL, download_dataset
+
+    out = download_dataset(dest, url or DEFAULT_URL, sha256=sha256, progress=sys.stderr.isatty())
+    typer.echo(f"dataset ready in {out} (train/ and test/)")
+
+
+@data_app.command("synth")
+@handle_errors
+def data_synth(dest: Path = typer.Argument(..., help="Destination folder."),
+               classes: int = typer.Option(6, help="Number of landmark classes."),
+               per_class: int = typer.Option(60, help="Photos per class (train + test)."),
+               image_size: int = typer.Option(128, help="Square image size in pixels."),
+               seed: int = typer.Option(0, help="Random seed.")) -> None:
+    """Render a synthetic landmark dataset (seconds; the demo's and tests' default data)."""
+    from .data.synth import make_synthetic_dataset
+
+    s = make_synthetic_dataset(dest, classes=classes, per_class=per_class, image_size=image_size, seed=seed)
+    typer.echo(f"synthetic dataset in {s.root}: {len(s.classes)} classes, {s.n_train} train, {s.n_test} test")
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+@app.command("models")
+@handle_errors
+def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the registered models: parameters, embedding size, pretrained source."""
+    from .models import build_model, get_spec, list_models
+
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        model = build_model(name, 50, pretrained=False)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append({"name": name, "params_m": round(params / 1e6, 2), "feature_dim": spec.feature_dim,
+                     "embedding_dim": model.embedding_dim, "image_size": spec.image_size,
+                     "pretrained": spec.pretrained_source or "none (trains from scratch)",
+                     "description": spec.description})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'name':<20}{'params':>9}{'features':>10}{'embed':>7}{'size':>6}  pretrained")
+    for r in rows:
+        typer.echo(f"{r['name']:<20}{r['params_m']:>8}M{r['feature_dim']:>10}{r['embedding_dim']:>7}"
+                   f"{r['image_size']:>6}  {r['pretrained']}")
+    typer.echo("(params and embed are for a 50-class head; transfer models embed 256-d by default)")
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+@app.command("train")
+@handle_errors
+def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Architecture (see `landmark models`)."),
+              data: Path = typer.Option(..., "--data", "-d", help="Dataset folder with train/ (+ test/)."),
+              out: Optional[Path] = typer.Option(None, help="Run folder; default runs/<model>-<timestamp>."),
+              epochs: Optional[int] = typer.Option(None, help="Epochs (default per family)."),
+              batch_size: int = typer.Option(64, help="Batch size."),
+              lr: Optional[float] = typer.Option(None, help="Learning rate (default per family)."),
+              optimizer: str = typer.Option("adamw", help="adam|adamw|sgd (SGD with momentum)."),
+              weight_decay: float = typer.Option(5e-4, help="Weight decay."),
+              dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
+              scheduler: str = typer.Option("plateau", help="plateau|cosine|exponential|none."),
+              image_size: Optional[int] = typer.Option(None, help="Input size (default per model)."),
+              valid_split: float = typer.Option(0.2, help="Validation fraction of train/ (stratified)."),
+              patience: int = typer.Option(8, help="Early stop after this many epochs without improvement."),
+              head: str = typer.Option("embed", help="embed (Linear-BN-ReLU embedding + classifier) or linear."),
+              embedding_dim: int = typer.Option(256, help="Embedding size of the embed head."),
+              finetune: bool = typer.Option(False, "--finetune", help="Also train the pretrained backbone (lower LR)."),
+              weights: str = typer.Option("default", help="default (ImageNet when available) or none."),
+              device: str = typer.Option("auto", help="auto|cpu|cuda|mps."),
+              precision: str = typer.Option("auto", help="auto|fp32|bf16|fp16."),
+              label_smoothing: float = typer.Option(0.1, help="Cross-entropy label smoothing."),
+              feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
+              workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
+              time_limit: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this many seconds."),
+              seed: int = typer.Option(0, help="Random seed."),
+              resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
+              report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
+              quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Train a landmark classifier; writes best.pt, last.pt, history.csv, curves.png, metrics.json."""
+    from .config import TrainConfig
+    from .training import fit
+
+    if weights not in ("default", "none"):
+        raise LandmarkError(f"--weights {weights}: use default or none")
+    cfg = TrainConfig(model=model, data=str(data), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, scheduler=scheduler,
+                      image_size=image_size, valid_split=valid_split, patience=patience, head=head,
+                      embedding_dim=embedding_dim, finetune=finetune, weights=weights, device=device,
+                      precision=precision, label_smoothing=label_smoothing, feature_views=feature_views,
+                      workers=workers, seed=seed, quiet=quiet, time_limit=time_limit)
+    result = fit(cfg, resume=resume)
+    m = result.metrics
+    typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
+    if "test_accuracy" in m:
+        typer.echo(f"test accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_macro_f1']:.4f}  "
+                   f"({m['n_test']} photos)")
+    if report:
+        _write_report(result.paths.root, None)
+    typer.echo(f"best checkpoint: {result.paths.best}")
+
+
+def _write_report(run: Path, data: Optional[Path], out: Optional[Path] = None) -> Optional[Path]:
+    try:
+        from .report import write_report
+    except ImportError:  # reports are optional while the module is absent
+        return None
+    path = write_report(run, data=data, out=out)
+    typer.echo(f"report: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best.pt)."),
+                 data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
+                 split: str = typer.Option("test", help="test or train."),
+                 out: Optional[Path] = typer.Option(None, help="Folder for the PNG and JSON (default: beside the checkpoint)."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
+                 device: str = typer.Option("auto"), precision: str = typer.Option("auto"),
+                 quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
+    from .data.datasets import discover
+    from .errors import DataError
+    from .models.checkpoint import load_checkpoint
+    from .training import evaluate, write_eval_outputs
+
+    model, meta = load_checkpoint(checkpoint)
+    layout = discover(data)
+    if split not in ("test", "train"):
+        raise DataError(f"--split {split}: use test or train")
+    samples = layout.test if split == "test" else layout.train
+    if not samples:
+        raise DataError(f"{data}/{split}: no photos to evaluate")
+    if list(layout.classes) != list(meta["classes"]):
+        raise DataError(f"{data}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
+                        f"{len(meta['classes'])}); evaluate on the dataset the model was trained for")
+    result = evaluate(model, samples, meta, device=device, precision=precision, quiet=quiet)
+    files = write_eval_outputs(result, meta["display_names"], out or checkpoint.parent, split)
+    _report_failures([(p, "unreadable image") for p in result.skipped])
+    if as_json:
+        typer.echo(files["report"].read_text())
+        return
+    typer.echo(f"{split}: accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  "
+               f"weighted-F1 {result.weighted_f1:.4f}  ({len(result.y_true)} photos)")
+    typer.echo(f"{'class':<32}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>5}")
+    for name, row in result.per_class.items():
+        typer.echo(f"{name[:31]:<32}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1-score']:>8.3f}"
+                   f"{int(row['support']):>5}")
+    typer.echo(f"confusion matrix: {files['confusion']}\nreport: {files['report']}")
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+@app.command("export")
+@handle_errors
+def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best.pt)."),
+               out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Output file."),
+               fmt: str = typer.Option("torchscript", "--format", help="torchscript (torch.jit.load) or pt2 (torch.export).")) -> None:
+    """Export a predictor that resizes, crops, normalises and applies softmax itself."""
+    from .export import export_model
+
+    path = export_model(checkpoint, out, fmt)
+    typer.echo(f"exported {fmt} predictor to {path}")
+    if fmt == "torchscript":
+        typer.echo("load it with: model = torch.jit.load(path); probs = model(uint8_image_tensor); "
+                   "model.class_names")
+
+
+# --------------------------------------------------------------------------------------------- classify
+
+def _collect_photos(photos: List[Path], recursive: bool = True, follow_links: bool = False,
+                    exclude: Optional[List[str]] = None) -> tuple[list[Path], list]:
+    from .data.files import iter_photos
+
+    failed: list = []
+    found = list(iter_photos(photos, recursive=recursive, follow_links=follow_links, exclude=exclude or (),
+                             on_error=lambda p, why: failed.append((p, why))))
+    return found, failed
+
+
+@app.command("classify")
+@handle_errors
+def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+                 model: Optional[str] = ModelOpt,
+                 top_k: int = typer.Option(5, "--top-k", "-k", help="Labels per photo."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
+                 batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+                 precision: str = typer.Option("auto"),
+                 max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
+                 strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+                 quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Top-k landmark labels with probabilities for each photo."""
+    from .embeddings import load_model
+    from .tagging import classify
+
+    found, failed = _collect_photos(photos)
+    loaded = load_model(model)
+    results, bad = classify(found, loaded, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
+                                                         quiet=quiet), top_k)
+    failed += bad
+    if as_json:
+        typer.echo(json.dumps([{"path": str(r.path), "predictions": [p.__dict__ for p in r.predictions]}
+                               for r in results], indent=2, ensure_ascii=False))
+    else:
+        for r in results:
+            typer.echo(str(r.path))
+            for p in r.predictions:
+                typer.echo(f"  {p.score:6.1%}  {p.label}")
+    if sheet:
+        from .sheets import write_sheet
+
+        write_sheet(sheet, [(r.path, [(p.label, p.score) for p in r.predictions[:3]]) for r in results],
+                    title=f"landmark classify ({loaded.name})")
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+    _report_failures(failed)
+    if failed:
+        _err(f"{len(results)} classified, {len(failed)} failed")
+    if strict and failed:
+        raise typer.Exit(code=1)
+    if not results and failed:
+        raise typer.Exit(code=1)
+
+
+# -------------------------------------------------------------------------------------------------- tag
+
+@app.command("tag")
+@handle_errors
+def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+            model: Optional[str] = ModelOpt,
+            top_k: int = typer.Option(3, "--top-k", "-k", help="At most this many tags per photo."),
+            min_score: float = typer.Option(0.2, help="Only tags with at least this probability."),
+            xmp: bool = typer.Option(False, "--xmp", help="Also merge keywords into <photo>.xmp (digiKam, darktable, Lightroom)."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
+            force: bool = typer.Option(False, "--force", help="Re-tag photos whose sidecar is current."),
+            output_dir: Optional[Path] = typer.Option(None, help="Write sidecars into this mirror tree instead."),
+            recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+            follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
+            exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+            as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+            strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+            batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+            precision: str = typer.Option("auto"),
+            max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
+            quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
+    from .tagging import TagOptions, tag
+
+    opts = TagOptions(top_k=top_k, min_score=min_score, xmp=xmp, dry_run=dry_run, force=force, output_dir=output_dir,
+                      recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
+    summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet))
+    _report_failures(summary.failed)
+    counts = {"tagged": len(summary.tagged), "unchanged": len(summary.unchanged), "failed": len(summary.failed)}
+    if as_json:
+        typer.echo(json.dumps({**counts, "dry_run": dry_run,
+                               "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed],
+                               **({"planned": summary.planned} if dry_run else {})}, indent=2, ensure_ascii=False))
+    else:
+        if dry_run:
+            for side, entry in summary.planned.items():
+                tags = ", ".join(f"{t['label']} {t['score']:.0%}" for t in entry["tags"]) or "(no tag above --min-score)"
+                typer.echo(f"would write {side}: {tags}")
+        verb = "would tag" if dry_run else "tagged"
+        typer.echo(f"{verb} {counts['tagged']}, unchanged {counts['unchanged']}, failed {counts['failed']}")
+    if strict and summary.failed:
+        raise typer.Exit(code=1)
+
+
+# --------------------------------------------------------------------------------------- index, similar
+
+@app.command("index")
+@handle_errors
+def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders to index."),
+              model: Optional[str] = ModelOpt,
+              index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
+              follow_links: bool = typer.Option(False, "--follow-links"),
+              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
+              prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
+              batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+              precision: str = typer.Option("auto"),
+              max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
+              as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+              strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+              quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
+    from .search import IndexOptions, build_index
+
+    opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
+                        index_type=index_type, prune=prune)
+    s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
+                                                              quiet=quiet))
+    _report_failures(s.failed)
+    out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
+           "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
+    if as_json:
+        typer.echo(json.dumps({**out, "failures": [{"path": str(p), "reason": str(r)} for p, r in s.failed]}, indent=2))
+    else:
+        typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
+                   f"removed {s.removed}, failed {len(s.failed)}; {s.total} photos in total")
+    if strict and s.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command("similar")
+@handle_errors
+def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the index or not)."),
+                index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+                k: int = typer.Option(10, "-k", "--top-k", help="Number of neighbours."),
+                min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
+                device: str = typer.Option("auto"), precision: str = typer.Option("auto"),
+                max_pixels: Optional[int] = typer.Option(None)) -> None:
+    """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
+    from .search import find_similar
+
+    result = find_similar(photo, index, k=k, min_score=min_score,
+                          cfg=_embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True))
+    if as_json:
+        typer.echo(json.dumps({"query": str(photo), "label": result.query_label,
+                               "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
+                                        for h in result.hits]}, indent=2, ensure_ascii=False))
+    else:
+        if result.query_label:
+            typer.echo(f"query: {photo}  (looks like: {result.query_label})")
+        for rank, h in enumerate(result.hits, 1):
+            typer.echo(f"{rank:>3}. {h.score:.3f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
+        if not result.hits:
+            typer.echo("no hits (lower --min-score, or index more photos)")
+    if sheet:
+        from .sheets import write_sheet
+
+        write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
+                    title=f"similar to {photo.name}", query=photo)
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+@app.command("demo")
+@handle_errors
+def demo_cmd(out: Path = typer.Option(Path("demo-output"), help="Folder for everything the demo makes."),
+             quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Synthetic data -> train -> evaluate -> export -> classify -> index -> tag -> similar, with a summary."""
+    from .demo import run_demo
+
+    summary = run_demo(out, quiet=quiet, echo=typer.echo)
+    typer.echo("\n" + summary)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

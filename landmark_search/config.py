@@ -1,0 +1,82 @@
+"""Frozen configuration dataclasses passed explicitly through the library."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `landmark train` needs; stored in the checkpoint so a run can be reproduced."""
+
+    model: str = "efficientnet_lite0"
+    data: str = ""
+    out: str = ""
+    epochs: int | None = None  # None: the model family's default (see training.default_epochs)
+    batch_size: int = 64
+    lr: float | None = None  # None: the model family's default
+    optimizer: str = "adamw"
+    weight_decay: float = 5e-4
+    dropout: float = 0.3
+    scheduler: str = "plateau"
+    image_size: int | None = None  # None: the model's native size
+    valid_split: float = 0.2
+    patience: int = 8
+    head: str = "embed"  # "embed": Linear-BN-ReLU embedding then classifier; "linear": one layer
+    embedding_dim: int = 256
+    finetune: bool = False
+    weights: str = "default"  # "default" (pretrained when the model has weights) or "none"
+    device: str = "auto"
+    precision: str = "auto"
+    label_smoothing: float = 0.1
+    feature_views: int = 8  # augmented views cached per photo when the backbone is frozen
+    workers: int = -1  # -1: pick from the CPU count
+    seed: int = 0
+    quiet: bool = False
+    time_limit: float | None = None  # seconds; stop after the epoch that crosses it
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON and checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from `to_dict`, ignoring keys a newer version may have added."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How images are turned into vectors."""
+
+    batch_size: int = 32
+    workers: int = -1
+    device: str = "auto"
+    precision: str = "auto"
+    max_pixels: int = 178_956_970  # Pillow's own bomb limit (2x its warning threshold)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of a training run directory."""
+
+    root: Path
+    best: Path = field(init=False)
+    last: Path = field(init=False)
+    history: Path = field(init=False)
+    curves: Path = field(init=False)
+    metrics: Path = field(init=False)
+    stats: Path = field(init=False)
+    config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        root = Path(self.root)
+        object.__setattr__(self, "root", root)
+        for name, file in (("best", "best.pt"), ("last", "last.pt"), ("history", "history.csv"),
+                           ("curves", "curves.png"), ("metrics", "metrics.json"),
+                           ("stats", "mean_std.json"), ("config", "config.json")):
+            object.__setattr__(self, name, root / file)

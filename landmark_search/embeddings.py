@@ -1,0 +1,217 @@
+"""The one entry point that turns images into vectors (and class probabilities)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .config import EmbedConfig
+from .data.images import load_image
+from .data.transforms import resize_size
+from .errors import BadImageError, CheckpointError, ModelNotFoundError
+from .modelref import DEFAULT_MODEL, ModelRef, resolve_model
+from .models import build_model, get_spec
+from .models.checkpoint import load_checkpoint
+from .models.runtime import autocast, default_workers, select_device, select_precision, use_channels_last
+
+Embeddings = npt.NDArray[np.float32]
+EXPORT_MARKER = "landmark-search-export"
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names (shipped inside torchvision, no download)."""
+    import torchvision
+
+    return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, whatever it was loaded from, with its identity and labels."""
+
+    name: str  # built-in name, or the file name of a checkpoint / export
+    kind: str  # "builtin" | "checkpoint" | "export"
+    model_id: str  # what an index records: builtin name, or sha256 of the file
+    sha256: str
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_ids: list[str]
+    class_names: list[str]
+    embedding_dim: int
+    module: nn.Module
+    arch: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def prepare(self, device: torch.device, dtype: torch.dtype | None) -> None:
+        """Move to the device once; channels_last where it pays."""
+        self.module = self.module.to(device).eval()
+        if self.kind != "export" and use_channels_last(device, dtype):
+            self.module = self.module.to(memory_format=torch.channels_last)
+
+    def infer(self, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L2-normalised embeddings, class probabilities) for uint8 images already at image_size."""
+        images = images.to(device)
+        if self.kind == "export":
+            emb, probs = self.module.embed_and_probs(images)
+            return emb.float(), probs.float()
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        x = (images.float() / 255.0 - mean) / std
+        if use_channels_last(device, dtype):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, dtype):
+            emb, logits = self.module.embed_and_logits(x)
+        return emb.float(), logits.float().softmax(1)
+
+
+def _builtin(ref: ModelRef) -> LoadedModel:
+    spec = get_spec(ref.name)
+    if not spec.pretrained:
+        raise ModelNotFoundError(f"{ref.name} has no pretrained weights; train it first "
+                                 f"(`landmark train --model {ref.name} --data DIR`) and pass RUN/best.pt")
+    model = build_model(ref.name)
+    categories = imagenet_categories()
+    return LoadedModel(name=ref.name, kind="builtin", model_id=ref.model_id, sha256=ref.sha256,
+                       image_size=spec.image_size, mean=tuple(spec.mean), std=tuple(spec.std), class_ids=categories,
+                       class_names=categories, embedding_dim=model.embedding_dim, module=model.eval(), arch=ref.name)
+
+
+def _export(ref: ModelRef) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(ref.path), map_location="cpu")
+        meta = json.loads(module.meta_json)
+    except Exception as exc:
+        raise CheckpointError(f"{ref.path}: not a readable landmark-search export "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+    if meta.get("format") != EXPORT_MARKER:
+        raise CheckpointError(f"{ref.path}: a TorchScript file, but not one made by `landmark export`")
+    return LoadedModel(name=ref.name, kind="export", model_id=ref.model_id, sha256=ref.sha256,
+                       image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                       class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),
+                       embedding_dim=meta["embedding_dim"], module=module, arch=meta.get("arch", ""), meta=meta)
+
+
+def load_model(spec: str | Path | ModelRef | None = None) -> LoadedModel:
+    """A built-in name, a checkpoint (best.pt or its run folder), or an export; None is the offline default.
+
+    TorchScript exports are code: load only exports from a trusted source.
+    """
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
+    if ref.kind == "builtin":
+        return _builtin(ref)
+    if ref.kind == "export":
+        return _export(ref)
+    model, meta = load_checkpoint(ref.path)
+    return LoadedModel(name=ref.name, kind="checkpoint", model_id=ref.model_id, sha256=ref.sha256,
+                       image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                       class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),
+                       embedding_dim=meta["embedding_dim"], module=model, arch=meta["arch"], meta=meta)
+
+
+def prepare_uint8(img, image_size: int) -> torch.Tensor:
+    """Resize the shorter side and center crop (as EvalPreset does), as a uint8 CHW tensor."""
+    from torchvision.transforms.v2 import functional as TF
+
+    img = TF.resize(img, resize_size(image_size), antialias=True)
+    img = TF.center_crop(img, [image_size, image_size])
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class _PhotoDataset(Dataset):
+    """Decodes one photo per item in a worker; failures travel back as reasons, not exceptions."""
+
+    def __init__(self, paths: Sequence[Path], image_size: int, max_pixels: int):
+        self.paths = list(paths)
+        self.image_size = image_size
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            img = load_image(self.paths[index], min_side=resize_size(self.image_size), max_pixels=self.max_pixels)
+            return index, prepare_uint8(img, self.image_size), None
+        except BadImageError as exc:
+            return index, None, str(exc)
+        except Exception as exc:  # one bad photo never stops a batch
+            return index, None, f"{self.paths[index]}: {type(exc).__name__}: {exc}"
+
+
+def _collate(batch):
+    good = [(i, t) for i, t, _ in batch if t is not None]
+    bad = [(i, reason) for i, t, reason in batch if t is None]
+    tensor = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], tensor, bad
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """Embeddings and probabilities for the photos of one batch that decoded."""
+
+    paths: list[Path]
+    embeddings: Embeddings
+    probs: npt.NDArray[np.float32]
+    failed: list[tuple[Path, str]]
+
+
+def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()
+                    ) -> Iterator[EmbeddedBatch]:
+    """Stream batches of (embeddings, probs); memory stays flat however many photos there are."""
+    device = select_device(cfg.device)
+    dtype = select_precision(cfg.precision, device)
+    model.prepare(device, dtype)
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return
+    workers = default_workers() if cfg.workers < 0 else cfg.workers
+    workers = min(workers, max(0, (len(paths) + cfg.batch_size - 1) // cfg.batch_size))
+    loader = DataLoader(_PhotoDataset(paths, model.image_size, cfg.max_pixels), batch_size=cfg.batch_size,
+                        num_workers=workers, collate_fn=_collate, prefetch_factor=4 if workers else None)
+    with torch.inference_mode(), tqdm(total=len(paths), desc="embedding", unit="img", disable=not cfg.progress) as bar:
+        for indices, tensor, bad in loader:
+            failed = [(paths[i], reason) for i, reason in bad]
+            if tensor is None:
+                emb = np.zeros((0, model.embedding_dim), np.float32)
+                probs = np.zeros((0, len(model.class_ids)), np.float32)
+            else:
+                e, p = model.infer(tensor, device, dtype)
+                emb, probs = e.cpu().numpy().astype(np.float32), p.cpu().numpy().astype(np.float32)
+            bar.update(len(indices) + len(bad))
+            yield EmbeddedBatch([paths[i] for i in indices], emb, probs, failed)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """All embeddings of a (small) list of photos, in input order minus failures."""
+
+    paths: list[Path]
+    embeddings: Embeddings
+    probs: npt.NDArray[np.float32]
+    failed: list[tuple[Path, str]]
+
+
+def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()) -> EmbedResult:
+    """Collect iter_embeddings into arrays (for queries and small sets)."""
+    out_paths, embs, probs, failed = [], [], [], []
+    for batch in iter_embeddings(paths, model, cfg):
+        out_paths += batch.paths
+        embs.append(batch.embeddings)
+        probs.append(batch.probs)
+        failed += batch.failed
+    dim, n_cls = model.embedding_dim, len(model.class_ids)
+    return EmbedResult(out_paths, np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
+                       np.concatenate(probs) if probs else np.zeros((0, n_cls), np.float32), failed)

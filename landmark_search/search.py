@@ -1,0 +1,195 @@
+"""`landmark index` and `landmark similar`: photos -> embeddings -> the on-disk index, and back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .config import EmbedConfig
+from .data.files import iter_photos
+from .errors import IndexStoreError, LandmarkError
+from .fsutil import atomic_write_json
+from .modelref import ModelRef, resolve_model
+
+INDEX_HOME = Path("indexes")
+MODEL_FILE = "model.json"
+
+
+def index_dir(name_or_path: str | Path) -> Path:
+    """A bare name lives under indexes/; anything with a slash (or an existing folder) is a path."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if "/" in text or os.sep in text or path.is_dir() and (path / MODEL_FILE).exists():
+        return path
+    return INDEX_HOME / text
+
+
+def _read_model_file(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / MODEL_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexStoreError(f"{directory / MODEL_FILE}: unreadable ({exc}); rebuild the index with "
+                              f"`landmark index PHOTOS --index NEW`") from None
+
+
+def _index_model(directory: Path, model_spec: str | None) -> ModelRef:
+    """The model an index is built with; reusing an index without --model reuses its model."""
+    recorded = _read_model_file(directory)
+    if model_spec is None and recorded:
+        try:
+            ref = resolve_model(recorded["spec"])
+        except LandmarkError as exc:
+            raise IndexStoreError(f"index {directory} was built with {recorded['spec']}, which is gone ({exc}); "
+                                  "pass --model with the same model, or build a new index") from None
+    else:
+        ref = resolve_model(model_spec)
+    if recorded and recorded.get("model_id") != ref.model_id:
+        raise IndexStoreError(
+            f"index {directory} was built with {recorded.get('spec')} ({recorded.get('model_id', '?')[:19]}), not "
+            f"{ref.spec} ({ref.model_id[:19]}); use --model {recorded.get('spec')} or a new --index NAME")
+    return ref
+
+
+def _content_hash(path: Path) -> str:
+    """A fast fingerprint of the bytes: blake2b of the file (photos are read once anyway)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How `landmark index` walks and stores."""
+
+    recursive: bool = True
+    follow_links: bool = False
+    exclude: tuple[str, ...] = ()
+    index_type: str = "auto"
+    prune: bool = True
+
+
+@dataclass
+class IndexSummary:
+    """What an index run did."""
+
+    directory: Path
+    model_name: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    total: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: IndexOptions,
+                cfg: EmbedConfig) -> IndexSummary:
+    """Embed new or changed photos into the index; drop photos that vanished from the given folders."""
+    from .index import PhotoIndex, PhotoRecord
+
+    directory = index_dir(index)
+    directory.mkdir(parents=True, exist_ok=True)
+    ref = _index_model(directory, model_spec)
+    summary = IndexSummary(directory, ref.name)
+    found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
+                             on_error=lambda p, why: summary.failed.append((p, why))))
+    from .embeddings import iter_embeddings, load_model
+
+    recorded = _read_model_file(directory)
+    model = None if recorded else load_model(ref)
+    dim = int(recorded["embedding_dim"]) if recorded else model.embedding_dim
+    with PhotoIndex.open(directory, model_id=ref.model_id, dim=dim, create=True,
+                         index_type=None if opts.index_type == "auto" and recorded else opts.index_type,
+                         lock=True) as idx:
+        if not recorded:
+            atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "model_id": ref.model_id,
+                                                       "name": ref.name, "kind": ref.kind, "embedding_dim": dim})
+        known = idx.known()
+        todo: dict[Path, tuple[int, int]] = {}
+        for photo in found:
+            try:
+                st = photo.stat()
+            except OSError as exc:
+                summary.failed.append((photo, f"{photo}: {exc.strerror or exc}"))
+                continue
+            old = known.get(str(photo.resolve()))
+            if old and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+                summary.unchanged += 1
+            else:
+                todo[photo] = (st.st_size, st.st_mtime_ns)
+        if todo:
+            model = model or load_model(ref)
+            # Each batch is committed on its own: an interrupted run keeps what it finished.
+            for batch in iter_embeddings(list(todo), model, cfg):
+                summary.failed.extend(batch.failed)
+                if not batch.paths:
+                    continue
+                records = []
+                for photo, probs in zip(batch.paths, batch.probs):
+                    key = str(photo.resolve())
+                    label = model.class_names[int(probs.argmax())] if len(probs) else None
+                    records.append(PhotoRecord(key, *todo[photo], _content_hash(photo), label))
+                    summary.updated += key in known
+                    summary.added += key not in known
+                idx.add(records, batch.embeddings)
+        if opts.prune:
+            summary.removed = _prune(idx, photos, {str(p.resolve()) for p in found}, known)
+        idx.save()
+        summary.total = len(idx)
+    return summary
+
+
+def _portable_spec(ref: ModelRef) -> str:
+    return str(ref.path.resolve()) if ref.path else ref.spec
+
+
+def _prune(idx, roots: Sequence[Path], seen: set[str], known: dict) -> int:
+    """Remove indexed photos under the given folders that no longer exist (or were excluded)."""
+    prefixes = [str(Path(r).resolve()) + os.sep for r in roots if Path(r).is_dir()]
+    gone = [p for p in known if p not in seen and any(p.startswith(pre) for pre in prefixes) and not Path(p).exists()]
+    if gone:
+        idx.remove(gone)
+    return len(gone)
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    """Hits for one query photo."""
+
+    query: Path
+    query_label: str | None
+    hits: list
+
+
+def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: float = -1.0,
+                 cfg: EmbedConfig = EmbedConfig()) -> SimilarResult:
+    """The k nearest indexed photos by cosine similarity; the query itself is never its own hit."""
+    from .data.images import load_image  # noqa: F401  (fails early with a clear error on a bad query)
+    from .embeddings import embed_paths, load_model
+    from .index import PhotoIndex
+
+    directory = index_dir(index)
+    recorded = _read_model_file(directory)
+    if recorded is None:
+        raise IndexStoreError(f"no index at {directory}; build one with `landmark index PHOTOS` "
+                              f"(add --index {index} for this name)")
+    if k < 1:
+        raise LandmarkError("-k must be at least 1")
+    ref = _index_model(directory, None)
+    model = load_model(ref)
+    result = embed_paths([photo], model, cfg)
+    if result.failed:
+        raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
+    with PhotoIndex.open(directory, model_id=ref.model_id, dim=model.embedding_dim, create=False, lock=False) as idx:
+        hits = idx.search(result.embeddings, k, exclude_paths=[str(photo.resolve())])[0]
+    hits = [h for h in hits if h.score >= min_score]
+    label = model.class_names[int(result.probs[0].argmax())] if len(result.probs) else None
+    return SimilarResult(photo, label, hits)

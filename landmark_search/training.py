@@ -1,0 +1,544 @@
+"""fit / train_one_epoch / evaluate: training runs and their metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from .config import RunPaths, TrainConfig
+from .data.datasets import (DatasetLayout, ImageDataset, Sample, channel_stats, collate_skip_bad, discover,
+                            stratified_split)
+from .data.transforms import EvalPreset, Normalization, TrainPreset
+from .errors import CheckpointError, DataError, LandmarkError
+from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .models import LandmarkModel, build_model, get_spec
+from .models.checkpoint import load_checkpoint, make_meta, read_checkpoint, save_checkpoint
+from .models.runtime import autocast, default_workers, select_device, select_precision, use_channels_last
+
+# Defaults per family, from measurements on ../shared/evaldata (see README "Training recipes").
+DEFAULT_EPOCHS = {"head": 60, "scratch": 120, "finetune": 15}
+DEFAULT_LR = {"head": 3e-3, "scratch": 2e-3, "finetune": 3e-4}
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One row of history.csv."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    valid_loss: float
+    valid_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Predictions and metrics on one split."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    y_true: list[int]
+    y_pred: list[int]
+    probs: np.ndarray
+    paths: list[str]
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready metrics (no per-photo arrays)."""
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "weighted_f1": self.weighted_f1,
+                "n": len(self.y_true), "per_class": self.per_class, "confusion": self.confusion,
+                "skipped": self.skipped}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run's files are and how it scored."""
+
+    paths: RunPaths
+    history: list[EpochStats]
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % (2 ** 32)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader that skips bad photos and is seeded."""
+    workers = default_workers() if workers < 0 else workers
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      collate_fn=collate_skip_bad, worker_init_fn=_worker_init, generator=gen,
+                      persistent_workers=workers > 0, drop_last=drop_last)
+
+
+def _metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> tuple[dict, list, float, float]:
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    labels = list(range(len(classes)))
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
+                                   output_dict=True, zero_division=0)
+    per_class = {c: {k: float(report[c][k]) for k in ("precision", "recall", "f1-score", "support")}
+                 for c in classes}
+    confusion = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    macro = float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    weighted = float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0))
+    return per_class, confusion, macro, weighted
+
+
+def predict_samples(model: LandmarkModel, samples: Sequence[Sample], meta: dict[str, Any], *,
+                    device: str = "auto", precision: str = "auto", batch_size: int = 64, workers: int = -1,
+                    quiet: bool = True, desc: str = "evaluate") -> tuple[np.ndarray, list[int], list[str], list[str]]:
+    """Class probabilities for labelled samples; returns (probs, labels, paths, skipped paths)."""
+    dev = select_device(device)
+    dtype = select_precision(precision, dev)
+    preset = EvalPreset(meta["image_size"], Normalization(tuple(meta["mean"]), tuple(meta["std"])))
+    indexed = [(path, i) for i, (path, _) in enumerate(samples)]
+    ds = ImageDataset(indexed, preset, meta["image_size"])
+    model = model.to(dev).eval()
+    if use_channels_last(dev, dtype):
+        model = model.to(memory_format=torch.channels_last)
+    probs, order = [], []
+    with torch.inference_mode():
+        for batch in tqdm(make_loader(ds, batch_size, shuffle=False, workers=workers), desc=desc,
+                          disable=quiet, leave=False):
+            if batch is None:
+                continue
+            x, idx = batch
+            x = x.to(dev)
+            if use_channels_last(dev, dtype):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(dev, dtype):
+                logits = model(x)
+            probs.append(logits.float().softmax(1).cpu().numpy())
+            order.extend(idx.tolist())
+    done = set(order)
+    skipped = [str(samples[i][0]) for i in range(len(samples)) if i not in done]
+    probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(meta["classes"])), np.float32)
+    return probs_arr, [samples[i][1] for i in order], [str(samples[i][0]) for i in order], skipped
+
+
+def evaluate(model: LandmarkModel, samples: Sequence[Sample], meta: dict[str, Any], **kwargs: Any) -> EvalResult:
+    """Accuracy, macro/weighted F1, per-class table and confusion matrix on labelled samples."""
+    probs, y_true, paths, skipped = predict_samples(model, samples, meta, **kwargs)
+    if not y_true:
+        raise DataError("no readable photos to evaluate")
+    y_pred = probs.argmax(1).tolist()
+    per_class, confusion, macro, weighted = _metrics(y_true, y_pred, meta["display_names"])
+    accuracy = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+    return EvalResult(accuracy, macro, weighted, list(y_true), y_pred, probs, paths, per_class, confusion, skipped)
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix; the figure grows with the class count so 50 classes stay legible."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(names)
+    size = max(6.0, 0.32 * n + 3)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    font = 10 if n <= 15 else 7
+    ax.set_xticks(range(n), [s[:28] for s in names], rotation=90, fontsize=font)
+    ax.set_yticks(range(n), [s[:28] for s in names], fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=font - 1,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: Sequence[EpochStats], path: Path) -> None:
+    """Loss and accuracy per epoch, train vs validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    ax1.plot(epochs, [h.train_loss for h in history], label="train")
+    ax1.plot(epochs, [h.valid_loss for h in history], label="valid")
+    ax1.set_title("loss")
+    ax2.plot(epochs, [h.train_acc for h in history], label="train")
+    ax2.plot(epochs, [h.valid_acc for h in history], label="valid")
+    ax2.set_title("accuracy")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_history(history: Sequence[EpochStats], path: Path) -> None:
+    """history.csv, one row per epoch."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(list(EpochStats.__dataclass_fields__))
+    for h in history:
+        writer.writerow([h.epoch, f"{h.train_loss:.5f}", f"{h.train_acc:.5f}", f"{h.valid_loss:.5f}",
+                         f"{h.valid_acc:.5f}", f"{h.lr:.3g}", f"{h.seconds:.2f}"])
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_eval_outputs(result: EvalResult, names: Sequence[str], out_dir: Path, split: str = "test") -> dict[str, Path]:
+    """`<split>_confusion.png` and `<split>_report.json` in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{split}_confusion.png"
+    js = out_dir / f"{split}_report.json"
+    plot_confusion(result.confusion, names, png, f"{split}: accuracy {result.accuracy:.3f}, macro-F1 {result.macro_f1:.3f}")
+    atomic_write_json(js, {"split": split, "class_names": list(names), **result.summary()})
+    return {"confusion": png, "report": js}
+
+
+class _Trainer:
+    """State of one run: model, optimiser, scheduler, early stopping, checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths):
+        self.cfg = cfg
+        self.layout = layout
+        self.paths = paths
+        self.spec = get_spec(cfg.model)
+        self.device = select_device(cfg.device)
+        self.dtype = select_precision(cfg.precision, self.device)
+        self.channels_last = use_channels_last(self.device, self.dtype)
+        pretrained = self.spec.pretrained and cfg.weights != "none"
+        self.frozen = pretrained and not cfg.finetune
+        self.family = "head" if self.frozen else ("finetune" if pretrained else "scratch")
+        self.epochs = cfg.epochs or DEFAULT_EPOCHS[self.family]
+        self.lr = cfg.lr or DEFAULT_LR[self.family]
+        self.image_size = cfg.image_size or self.spec.image_size
+        self.train_samples, self.valid_samples = stratified_split(layout.train, cfg.valid_split, cfg.seed)
+        self.norm = self._normalization()
+        self.model = build_model(cfg.model, len(layout.classes), pretrained=pretrained, head=cfg.head,
+                                 embedding_dim=cfg.embedding_dim, dropout=cfg.dropout).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.history: list[EpochStats] = []
+        self.best_loss = float("inf")
+        self.bad_epochs = 0
+        self.start_epoch = 1
+        if self.frozen:
+            self.model.body.requires_grad_(False)
+            params = [{"params": list(self.model.head.parameters()) + list(self.model.classifier.parameters())}]
+        elif pretrained:
+            params = [{"params": self.model.body.parameters(), "lr": self.lr * 0.1},
+                      {"params": list(self.model.head.parameters()) + list(self.model.classifier.parameters())}]
+        else:
+            params = [{"params": self.model.parameters()}]
+        self.optimizer = self._optimizer(params)
+        self.scheduler = self._scheduler()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def _normalization(self) -> Normalization:
+        if self.spec.mean is not None:
+            return Normalization(tuple(self.spec.mean), tuple(self.spec.std))
+        # Scratch models: per-channel statistics of this dataset, computed once and cached.
+        if self.paths.stats.exists():
+            stats = json.loads(self.paths.stats.read_text())
+            return Normalization(tuple(stats["mean"]), tuple(stats["std"]))
+        mean, std = channel_stats(self.train_samples, self.image_size, seed=self.cfg.seed)
+        atomic_write_json(self.paths.stats, {"mean": mean, "std": std})
+        return Normalization(mean, std)
+
+    def _optimizer(self, params) -> torch.optim.Optimizer:
+        name = self.cfg.optimizer
+        if name in ("adam", "adamw"):
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.cfg.weight_decay)
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.cfg.weight_decay)
+        raise LandmarkError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
+
+    def _scheduler(self):
+        name = self.cfg.scheduler
+        if name == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.3, patience=max(1, self.cfg.patience // 3))
+        if name == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=0.95)
+        if name == "cosine":
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
+                                                       total_steps=self.epochs, pct_start=0.15)
+        if name == "none":
+            return None
+        raise LandmarkError(f"unknown scheduler {name!r}; use plateau, cosine, exponential or none")
+
+    def meta(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Checkpoint meta for the current model."""
+        return make_meta(self.model, arch=self.cfg.model, classes=list(self.layout.classes),
+                         display_names=list(self.layout.display_names), image_size=self.image_size,
+                         mean=self.norm.mean, std=self.norm.std, head=self.cfg.head, dropout=self.cfg.dropout,
+                         train_config=self.cfg.to_dict(), metrics=metrics)
+
+    def save(self, path: Path, epoch: int) -> None:
+        state = {"epoch": epoch, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                 "best_loss": self.best_loss, "bad_epochs": self.bad_epochs,
+                 "history": [list(h.__dict__.values()) for h in self.history]}
+        save_checkpoint(path, self.model, self.meta(), extra={"train_state": state})
+
+    def resume(self, path: Path) -> None:
+        payload = read_checkpoint(path)
+        self.model.load_state_dict(payload["state_dict"])
+        state = payload.get("train_state")
+        if not state:
+            raise CheckpointError(f"{path}: no training state to resume from")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.best_loss = state["best_loss"]
+        self.bad_epochs = state["bad_epochs"]
+        self.history = [EpochStats(*row) for row in state["history"]]
+        self.start_epoch = state["epoch"] + 1
+
+    def step_scheduler(self, valid_loss: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(valid_loss)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def end_epoch(self, stats: EpochStats) -> bool:
+        """Record an epoch, save checkpoints; True when training should stop early."""
+        self.history.append(stats)
+        self.step_scheduler(stats.valid_loss)
+        # The original rule: a new best only when validation loss drops by more than 1 %.
+        if stats.valid_loss < self.best_loss * 0.99:
+            self.best_loss = stats.valid_loss
+            self.bad_epochs = 0
+            self.save(self.paths.best, stats.epoch)
+        else:
+            self.bad_epochs += 1
+        self.save(self.paths.last, stats.epoch)
+        write_history(self.history, self.paths.history)
+        return self.bad_epochs >= self.cfg.patience
+
+    def _batch_to(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def extract(self, samples: Sequence[Sample], transform: Callable, views: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-backbone features for `views` transformed copies of every sample."""
+        ds = ImageDataset(samples, transform, self.image_size, preload=views > 1, views=views)
+        feats, labels = [], []
+        self.model.body.eval()
+        with torch.inference_mode():
+            for batch in tqdm(make_loader(ds, self.cfg.batch_size, shuffle=False, workers=self.cfg.workers,
+                                          seed=self.cfg.seed), desc=desc, disable=self.cfg.quiet, leave=False):
+                if batch is None:
+                    continue
+                x, y = batch
+                with autocast(self.device, self.dtype):
+                    f = self.model.features(self._batch_to(x))
+                feats.append(f.float().cpu())
+                labels.append(y)
+        if not feats:
+            raise DataError(f"no readable photos for {desc}")
+        return torch.cat(feats), torch.cat(labels)
+
+    def fit_head(self, t0: float) -> None:
+        """Train head + classifier on cached frozen features (seconds instead of minutes)."""
+        cfg = self.cfg
+        train_f, train_y = self.extract(self.train_samples, TrainPreset(self.image_size, self.norm),
+                                        max(1, cfg.feature_views), "features (train views)")
+        eval_preset = EvalPreset(self.image_size, self.norm)
+        valid_f, valid_y = (self.extract(self.valid_samples, eval_preset, 1, "features (valid)")
+                            if self.valid_samples else (train_f[:0], train_y[:0]))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        loader = DataLoader(TensorDataset(train_f, train_y), batch_size=cfg.batch_size, shuffle=True,
+                            generator=gen, drop_last=len(train_f) > cfg.batch_size)
+        head = nn.Sequential(self.model.head, self.model.classifier).to(self.device)
+        bar = tqdm(range(self.start_epoch, self.epochs + 1), desc="train head", disable=cfg.quiet)
+        for epoch in bar:
+            start = time.time()
+            head.train()
+            total, correct, loss_sum = 0, 0, 0.0
+            for f, y in loader:
+                f, y = f.to(self.device), y.to(self.device)
+                logits = head(f)
+                loss = self.criterion(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                total += len(y)
+            head.eval()
+            with torch.inference_mode():
+                if len(valid_f):
+                    vlogits = head(valid_f.to(self.device))
+                    vloss = F.cross_entropy(vlogits, valid_y.to(self.device)).item()
+                    vacc = (vlogits.argmax(1).cpu() == valid_y).float().mean().item()
+                else:
+                    vloss, vacc = loss_sum / total, correct / total
+            stats = EpochStats(epoch, loss_sum / total, correct / total, vloss, vacc,
+                               self.optimizer.param_groups[-1]["lr"], time.time() - start)
+            bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{vloss:.3f}", val_acc=f"{vacc:.3f}")
+            if self.end_epoch(stats) or self._out_of_time(t0):
+                break
+
+    def _out_of_time(self, t0: float) -> bool:
+        return self.cfg.time_limit is not None and time.time() - t0 > self.cfg.time_limit
+
+    def fit_full(self, t0: float) -> None:
+        """Train the whole network end to end (scratch models, --finetune, --weights none)."""
+        cfg = self.cfg
+        small = len(self.train_samples) <= 20000
+        train_ds = ImageDataset(self.train_samples, TrainPreset(self.image_size, self.norm), self.image_size, preload=small)
+        valid_ds = ImageDataset(self.valid_samples, EvalPreset(self.image_size, self.norm), self.image_size, preload=small)
+        train_loader = make_loader(train_ds, cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
+                                   drop_last=len(train_ds) > cfg.batch_size)
+        valid_loader = make_loader(valid_ds, cfg.batch_size * 2, shuffle=False, workers=cfg.workers)
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            start = time.time()
+            train_loss, train_acc = self.train_one_epoch(train_loader, epoch)
+            valid_loss, valid_acc = self.validate(valid_loader) if len(valid_ds) else (train_loss, train_acc)
+            stats = EpochStats(epoch, train_loss, train_acc, valid_loss, valid_acc,
+                               self.optimizer.param_groups[-1]["lr"], time.time() - start)
+            if not cfg.quiet:
+                print(f"epoch {epoch}/{self.epochs}: loss {train_loss:.3f} acc {train_acc:.3f} | "
+                      f"valid loss {valid_loss:.3f} acc {valid_acc:.3f} | {stats.seconds:.1f}s", file=sys.stderr)
+            if self.end_epoch(stats) or self._out_of_time(t0):
+                break
+
+    def train_one_epoch(self, loader: DataLoader, epoch: int) -> tuple[float, float]:
+        self.model.train()
+        if self.frozen:
+            self.model.body.eval()
+        total, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=self.cfg.quiet, leave=False)
+        for batch in bar:
+            if batch is None:
+                continue
+            x, y = batch
+            x, y = self._batch_to(x), y.to(self.device)
+            with autocast(self.device, self.dtype):
+                logits = self.model(x)
+            loss = self.criterion(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            total += len(y)
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+        if total == 0:
+            raise DataError("no readable photos in the training set")
+        return loss_sum / total, correct / total
+
+    def validate(self, loader: DataLoader) -> tuple[float, float]:
+        self.model.eval()
+        total, correct, loss_sum = 0, 0, 0.0
+        with torch.inference_mode():
+            for batch in loader:
+                if batch is None:
+                    continue
+                x, y = batch
+                x, y = self._batch_to(x), y.to(self.device)
+                with autocast(self.device, self.dtype):
+                    logits = self.model(x).float()
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                total += len(y)
+        return (loss_sum / total, correct / total) if total else (float("inf"), 0.0)
+
+
+def default_run_dir(model: str) -> Path:
+    """runs/<model>-<timestamp>."""
+    return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def fit(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+    """Train a model on cfg.data, write the run directory, evaluate best.pt on test/ when present."""
+    t0 = time.time()
+    if resume:
+        resume = Path(resume)
+        last = resume / "last.pt"
+        saved = read_checkpoint(last)["meta"]["train_config"]
+        # Resuming keeps the run's own settings; only the epoch budget may be extended.
+        cfg = replace(TrainConfig.from_dict(saved), epochs=cfg.epochs or saved.get("epochs"), quiet=cfg.quiet,
+                      out=str(resume))
+    seed_everything(cfg.seed)
+    layout = discover(cfg.data)
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, out=str(out))
+    paths = RunPaths(out)
+    trainer = _Trainer(cfg, layout, paths)
+    if resume:
+        trainer.resume(paths.last)
+    atomic_write_json(paths.config, {**cfg.to_dict(), "epochs": trainer.epochs, "lr": trainer.lr,
+                                     "image_size": trainer.image_size, "family": trainer.family})
+    if trainer.frozen:
+        trainer.fit_head(t0)
+    else:
+        trainer.fit_full(t0)
+    plot_curves(trainer.history, paths.curves)
+    train_seconds = time.time() - t0
+    metrics: dict[str, Any] = {"train_seconds": round(train_seconds, 1), "epochs_run": len(trainer.history),
+                               "best_valid_loss": trainer.best_loss}
+    if not paths.best.exists():  # no epoch improved on inf: keep the last weights as best
+        trainer.save(paths.best, len(trainer.history))
+    model, meta = load_checkpoint(paths.best)
+    if layout.test:
+        result = evaluate(model, layout.test, meta, device=cfg.device, precision=cfg.precision,
+                          batch_size=cfg.batch_size, workers=cfg.workers, quiet=cfg.quiet)
+        write_eval_outputs(result, meta["display_names"], out, "test")
+        metrics.update({"test_accuracy": result.accuracy, "test_macro_f1": result.macro_f1,
+                        "test_weighted_f1": result.weighted_f1, "n_test": len(result.y_true),
+                        "test_skipped": result.skipped})
+    metrics["total_seconds"] = round(time.time() - t0, 1)
+    atomic_write_json(paths.metrics, metrics)
+    # The best checkpoint carries its own scores, so `landmark classify` can show them.
+    payload = read_checkpoint(paths.best)
+    payload["meta"]["metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    model.load_state_dict(payload["state_dict"])
+    save_checkpoint(paths.best, model, payload["meta"], extra={k: v for k, v in payload.items()
+                                                               if k not in ("meta", "state_dict", "format", "version")})
+    return TrainResult(paths, trainer.history, metrics, time.time() - t0)
