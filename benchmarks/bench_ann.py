@@ -101,7 +101,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     data = synthetic(args.n + args.queries, args.dim, args.clusters, tuple(args.spread), args.seed)
     x, q = data[: args.n], data[args.n :]  # queries are held out: not in the index
     del data
-    truth = exact_top_k(x, q, args.k)
     rss_data = peak_rss_mib()
     kind = args.worker
     out: dict[str, Any] = {"type": kind}
@@ -120,6 +119,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                          "efSearch": index_mod.HNSW_EF_SEARCH}
     out.update(time_single_queries(lambda one: vectors.search(one, args.k), q))
     _, found = vectors.search(q, args.k)
+    truth = exact_top_k(x, q, args.k)
     out["recall_at_k"] = recall_at_k(found, truth)
 
     if args.end_to_end:

@@ -22,7 +22,7 @@ from .errors import BadImageError, CheckpointError, ModelNotFoundError
 from .modelref import DEFAULT_MODEL, ModelRef, resolve_model
 from .models import build_model, get_spec
 from .models.checkpoint import load_checkpoint
-from .models.runtime import autocast, default_workers, select_device, select_precision, use_channels_last
+from .models.runtime import quiet_jit, autocast, default_workers, select_device, select_precision, use_channels_last
 
 Embeddings = npt.NDArray[np.float32]
 EXPORT_MARKER = "landmark-search-export"
@@ -91,7 +91,8 @@ def _builtin(ref: ModelRef) -> LoadedModel:
 
 def _export(ref: ModelRef) -> LoadedModel:
     try:
-        module = torch.jit.load(str(ref.path), map_location="cpu")
+        with quiet_jit():
+            module = torch.jit.load(str(ref.path), map_location="cpu")
         meta = json.loads(module.meta_json)
     except Exception as exc:
         raise CheckpointError(f"{ref.path}: not a readable landmark-search export "

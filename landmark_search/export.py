@@ -14,6 +14,7 @@ from .embeddings import EXPORT_MARKER
 from .errors import CheckpointError, LandmarkError
 from .fsutil import atomic_write_bytes
 from .models.checkpoint import load_checkpoint
+from .models.runtime import quiet_jit
 from .data.transforms import resize_size
 
 
@@ -89,7 +90,8 @@ def build_predictor(checkpoint: str | Path, *, trace_body: bool = True) -> Predi
     if trace_body:
         # Tracing records the conv graph once; convolutions stay size-generic, and the
         # EfficientNet code (namedtuple block args) never has to be scripted.
-        body = torch.jit.trace(body, torch.zeros(1, 3, size, size), check_trace=False)
+        with quiet_jit():
+            body = torch.jit.trace(body, torch.zeros(1, 3, size, size), check_trace=False)
     net = _Net(body, model.head.eval(), model.classifier.eval()).eval()
     exported_meta = {"format": EXPORT_MARKER, "version": 1, **{k: meta[k] for k in (
         "arch", "classes", "display_names", "image_size", "mean", "std", "embedding_dim")}}
@@ -104,7 +106,9 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
         raise LandmarkError(f"{out} is a folder; give a file name such as model.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        scripted = torch.jit.script(build_predictor(checkpoint))
+        predictor = build_predictor(checkpoint)
+        with quiet_jit():
+            scripted = torch.jit.script(predictor)
         tmp = out.with_name(f".{out.name}.tmp")
         try:
             scripted.save(str(tmp))

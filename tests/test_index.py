@@ -137,16 +137,20 @@ def test_damaged_cache_is_rebuilt_from_manifest(tmp_path: Path, damage: str, cap
 
     live = slice(10, 400) if damage == "stale" else slice(0, 300)
     with caplog.at_level(logging.WARNING, logger="landmark_search.index"):
-        with open_index(tmp_path / "a") as idx:
-            assert_matches_brute_force(idx, paths[live], x[live], q, k=10)
-    if damage in ("truncated", "flipped", "foreign"):
-        assert "ignoring the vector cache" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="landmark_search.index"):
         reader = open_index(tmp_path / "a", lock=False)
         assert_matches_brute_force(reader, paths[live], x[live], q, k=10)
+        generation = reader.generation
         reader.close()
-    assert caplog.text == ""  # the saved cache is intact now
+    if damage in ("truncated", "flipped", "foreign"):
+        assert "ignoring the vector cache" in caplog.text
+    # No writer held the lock, so the reader stored the repaired cache.
+    assert index_mod._read_cache(cache)[1]["generation"] == generation
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="landmark_search.index"):
+        with open_index(tmp_path / "a") as idx:
+            assert idx.save() is False  # nothing left to repair
+            assert_matches_brute_force(idx, paths[live], x[live], q, k=10)
+    assert caplog.text == ""
 
 
 def test_kill_9_before_save_keeps_committed_batches(tmp_path: Path) -> None:
@@ -196,6 +200,9 @@ def test_model_dim_and_format_mismatch_refused(tmp_path: Path) -> None:
     with pytest.raises(IndexStoreError, match=r"build one with `landmark index PHOTOS --index NAME`"):
         open_index(tmp_path / "nowhere", create=False)
     assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(IndexStoreError, match="is a file, not an index directory"):
+        open_index(tmp_path / "file")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / MANIFEST_NAME).write_bytes(b"not a database at all" * 100)
     with pytest.raises(IndexStoreError, match="not a landmark-search index manifest"):

@@ -58,9 +58,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused, it holds Python objects that would run code when loaded "
-                              f"({str(exc).splitlines()[0][:120]}); only load checkpoints made by landmark-search") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated)") from None
+        raise CheckpointError(f"{path}: refused, it holds Python objects that would run code when loaded; "
+                              "only load checkpoints made by landmark-search") from None
+    except Exception as exc:  # torch.load raises KeyError, RuntimeError, EOFError... on garbage
         raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a landmark-search checkpoint (no format marker); "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 
 import torch
 
@@ -74,3 +75,11 @@ def default_workers() -> int:
     """DataLoader workers that don't oversubscribe small machines."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 1 else min(4, cores)
+
+
+@contextlib.contextmanager
+def quiet_jit():
+    """TorchScript works in torch 2.14 but warns on every call; exports keep supporting it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield

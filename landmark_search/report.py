@@ -1,0 +1,427 @@
+"""One self-contained HTML report for a training run: config, curves, metrics, confusions, mistakes."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from .config import RunPaths
+from .errors import DataError, LandmarkError
+from .fsutil import atomic_write_text
+from .sheets import THUMB, data_uri, image_data_uri, placeholder, thumbnail
+
+if TYPE_CHECKING:
+    from .embeddings import LoadedModel
+    from .training import EvalResult
+
+REPORT_NAME = "report.html"
+MAX_MISTAKES = 24  # the grid shows the most confident mistakes; more would bloat the file
+TOP_PAIRS = 10
+
+
+class _Missing(Exception):
+    """A report section cannot be drawn; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _Section:
+    anchor: str
+    title: str
+    body: str
+
+
+@dataclass
+class _Evaluation:
+    """best.pt re-run on the test photos: what the misclassified grid needs."""
+
+    loaded: "LoadedModel"
+    result: "EvalResult"
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise _Missing(f"{path.name} is missing from the run folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _Missing(f"{path.name} is unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise _Missing(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return "" if value is None else str(value)
+
+
+def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th scope='row'>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in rows)
+    return f"<table class='kv'><tbody>{body}</tbody></table>"
+
+
+def _png_img(data: bytes, alt: str, cls: str = "") -> str:
+    return f"<img class='{cls}' alt='{_esc(alt)}' src='{data_uri(data, 'image/png')}'>"
+
+
+def _plot_to_bytes(draw: Callable[[Path], None]) -> bytes:
+    # The training plot helpers write files; a temporary folder turns them into bytes.
+    with tempfile.TemporaryDirectory(prefix="landmark-report-") as tmp:
+        path = Path(tmp) / "plot.png"
+        draw(path)
+        return path.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+def _config_section(paths: RunPaths) -> str:
+    cfg = _read_json(paths.config)
+    return _kv_table(sorted(cfg.items()))
+
+
+def _read_history(path: Path) -> list:
+    from .training import EpochStats
+
+    if not path.is_file():
+        raise _Missing("curves.png and history.csv are both missing from the run folder")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        return [EpochStats(int(r["epoch"]), float(r["train_loss"]), float(r["train_acc"]), float(r["valid_loss"]),
+                           float(r["valid_acc"]), float(r["lr"]), float(r["seconds"])) for r in rows]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise _Missing(f"history.csv is unreadable ({exc})") from None
+
+
+def _curves_section(paths: RunPaths) -> str:
+    history = _read_history(paths.history) if paths.history.is_file() else []
+    if paths.curves.is_file():
+        png = paths.curves.read_bytes()
+    else:
+        from .training import plot_curves
+
+        if not history:
+            raise _Missing("curves.png and history.csv are both missing from the run folder")
+        png = _plot_to_bytes(lambda p: plot_curves(history, p))
+    summary = ""
+    if history:
+        best = min(history, key=lambda h: h.valid_loss)
+        summary = (f"<p>{len(history)} epochs; lowest validation loss {best.valid_loss:.4f} at epoch {best.epoch} "
+                   f"(validation accuracy {best.valid_acc:.3f}).</p>")
+    return summary + _png_img(png, "loss and accuracy per epoch", "curves")
+
+
+def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Evaluation | None) -> str:
+    try:
+        metrics = _read_json(paths.metrics)
+    except _Missing:
+        metrics = {}
+    acc = metrics.get("test_accuracy", (test_report or {}).get("accuracy"))
+    f1 = metrics.get("test_macro_f1", (test_report or {}).get("macro_f1"))
+    if acc is None and evaluation is not None:
+        acc, f1 = evaluation.result.accuracy, evaluation.result.macro_f1
+    if acc is None:
+        why = "metrics.json is missing" if not metrics else "the run has no test scores (its dataset had no test/ split)"
+        raise _Missing(f"{why}; evaluate with `landmark evaluate RUN/best.pt --data DIR`")
+    cards = (f"<div class='cards'><div class='card'><div class='num'>{float(acc):.1%}</div><div>test accuracy</div></div>"
+             f"<div class='card'><div class='num'>{float(f1):.3f}</div><div>macro-F1</div></div></div>")
+    extra = [(k, metrics[k]) for k in ("test_weighted_f1", "n_test", "epochs_run", "best_valid_loss", "train_seconds",
+                                       "total_seconds") if k in metrics]
+    if metrics.get("test_skipped"):
+        extra.append(("unreadable test photos", len(metrics["test_skipped"])))
+    return cards + (_kv_table(extra) if extra else "")
+
+
+def _per_class_section(per_class: dict[str, dict[str, float]]) -> str:
+    head = ("<thead><tr><th data-type='text'>class</th><th data-type='num'>precision</th><th data-type='num'>recall</th>"
+            "<th data-type='num'>F1</th><th data-type='num'>support</th></tr></thead>")
+    rows = []
+    for name, row in per_class.items():
+        f1 = row.get("f1-score", row.get("f1", 0.0))
+        # A light red tint on weak classes: the eye finds them before any sorting.
+        tint = f" style='background:rgba(224,49,49,{max(0.0, 0.6 - f1) / 1.5:.2f})'" if f1 < 0.6 else ""
+        rows.append(f"<tr{tint}><td>{_esc(name)}</td><td>{row['precision']:.3f}</td><td>{row['recall']:.3f}</td>"
+                    f"<td>{f1:.3f}</td><td>{int(row['support'])}</td></tr>")
+    return ("<p class='hint'>Click a column heading to sort; click again to reverse.</p>"
+            f"<table class='sortable' id='per-class-table'>{head}<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _confusion_section(paths: RunPaths, confusion: list[list[int]] | None, names: Sequence[str] | None) -> str:
+    png_path = paths.root / "test_confusion.png"
+    if png_path.is_file():
+        png = png_path.read_bytes()
+    elif confusion is not None and names is not None:
+        from .training import plot_confusion
+
+        png = _plot_to_bytes(lambda p: plot_confusion(confusion, names, p))
+    else:
+        raise _Missing("test_confusion.png is missing and there is no test evaluation to draw it from")
+    # Shown at its natural size in a scrolling box: with 50 classes, shrinking it to the page
+    # width would make the class names unreadable. A click toggles fit-to-width.
+    return ("<p class='hint'>Rows are true classes, columns predicted, each row normalised. "
+            "Scroll to pan; click the image to toggle fit-to-width.</p>"
+            f"<div class='scroll'>{_png_img(png, 'confusion matrix', 'confusion')}</div>")
+
+
+def confused_pairs(confusion: Sequence[Sequence[int]], names: Sequence[str], top: int = TOP_PAIRS
+                   ) -> list[tuple[str, str, int, float]]:
+    """The largest off-diagonal cells: (true, predicted, count, share of the true class)."""
+    cm = np.asarray(confusion, dtype=np.int64)
+    support = cm.sum(1)
+    off = [(int(cm[i, j]), i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
+    off.sort(key=lambda t: (-t[0], -t[0] / max(support[t[1]], 1), t[1], t[2]))
+    return [(names[i], names[j], n, n / max(int(support[i]), 1)) for n, i, j in off[:top]]
+
+
+def _pairs_section(confusion: list[list[int]], names: Sequence[str]) -> str:
+    pairs = confused_pairs(confusion, names)
+    if not pairs:
+        return "<p>No confusions: every test photo was classified correctly.</p>"
+    rows = "".join(f"<tr><td>{_esc(t)}</td><td>{_esc(p)}</td><td>{n}</td><td>{share:.1%}</td></tr>"
+                   for t, p, n, share in pairs)
+    return ("<table class='pairs'><thead><tr><th>true class</th><th>predicted as</th><th>photos</th>"
+            f"<th>share of the true class</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _mistake_card(evaluation: _Evaluation, index: int, device) -> str:
+    from PIL import Image
+
+    from .errors import BadImageError
+    from .explain import colorize, explain_image
+
+    res, loaded = evaluation.result, evaluation.loaded
+    path = Path(res.paths[index])
+    true, pred = res.y_true[index], res.y_pred[index]
+    prob = float(res.probs[index, pred])
+    try:
+        photo = thumbnail(path, THUMB)
+        crop, cam, _, _ = explain_image(loaded, path, pred, device)
+        heat = Image.fromarray(colorize(crop, cam)).resize((THUMB, THUMB), Image.Resampling.BICUBIC)
+    except BadImageError:
+        photo = heat = placeholder(THUMB)
+    names = loaded.class_names
+    return (f"<figure class='mistake'><div class='pair'><img alt='photo' src='{image_data_uri(photo)}'>"
+            f"<img alt='Grad-CAM for the predicted class' src='{image_data_uri(heat)}'></div>"
+            f"<figcaption><div class='name' title='{_esc(path)}'>{_esc(Path(path.parent.name, path.name))}</div>"
+            f"<div>true: <b>{_esc(names[true])}</b></div>"
+            f"<div>predicted: <b class='wrong'>{_esc(names[pred])}</b> (p={prob:.2f})</div></figcaption></figure>")
+
+
+def _mistakes_section(evaluation: _Evaluation | None, why: str, device: str) -> str:
+    from .models.runtime import select_device
+
+    if evaluation is None:
+        raise _Missing(why)
+    res = evaluation.result
+    wrong = [i for i, (t, p) in enumerate(zip(res.y_true, res.y_pred)) if t != p]
+    if not wrong:
+        return f"<p>No misclassified photos among the {len(res.y_true)} test photos.</p>"
+    # Most confident mistakes first: they say the most about what the model has learnt wrong.
+    wrong.sort(key=lambda i: -float(res.probs[i, res.y_pred[i]]))
+    shown = wrong[:MAX_MISTAKES]
+    dev = select_device(device)
+    cards = "".join(_mistake_card(evaluation, i, dev) for i in shown)
+    note = (f"{len(wrong)} of {len(res.y_true)} test photos are misclassified"
+            + (f"; the {len(shown)} most confident mistakes are shown" if len(shown) < len(wrong) else "")
+            + ". Each shows the photo and the Grad-CAM heat map of the predicted class: what the model looked at.")
+    return f"<p>{_esc(note)}</p><div class='grid'>{cards}</div>"
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def _resolve_data(paths: RunPaths, data: Path | None) -> Path:
+    if data is not None:
+        return Path(data)
+    try:
+        cfg_data = _read_json(paths.config).get("data")
+    except _Missing as exc:
+        raise _Missing(f"no data folder: {exc}; pass --data DIR") from None
+    if not cfg_data:
+        raise _Missing("no data folder: config.json names none; pass --data DIR")
+    return Path(cfg_data)
+
+
+def _evaluate(paths: RunPaths, data: Path | None, device: str) -> _Evaluation:
+    from .data.datasets import discover
+    from .embeddings import load_model
+    from .training import evaluate
+
+    if not paths.best.is_file():
+        raise _Missing("best.pt is missing from the run folder, so the test photos cannot be re-classified")
+    root = _resolve_data(paths, data)
+    if not root.is_dir():
+        raise _Missing(f"the data folder {root} does not exist here; pass --data DIR")
+    try:
+        layout = discover(root)
+    except DataError as exc:
+        raise _Missing(str(exc)) from None
+    if not layout.test:
+        raise _Missing(f"{root} has no test/ split, so there are no test photos to show")
+    loaded = load_model(paths.best)
+    if list(layout.classes) != list(loaded.class_ids):
+        raise _Missing(f"{root}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
+                       f"{len(loaded.class_ids)}); pass the dataset the model was trained on with --data")
+    # Worker processes cost more than they save on a small test split.
+    workers = 0 if len(layout.test) < 500 else -1
+    result = evaluate(loaded.module, layout.test, loaded.meta, device=device, workers=workers, quiet=True)
+    return _Evaluation(loaded, result)
+
+
+# ------------------------------------------------------------------------------------------ page
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9;line-height:1.4}
+header{background:#1f2937;color:#fff;padding:1.2em 2em}
+header h1{margin:0;font-size:1.5em} header p{margin:.3em 0 0;color:#cbd5e1}
+nav{background:#fff;border-bottom:1px solid #ddd;padding:.5em 2em;position:sticky;top:0;z-index:1}
+nav a{margin-right:1.2em;color:#1d4ed8;text-decoration:none;font-size:.9em}
+main{padding:0 2em 3em;max-width:1400px}
+section{background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:1em 1.4em;margin:1.2em 0}
+h2{font-size:1.2em;margin:.2em 0 .6em}
+p.missing{color:#9a3412;background:#fff7ed;border-left:4px solid #f97316;padding:.5em .8em}
+p.hint{color:#666;font-size:.85em;margin:.2em 0 .6em}
+table{border-collapse:collapse;font-size:.9em}
+th,td{padding:.3em .8em;border-bottom:1px solid #eee;text-align:left}
+td:not(:first-child){font-variant-numeric:tabular-nums}
+table.kv th{font-weight:500;color:#555}
+table.sortable th{cursor:pointer;user-select:none;background:#f1f3f5;position:sticky;top:2.2em}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+img.curves{max-width:100%}
+.scroll{overflow:auto;max-height:90vh;border:1px solid #eee}
+img.confusion{display:block;cursor:zoom-out}
+img.confusion.fit{max-width:100%;cursor:zoom-in}
+.cards{display:flex;gap:1em;margin-bottom:.8em}
+.card{border:1px solid #e2e4e8;border-radius:8px;padding:.6em 1.2em;text-align:center;color:#555}
+.card .num{font-size:1.8em;font-weight:600;color:#111}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
+figure.mistake{margin:0;border:1px solid #e2e4e8;border-radius:6px;padding:8px}
+figure.mistake .pair{display:flex;gap:6px}
+figure.mistake img{width:160px;height:160px;object-fit:contain;background:#eee}
+figcaption{font-size:.85em;margin-top:6px}
+figcaption .name{color:#666;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.wrong{color:#c92a2a}
+"""
+
+# Sorting keeps the DOM rows and re-appends them; numbers compare as numbers.
+_JS = """
+document.querySelectorAll('table.sortable').forEach(function(table){
+  table.querySelectorAll('th').forEach(function(th, col){
+    th.addEventListener('click', function(){
+      var asc = th.getAttribute('aria-sort') !== 'ascending';
+      table.querySelectorAll('th').forEach(function(h){ h.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+      var num = th.dataset.type === 'num', body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function(a, b){
+        var x = a.cells[col].textContent, y = b.cells[col].textContent;
+        var c = num ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      rows.forEach(function(r){ body.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('img.confusion').forEach(function(img){
+  img.addEventListener('click', function(){ img.classList.toggle('fit'); });
+});
+"""
+
+
+def _render(title: str, subtitle: str, sections: Sequence[_Section]) -> str:
+    nav = "".join(f"<a href='#{s.anchor}'>{_esc(s.title)}</a>" for s in sections)
+    body = "".join(f"<section id='{s.anchor}'><h2>{_esc(s.title)}</h2>{s.body}</section>" for s in sections)
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_esc(title)}</title>"
+            f"<style>{_CSS}</style></head><body><header><h1>{_esc(title)}</h1><p>{_esc(subtitle)}</p></header>"
+            f"<nav>{nav}</nav><main>{body}</main><script>{_JS}</script></body></html>\n")
+
+
+def _section(anchor: str, title: str, build: Callable[[], str]) -> _Section:
+    try:
+        return _Section(anchor, title, build())
+    except _Missing as exc:
+        return _Section(anchor, title, f"<p class='missing'>{_esc(exc)}</p>")
+    except (LandmarkError, OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError) as exc:
+        # A report is a by-product of training: one broken piece must not lose the others.
+        return _Section(anchor, title, f"<p class='missing'>this section could not be built "
+                                       f"({_esc(type(exc).__name__)}: {_esc(exc)})</p>")
+
+
+def write_report(run_dir: Path, data: Path | None = None, out: Path | None = None, *,
+                 device: str = "auto") -> Path:
+    """Write one self-contained HTML report for a training run (default RUN/report.html)."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise DataError(f"{paths.root}: no such run folder; pass the folder `landmark train` wrote (runs/<model>-<time>)")
+    if not any(p.is_file() for p in (paths.config, paths.metrics, paths.best, paths.history)):
+        raise DataError(f"{paths.root}: not a training run (no config.json, metrics.json, history.csv or best.pt)")
+    out = Path(out) if out is not None else paths.root / REPORT_NAME
+    if out.is_dir():
+        out = out / REPORT_NAME
+
+    try:
+        test_report: dict | None = _read_json(paths.root / "test_report.json")
+    except _Missing:
+        test_report = None
+    evaluation: _Evaluation | None = None
+    why_no_eval = ""
+    try:
+        evaluation = _evaluate(paths, data, device)
+    except _Missing as exc:
+        why_no_eval = str(exc)
+    except LandmarkError as exc:
+        why_no_eval = f"the test photos could not be re-classified: {exc}"
+
+    per_class = confusion = names = None
+    if test_report and {"per_class", "confusion", "class_names"} <= test_report.keys():
+        per_class, confusion, names = test_report["per_class"], test_report["confusion"], test_report["class_names"]
+    elif evaluation is not None:
+        res = evaluation.result
+        per_class, confusion, names = res.per_class, res.confusion, evaluation.loaded.class_names
+    no_test = ("test_report.json is missing and " + (why_no_eval or "there is no test evaluation")
+               + "; evaluate with `landmark evaluate RUN/best.pt --data DIR`")
+
+    def need(value: Any) -> Any:
+        if value is None:
+            raise _Missing(no_test)
+        return value
+
+    sections = [
+        _section("config", "Configuration", lambda: _config_section(paths)),
+        _section("curves", "Training curves", lambda: _curves_section(paths)),
+        _section("metrics", "Test metrics", lambda: _metrics_section(paths, test_report, evaluation)),
+        _section("per-class", "Per-class precision, recall and F1", lambda: _per_class_section(need(per_class))),
+        _section("confusion", "Confusion matrix", lambda: _confusion_section(paths, confusion, names)),
+        _section("pairs", "Most-confused class pairs", lambda: _pairs_section(need(confusion), need(names))),
+        _section("mistakes", "Misclassified test photos", lambda: _mistakes_section(evaluation, why_no_eval, device)),
+    ]
+    try:
+        cfg = _read_json(paths.config)
+    except _Missing:
+        cfg = {}
+    n_classes = len(names) if names is not None else "?"
+    subtitle = (f"model {cfg.get('model', '?')} · {n_classes} classes · data {cfg.get('data', '?')} · "
+                f"generated {datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    page = _render(f"Training report: {paths.root.resolve().name}", subtitle, sections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, page)
+    return out

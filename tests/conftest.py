@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny synthetic dataset and one quickly trained transfer model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the user's cache or the network.
+os.environ.setdefault("LANDMARK_WEIGHTS_MIRROR", "http://127.0.0.1:9")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """3 classes x 30 photos at 64 px."""
+    from landmark_search.data.synth import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    make_synthetic_dataset(root, classes=3, per_class=30, image_size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_data, tmp_path_factory) -> Path:
+    """efficientnet_lite0 with a trained embedding head (frozen offline ImageNet backbone)."""
+    from landmark_search.config import TrainConfig
+    from landmark_search.training import fit
+
+    out = tmp_path_factory.mktemp("runs") / "eff"
+    fit(TrainConfig(model="efficientnet_lite0", data=str(synth_data), out=str(out), epochs=12, feature_views=2,
+                    image_size=96, quiet=True, workers=0))
+    return out

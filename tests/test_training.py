@@ -1,0 +1,79 @@
+"""Training runs: files written, learning far above chance, resume, bad photos, reproducibility."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from landmark_search.config import TrainConfig
+from landmark_search.data.datasets import clean_name, discover, stratified_split
+from landmark_search.models.checkpoint import load_checkpoint
+from landmark_search.training import fit
+
+
+def test_display_names_are_cleaned():
+    assert clean_name("09.Golden_Gate_Bridge") == "Golden Gate Bridge"
+    assert clean_name("Eiffel_Tower") == "Eiffel Tower"
+
+
+def test_validation_split_is_stratified_and_seeded(synth_data):
+    layout = discover(synth_data)
+    train, valid = stratified_split(layout.train, 0.2, seed=3)
+    again, _ = stratified_split(layout.train, 0.2, seed=3)
+    assert train == again
+    assert sorted({label for _, label in valid}) == [0, 1, 2]
+    assert len(valid) == math.ceil(len(layout.train) * 0.2)
+
+
+def test_transfer_head_learns_and_writes_the_run(trained_run):
+    for name in ("best.pt", "last.pt", "history.csv", "curves.png", "metrics.json", "config.json",
+                 "test_confusion.png", "test_report.json"):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9  # 3 classes: chance is 0.33
+    _, meta = load_checkpoint(trained_run / "best.pt")
+    assert meta["arch"] == "efficientnet_lite0" and meta["image_size"] == 96
+    assert meta["mean"] == [0.5, 0.5, 0.5] and meta["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    rows = list(csv.DictReader((trained_run / "history.csv").open()))
+    assert rows and {"epoch", "train_loss", "valid_loss", "valid_acc"} <= set(rows[0])
+
+
+def _scratch(data, out, **kw):
+    cfg = dict(model="scratch", data=str(data), out=str(out), epochs=2, image_size=32, batch_size=16, quiet=True,
+               workers=0, seed=1)
+    cfg.update(kw)
+    return fit(TrainConfig(**cfg))
+
+
+def test_scratch_cnn_learns_synthetic_landmarks(synth_data, tmp_path):
+    result = _scratch(synth_data, tmp_path / "run", epochs=12, patience=20, lr=2e-3)
+    assert result.metrics["test_accuracy"] >= 0.6, result.metrics  # chance is 0.33
+    assert (tmp_path / "run" / "mean_std.json").is_file()  # scratch models use the data's own statistics
+
+
+def test_same_seed_same_metrics(synth_data, tmp_path):
+    a = _scratch(synth_data, tmp_path / "a")
+    b = _scratch(synth_data, tmp_path / "b")
+    assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+
+
+def test_resume_continues_from_last_epoch(synth_data, tmp_path):
+    _scratch(synth_data, tmp_path / "run", epochs=1)
+    result = fit(TrainConfig(epochs=3, quiet=True), resume=tmp_path / "run")
+    assert [h.epoch for h in result.history] == [1, 2, 3]
+
+
+def test_corrupt_photo_in_dataset_is_skipped(synth_data, tmp_path, capfd):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    bad = data / "train" / sorted(p.name for p in (data / "train").iterdir())[0] / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    result = _scratch(data, tmp_path / "run", epochs=1)
+    assert result.history
+    assert "broken.jpg" in capfd.readouterr().err
