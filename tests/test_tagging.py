@@ -1,0 +1,117 @@
+"""`landmark tag`: sidecars merged safely, re-runs free, XMP readable, locks, dry runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.dom.minidom
+from pathlib import Path
+
+import pytest
+
+from landmark_search.config import EmbedConfig
+from landmark_search.errors import LockedError
+from landmark_search.tagging import TagOptions, _folder_lock, tag
+
+CFG = EmbedConfig(progress=False, workers=0)
+
+
+@pytest.fixture()
+def photos(synth_data, tmp_path) -> Path:
+    dest = tmp_path / "photos"
+    shutil.copytree(synth_data / "test", dest)
+    return dest
+
+
+def _sidecars(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*.json"))}
+
+
+def test_every_photo_gets_a_sidecar_with_its_class(photos, trained_run):
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
+    jpgs = sorted(photos.rglob("*.jpg"))
+    assert len(summary.tagged) == len(jpgs) and not summary.failed
+    correct = 0
+    for jpg in jpgs:
+        entry = json.loads(Path(f"{jpg}.json").read_text())["landmark_search"]
+        assert entry["version"] == 1 and len(entry["model"]["sha256"]) == 64
+        assert 1 <= len(entry["tags"]) <= 3 and all(t["score"] >= 0.2 for t in entry["tags"])
+        correct += entry["tags"][0]["id"] == jpg.parent.name
+    assert correct / len(jpgs) >= 0.9
+
+
+def test_user_keys_survive_and_invalid_sidecars_are_untouched(photos, trained_run):
+    jpgs = sorted(photos.rglob("*.jpg"))
+    mine = Path(f"{jpgs[0]}.json")
+    mine.write_text(json.dumps({"title": "Our trip", "people": ["Ann"], "landmark_search": {"old": True}}))
+    broken = Path(f"{jpgs[1]}.json")
+    broken.write_bytes(b"{not json")
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
+    data = json.loads(mine.read_text())
+    assert data["title"] == "Our trip" and data["people"] == ["Ann"] and "tags" in data["landmark_search"]
+    assert broken.read_bytes() == b"{not json"
+    assert [p for p, _ in summary.failed] == [jpgs[1]]
+    assert "not valid JSON" in summary.failed[0][1]
+
+
+def test_rerun_does_no_model_work_and_rewrites_nothing(photos, trained_run):
+    ckpt = str(trained_run / "best.pt")
+    tag([photos], ckpt, TagOptions(), CFG)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.json")}
+    again = tag([photos], ckpt, TagOptions(), CFG)
+    assert not again.model_loaded and not again.tagged and len(again.unchanged) == len(before)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.json")} == before
+    forced = tag([photos], ckpt, TagOptions(force=True), CFG)
+    assert forced.model_loaded and len(forced.tagged) == len(before)
+
+
+def test_changed_photo_is_retagged(photos, trained_run):
+    ckpt = str(trained_run / "best.pt")
+    tag([photos], ckpt, TagOptions(), CFG)
+    jpg = sorted(photos.rglob("*.jpg"))[0]
+    jpg.write_bytes(jpg.read_bytes())  # new mtime
+    import os
+    os.utime(jpg, ns=(jpg.stat().st_atime_ns, jpg.stat().st_mtime_ns + 10**9))
+    summary = tag([photos], ckpt, TagOptions(), CFG)
+    assert summary.tagged == [jpg]
+
+
+def test_xmp_keywords_are_readable(photos, trained_run):
+    tag([photos], str(trained_run / "best.pt"), TagOptions(xmp=True, top_k=1), CFG)
+    jpg = sorted(photos.rglob("*.jpg"))[0]
+    doc = xml.dom.minidom.parse(str(jpg) + ".xmp")
+    subjects = [li.firstChild.data for li in doc.getElementsByTagNameNS("http://purl.org/dc/elements/1.1/", "subject")[0]
+                .getElementsByTagNameNS("http://www.w3.org/1999/02/22-rdf-syntax-ns#", "li")]
+    label = json.loads(Path(f"{jpg}.json").read_text())["landmark_search"]["tags"][0]["label"]
+    assert subjects == [label]
+    hier = doc.getElementsByTagNameNS("http://ns.adobe.com/lightroom/1.0/", "hierarchicalSubject")[0]
+    assert f"Landmarks|{label}" in hier.toxml()
+
+
+def test_dry_run_writes_nothing(photos, trained_run):
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(dry_run=True, xmp=True), CFG)
+    assert summary.planned and not list(photos.rglob("*.json")) and not list(photos.rglob("*.xmp"))
+
+
+def test_output_dir_mirrors_the_tree(photos, trained_run, tmp_path):
+    out = tmp_path / "tags"
+    tag([photos], str(trained_run / "best.pt"), TagOptions(output_dir=out), CFG)
+    assert not list(photos.rglob("*.json"))
+    jpgs = sorted(photos.rglob("*.jpg"))
+    assert all((out / j.relative_to(photos).parent / f"{j.name}.json").is_file() for j in jpgs)
+
+
+def test_second_concurrent_run_is_refused(photos, trained_run):
+    with _folder_lock([photos], None):
+        with pytest.raises(LockedError, match="in use by another landmark run"):
+            tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
+
+
+def test_symlinked_sidecar_is_never_followed(photos, trained_run, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    jpg = sorted(photos.rglob("*.jpg"))[0]
+    Path(f"{jpg}.json").symlink_to(outside)
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
+    assert outside.read_text() == "{}"
+    assert jpg in [p for p, _ in summary.failed]
