@@ -60,8 +60,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 def _embed_config(batch_size: int = 32, device: str = "auto", precision: str = "auto", workers: int = -1,
                   max_pixels: int | None = None, quiet: bool = False):
-    from .config import EmbedConfig
-    from .data.images import DEFAULT_MAX_PIXELS
+    from .config import DEFAULT_MAX_PIXELS, EmbedConfig
 
     return EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=not quiet and sys.stderr.isatty())

@@ -48,6 +48,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# Pillow's own decompression-bomb error threshold (2x its ~89 MP warning limit).
+DEFAULT_MAX_PIXELS = 178_956_970
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """How images are turned into vectors."""
@@ -56,7 +60,7 @@ class EmbedConfig:
     workers: int = -1
     device: str = "auto"
     precision: str = "auto"
-    max_pixels: int = 178_956_970  # Pillow's own bomb limit (2x its warning threshold)
+    max_pixels: int = DEFAULT_MAX_PIXELS
     progress: bool = True
 
 
