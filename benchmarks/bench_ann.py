@@ -257,7 +257,7 @@ def main() -> None:
             "auto_type_at_n": auto_here,
             "exact_max_vectors": index_mod.EXACT_MAX_VECTORS,
             "flat": flat,
-            "ann": approx,
+            "approx": approx,
             "speedup_single_query": speedup,
         })
         print(f"wrote {RESULTS.relative_to(ROOT)} [\"ann\"]")

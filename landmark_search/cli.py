@@ -140,7 +140,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               optimizer: str = typer.Option("adamw", help="adam|adamw|sgd (SGD with momentum)."),
               weight_decay: float = typer.Option(5e-4, help="Weight decay."),
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
-              scheduler: str = typer.Option("plateau", help="plateau|cosine|exponential|none."),
+              scheduler: str = typer.Option("auto", help="auto (cosine from scratch, plateau for transfer)|plateau|cosine|exponential|none."),
               image_size: Optional[int] = typer.Option(None, help="Input size (default per model)."),
               valid_split: float = typer.Option(0.2, help="Validation fraction of train/ (stratified)."),
               patience: int = typer.Option(8, help="Early stop after this many epochs without improvement."),
@@ -419,6 +419,46 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
         write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
                     title=f"similar to {photo.name}", query=photo)
         typer.echo(f"contact sheet: {sheet}", err=as_json)
+
+
+# ------------------------------------------------------------------------------------- explain, report
+
+@app.command("explain")
+@handle_errors
+def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+                model: Optional[str] = typer.Option(None, "--model", "-m", help="checkpoint (RUN/best.pt) or built-in "
+                                                    "name (not an export); default: efficientnet_lite0 (ImageNet)"),
+                class_label: Optional[str] = typer.Option(None, "--class", help="Explain this class (display name or "
+                                                          "class id, any case) instead of each photo's top class."),
+                out: Path = typer.Option(Path("explain"), "--out", "-o", help="Folder for <photo>.gradcam.png."),
+                raw: bool = typer.Option(False, "--raw", help="Also save the heat map as <photo>.gradcam.npy."),
+                device: str = typer.Option("auto")) -> None:
+    """Grad-CAM heat maps: which part of each photo made the model choose its label."""
+    from .explain import explain_photos
+
+    found, failed = _collect_photos(photos)
+    results = explain_photos(found, model, class_label, out, raw, device=device,
+                             on_error=lambda path, why: failed.append((path, why)))
+    for r in results:
+        typer.echo(f"{r.path} -> {r.overlay_png}  {r.label}  p={r.probability:.2f}"
+                   + (f"  (raw: {r.raw_npy})" if r.raw_npy else ""))
+    _report_failures(failed)
+    if not results:
+        if not failed:
+            _err("no photos found")
+        raise typer.Exit(code=1)
+
+
+@app.command("report")
+@handle_errors
+def report_cmd(run: Path = typer.Argument(..., help="Run folder written by `landmark train`."),
+               data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: the one in "
+                                                   "the run's config.json); its test/ photos fill the mistakes grid."),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html).")) -> None:
+    """One self-contained HTML page: config, curves, metrics, per-class table, confusions, mistakes with Grad-CAM."""
+    from .report import write_report
+
+    typer.echo(f"report: {write_report(run, data=data, out=out)}")
 
 
 # ------------------------------------------------------------------------------------------------- demo

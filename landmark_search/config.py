@@ -20,7 +20,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     weight_decay: float = 5e-4
     dropout: float = 0.3
-    scheduler: str = "plateau"
+    scheduler: str = "auto"  # cosine for from-scratch training, plateau otherwise
     image_size: int | None = None  # None: the model's native size
     valid_split: float = 0.2
     patience: int = 8

@@ -7,7 +7,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from .data.files import ErrorCallback
 from .data.images import load_image
 from .data.transforms import resize_size
 from .errors import BadImageError, CheckpointError, LandmarkError
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from .embeddings import LoadedModel
 
 Heatmap = npt.NDArray[np.float32]
-ErrorCallback = Callable[[Path, str], None]
 
 OVERLAY_MIN_SIDE = 256  # small training sizes (64 px) are upscaled so the overlay is readable
 ALPHA = 0.45  # heat-map opacity: the landmark stays recognisable under the colours
@@ -93,7 +93,8 @@ def resolve_class(label: str, class_ids: Sequence[str], class_names: Sequence[st
         for i, name in enumerate(names):
             if name.casefold() == wanted:
                 return i
-    close = difflib.get_close_matches(label, list(class_names), n=5, cutoff=0.5)
+    folded = {name.casefold(): name for name in reversed(class_names)}
+    close = [folded[n] for n in difflib.get_close_matches(wanted, list(folded), n=5, cutoff=0.5)]
     examples = close or list(class_names[:5])
     hint = "did you mean" if close else "e.g."
     raise LandmarkError(f"unknown class {label!r}; {hint}: {', '.join(repr(n) for n in examples)} "

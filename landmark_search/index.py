@@ -771,7 +771,7 @@ class PhotoIndex:
         reason = self._rebuild_reason(vectors)
         if reason is not None:
             log.info("rebuilding the vector index of %s: %s", self._dir, reason)
-            self._vectors = None
+            self._vectors = None  # free the old index first: at 1M vectors each is ~1 GB
             vectors = self._rebuild()
         if self._cache_generation == self._vectors_generation and reason is None:
             return False

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from .config import RunPaths
-from .errors import DataError, LandmarkError
+from .errors import BadImageError, DataError, LandmarkError
 from .fsutil import atomic_write_text
 from .sheets import THUMB, data_uri, image_data_uri, placeholder, thumbnail
 
@@ -202,7 +202,6 @@ def _pairs_section(confusion: list[list[int]], names: Sequence[str]) -> str:
 def _mistake_card(evaluation: _Evaluation, index: int, device) -> str:
     from PIL import Image
 
-    from .errors import BadImageError
     from .explain import colorize, explain_image
 
     res, loaded = evaluation.result, evaluation.loaded

@@ -94,7 +94,7 @@ p.note{color:#666;margin:.2em 0 1em}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;overflow:hidden}
 figure.query{border:2px solid #d9480f}
 figure img{display:block;margin:0 auto;max-width:160px;max-height:160px}
-figcaption{font-size:.8em;margin-top:6px;word-break:break-all}
+figcaption{font-size:.8em;margin-top:6px;overflow-wrap:anywhere}
 figcaption .name{font-weight:600}
 figcaption .bad{color:#c92a2a}
 figcaption ol{margin:.3em 0 0;padding-left:1.4em}

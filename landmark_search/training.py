@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import math
 import json
 import random
 import sys
@@ -239,6 +241,15 @@ def write_eval_outputs(result: EvalResult, names: Sequence[str], out_dir: Path, 
     return {"confusion": png, "report": js}
 
 
+def _warmup_cosine(epoch: int, total: int) -> float:
+    """LR factor: linear warm-up over the first 10 % of epochs, then cosine to 1 %."""
+    warm = max(1, total // 10)
+    if epoch < warm:
+        return (epoch + 1) / warm
+    progress = (epoch - warm) / max(1, total - warm)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 class _Trainer:
     """State of one run: model, optimiser, scheduler, early stopping, checkpoints."""
 
@@ -299,16 +310,21 @@ class _Trainer:
 
     def _scheduler(self):
         name = self.cfg.scheduler
+        if name == "auto":
+            # Measured on wonders7 (DEVELOPERS.md): a one-cycle cosine schedule over a fixed epoch
+            # budget beats plateau for from-scratch CNNs; plateau suits heads and fine-tuning.
+            name = "cosine" if self.family == "scratch" else "plateau"
         if name == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.3, patience=max(1, self.cfg.patience // 3))
         if name == "exponential":
             return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=0.95)
         if name == "cosine":
-            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
-                                                       total_steps=self.epochs, pct_start=0.15)
+            # Warm-up then cosine decay over the epoch budget; a lambda (not OneCycleLR) so that a
+            # resumed run with a larger --epochs stretches the curve instead of failing.
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(_warmup_cosine, total=self.epochs))
         if name == "none":
             return None
-        raise LandmarkError(f"unknown scheduler {name!r}; use plateau, cosine, exponential or none")
+        raise LandmarkError(f"unknown scheduler {name!r}; use auto, plateau, cosine, exponential or none")
 
     def meta(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """Checkpoint meta for the current model."""
@@ -357,7 +373,11 @@ class _Trainer:
             self.bad_epochs += 1
         self.save(self.paths.last, stats.epoch)
         write_history(self.history, self.paths.history)
-        return self.bad_epochs >= self.cfg.patience
+        # A one-cycle schedule only pays off once the rate anneals: don't stop it in its noisy middle.
+        patience = self.cfg.patience
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            patience = max(patience, self.epochs // 3)
+        return self.bad_epochs >= patience
 
     def _batch_to(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)

@@ -49,7 +49,7 @@ def _scratch(data, out, **kw):
 
 
 def test_scratch_cnn_learns_synthetic_landmarks(synth_data, tmp_path):
-    result = _scratch(synth_data, tmp_path / "run", epochs=12, patience=20, lr=2e-3)
+    result = _scratch(synth_data, tmp_path / "run", epochs=12, patience=20, lr=2e-3, image_size=48)
     assert result.metrics["test_accuracy"] >= 0.6, result.metrics  # chance is 0.33
     assert (tmp_path / "run" / "mean_std.json").is_file()  # scratch models use the data's own statistics
 
