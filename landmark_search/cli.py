@@ -182,10 +182,8 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
 
 
 def _write_report(run: Path, data: Optional[Path], out: Optional[Path] = None) -> Optional[Path]:
-    try:
-        from .report import write_report
-    except ImportError:  # reports are optional while the module is absent
-        return None
+    from .report import write_report
+
     path = write_report(run, data=data, out=out)
     typer.echo(f"report: {path}")
     return path

@@ -14,6 +14,7 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
     from .data.synth import make_synthetic_dataset
     from .embeddings import load_model
     from .export import export_model
+    from .report import write_report
     from .search import IndexOptions, build_index, find_similar
     from .tagging import TagOptions, classify, tag
     from .training import fit
@@ -35,12 +36,7 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
     lines.append(f"run        {result.paths.root}  (test accuracy {m.get('test_accuracy', float('nan')):.3f}, "
                  f"macro-F1 {m.get('test_macro_f1', float('nan')):.3f}, {result.seconds:.0f}s)")
     lines.append(f"evaluate   {result.paths.root / 'test_confusion.png'}, {result.paths.root / 'test_report.json'}")
-    try:
-        from .report import write_report
-
-        lines.append(f"report     {write_report(result.paths.root)}")
-    except ImportError:
-        pass
+    lines.append(f"report     {write_report(result.paths.root)}")
 
     echo("3/7 exporting a TorchScript predictor ...")
     exported = export_model(result.paths.best, out / "model.pt")

@@ -31,7 +31,10 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
         return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
     except (ImportError, OSError):
-        return ImageFont.load_default(size)
+        try:
+            return ImageFont.load_default(size)
+        except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
+            return ImageFont.load_default()
 
 
 def thumbnail(path: Path, size: int = THUMB) -> Image.Image:
