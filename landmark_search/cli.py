@@ -153,7 +153,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               label_smoothing: float = typer.Option(0.1, help="Cross-entropy label smoothing."),
               feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
               workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
-              time_limit: Optional[float] = typer.Option(None, help="Stop after the epoch that passes this many seconds."),
+              time_limit: Optional[float] = typer.Option(None, help="Training time budget in seconds (scratch models: 780 by default; 0 = none); the LR schedule anneals within it."),
               seed: int = typer.Option(0, help="Random seed."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import json
@@ -35,6 +34,7 @@ from .models.runtime import autocast, default_workers, select_device, select_pre
 # Defaults per family, from measurements on ../shared/evaldata (see README "Training recipes").
 DEFAULT_EPOCHS = {"head": 60, "scratch": 120, "finetune": 15}
 DEFAULT_LR = {"head": 3e-3, "scratch": 2e-3, "finetune": 3e-4}
+DEFAULT_TIME_LIMIT = {"scratch": 780.0}
 
 
 @dataclass(frozen=True)
@@ -241,13 +241,54 @@ def write_eval_outputs(result: EvalResult, names: Sequence[str], out_dir: Path, 
     return {"confusion": png, "report": js}
 
 
-def _warmup_cosine(epoch: int, total: int) -> float:
-    """LR factor: linear warm-up over the first 10 % of epochs, then cosine to 1 %."""
-    warm = max(1, total // 10)
-    if epoch < warm:
-        return (epoch + 1) / warm
-    progress = (epoch - warm) / max(1, total - warm)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+class WarmupCosine:
+    """LR = base x (warm-up, then cosine to 1 %) of the training progress.
+
+    Progress is the larger of epochs done / epoch budget and seconds spent / time budget, so a run
+    capped by --time-limit still anneals fully instead of stopping at a high learning rate.
+    """
+
+    WARMUP = 0.05
+
+    def __init__(self, optimizer: torch.optim.Optimizer, epochs: int, time_limit: float | None):
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.time_limit = time_limit
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.epochs_done = 0
+        self.seconds = 0.0
+        self._apply()
+
+    @property
+    def progress(self) -> float:
+        done = self.epochs_done / self.epochs
+        if self.time_limit:
+            done = max(done, self.seconds / self.time_limit)
+        return min(1.0, done)
+
+    def factor(self) -> float:
+        p = self.progress
+        if p < self.WARMUP:
+            return max(0.1, p / self.WARMUP)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (p - self.WARMUP) / (1 - self.WARMUP)))
+
+    def _apply(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * self.factor()
+
+    def step(self, seconds: float) -> None:
+        self.epochs_done += 1
+        self.seconds += seconds
+        self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": self.base_lrs, "epochs_done": self.epochs_done, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs = list(state["base_lrs"])
+        self.epochs_done = int(state["epochs_done"])
+        self.seconds = float(state["seconds"])
+        self._apply()
 
 
 class _Trainer:
@@ -267,6 +308,10 @@ class _Trainer:
         self.epochs = cfg.epochs or DEFAULT_EPOCHS[self.family]
         self.lr = cfg.lr or DEFAULT_LR[self.family]
         self.image_size = cfg.image_size or self.spec.image_size
+        # From-scratch CNNs get a time budget by default so a laptop run ends in ~15 minutes with
+        # an annealed learning rate; --time-limit 0 removes it.
+        budget = cfg.time_limit if cfg.time_limit is not None else DEFAULT_TIME_LIMIT.get(self.family)
+        self.time_limit = budget or None
         self.train_samples, self.valid_samples = stratified_split(layout.train, cfg.valid_split, cfg.seed)
         self.norm = self._normalization()
         self.model = build_model(cfg.model, len(layout.classes), pretrained=pretrained, head=cfg.head,
@@ -319,9 +364,7 @@ class _Trainer:
         if name == "exponential":
             return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=0.95)
         if name == "cosine":
-            # Warm-up then cosine decay over the epoch budget; a lambda (not OneCycleLR) so that a
-            # resumed run with a larger --epochs stretches the curve instead of failing.
-            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(_warmup_cosine, total=self.epochs))
+            return WarmupCosine(self.optimizer, self.epochs, self.time_limit)
         if name == "none":
             return None
         raise LandmarkError(f"unknown scheduler {name!r}; use auto, plateau, cosine, exponential or none")
@@ -357,6 +400,8 @@ class _Trainer:
     def step_scheduler(self, valid_loss: float) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(valid_loss)
+        elif isinstance(self.scheduler, WarmupCosine):
+            self.scheduler.step(self.history[-1].seconds)
         elif self.scheduler is not None:
             self.scheduler.step()
 
@@ -375,7 +420,7 @@ class _Trainer:
         write_history(self.history, self.paths.history)
         # A one-cycle schedule only pays off once the rate anneals: don't stop it in its noisy middle.
         patience = self.cfg.patience
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+        if isinstance(self.scheduler, WarmupCosine):
             patience = max(patience, self.epochs // 3)
         return self.bad_epochs >= patience
 
@@ -402,7 +447,7 @@ class _Trainer:
             raise DataError(f"no readable photos for {desc}")
         return torch.cat(feats), torch.cat(labels)
 
-    def fit_head(self, t0: float) -> None:
+    def fit_head(self) -> None:
         """Train head + classifier on cached frozen features (seconds instead of minutes)."""
         cfg = self.cfg
         train_f, train_y = self.extract(self.train_samples, TrainPreset(self.image_size, self.norm),
@@ -440,13 +485,15 @@ class _Trainer:
             stats = EpochStats(epoch, loss_sum / total, correct / total, vloss, vacc,
                                self.optimizer.param_groups[-1]["lr"], time.time() - start)
             bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{vloss:.3f}", val_acc=f"{vacc:.3f}")
-            if self.end_epoch(stats) or self._out_of_time(t0):
+            if self.end_epoch(stats) or self._out_of_time():
                 break
 
-    def _out_of_time(self, t0: float) -> bool:
-        return self.cfg.time_limit is not None and time.time() - t0 > self.cfg.time_limit
+    def _out_of_time(self) -> bool:
+        if isinstance(self.scheduler, WarmupCosine):
+            return self.scheduler.progress >= 1.0
+        return bool(self.time_limit) and sum(h.seconds for h in self.history) >= self.time_limit
 
-    def fit_full(self, t0: float) -> None:
+    def fit_full(self) -> None:
         """Train the whole network end to end (scratch models, --finetune, --weights none)."""
         cfg = self.cfg
         small = len(self.train_samples) <= 20000
@@ -464,7 +511,7 @@ class _Trainer:
             if not cfg.quiet:
                 print(f"epoch {epoch}/{self.epochs}: loss {train_loss:.3f} acc {train_acc:.3f} | "
                       f"valid loss {valid_loss:.3f} acc {valid_acc:.3f} | {stats.seconds:.1f}s", file=sys.stderr)
-            if self.end_epoch(stats) or self._out_of_time(t0):
+            if self.end_epoch(stats) or self._out_of_time():
                 break
 
     def train_one_epoch(self, loader: DataLoader, epoch: int) -> tuple[float, float]:
@@ -536,9 +583,9 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     atomic_write_json(paths.config, {**cfg.to_dict(), "epochs": trainer.epochs, "lr": trainer.lr,
                                      "image_size": trainer.image_size, "family": trainer.family})
     if trainer.frozen:
-        trainer.fit_head(t0)
+        trainer.fit_head()
     else:
-        trainer.fit_full(t0)
+        trainer.fit_full()
     plot_curves(trainer.history, paths.curves)
     train_seconds = time.time() - t0
     metrics: dict[str, Any] = {"train_seconds": round(train_seconds, 1), "epochs_run": len(trainer.history),

@@ -351,3 +351,14 @@ def test_array_validation(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="queries has 4 columns"):
             idx.search(np.ones((1, 4), np.float32), 1)
         assert len(idx) == 3  # refused batches changed nothing
+
+
+def test_index_module_does_not_import_torch() -> None:
+    import ast
+
+    tree = ast.parse((REPO / "landmark_search" / "index.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert "faiss" in imported and "torch" not in imported

@@ -1,0 +1,325 @@
+"""Indexing throughput: the original project's predictor vs `iter_embeddings`, side by side in one run.
+
+Baseline (what the original app does per photo): PIL full decode, torchvision Resize(256) ->
+CenterCrop(224) -> ToTensor -> Normalize, an fp32 TorchScript ResNet34 + softmax, one image at a time.
+Ours: `landmark_search.embeddings.iter_embeddings` with a random-weight ResNet34 and the default
+EmbedConfig (batch 32, DataLoader workers auto, bf16 autocast + channels_last where the CPU has bf16,
+JPEG draft decoding). Both sides process the same photos; the photo list is split into chunks and
+the two sides alternate chunk by chunk (and swap who goes first), so machine drift hits both.
+
+Photo sets: "wonders7" (all ~417 jpgs of ../shared/evaldata/wonders7_hoodiinii, <= 320 px) and
+"12mp" (200 seeded photo-like 4000x3000 JPEGs, generated once into benchmarks/_work/12mp).
+
+    python benchmarks/bench_indexing.py               # both sets, ~4 min on 2 cores
+    python benchmarks/bench_indexing.py --set 12mp    # one set
+    python benchmarks/bench_indexing.py --breakdown   # also time each stage (decode, resize, model) alone
+    python benchmarks/bench_indexing.py --quick       # smoke test: a handful of photos
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from _common import update_results  # noqa: E402
+from run_all import WORK, PhasePeak, summary_row, use_results_file  # noqa: E402
+
+WONDERS = ROOT.parent / "shared" / "evaldata" / "wonders7_hoodiinii"
+LARGE_DIR = WORK / "12mp"
+LARGE_SIZE = (4000, 3000)
+GOALS = {"wonders7": 5.0, "12mp": 10.0}
+
+
+# -------------------------------------------------------------------------------------------- photo sets
+
+def _photo(index: int) -> None:
+    """One seeded photo-like 12 MP JPEG: sky/ground gradients, shapes, fine noise (about 4 MB at q90)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(1000 + index)
+    w, h = LARGE_SIZE
+    horizon = int(h * rng.uniform(0.4, 0.7))
+    top, bottom = rng.integers(40, 255, 3), rng.integers(0, 200, 3)
+    ramp = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    col = (top[None, :] * (1 - ramp) + bottom[None, :] * ramp).astype(np.uint8)  # (h, 3)
+    img = Image.fromarray(np.broadcast_to(col[:, None, :], (h, w, 3)).copy())
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, horizon, w, h], fill=tuple(int(v) for v in rng.integers(20, 160, 3)))
+    for _ in range(int(rng.integers(15, 40))):  # buildings, hills, windows
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(h // 5, h))
+        x1, y1 = x0 + int(rng.integers(50, 1200)), y0 + int(rng.integers(50, 900))
+        fill = tuple(int(v) for v in rng.integers(0, 255, 3))
+        shape = rng.integers(0, 3)
+        if shape == 0:
+            draw.rectangle([x0, y0, x1, y1], fill=fill)
+        elif shape == 1:
+            draw.ellipse([x0, y0, x1, y1], fill=fill)
+        else:
+            draw.polygon([(x0, y1), ((x0 + x1) // 2, y0), (x1, y1)], fill=fill)
+    img = img.filter(ImageFilter.BoxBlur(2))
+    # Sensor-like noise: a seeded 509x509 tile, tiled (JPEG cost is per 8x8 block, repetition is free).
+    tile = rng.integers(-10, 11, (509, 509, 3), dtype=np.int16)
+    noise = np.tile(tile, (h // 509 + 1, w // 509 + 1, 1))[:h, :w]
+    arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+    out = LARGE_DIR / f"photo_{index:04d}.jpg"
+    tmp = out.with_suffix(".tmp")
+    Image.fromarray(arr).save(tmp, "JPEG", quality=90)
+    tmp.replace(out)
+
+
+def large_photos(n: int) -> list[Path]:
+    """The first n generated 12 MP photos, generating the missing ones (in parallel, once)."""
+    LARGE_DIR.mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(n) if not (LARGE_DIR / f"photo_{i:04d}.jpg").exists()]
+    if missing:
+        print(f"generating {len(missing)} 4000x3000 JPEGs into {LARGE_DIR} (once) ...", file=sys.stderr, flush=True)
+        with multiprocessing.get_context("fork").Pool(min(len(missing), multiprocessing.cpu_count())) as pool:
+            pool.map(_photo, missing, chunksize=1)
+    return [LARGE_DIR / f"photo_{i:04d}.jpg" for i in range(n)]
+
+
+def photo_set(name: str, quick: bool) -> list[Path]:
+    if name == "wonders7":
+        paths = sorted(WONDERS.rglob("*.jpg"))
+        return paths[:: max(1, len(paths) // 12)][:12] if quick else paths
+    return large_photos(6 if quick else 200)
+
+
+def warm_page_cache(paths: list[Path]) -> None:
+    """Read every file once so neither side pays the first disk read."""
+    for p in paths:
+        p.read_bytes()
+
+
+# -------------------------------------------------------------------------------------------- the two sides
+
+def make_baseline():
+    """The original app's predictor: fp32 TorchScript ResNet34 + softmax, and its transforms."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+    from torch import nn
+    from torchvision import transforms as T
+
+    class Predictor(nn.Module):
+        def __init__(self, model: nn.Module):
+            super().__init__()
+            self.model = model.eval()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return F.softmax(self.model(x), dim=1)
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictor = torch.jit.script(Predictor(torchvision.models.resnet34(weights=None, num_classes=50))).eval()
+    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    return predictor, transform
+
+
+def run_baseline(paths: list[Path], predictor, transform) -> int:
+    from PIL import Image
+
+    for p in paths:
+        img = Image.open(p).convert("RGB")
+        predictor(transform(img).unsqueeze(0))
+    return len(paths)
+
+
+def make_ours():
+    """A LoadedModel for a random-weight ResNet34 (50 classes), as a checkpoint would give."""
+    import torch
+    from landmark_search.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from landmark_search.embeddings import LoadedModel
+    from landmark_search.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet34", 50, pretrained=False).eval()
+    classes = [f"{i:02d}.class_{i}" for i in range(50)]
+    return LoadedModel(name="resnet34-random", kind="checkpoint", model_id="bench", sha256="bench",
+                       image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, class_ids=classes,
+                       class_names=classes, embedding_dim=model.embedding_dim, module=model, arch="resnet34")
+
+
+def run_ours(paths: list[Path], loaded, cfg) -> int:
+    from landmark_search.embeddings import iter_embeddings
+
+    n = 0
+    for batch in iter_embeddings(paths, loaded, cfg):
+        if batch.failed:
+            raise RuntimeError(f"ours failed on {batch.failed[:2]}")
+        n += len(batch.paths)
+    return n
+
+
+# -------------------------------------------------------------------------------------------- measuring
+
+def measure_set(name: str, paths: list[Path], chunks: int, baseline, ours, cfg) -> dict:
+    """Alternate baseline/ours over chunks of the same photos; img/s each side and the ratio."""
+    warm_page_cache(paths)
+    bounds = np.linspace(0, len(paths), chunks + 1).astype(int)
+    secs = {"baseline": 0.0, "ours": 0.0}
+    count = {"baseline": 0, "ours": 0}
+    peak = {"baseline": 0.0, "ours": 0.0}
+    extra = {"baseline": 0.0, "ours": 0.0}
+    per_chunk = []
+    for c in range(chunks):
+        part = paths[bounds[c]:bounds[c + 1]]
+        order = ("baseline", "ours") if c % 2 == 0 else ("ours", "baseline")
+        row = {}
+        for side in order:
+            with PhasePeak() as mem:
+                t = time.perf_counter()
+                n = run_baseline(part, *baseline) if side == "baseline" else run_ours(part, ours, cfg)
+                dt = time.perf_counter() - t
+            secs[side] += dt
+            count[side] += n
+            peak[side] = max(peak[side], mem.peak_mib)
+            extra[side] = max(extra[side], mem.delta_mib)
+            row[side] = round(n / dt, 2)
+        per_chunk.append(row)
+        print(f"  {name} chunk {c + 1}/{chunks} ({len(part)} photos): baseline {row['baseline']:.1f} img/s, "
+              f"ours {row['ours']:.1f} img/s", file=sys.stderr, flush=True)
+    base, our = count["baseline"] / secs["baseline"], count["ours"] / secs["ours"]
+    return {"photos": len(paths), "chunks": chunks, "baseline_img_s": round(base, 2), "ours_img_s": round(our, 2),
+            "ratio": round(our / base, 2), "goal": GOALS[name], "per_chunk_img_s": per_chunk,
+            "baseline_seconds": round(secs["baseline"], 2), "ours_seconds": round(secs["ours"], 2),
+            # One process holds both models, so the peaks overlap; the extra RSS each side's phase
+            # added (decoded photos, activations) is its own. DataLoader workers are separate processes.
+            "peak_rss_mib": {"baseline": round(peak["baseline"]), "ours_main_process": round(peak["ours"])},
+            "phase_extra_rss_mib": {"baseline": round(extra["baseline"]), "ours_main_process": round(extra["ours"])}}
+
+
+def breakdown(paths: list[Path], loaded, cfg, sample: int) -> dict:
+    """Time each stage alone (one core for decode/resize, all threads for the model)."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from landmark_search.data.images import load_image
+    from landmark_search.data.transforms import resize_size
+    from landmark_search.embeddings import iter_embeddings, prepare_uint8
+    from landmark_search.models.runtime import select_device, select_precision
+
+    some = paths[:sample]
+    out: dict = {"sample": len(some), "torch_threads": torch.get_num_threads()}
+
+    def per_image_ms(fn) -> float:
+        t = time.perf_counter()
+        for p in some:
+            fn(p)
+        return round((time.perf_counter() - t) * 1e3 / len(some), 2)
+
+    base_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                         T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    out["full_decode_ms"] = per_image_ms(lambda p: Image.open(p).convert("RGB"))
+    out["draft_decode_ms"] = per_image_ms(lambda p: load_image(p, min_side=resize_size(224)))
+    decoded = [load_image(p, min_side=resize_size(224)) for p in some]
+    out["draft_decoded_size"] = list(decoded[0].size)
+    t = time.perf_counter()
+    for img in decoded:
+        prepare_uint8(img, 224)
+    out["ours_resize_crop_ms"] = round((time.perf_counter() - t) * 1e3 / len(decoded), 2)
+    full = [Image.open(p).convert("RGB") for p in some[:8]]
+    t = time.perf_counter()
+    for img in full:
+        base_tf(img)
+    out["baseline_transform_ms"] = round((time.perf_counter() - t) * 1e3 / len(full), 2)
+
+    device = select_device(cfg.device)
+    dtype = select_precision(cfg.precision, device)
+    loaded.prepare(device, dtype)
+    x = torch.randint(0, 256, (cfg.batch_size, 3, 224, 224), dtype=torch.uint8)
+    with torch.inference_mode():
+        loaded.infer(x, device, dtype)
+        reps = 3
+        t = time.perf_counter()
+        for _ in range(reps):
+            loaded.infer(x, device, dtype)
+    model_s = (time.perf_counter() - t) / (reps * cfg.batch_size)
+    out["ours_model_img_s"] = round(1 / model_s, 1)
+    out["ours_model_dtype"] = str(dtype)
+    flops = 7.3e9  # ResNet34 at 224 px: 3.6 GMACs
+    out["ours_model_tflops"] = round(flops / model_s / 1e12, 3)
+    # Pipeline bound if decode+resize (1 core each) and the model (all cores) packed perfectly.
+    cores = torch.get_num_threads()
+    prep_core_s = (out["draft_decode_ms"] + out["ours_resize_crop_ms"]) / 1e3
+    out["ideal_pipeline_img_s"] = round(cores / (prep_core_s + cores * model_s), 1)
+    out["prep_only_img_s_all_cores"] = round(cores / prep_core_s, 1)
+
+    # The same pipeline with other worker counts (how much the DataLoader/thread split costs).
+    from dataclasses import replace
+
+    variants = {}
+    for workers in (0, 1, 2):
+        c = replace(cfg, workers=workers)
+        run_ours(paths[: min(len(paths), 2 * cfg.batch_size)], loaded, c)  # warm
+        t = time.perf_counter()
+        n = sum(len(b.paths) for b in iter_embeddings(paths, loaded, c))
+        variants[f"workers={workers}"] = round(n / (time.perf_counter() - t), 1)
+    out["ours_img_s_by_workers"] = variants
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=("wonders7", "12mp", "both"), default="both")
+    parser.add_argument("--chunks", type=int, default=2, help="alternating chunks per photo set")
+    parser.add_argument("--breakdown", action="store_true", help="also time decode, resize and model alone")
+    parser.add_argument("--quick", action="store_true", help="smoke test: a handful of photos")
+    args = parser.parse_args()
+    use_results_file(args.quick)
+
+    import torch
+
+    from landmark_search.config import EmbedConfig
+
+    cfg = EmbedConfig(progress=False)
+    names = ["wonders7", "12mp"] if args.set == "both" else [args.set]
+    sets = {name: photo_set(name, args.quick) for name in names}
+    baseline, ours = make_baseline(), make_ours()
+    # Warm-up outside the clock: TorchScript's profiling runs, oneDNN primitive creation.
+    warm = sets[names[0]][:4]
+    run_baseline(warm[:3], *baseline)
+    run_baseline(warm[:3], *baseline)
+    run_ours(sets[names[0]][: cfg.batch_size], ours, cfg)
+
+    result: dict = {"torch_threads": torch.get_num_threads(), "embed_config": {
+        "batch_size": cfg.batch_size, "workers": cfg.workers, "precision": cfg.precision}, "sets": {}}
+    summary = []
+    for name in names:
+        paths = sets[name]
+        print(f"{name}: {len(paths)} photos", file=sys.stderr, flush=True)
+        res = measure_set(name, paths, 1 if args.quick else args.chunks, baseline, ours, cfg)
+        if args.breakdown:
+            res["breakdown"] = breakdown(paths, ours, cfg, sample=min(len(paths), 6 if args.quick else 24))
+        result["sets"][name] = res
+        label = "wonders7 (~417 jpgs <= 320 px)" if name == "wonders7" else "200 JPEGs 4000x3000"
+        summary.append(summary_row("indexing", f"{label}: ours / original predictor img/s", res["ratio"],
+                                   f">= {GOALS[name]:g}x", res["ratio"] >= GOALS[name],
+                                   f"{res['ours_img_s']:.1f} vs {res['baseline_img_s']:.1f} img/s"))
+        print(f"{name}: baseline {res['baseline_img_s']:.1f} img/s, ours {res['ours_img_s']:.1f} img/s, "
+              f"ratio {res['ratio']:.2f}x (goal >= {GOALS[name]:g}x)", flush=True)
+    result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mib_workers"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    result["command"] = "python benchmarks/bench_indexing.py " + " ".join(sys.argv[1:])
+    result["summary"] = summary
+    update_results("indexing", result)
+
+
+if __name__ == "__main__":
+    main()

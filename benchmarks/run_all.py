@@ -1,0 +1,288 @@
+"""Run every benchmark, each in its own process, then print and record one table of ratios vs goals.
+
+    python benchmarks/run_all.py                  # the full suite (`make bench`), under 20 minutes
+    python benchmarks/run_all.py --quick          # smoke test at tiny sizes (results in _work/, README untouched)
+    python benchmarks/run_all.py --only indexing training
+    python benchmarks/run_all.py --ann-n 300000   # a smaller ANN run
+
+Each benchmark writes its own key of benchmarks/results.json; this script adds "suite" (the table,
+each benchmark's wall time and peak RSS) and rewrites the table between the markers in README.md.
+This module also holds the small measuring helpers the benchmark scripts share (peak RSS of a
+phase of this process, or of a child process tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / "_work"
+README = HERE / "README.md"
+QUICK_RESULTS = WORK / "results-quick.json"
+MIB = 1024.0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def use_results_file(quick: bool) -> Path:
+    """Smoke runs write to _work/results-quick.json so they never overwrite real figures."""
+    import _common
+
+    if quick:
+        WORK.mkdir(parents=True, exist_ok=True)
+        _common.RESULTS = QUICK_RESULTS
+    return _common.RESULTS
+
+
+def _status_kib(pid: int | str, field: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+class PhasePeak:
+    """Peak RSS (MiB) of this process during a `with` block: resets VmHWM via /proc/self/clear_refs.
+
+    Falls back to the process-lifetime peak where the kernel refuses the reset (then `exact` is False).
+    """
+
+    def __enter__(self) -> "PhasePeak":
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.exact = True
+        except OSError:
+            self.exact = False
+        self.start_mib = _status_kib("self", "VmRSS") / MIB
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.peak_mib = _status_kib("self", "VmHWM") / MIB
+        self.delta_mib = self.peak_mib - self.start_mib  # what the phase added on top of what it found
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def run_measured(cmd: Sequence[str], *, cwd: Path = ROOT, env: dict | None = None, capture: bool = False,
+                 timeout: float | None = None, sample_s: float = 0.25) -> dict[str, Any]:
+    """Run a command; wall seconds, exit code, and peak memory of its process tree.
+
+    peak_rss_mib is the kernel's ru_maxrss from wait4 (the largest single process of the tree);
+    peak_tree_rss_mib is the largest sampled sum of RSS over the tree (shared pages count per process).
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE if capture else None,
+                            stderr=subprocess.PIPE if capture else None, text=True)
+    tree_peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(sample_s):
+            tree_peak[0] = max(tree_peak[0], sum(_status_kib(p, "VmRSS") for p in _tree(proc.pid)) / MIB)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = err = ""
+    if capture:
+        # communicate() drains the pipes; wait4 below still reaps the child and gets its rusage.
+        out, err = _communicate(proc, timeout)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"rc": proc.returncode, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / MIB,
+            "peak_tree_rss_mib": tree_peak[0], "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "stdout": out, "stderr": err}
+
+
+def _communicate(proc: subprocess.Popen, timeout: float | None) -> tuple[str, str]:
+    chunks: dict[str, list[str]] = {"out": [], "err": []}
+
+    def drain(stream, key: str) -> None:
+        chunks[key].append(stream.read())
+
+    readers = [threading.Thread(target=drain, args=(proc.stdout, "out")),
+               threading.Thread(target=drain, args=(proc.stderr, "err"))]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join(timeout)
+    return "".join(chunks["out"]), "".join(chunks["err"])
+
+
+def landmark_cmd() -> list[str]:
+    """The `landmark` entry point of this interpreter's environment."""
+    exe = Path(sys.executable).parent / "landmark"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "landmark_search.cli"]
+
+
+def summary_row(benchmark: str, metric: str, value: float, goal: str, ok: bool | None, detail: str = "") -> dict:
+    """One line of the suite table."""
+    return {"benchmark": benchmark, "metric": metric, "value": value, "goal": goal, "ok": ok, "detail": detail}
+
+
+# ---------------------------------------------------------------------------------------------- the suite
+
+BENCHES = ("indexing", "training", "transfer", "ann", "tagging", "memory")
+
+
+def _bench_command(name: str, args: argparse.Namespace) -> list[str]:
+    py = sys.executable
+    quick = ["--quick"] if args.quick else []
+    if name == "ann":
+        n = 20_000 if args.quick else args.ann_n
+        return [py, str(HERE / "bench_ann.py"), "--n", str(n), *(["--no-save"] if args.quick else [])]
+    if name == "memory" and args.quick:
+        return [py, str(HERE / "bench_memory.py"), "--quick", "--sizes", "8", "16", "32"]
+    return [py, str(HERE / f"bench_{name}.py"), *quick]
+
+
+def _ann_rows(entry: dict | None, stdout: str) -> list[dict]:
+    """bench_ann.py writes its own "ann" key (or only prints, with --no-save)."""
+    if entry:
+        n = entry["config"]["n"]
+        approx = entry["approx"]
+        return [summary_row("ann", f"{approx['type']} vs exact flat, single-query speed-up at n={n:,}",
+                            round(entry["speedup_single_query"], 1), "-", None,
+                            f"recall@{entry['config']['k']} {approx['recall_at_k']:.3f}, "
+                            f"{approx['median_ms']:.2f} vs {entry['flat']['median_ms']:.2f} ms")]
+    m = re.search(r"speed-up of (\w+) over exact flat: ([\d.]+)x", stdout)
+    return [summary_row("ann", f"{m.group(1)} vs exact flat, single-query speed-up (not saved)",
+                        float(m.group(2)), "-", None)] if m else []
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def table_markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table."""
+    lines = ["| benchmark | metric | measured | goal | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r["ok"]]
+        metric = r["metric"] + (f" ({r['detail']})" if r.get("detail") else "")
+        lines.append(f"| {r['benchmark']} | {metric} | {_fmt(r['value'])} | {r['goal']} | {met} |")
+    return "\n".join(lines)
+
+
+def table_text(rows: list[dict]) -> str:
+    """The rows as an aligned console table."""
+    w = max([len(r["benchmark"]) for r in rows] + [9])
+    m = max([len(r["metric"]) for r in rows] + [6])
+    out = [f"{'benchmark':<{w}}  {'metric':<{m}}  {'measured':>9}  {'goal':>9}  met"]
+    for r in rows:
+        met = {True: "yes", False: "NO", None: "-"}[r["ok"]]
+        out.append(f"{r['benchmark']:<{w}}  {r['metric']:<{m}}  {_fmt(r['value']):>9}  {r['goal']:>9}  {met}")
+        if r.get("detail"):
+            out.append(f"{'':<{w}}  {'  ' + r['detail']}")
+    return "\n".join(out)
+
+
+def rewrite_readme(markdown: str, meta_line: str) -> bool:
+    """Replace the text between <!-- results --> and <!-- /results --> in benchmarks/README.md."""
+    if not README.exists():
+        return False
+    text = README.read_text()
+    start, end = "<!-- results -->", "<!-- /results -->"
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{meta_line}\n\n{markdown}\n{end}{tail}"
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(README)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test at tiny sizes; README untouched")
+    parser.add_argument("--only", nargs="+", choices=BENCHES, help="run only these benchmarks")
+    parser.add_argument("--ann-n", type=int, default=1_000_000,
+                        help="vectors for bench_ann.py (1M takes about 4 minutes on 2 cores)")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(HERE))
+    results_file = use_results_file(args.quick)
+    import _common
+
+    names = args.only or list(BENCHES)
+    runs: dict[str, dict] = {}
+    t_suite = time.perf_counter()
+    for name in names:
+        cmd = _bench_command(name, args)
+        print(f"\n=== {name}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+        # ANN's table goes to stdout; capture it only where its numbers are not saved.
+        run = run_measured(cmd, capture=name == "ann" and args.quick)
+        if run["stdout"]:
+            print(run["stdout"], end="")
+        runs[name] = run
+        print(f"=== {name}: exit {run['rc']}, {run['seconds']:.0f} s, peak RSS {run['peak_rss_mib']:.0f} MiB "
+              f"(process tree {run['peak_tree_rss_mib']:.0f} MiB)", flush=True)
+    total = time.perf_counter() - t_suite
+
+    data = json.loads(results_file.read_text()) if results_file.exists() else {}
+    rows: list[dict] = []
+    for name in names:
+        if runs[name]["rc"] != 0:
+            rows.append(summary_row(name, "FAILED", runs[name]["rc"], "exit 0", False))
+            continue
+        if name == "ann":
+            rows += _ann_rows(None if args.quick else data.get("ann"), runs[name]["stdout"])
+        else:
+            rows += data.get(name, {}).get("summary", [])
+    print("\n" + table_text(rows))
+    print(f"\nsuite: {total / 60:.1f} min on {_common.machine()['cpu']} ({os.cpu_count()} cores)")
+
+    _common.update_results("suite", {
+        "quick": args.quick, "total_seconds": round(total, 1), "rows": rows,
+        "benchmarks": {n: {"command": " ".join(_bench_command(n, args)), "exit": r["rc"],
+                           "seconds": round(r["seconds"], 1), "peak_rss_mib": round(r["peak_rss_mib"]),
+                           "peak_tree_rss_mib": round(r["peak_tree_rss_mib"])} for n, r in runs.items()},
+    })
+    if not args.quick and not args.only:
+        m = _common.machine()
+        meta = (f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {m['cpu']}, {m['cores']} cores, "
+                f"torch {m.get('torch', '?')}; whole suite {total / 60:.1f} min.")
+        if rewrite_readme(table_markdown(rows), meta):
+            print(f"rewrote the results table in {README.relative_to(ROOT)}")
+    print(f"wrote {results_file}")
+    if any(r["rc"] != 0 for r in runs.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
