@@ -89,6 +89,14 @@ def _builtin(ref: ModelRef) -> LoadedModel:
                        class_names=categories, embedding_dim=model.embedding_dim, module=model.eval(), arch=ref.name)
 
 
+def _from_meta(ref: ModelRef, module: nn.Module, meta: dict) -> LoadedModel:
+    """A checkpoint's or export's model with what its meta says about feeding and naming it."""
+    return LoadedModel(name=ref.name, kind=ref.kind, model_id=ref.model_id, sha256=ref.sha256,
+                       image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                       class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),
+                       embedding_dim=meta["embedding_dim"], module=module, arch=meta.get("arch", ""), meta=meta)
+
+
 def _export(ref: ModelRef) -> LoadedModel:
     try:
         with quiet_jit():
@@ -99,10 +107,7 @@ def _export(ref: ModelRef) -> LoadedModel:
                               f"({str(exc).splitlines()[0][:160]})") from None
     if meta.get("format") != EXPORT_MARKER:
         raise CheckpointError(f"{ref.path}: a TorchScript file, but not one made by `landmark export`")
-    return LoadedModel(name=ref.name, kind="export", model_id=ref.model_id, sha256=ref.sha256,
-                       image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                       class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),
-                       embedding_dim=meta["embedding_dim"], module=module, arch=meta.get("arch", ""), meta=meta)
+    return _from_meta(ref, module, meta)
 
 
 def load_model(spec: str | Path | ModelRef | None = None) -> LoadedModel:
@@ -116,10 +121,7 @@ def load_model(spec: str | Path | ModelRef | None = None) -> LoadedModel:
     if ref.kind == "export":
         return _export(ref)
     model, meta = load_checkpoint(ref.path)
-    return LoadedModel(name=ref.name, kind="checkpoint", model_id=ref.model_id, sha256=ref.sha256,
-                       image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                       class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),
-                       embedding_dim=meta["embedding_dim"], module=model, arch=meta["arch"], meta=meta)
+    return _from_meta(ref, model, meta)
 
 
 def prepare_uint8(img, image_size: int) -> torch.Tensor:

@@ -81,8 +81,9 @@ CACHE_NAME = "vectors.faiss"
 LOCK_NAME = ".lock"
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 
-# Tuned with benchmarks/bench_ann.py (dim 256, 2000 clusters, 2 CPU cores): one exact query
-# costs ~4 ms at 100k vectors and grows linearly (~8 ms at 200k, ~40 ms at 1M).
+# Measured with benchmarks/bench_ann.py (dim 256, 2000 clusters, 2 CPU cores): one exact query
+# costs ~4 ms at 100k vectors and grows linearly (~8 ms at 200k, ~38 ms at 1M), while ivf at 1M
+# answers in ~0.45 ms with recall@10 0.997 (hnsw: recall 0.97 at ~0.65 ms, 3x longer build).
 EXACT_MAX_VECTORS = 100_000
 # auto switches back to flat only well below the threshold so that an index hovering around
 # it is not rebuilt on every save.
@@ -93,13 +94,15 @@ EXACT_RETURN_VECTORS = EXACT_MAX_VECTORS // 2
 IVF_MIN_VECTORS = 1_000
 IVF_POINTS_PER_LIST = 39
 IVF_MAX_TRAINING_POINTS_PER_LIST = 64
+# At 1M (nlist 4096) nprobe 16 / 32 / 64 gave recall@10 0.9925 / 0.997 / 0.997.
 IVF_MIN_NPROBE = 32
 IVF_NPROBE_DIVISOR = 128  # nprobe = max(IVF_MIN_NPROBE, nlist // IVF_NPROBE_DIVISOR)
 IVF_RETRAIN_GROWTH = 4.0
 
+# At 1M, efSearch 128 / 256 / 384 gave recall@10 0.931 / 0.957 / 0.971.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 384
 
 REBUILD_DELETED_FRACTION = 0.1
 

@@ -162,13 +162,28 @@ def evaluate(model: LandmarkModel, samples: Sequence[Sample], meta: dict[str, An
     return EvalResult(accuracy, macro, weighted, list(y_true), y_pred, probs, paths, per_class, confusion, skipped)
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = "") -> None:
-    """Row-normalised confusion matrix; the figure grows with the class count so 50 classes stay legible."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Render to PNG and write it atomically."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix; the figure grows with the class count so 50 classes stay legible."""
+    plt = _pyplot()
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(names)
@@ -187,20 +202,12 @@ def plot_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str], pat
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=font - 1,
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title or "confusion matrix (row-normalised)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(fig, path)
 
 
 def plot_curves(history: Sequence[EpochStats], path: Path) -> None:
     """Loss and accuracy per epoch, train vs validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     epochs = [h.epoch for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     ax1.plot(epochs, [h.train_loss for h in history], label="train")
@@ -213,11 +220,7 @@ def plot_curves(history: Sequence[EpochStats], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(fig, path)
 
 
 def write_history(history: Sequence[EpochStats], path: Path) -> None:
