@@ -19,7 +19,7 @@ from .config import EmbedConfig
 from .data.images import load_image
 from .data.transforms import resize_size
 from .errors import BadImageError, CheckpointError, ModelNotFoundError
-from .modelref import DEFAULT_MODEL, ModelRef, resolve_model
+from .modelref import ModelRef, resolve_model
 from .models import build_model, get_spec
 from .models.checkpoint import load_checkpoint
 from .models.runtime import quiet_jit, autocast, default_workers, select_device, select_precision, use_channels_last

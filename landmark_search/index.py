@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import glob
 import json
 import logging
@@ -45,7 +44,6 @@ import os
 import sqlite3
 import struct
 import tempfile
-import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -59,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from landmark_search.errors import IndexStoreError, LockedError
+from landmark_search.locks import FileLock
 
 __all__ = [
     "EXACT_MAX_VECTORS",
@@ -147,96 +146,6 @@ class SearchHit:
     path: str
     score: float
     label: str | None
-
-
-# --------------------------------------------------------------------------- locking
-
-
-class FileLock:
-    """Exclusive advisory lock (``fcntl.flock``) on a file that records the holder's pid.
-
-    Usable as a context manager. ``timeout`` is how long to wait for a holder to finish
-    (0: refuse at once); ``description`` names the locked thing in the ``LockedError``.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        timeout: float = 0.0,
-        description: str | None = None,
-        poll_interval: float = 0.1,
-    ) -> None:
-        self._fd: int | None = None
-        self.path = Path(path)
-        self.timeout = float(timeout)
-        self.description = description or f"{self.path.parent}"
-        self.poll_interval = poll_interval
-
-    @property
-    def locked(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._fd is not None
-
-    def acquire(self) -> None:
-        """Take the lock, waiting up to ``timeout`` seconds; raise ``LockedError`` if held."""
-        if self._fd is not None:
-            raise RuntimeError(f"lock {self.path} is already held by this FileLock")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _read_pid(fd)
-                    os.close(fd)
-                    raise LockedError(
-                        f"{self.description} is in use by another landmark run "
-                        f"(pid {holder}); wait for it to finish"
-                    ) from None
-                time.sleep(self.poll_interval)
-            except BaseException:
-                os.close(fd)
-                raise
-        # The pid is informational only (the flock is the lock), so no fsync.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        """Release the lock if held; the lock file itself stays (deleting it would race)."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-    def __enter__(self) -> FileLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        self.release()
-
-
-def _read_pid(fd: int) -> str:
-    """The pid a lock holder wrote into the lock file, or "unknown"."""
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return "unknown"
-    return text if text.isdigit() else "unknown"
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,11 +1,17 @@
-"""Advisory file locks so two runs never interleave writes to one index or folder."""
+"""Advisory file locks so two runs never interleave writes to one index or folder.
+
+The kernel drops a flock when its process dies (even by SIGKILL), so a crash never leaves a
+stale lock behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
 from pathlib import Path
+from types import TracebackType
 
 from .errors import LockedError
 
@@ -18,19 +24,35 @@ def lock_dir() -> Path:
 
 
 class FileLock:
-    """An exclusive flock on `path`; waits up to `timeout` seconds, then raises LockedError.
+    """Exclusive advisory lock (``fcntl.flock``) on a file that records the holder's pid.
 
-    The kernel drops a flock when its process dies (even by SIGKILL), so a crash never leaves
-    a stale lock behind.
+    Usable as a context manager. ``timeout`` is how long to wait for a holder to finish
+    (0: refuse at once); ``description`` names the locked thing in the ``LockedError``.
     """
 
-    def __init__(self, path: str | Path, *, what: str = "", timeout: float = 0.0):
-        self.path = Path(path)
-        self.what = what or str(self.path.parent)
-        self.timeout = timeout
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 0.0,
+        description: str | None = None,
+        poll_interval: float = 0.1,
+    ) -> None:
         self._fd: int | None = None
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self.description = description or f"{self.path.parent}"
+        self.poll_interval = poll_interval
 
-    def acquire(self) -> "FileLock":
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds; raise ``LockedError`` if held."""
+        if self._fd is not None:
+            raise RuntimeError(f"lock {self.path} is already held by this FileLock")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
         while True:
@@ -39,24 +61,50 @@ class FileLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    holder = _read_pid(fd)
                     os.close(fd)
-                    raise LockedError(f"{self.what} is in use by another landmark run (pid {holder}); "
-                                      "wait for it to finish and run again") from None
-                time.sleep(0.1)
+                    raise LockedError(
+                        f"{self.description} is in use by another landmark run "
+                        f"(pid {holder}); wait for it to finish"
+                    ) from None
+                time.sleep(self.poll_interval)
+            except BaseException:
+                os.close(fd)
+                raise
+        # The pid is informational only (the flock is the lock), so no fsync.
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
-        return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Release the lock if held; the lock file itself stays (deleting it would race)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
-    def __enter__(self) -> "FileLock":
-        return self.acquire()
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    """The pid a lock holder wrote into the lock file, or "unknown"."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"

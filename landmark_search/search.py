@@ -172,7 +172,6 @@ class SimilarResult:
 def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: float = -1.0,
                  cfg: EmbedConfig = EmbedConfig()) -> SimilarResult:
     """The k nearest indexed photos by cosine similarity; the query itself is never its own hit."""
-    from .data.images import load_image  # noqa: F401  (fails early with a clear error on a bad query)
     from .embeddings import embed_paths, load_model
     from .index import PhotoIndex
 

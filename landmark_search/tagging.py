@@ -115,7 +115,7 @@ def _folder_lock(paths: Sequence[Path], output_dir: Path | None) -> FileLock:
     """One lock per set of folders, kept outside the (possibly read-only) photo folders."""
     key = "\n".join(sorted(str(Path(p).resolve()) for p in paths)) + f"\n{output_dir}"
     name = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return FileLock(lock_dir() / f"tag-{name}.lock", what=f"tagging {', '.join(str(p) for p in paths)}")
+    return FileLock(lock_dir() / f"tag-{name}.lock", description=f"tagging {', '.join(str(p) for p in paths)}")
 
 
 def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "EmbedConfig",

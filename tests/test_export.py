@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
-import pytest
 import torch
 
 from landmark_search.embeddings import load_model, prepare_uint8

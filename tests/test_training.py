@@ -6,7 +6,6 @@ import csv
 import json
 import math
 
-import pytest
 
 from landmark_search.config import TrainConfig
 from landmark_search.data.datasets import clean_name, discover, stratified_split
