@@ -56,6 +56,12 @@ def _version(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """landmark-search: train landmark classifiers, classify, tag and search photos."""
+    # A file name that is not UTF-8 arrives as surrogate escapes: print its bytes as they are (as ls
+    # does) rather than crash with UnicodeEncodeError where stdout is strict (e.g. en_US.UTF-8);
+    # stderr gets Python's usual backslashreplace.
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=errors)
 
 
 def _embed_config(batch_size: int = 32, device: str = "auto", precision: str = "auto", workers: int = -1,
@@ -66,7 +72,8 @@ def _embed_config(batch_size: int = 32, device: str = "auto", precision: str = "
                        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=not quiet and sys.stderr.isatty())
 
 
-def _report_failures(failed, quiet: bool = False) -> None:
+def _report_failures(failed) -> None:
+    """One stderr line per photo that was skipped, naming it and the reason."""
     for path, reason in failed:
         text = str(reason)
         _err(f"skipped {text}" if text.startswith(str(path)) else f"skipped {path}: {text}")
