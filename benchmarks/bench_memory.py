@@ -101,7 +101,8 @@ def main() -> None:
         if out["added"] != n or out["failed"]:
             sys.exit(f"unexpected index summary for {n} photos: {out}")
         row = {"n": n, "peak_rss_mib": round(run["peak_rss_mib"]), "peak_tree_rss_mib": round(run["peak_tree_rss_mib"]),
-               "seconds": round(run["seconds"], 1), "img_s": round(n / run["seconds"], 1)}
+               "seconds": round(run["seconds"], 1), "img_s": round(n / run["seconds"], 1),
+               "foreign_cores": round(run["foreign_cores"], 2)}
         rows.append(row)
         print(f"  N={n}: peak RSS {row['peak_rss_mib']} MiB (tree {row['peak_tree_rss_mib']} MiB), "
               f"{row['seconds']} s, {row['img_s']} img/s", file=sys.stderr, flush=True)
@@ -114,7 +115,8 @@ def main() -> None:
         "memory", f"landmark index peak RSS, N={rows[-1]['n']} / N={rows[0]['n']} photos", result["ratio"],
         f"<= {GOAL:g}", ratio <= GOAL,
         ", ".join(f"N={r['n']}: {r['peak_rss_mib']} MiB" for r in rows)
-        + f"; whole tree ratio {tree_ratio:.2f}; {rows[-1]['img_s']} img/s")]
+        + f"; whole tree ratio {tree_ratio:.2f}; {rows[-1]['img_s']} img/s",
+        foreign=max(r["foreign_cores"] for r in rows))]
     print(f"memory: peak RSS {' / '.join(str(r['peak_rss_mib']) for r in rows)} MiB for N = "
           f"{' / '.join(str(r['n']) for r in rows)}; ratio {ratio:.3f} (goal <= {GOAL:g})", flush=True)
     update_results("memory", result)

@@ -51,7 +51,8 @@ def tag_once(folder: Path, model: Path | None) -> dict:
     if run["rc"] != 0:
         sys.exit(f"{' '.join(cmd)} failed ({run['rc']}):\n{run['stderr'][-2000:]}")
     counts = json.loads(run["stdout"])
-    return {"seconds": run["seconds"], "peak_rss_mib": run["peak_rss_mib"], "tagged": counts["tagged"],
+    return {"seconds": run["seconds"], "peak_rss_mib": run["peak_rss_mib"], "foreign_cores": run["foreign_cores"],
+            "tagged": counts["tagged"],
             "unchanged": counts["unchanged"], "failed": counts["failed"]}
 
 
@@ -89,6 +90,7 @@ def main() -> None:
         "rerun_seconds_all": [round(x["seconds"], 2) for x in rerun],
         "peak_rss_mib": {"first": round(max(x["peak_rss_mib"] for x in first)),
                          "rerun": round(max(x["peak_rss_mib"] for x in rerun))},
+        "max_foreign_cores": round(max(x["foreign_cores"] for x in first + rerun), 2),
         "command": f"landmark tag {folder.relative_to(ROOT)} --quiet --json"
                    + (f" --model {model.relative_to(ROOT)}" if model else ""),
     }
@@ -96,7 +98,7 @@ def main() -> None:
         "tagging", f"re-tag unchanged folder ({n} photos): first run / re-run wall time", result["ratio"],
         f">= {GOAL:g}x", ratio >= GOAL,
         f"{t_first:.2f} s vs {t_rerun:.2f} s, peak RSS {result['peak_rss_mib']['first']} vs "
-        f"{result['peak_rss_mib']['rerun']} MiB")]
+        f"{result['peak_rss_mib']['rerun']} MiB", foreign=result["max_foreign_cores"])]
     print(f"tagging: first run {t_first:.2f} s, unchanged re-run {t_rerun:.2f} s, ratio {ratio:.1f}x "
           f"(goal >= {GOAL:g}x)", flush=True)
     update_results("tagging", result)

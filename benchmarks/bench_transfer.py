@@ -75,12 +75,14 @@ def main() -> None:
         "n_test": metrics.get("n_test"), "cpu_seconds": round(run["user_s"] + run["sys_s"], 1),
         "peak_rss_mib": round(run["peak_rss_mib"]), "peak_tree_rss_mib": round(run["peak_tree_rss_mib"]),
         "history_rows": len(history) - 1, "run_dir": str(out.relative_to(ROOT)),
+        "foreign_cores": round(run["foreign_cores"], 2),
     }
     acc = float(result["test_accuracy"] or 0.0)
     result["summary"] = [
         summary_row("transfer", "efficientnet_lite0 frozen-backbone train, wall seconds", result["wall_seconds"],
                     f"<= {GOAL_SECONDS:g} s", result["wall_seconds"] <= GOAL_SECONDS,
-                    f"{result['epochs_run']} epochs, peak RSS {result['peak_rss_mib']} MiB"),
+                    f"{result['epochs_run']} epochs, peak RSS {result['peak_rss_mib']} MiB",
+                    foreign=result["foreign_cores"]),
         summary_row("transfer", "efficientnet_lite0 test accuracy (wonders7)", round(acc, 4),
                     f">= {GOAL_ACCURACY:g}", acc >= GOAL_ACCURACY, f"n={result['n_test']}"),
     ]

@@ -1,7 +1,8 @@
 """Advisory file locks so two runs never interleave writes to one index or folder.
 
 The kernel drops a flock when its process dies (even by SIGKILL), so a crash never leaves a
-stale lock behind.
+stale lock behind. Forked children (DataLoader workers) close their copy of a held lock's file
+descriptor at once: a copy would keep the lock alive after the parent is killed, until they exit.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import contextlib
 import fcntl
 import os
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 
 from .errors import LockedError
+
+# Locks this process holds, so that a forked child can let go of its inherited copies.
+_HELD: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
 
 
 def lock_dir() -> Path:
@@ -75,12 +80,14 @@ class FileLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        _HELD.add(self)
 
     def release(self) -> None:
         """Release the lock if held; the lock file itself stays (deleting it would race)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD.discard(self)
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
@@ -99,6 +106,20 @@ class FileLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child: close the copies of the parent's lock fds, without unlocking them."""
+    # LOCK_UN on a copy would release the parent's lock; closing a copy never does.
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def _read_pid(fd: int) -> str:

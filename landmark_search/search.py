@@ -120,7 +120,12 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
             except OSError as exc:
                 summary.failed.append((photo, f"{photo}: {exc.strerror or exc}"))
                 continue
-            old = known.get(str(photo.resolve()))
+            key = str(photo.resolve())
+            if not _is_utf8(key):
+                summary.failed.append((photo, f"{photo}: the file name is not valid UTF-8, which the index "
+                                              "cannot store; rename the file"))
+                continue
+            old = known.get(key)
             if old and old[0] == st.st_size and old[1] == st.st_mtime_ns:
                 summary.unchanged += 1
             else:
@@ -145,6 +150,15 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
         idx.save()
         summary.total = len(idx)
     return summary
+
+
+def _is_utf8(path: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (surrogate escapes), which SQLite text cannot hold."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _portable_spec(ref: ModelRef) -> str:
@@ -188,7 +202,8 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
     if result.failed:
         raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=model.embedding_dim, create=False, lock=False) as idx:
-        hits = idx.search(result.embeddings, k, exclude_paths=[str(photo.resolve())])[0]
+        own = str(photo.resolve())  # a name that is not UTF-8 is never indexed, so never its own hit
+        hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
     label = model.class_names[int(result.probs[0].argmax())] if len(result.probs) else None
     return SimilarResult(photo, label, hits)

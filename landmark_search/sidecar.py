@@ -335,13 +335,19 @@ _INDENT = " "
 
 
 def merge_xmp(
-    path: Path, labels: Sequence[str], *, hierarchy_root: str = "Landmarks", root: Path | None = None
+    path: Path,
+    labels: Sequence[str],
+    *,
+    hierarchy_root: str = "Landmarks",
+    root: Path | None = None,
+    create_parents: bool = False,
 ) -> None:
     """Create or update an XMP sidecar so dc:subject and lr:hierarchicalSubject hold each label.
 
     Everything else in an existing file is kept and existing keywords are not duplicated; labels
     are only added, never removed. A file that does not parse is left untouched (SidecarError).
-    When nothing new would be added the file is not rewritten.
+    When nothing new would be added the file is not rewritten. `root` and `create_parents` are
+    as for `write_sidecar`.
     """
     path = Path(path)
     wanted = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
@@ -374,7 +380,7 @@ def merge_xmp(
         return
     body = ET.tostring(xmpmeta, encoding="unicode")
     packet = _XPACKET_BEGIN + body + _XPACKET_END
-    _atomic_write(path, packet.encode("utf-8"), root=root, create_parents=False)
+    _atomic_write(path, packet.encode("utf-8"), root=root, create_parents=create_parents)
 
 
 def _new_xmp() -> tuple[ET.Element, ET.Element]:

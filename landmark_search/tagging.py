@@ -156,10 +156,13 @@ def _write(job: _Job, payload: dict, preds: list[Prediction], opts: TagOptions, 
         summary.tagged.append(job.photo)
         return
     mirror = opts.output_dir is not None
-    write_sidecar(job.sidecar, merged, root=opts.output_dir if mirror else job.root, create_parents=mirror)
+    root = opts.output_dir if mirror else job.root
+    # The XMP first: the JSON sidecar marks the photo done, so a run killed between the two writes
+    # tags the photo again next time instead of leaving its XMP without the keywords.
     if opts.xmp and preds:
         xmp = sidecar_path(job.photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir,
                            root=job.root if mirror else None)
-        merge_xmp(xmp, [p.label for p in preds], root=opts.output_dir if mirror else job.root)
+        merge_xmp(xmp, [p.label for p in preds], root=root, create_parents=mirror)
+    write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)
     summary.tagged.append(job.photo)
 

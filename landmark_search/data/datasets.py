@@ -1,0 +1,167 @@
+"""ImageFolder-style datasets: train/ and test/ with one folder per class."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import BadImageError, DataError
+from .files import PHOTO_EXTENSIONS
+from .images import load_image
+from .transforms import resize_size
+
+Sample = tuple[Path, int]
+
+
+def clean_name(class_id: str) -> str:
+    """Display name from a class folder: `09.Golden_Gate_Bridge` -> `Golden Gate Bridge`."""
+    name = re.sub(r"^\d+[._\-\s]+", "", class_id)
+    return re.sub(r"[_\s]+", " ", name).strip() or class_id
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Where a dataset's splits live and which classes it has."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+
+    @property
+    def display_names(self) -> tuple[str, ...]:
+        """Cleaned class names in class-index order."""
+        return tuple(clean_name(c) for c in self.classes)
+
+
+def _list_split(split_dir: Path, classes: Sequence[str]) -> tuple[Sample, ...]:
+    samples: list[Sample] = []
+    for index, cls in enumerate(classes):
+        folder = split_dir / cls
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() not in PHOTO_EXTENSIONS:
+                continue
+            if path.is_file():
+                samples.append((path, index))
+    return tuple(samples)
+
+
+def discover(root: str | Path) -> DatasetLayout:
+    """Read a `train/` (+ optional `test/`) class-folder tree."""
+    root = Path(root)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"{root}: no train/ folder; a dataset is train/<class>/*.jpg (+ test/<class>/), "
+                        "e.g. made by `landmark data synth DIR` or `landmark data download DIR`")
+    classes = tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if len(classes) < 2:
+        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least 2")
+    train = _list_split(train_dir, classes)
+    if not train:
+        raise DataError(f"{train_dir}: the class folders hold no photos")
+    test = _list_split(root / "test", classes) if (root / "test").is_dir() else ()
+    return DatasetLayout(root=root, classes=classes, train=train, test=test)
+
+
+def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (train, valid), keeping class proportions; seeded."""
+    if fraction <= 0:
+        return list(samples), []
+    from sklearn.model_selection import train_test_split
+
+    labels = [label for _, label in samples]
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None
+    train, valid = train_test_split(list(samples), test_size=fraction, random_state=seed, stratify=stratify)
+    return train, valid
+
+
+class ImageDataset(Dataset):
+    """Decodes photos on demand (in DataLoader workers); a bad photo yields None and a warning."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, image_size: int,
+                 preload: bool = False, views: int = 1):
+        self.samples = list(samples)
+        self.transform = transform
+        self.min_side = resize_size(image_size)
+        self.views = views
+        self._cache: list | None = None
+        if preload:
+            # Small datasets: decode once at the resized scale and keep the pixels, so epochs
+            # spend their time on augmentation and the model, not on JPEG decoding.
+            self._cache = [self._decode(path) for path, _ in self.samples]
+
+    def _decode(self, path: Path):
+        try:
+            img = load_image(path, min_side=self.min_side)
+        except BadImageError as exc:
+            print(f"skipping {exc}", file=sys.stderr)
+            return None
+        if min(img.size) > self.min_side * 1.5:
+            scale = self.min_side / min(img.size)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             resample=3, reducing_gap=2.0)
+        return img
+
+    @property
+    def bad_paths(self) -> list[Path]:
+        """Photos that failed to decode (known only after preloading)."""
+        if self._cache is None:
+            return []
+        return [p for (p, _), img in zip(self.samples, self._cache) if img is None]
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.views
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index % len(self.samples)]
+        img = self._cache[index % len(self.samples)] if self._cache is not None else self._decode(path)
+        if img is None:
+            return None
+        return self.transform(img), label
+
+
+def collate_skip_bad(batch: list):
+    """Default collation minus the photos that failed to decode."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return None
+    images = torch.stack([item[0] for item in batch])
+    labels = torch.tensor([item[1] for item in batch])
+    return images, labels
+
+
+def channel_stats(samples: Sequence[Sample], image_size: int, limit: int = 512, seed: int = 0
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std over (up to `limit`) photos at the training scale."""
+    rng = np.random.default_rng(seed)
+    chosen = list(samples)
+    if len(chosen) > limit:
+        chosen = [chosen[i] for i in sorted(rng.choice(len(chosen), limit, replace=False))]
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for path, _ in chosen:
+        try:
+            img = load_image(path, min_side=image_size)
+        except BadImageError:
+            continue
+        img.thumbnail((image_size * 2, image_size * 2))
+        arr = np.asarray(img, dtype=np.float64).reshape(-1, 3) / 255.0
+        total += arr.sum(0)
+        total_sq += (arr ** 2).sum(0)
+        count += len(arr)
+    if count == 0:
+        raise DataError("no readable photos to compute channel statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-8))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -1,0 +1,79 @@
+"""Decoding photos: EXIF orientation, any mode to RGB, JPEG draft scaling, a pixel-count limit."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..config import DEFAULT_MAX_PIXELS
+from ..errors import BadImageError
+from .files import HEIF_EXTENSIONS, register_optional_formats
+
+# We enforce our own limit with a message that names the fix, so Pillow's global check is off.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparent areas become white, as viewers show them."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray((arr * (255.0 / peak)).clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        img = Image.fromarray(np.asarray(img).clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_image(path: str | Path, *, min_side: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a photo upright in RGB, at reduced JPEG scale when only `min_side` pixels are needed.
+
+    Raises BadImageError naming the file and the reason for anything that is not a readable image.
+    """
+    path = Path(path)
+    if path.suffix.lower() in HEIF_EXTENSIONS and not register_optional_formats():
+        raise BadImageError(f"{path}: HEIC/HEIF needs the optional decoder: pip install 'landmark-search[heif]'")
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            # Opening a FIFO would wait forever for a writer; folders, sockets and devices aren't photos.
+            what = "is a folder" if stat.S_ISDIR(mode) else "is not a regular file (a pipe, socket or device)"
+            raise BadImageError(f"{path}: {what}, not a photo")
+        with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels and width * height > max_pixels:
+                raise BadImageError(
+                    f"{path}: {width}x{height} pixels is more than the limit of {max_pixels}; "
+                    "raise it with --max-pixels if the file is trusted")
+            if min_side and img.format == "JPEG":
+                # DCT-domain downscaling: decoding 1/2, 1/4 or 1/8 of the pixels is several
+                # times faster. EXIF rotation comes after, and draft keeps both sides >= min_side.
+                img.draft("RGB", (min_side, min_side))
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            return _to_rgb(upright if upright is not None else img)
+    except BadImageError:
+        raise
+    except FileNotFoundError:
+        raise BadImageError(f"{path}: file not found") from None
+    except PermissionError:
+        raise BadImageError(f"{path}: permission denied; make it readable (chmod u+r)") from None
+    except IsADirectoryError:
+        raise BadImageError(f"{path}: is a folder, not a photo") from None
+    except UnidentifiedImageError:
+        raise BadImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImageError(f"{path}: cannot decode ({exc})") from None
