@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/landmark demo --out demo-output
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
