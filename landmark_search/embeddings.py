@@ -162,8 +162,8 @@ def _collate(batch):
 
 
 @dataclass(frozen=True)
-class EmbeddedBatch:
-    """Embeddings and probabilities for the photos of one batch that decoded."""
+class Embedded:
+    """Embeddings and class probabilities of the photos that decoded (a batch, or all of them)."""
 
     paths: list[Path]
     embeddings: Embeddings
@@ -172,7 +172,7 @@ class EmbeddedBatch:
 
 
 def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()
-                    ) -> Iterator[EmbeddedBatch]:
+                    ) -> Iterator[Embedded]:
     """Stream batches of (embeddings, probs); memory stays flat however many photos there are."""
     device = select_device(cfg.device)
     dtype = select_precision(cfg.precision, device)
@@ -194,20 +194,10 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
                 e, p = model.infer(tensor, device, dtype)
                 emb, probs = e.cpu().numpy().astype(np.float32), p.cpu().numpy().astype(np.float32)
             bar.update(len(indices) + len(bad))
-            yield EmbeddedBatch([paths[i] for i in indices], emb, probs, failed)
+            yield Embedded([paths[i] for i in indices], emb, probs, failed)
 
 
-@dataclass(frozen=True)
-class EmbedResult:
-    """All embeddings of a (small) list of photos, in input order minus failures."""
-
-    paths: list[Path]
-    embeddings: Embeddings
-    probs: npt.NDArray[np.float32]
-    failed: list[tuple[Path, str]]
-
-
-def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()) -> EmbedResult:
+def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()) -> Embedded:
     """Collect iter_embeddings into arrays (for queries and small sets)."""
     out_paths, embs, probs, failed = [], [], [], []
     for batch in iter_embeddings(paths, model, cfg):
@@ -216,5 +206,5 @@ def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = Em
         probs.append(batch.probs)
         failed += batch.failed
     dim, n_cls = model.embedding_dim, len(model.class_ids)
-    return EmbedResult(out_paths, np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
+    return Embedded(out_paths, np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
                        np.concatenate(probs) if probs else np.zeros((0, n_cls), np.float32), failed)

@@ -466,17 +466,11 @@ class _Trainer:
         for epoch in bar:
             start = time.time()
             head.train()
-            total, correct, loss_sum = 0, 0, 0.0
+            tally = [0.0, 0, 0]
             for f, y in loader:
                 f, y = f.to(self.device), y.to(self.device)
-                logits = head(f)
-                loss = self.criterion(logits, y)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                total += len(y)
+                self._optimise(head(f), y, tally)
+            loss_sum, correct, total = tally
             head.eval()
             with torch.inference_mode():
                 if len(valid_f):
@@ -517,11 +511,21 @@ class _Trainer:
             if self.end_epoch(stats) or self._out_of_time():
                 break
 
+    def _optimise(self, logits: torch.Tensor, y: torch.Tensor, tally: list) -> None:
+        """One optimiser step on these logits' loss; adds (loss sum, correct, seen) to tally."""
+        loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        tally[0] += loss.item() * len(y)
+        tally[1] += (logits.argmax(1) == y).sum().item()
+        tally[2] += len(y)
+
     def train_one_epoch(self, loader: DataLoader, epoch: int) -> tuple[float, float]:
         self.model.train()
         if self.frozen:
             self.model.body.eval()
-        total, correct, loss_sum = 0, 0, 0.0
+        tally = [0.0, 0, 0]  # loss sum, correct, seen
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=self.cfg.quiet, leave=False)
         for batch in bar:
             if batch is None:
@@ -530,14 +534,9 @@ class _Trainer:
             x, y = self._batch_to(x), y.to(self.device)
             with autocast(self.device, self.dtype):
                 logits = self.model(x)
-            loss = self.criterion(logits.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            total += len(y)
-            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+            self._optimise(logits, y, tally)
+            bar.set_postfix(loss=f"{tally[0] / tally[2]:.3f}", acc=f"{tally[1] / tally[2]:.3f}")
+        loss_sum, correct, total = tally
         if total == 0:
             raise DataError("no readable photos in the training set")
         return loss_sum / total, correct / total
