@@ -6,9 +6,10 @@ the default model (efficientnet_lite0) in a subprocess per N. Reported per N: pe
 from wait4: the largest process of the tree, i.e. the main process), the largest sampled sum over
 the process tree (main + DataLoader workers), wall time and img/s; and peak(largest N) / peak(smallest N).
 
-    python benchmarks/bench_memory.py                 # N = 1000, 3000, 10000 (~3 min on 2 cores)
-    python benchmarks/bench_memory.py --quick         # N = 200, 600, 2000
-    python benchmarks/bench_memory.py --sizes 8 16 32 # any sizes
+    python benchmarks/bench_memory.py                 # N = 1000, 3000, 10000 (~6 min on 2 cores)
+    python benchmarks/bench_memory.py --quick         # N = 200, 600, 2000 (what `make bench` runs, ~1 min)
+    python benchmarks/bench_memory.py --smoke         # N = 8, 16, 32, results to _work/ (a smoke test)
+    python benchmarks/bench_memory.py --sizes 500 5000
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ def folder_of(n: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 200, 600, 2000")
+    parser.add_argument("--quick", action="store_true", help="N = 200, 600, 2000 (what `make bench` runs)")
+    parser.add_argument("--smoke", action="store_true", help="N = 8, 16, 32; results go to _work/, not results.json")
     parser.add_argument("--sizes", type=int, nargs="+", help="folder sizes (overrides --quick)")
     args = parser.parse_args()
-    use_results_file(args.quick)
+    use_results_file(args.smoke)
 
-    sizes = sorted(args.sizes or ([200, 600, 2000] if args.quick else [1000, 3000, 10000]))
+    sizes = sorted(args.sizes or ([8, 16, 32] if args.smoke else [200, 600, 2000] if args.quick else [1000, 3000, 10000]))
     ensure_photos(max(sizes))
     rows = []
     for n in sizes:
@@ -110,7 +112,7 @@ def main() -> None:
     tree_ratio = rows[-1]["peak_tree_rss_mib"] / max(rows[0]["peak_tree_rss_mib"], 1)
     result = {"model": "efficientnet_lite0 (default)", "photo_size": [640, 480], "runs": rows,
               "ratio": round(ratio, 3), "tree_ratio": round(tree_ratio, 3), "goal": GOAL,
-              "command": f"landmark index benchmarks/_work/mem/nN --index benchmarks/_work/mem/index_N --quiet --json"}
+              "command": "landmark index benchmarks/_work/mem/nN --index benchmarks/_work/mem/index_N --quiet --json"}
     result["summary"] = [summary_row(
         "memory", f"landmark index peak RSS, N={rows[-1]['n']} / N={rows[0]['n']} photos", result["ratio"],
         f"<= {GOAL:g}", ratio <= GOAL,

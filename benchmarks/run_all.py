@@ -5,6 +5,7 @@
     python benchmarks/run_all.py --only indexing training
     python benchmarks/run_all.py --ann-n 300000   # a smaller ANN run
     python benchmarks/run_all.py --memory-full    # bench_memory.py at 1000/3000/10000 photos
+    python benchmarks/run_all.py --table-only     # rebuild the table from results.json (after running one alone)
 
 Each benchmark writes its own key of benchmarks/results.json; this script adds "suite" (the table,
 each benchmark's wall time and peak RSS) and rewrites the table between the markers in README.md.
@@ -216,7 +217,7 @@ def _bench_command(name: str, args: argparse.Namespace) -> list[str]:
         # 1000/3000/10000 photos take ~6 minutes at ~40 img/s; the suite's default keeps to
         # 200/600/2000 (--memory-full for the large sizes).
         if args.quick:
-            return [py, str(HERE / "bench_memory.py"), "--quick", "--sizes", "8", "16", "32"]
+            return [py, str(HERE / "bench_memory.py"), "--smoke"]
         return [py, str(HERE / "bench_memory.py"), *([] if args.memory_full else ["--quick"])]
     return [py, str(HERE / f"bench_{name}.py"), *quick]
 
@@ -295,6 +296,8 @@ def main() -> None:
                         help="vectors for bench_ann.py (1M takes under 2 minutes on 2 cores)")
     parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
                         help="before each benchmark, wait up to this long for other processes to go idle")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: rebuild the table (and README) from results.json")
     parser.add_argument("--memory-full", action="store_true",
                         help="bench_memory.py at 1000/3000/10000 photos instead of 200/600/2000 (+5 min)")
     args = parser.parse_args()
@@ -306,7 +309,7 @@ def main() -> None:
     names = args.only or list(BENCHES)
     runs: dict[str, dict] = {}
     t_suite = time.perf_counter()
-    for name in names:
+    for name in [] if args.table_only else names:
         cmd = _bench_command(name, args)
         print(f"\n=== {name}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
         if args.wait_quiet > 0 and not args.quick:
@@ -320,33 +323,43 @@ def main() -> None:
             print(run["stdout"], end="")
         runs[name] = run
         print(f"=== {name}: exit {run['rc']}, {run['seconds']:.0f} s, peak RSS {run['peak_rss_mib']:.0f} MiB "
-              f"(process tree {run['peak_tree_rss_mib']:.0f} MiB)", flush=True)
+              f"(process tree {run['peak_tree_rss_mib']:.0f} MiB, other processes {run['foreign_cores']:.2f} cores)",
+              flush=True)
     total = time.perf_counter() - t_suite
 
     data = json.loads(results_file.read_text()) if results_file.exists() else {}
     rows: list[dict] = []
     for name in names:
-        if runs[name]["rc"] != 0:
-            rows.append(summary_row(name, "FAILED", runs[name]["rc"], "exit 0", False))
-            continue
-        if name == "ann":
-            rows += _ann_rows(None if args.quick else data.get("ann"), runs[name]["stdout"], runs[name]["foreign_cores"])
+        run = runs.get(name)
+        if run and run["rc"] != 0:
+            rows.append(summary_row(name, "FAILED", run["rc"], "exit 0", False))
+        elif name == "ann":
+            rows += _ann_rows(None if args.quick else data.get("ann"), run["stdout"] if run else "",
+                              run["foreign_cores"] if run else None)
         else:
             rows += data.get(name, {}).get("summary", [])
     print("\n" + table_text(rows))
-    print(f"\nsuite: {total / 60:.1f} min on {_common.machine()['cpu']} ({os.cpu_count()} cores)")
-
-    _common.update_results("suite", {
-        "quick": args.quick, "total_seconds": round(total, 1), "rows": rows,
-        "benchmarks": {n: {"command": " ".join(_bench_command(n, args)), "exit": r["rc"],
-                           "seconds": round(r["seconds"], 1), "peak_rss_mib": round(r["peak_rss_mib"]),
-                           "peak_tree_rss_mib": round(r["peak_tree_rss_mib"]),
-                           "foreign_cores": round(r["foreign_cores"], 2)} for n, r in runs.items()},
-    })
-    if not args.quick and not args.only:
-        m = _common.machine()
-        meta = (f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {m['cpu']}, {m['cores']} cores, "
-                f"torch {m.get('torch', '?')}; whole suite {total / 60:.1f} min.")
+    m = _common.machine()
+    previous = data.get("suite", {})
+    if args.table_only:
+        # Benchmarks were run one by one: keep the last full run's timings, refresh the table.
+        suite = {**{k: v for k, v in previous.items() if k != "machine"}, "rows": rows,
+                 "table_rebuilt_at": time.strftime("%Y-%m-%d %H:%M")}
+        total = previous.get("total_seconds", 0.0)
+    else:
+        print(f"\nsuite: {total / 60:.1f} min on {m['cpu']} ({os.cpu_count()} cores)")
+        suite = {"quick": args.quick, "total_seconds": round(total, 1), "rows": rows,
+                 "benchmarks": {n: {"command": " ".join(_bench_command(n, args)), "exit": r["rc"],
+                                    "seconds": round(r["seconds"], 1), "peak_rss_mib": round(r["peak_rss_mib"]),
+                                    "peak_tree_rss_mib": round(r["peak_tree_rss_mib"]),
+                                    "foreign_cores": round(r["foreign_cores"], 2)} for n, r in runs.items()}}
+    _common.update_results("suite", suite)
+    if not args.quick and (args.table_only or not args.only):
+        how = ("table rebuilt from results.json, benchmarks re-run one by one" if args.table_only
+               else "all benchmarks in one `make bench`")
+        meta = (f"Measured on {time.strftime('%Y-%m-%d')} ({how}): {m['cpu']}, {m['cores']} cores, torch "
+                f"{m.get('torch', '?')}; last full suite {total / 60:.1f} min. \"other load\": CPU that other "
+                "processes used meanwhile (this machine is shared; ratios measured under load are unreliable).")
         if rewrite_readme(table_markdown(rows), meta):
             print(f"rewrote the results table in {README.relative_to(ROOT)}")
     print(f"wrote {results_file}")
