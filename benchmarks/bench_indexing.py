@@ -168,49 +168,52 @@ def run_ours(paths: list[Path], loaded, cfg) -> int:
 
 # -------------------------------------------------------------------------------------------- measuring
 
-def measure_set(name: str, paths: list[Path], chunks: int, baseline, ours, cfg) -> dict:
-    """Alternate baseline/ours over chunks of the same photos; img/s each side and the ratio.
+def measure_set(name: str, paths: list[Path], chunks: int, sides: dict) -> dict:
+    """Alternate the sides (name -> fn(photos) -> count) over chunks of the same photos.
 
-    The ratio is the median of the per-chunk ratios: a chunk that another process disturbed
-    (recorded as foreign_cores) moves it less than it moves the totals.
+    Reports img/s per side and each side's ratio to the baseline: the median of the per-chunk
+    ratios, so a chunk that another process disturbed (recorded as foreign_cores) moves it less
+    than it moves the totals. The order of the sides rotates from chunk to chunk.
     """
     warm_page_cache(paths)
     bounds = np.linspace(0, len(paths), chunks + 1).astype(int)
-    secs = {"baseline": 0.0, "ours": 0.0}
-    count = {"baseline": 0, "ours": 0}
-    peak = {"baseline": 0.0, "ours": 0.0}
-    extra = {"baseline": 0.0, "ours": 0.0}
+    names = list(sides)
+    secs, count, peak, extra = ({s: 0.0 for s in names} for _ in range(4))
     per_chunk = []
     for c in range(chunks):
         part = paths[bounds[c]:bounds[c + 1]]
-        order = ("baseline", "ours") if c % 2 == 0 else ("ours", "baseline")
+        order = names[c % len(names):] + names[:c % len(names)]
         row: dict = {"photos": len(part)}
         for side in order:
             with Phase() as ph:
-                n = run_baseline(part, *baseline) if side == "baseline" else run_ours(part, ours, cfg)
+                n = sides[side](part)
             secs[side] += ph.seconds
             count[side] += n
             peak[side] = max(peak[side], ph.peak_mib)
             extra[side] = max(extra[side], ph.delta_mib)
             row[f"{side}_img_s"] = round(n / ph.seconds, 2)
             row[f"{side}_foreign_cores"] = round(ph.foreign_cores, 2)
-        row["ratio"] = round(row["ours_img_s"] / row["baseline_img_s"], 2)
+        for side in names[1:]:
+            row[f"{side}_ratio"] = round(row[f"{side}_img_s"] / row["baseline_img_s"], 2)
         per_chunk.append(row)
-        print(f"  {name} chunk {c + 1}/{chunks} ({len(part)} photos): baseline {row['baseline_img_s']:.1f} img/s, "
-              f"ours {row['ours_img_s']:.1f} img/s, ratio {row['ratio']:.2f} (other processes: "
-              f"{row['baseline_foreign_cores']:.2f} / {row['ours_foreign_cores']:.2f} cores)",
+        print(f"  {name} chunk {c + 1}/{chunks} ({len(part)} photos): "
+              + ", ".join(f"{side} {row[f'{side}_img_s']:.1f} img/s" for side in names)
+              + f" (other processes: up to {max(row[f'{s}_foreign_cores'] for s in names):.2f} cores)",
               file=sys.stderr, flush=True)
-    base, our = count["baseline"] / secs["baseline"], count["ours"] / secs["ours"]
-    foreign = max(max(r["baseline_foreign_cores"], r["ours_foreign_cores"]) for r in per_chunk)
-    return {"photos": len(paths), "chunks": chunks, "baseline_img_s": round(base, 2), "ours_img_s": round(our, 2),
-            "ratio": round(float(np.median([r["ratio"] for r in per_chunk])), 2),
-            "ratio_of_totals": round(our / base, 2), "goal": GOALS[name], "max_foreign_cores": foreign,
-            "per_chunk": per_chunk,
-            "baseline_seconds": round(secs["baseline"], 2), "ours_seconds": round(secs["ours"], 2),
-            # One process holds both models, so the peaks overlap; the extra RSS each side's phase
-            # added (decoded photos, activations) is its own. DataLoader workers are separate processes.
-            "peak_rss_mib": {"baseline": round(peak["baseline"]), "ours_main_process": round(peak["ours"])},
-            "phase_extra_rss_mib": {"baseline": round(extra["baseline"]), "ours_main_process": round(extra["ours"])}}
+    out: dict = {"photos": len(paths), "chunks": chunks, "goal": GOALS[name], "per_chunk": per_chunk,
+                 "max_foreign_cores": max(r[f"{s}_foreign_cores"] for r in per_chunk for s in names)}
+    for side in names:
+        out[f"{side}_img_s"] = round(count[side] / secs[side], 2)
+        out[f"{side}_seconds"] = round(secs[side], 2)
+    for side in names[1:]:
+        out[f"{side}_ratio"] = round(float(np.median([r[f"{side}_ratio"] for r in per_chunk])), 2)
+        out[f"{side}_ratio_of_totals"] = round(out[f"{side}_img_s"] / out["baseline_img_s"], 2)
+    out["ratio"] = out["ours_ratio"]
+    # One process holds every model, so the peaks overlap; the extra RSS each side's phase added
+    # (decoded photos, activations) is its own. DataLoader workers are separate processes.
+    out["peak_rss_mib"] = {s: round(peak[s]) for s in names}
+    out["phase_extra_rss_mib"] = {s: round(extra[s]) for s in names}
+    return out
 
 
 def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline) -> dict:
@@ -316,22 +319,29 @@ def main() -> None:
     from landmark_search.config import EmbedConfig
 
     cfg = EmbedConfig(progress=False)
+    int8_cfg = EmbedConfig(progress=False, precision="int8")
     names = ["wonders7", "12mp"] if args.set == "both" else [args.set]
     sets = {name: photo_set(name, args.quick) for name in names}
-    baseline, ours = make_baseline(), make_ours()
+    baseline, ours, ours_int8 = make_baseline(), make_ours(), make_ours()
     # Warm-up outside the clock: TorchScript's profiling runs, oneDNN primitive creation.
     warm = sets[names[0]][:4]
     run_baseline(warm[:3], *baseline)
     run_baseline(warm[:3], *baseline)
     run_ours(sets[names[0]][: cfg.batch_size], ours, cfg)
+    t0 = time.perf_counter()
+    run_ours(sets[names[0]][: cfg.batch_size], ours_int8, int8_cfg)  # quantizes once (calibration)
+    quantize_seconds = time.perf_counter() - t0
+    sides = {"baseline": lambda part: run_baseline(part, *baseline), "ours": lambda part: run_ours(part, ours, cfg),
+             "ours_int8": lambda part: run_ours(part, ours_int8, int8_cfg)}
 
     result: dict = {"torch_threads": torch.get_num_threads(), "embed_config": {
-        "batch_size": cfg.batch_size, "workers": cfg.workers, "precision": cfg.precision}, "sets": {}}
+        "batch_size": cfg.batch_size, "workers": cfg.workers, "precision": cfg.precision},
+        "int8_first_batch_seconds": round(quantize_seconds, 2), "sets": {}}
     summary = []
     for name in names:
         paths = sets[name]
         print(f"{name}: {len(paths)} photos", file=sys.stderr, flush=True)
-        res = measure_set(name, paths, 1 if args.quick else args.chunks, baseline, ours, cfg)
+        res = measure_set(name, paths, 1 if args.quick else args.chunks, sides)
         if args.breakdown:
             res["breakdown"] = breakdown(paths, ours, cfg, min(len(paths), 6 if args.quick else 24), baseline)
         result["sets"][name] = res
@@ -340,8 +350,13 @@ def main() -> None:
                                    f">= {GOALS[name]:g}x", res["ratio"] >= GOALS[name],
                                    f"{res['ours_img_s']:.1f} vs {res['baseline_img_s']:.1f} img/s, median of "
                                    f"{res['chunks']} chunk ratios", foreign=res["max_foreign_cores"]))
-        print(f"{name}: baseline {res['baseline_img_s']:.1f} img/s, ours {res['ours_img_s']:.1f} img/s, "
-              f"ratio {res['ratio']:.2f}x (goal >= {GOALS[name]:g}x)", flush=True)
+        summary.append(summary_row("indexing", f"{label}: ours --precision int8 / original predictor img/s",
+                                   res["ours_int8_ratio"], f">= {GOALS[name]:g}x", res["ours_int8_ratio"] >= GOALS[name],
+                                   f"{res['ours_int8_img_s']:.1f} vs {res['baseline_img_s']:.1f} img/s, median of "
+                                   f"{res['chunks']} chunk ratios", foreign=res["max_foreign_cores"]))
+        print(f"{name}: baseline {res['baseline_img_s']:.1f} img/s, ours {res['ours_img_s']:.1f} img/s "
+              f"(ratio {res['ratio']:.2f}x), ours int8 {res['ours_int8_img_s']:.1f} img/s "
+              f"(ratio {res['ours_int8_ratio']:.2f}x; goal >= {GOALS[name]:g}x)", flush=True)
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result["peak_rss_mib_workers"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     result["command"] = "python benchmarks/bench_indexing.py " + " ".join(sys.argv[1:])

@@ -142,7 +142,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               data: Path = typer.Option(..., "--data", "-d", help="Dataset folder with train/ (+ test/)."),
               out: Optional[Path] = typer.Option(None, help="Run folder; default runs/<model>-<timestamp>."),
               epochs: Optional[int] = typer.Option(None, help="Epochs (default per family)."),
-              batch_size: int = typer.Option(64, help="Batch size."),
+              batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
               lr: Optional[float] = typer.Option(None, help="Learning rate (default per family)."),
               optimizer: str = typer.Option("adamw", help="adam|adamw|sgd (SGD with momentum)."),
               weight_decay: float = typer.Option(5e-4, help="Weight decay."),
@@ -161,6 +161,8 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
               workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
               time_limit: Optional[float] = typer.Option(None, help="Training time budget in seconds (scratch models: 780 by default; 0 = none); the LR schedule anneals within it."),
+              mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp when training from scratch)|none|mixup|cutmix|both."),
+              progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Progressive resizing (3/4 -> 7/8 -> full size); default on when training from scratch."),
               seed: int = typer.Option(0, help="Random seed."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
@@ -176,7 +178,8 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                       image_size=image_size, valid_split=valid_split, patience=patience, head=head,
                       embedding_dim=embedding_dim, finetune=finetune, weights=weights, device=device,
                       precision=precision, label_smoothing=label_smoothing, feature_views=feature_views,
-                      workers=workers, seed=seed, quiet=quiet, time_limit=time_limit)
+                      workers=workers, seed=seed, quiet=quiet, time_limit=time_limit, mix=mix,
+                      progressive=progressive)
     result = fit(cfg, resume=resume)
     m = result.metrics
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
@@ -205,7 +208,7 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                  split: str = typer.Option("test", help="test or train."),
                  out: Optional[Path] = typer.Option(None, help="Folder for the PNG and JSON (default: beside the checkpoint)."),
                  as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
-                 device: str = typer.Option("auto"), precision: str = typer.Option("auto"),
+                 device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
     from .data.datasets import discover
@@ -275,7 +278,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                  sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
                  batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-                 precision: str = typer.Option("auto"),
+                 precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
                  strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
@@ -329,7 +332,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
             strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
             batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-            precision: str = typer.Option("auto"),
+            precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
             max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
             quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
@@ -368,7 +371,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
               prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
               batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-              precision: str = typer.Option("auto"),
+              precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
               max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
@@ -400,7 +403,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                 min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
-                device: str = typer.Option("auto"), precision: str = typer.Option("auto"),
+                device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                 max_pixels: Optional[int] = typer.Option(None)) -> None:
     """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
     from .search import find_similar

@@ -15,7 +15,7 @@ class TrainConfig:
     data: str = ""
     out: str = ""
     epochs: int | None = None  # None: the model family's default (see training.default_epochs)
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the family's default (64; 32 when training from scratch)
     lr: float | None = None  # None: the model family's default
     optimizer: str = "adamw"
     weight_decay: float = 5e-4
@@ -36,6 +36,8 @@ class TrainConfig:
     seed: int = 0
     quiet: bool = False
     time_limit: float | None = None  # seconds; stop after the epoch that crosses it
+    mix: str = "auto"  # batch mixing: auto (cutmix/mixup from scratch, none otherwise)|none|mixup|cutmix|both
+    progressive: bool | None = None  # progressive resizing; None: on for from-scratch training
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON and checkpoints."""

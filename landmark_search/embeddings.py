@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -18,11 +20,12 @@ from tqdm import tqdm
 from .config import EmbedConfig
 from .data.images import load_image
 from .data.transforms import resize_size
-from .errors import BadImageError, CheckpointError, ModelNotFoundError
+from .errors import BadImageError, CheckpointError, LandmarkError, ModelNotFoundError
 from .modelref import ModelRef, resolve_model
 from .models import build_model, get_spec
 from .models.checkpoint import load_checkpoint
-from .models.runtime import quiet_jit, autocast, default_workers, select_device, select_precision, use_channels_last
+from .models.runtime import (autocast, cpu_has_fast_int8, default_workers, quiet_jit, select_device, select_precision,
+                             use_channels_last)
 
 Embeddings = npt.NDArray[np.float32]
 EXPORT_MARKER = "landmark-search-export"
@@ -53,12 +56,32 @@ class LoadedModel:
     module: nn.Module
     arch: str = ""
     meta: dict = field(default_factory=dict)
+    int8: bool = False
 
-    def prepare(self, device: torch.device, dtype: torch.dtype | None) -> None:
-        """Move to the device once; channels_last where it pays."""
+    def prepare(self, device: torch.device, dtype: torch.dtype | None, int8: bool = False) -> None:
+        """Move to the device once; channels_last where it pays; int8 body when asked (CPU)."""
+        if self.int8:
+            return
         self.module = self.module.to(device).eval()
-        if self.kind != "export" and use_channels_last(device, dtype):
+        if int8:
+            self.quantize()
+        elif self.kind != "export" and use_channels_last(device, dtype):
             self.module = self.module.to(memory_format=torch.channels_last)
+
+    def quantize(self) -> None:
+        """Swap the body for its int8 version (calibrated on fixed rendered scenes); once per model."""
+        if self.int8:
+            return
+        if self.kind == "export":
+            raise CheckpointError(f"{self.name}: --precision int8 works from a checkpoint or built-in model, "
+                                  "not a TorchScript export; pass RUN/best.pt")
+        from .models.quantize import int8_model, int8_pays
+
+        if not int8_pays(self.module.body):
+            print(f"warning: {self.name}: int8 with depthwise convolutions loses accuracy (2.7 points of retrieval "
+                  "mAP on evaldata) and is no faster; --precision auto keeps this model in float", file=sys.stderr)
+        self.module = int8_model(self.module, self.image_size, self.mean, self.std)
+        self.int8 = True
 
     def infer(self, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,13 +194,35 @@ class Embedded:
     failed: list[tuple[Path, str]]
 
 
+def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[torch.device, torch.dtype | None, bool]:
+    """(device, autocast dtype, int8) for embedding `count` photos with `model`.
+
+    `--precision int8` quantizes the body (CPU only). `auto` does so by itself for large CPU jobs on
+    VNNI/AMX CPUs with a model whose convolutions int8 speeds up (see models/quantize.py); otherwise
+    bf16 where the CPU has it, else fp32. LANDMARK_NO_INT8=1 turns the automatic choice off.
+    """
+    from .models.quantize import AUTO_INT8_MIN_PHOTOS, int8_pays, int8_supported
+
+    device = select_device(cfg.device)
+    if cfg.precision == "int8":
+        if device.type != "cpu":
+            raise LandmarkError("--precision int8 runs on the CPU; add --device cpu or use --precision auto")
+        return device, None, True
+    if (cfg.precision == "auto" and device.type == "cpu" and count >= AUTO_INT8_MIN_PHOTOS
+            and model.kind != "export" and os.environ.get("LANDMARK_NO_INT8") != "1"
+            and cpu_has_fast_int8() and int8_supported() and int8_pays(model.module.body)):
+        return device, None, True
+    return device, select_precision(cfg.precision, device), False
+
+
 def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()
                     ) -> Iterator[Embedded]:
     """Stream batches of (embeddings, probs); memory stays flat however many photos there are."""
-    device = select_device(cfg.device)
-    dtype = select_precision(cfg.precision, device)
-    model.prepare(device, dtype)
     paths = [Path(p) for p in paths]
+    device, dtype, int8 = embed_precision(cfg, model, len(paths))
+    model.prepare(device, dtype, int8)
+    if model.int8:  # quantized by this call or an earlier one: the body is int8, the rest fp32
+        dtype = None
     if not paths:
         return
     workers = default_workers() if cfg.workers < 0 else cfg.workers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +56,13 @@ def _index_model(directory: Path, model_spec: str | None) -> ModelRef:
     return ref
 
 
+def _index_precision(recorded: dict | None, cfg: EmbedConfig) -> EmbedConfig:
+    """An index built in int8 keeps embedding (and querying) in int8 unless a precision is given."""
+    if recorded and recorded.get("precision") == "int8" and cfg.precision == "auto":
+        return replace(cfg, precision="int8")
+    return cfg
+
+
 def _content_hash(path: Path) -> str:
     """A fast fingerprint of the bytes: blake2b of the file (photos are read once anyway)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -104,6 +111,7 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
     from .embeddings import iter_embeddings, load_model
 
     recorded = _read_model_file(directory)
+    cfg = _index_precision(recorded, cfg)
     model = None if recorded else load_model(ref)
     dim = int(recorded["embedding_dim"]) if recorded else model.embedding_dim
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=dim, create=True,
@@ -111,7 +119,8 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
                          lock=True) as idx:
         if not recorded:
             atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "model_id": ref.model_id,
-                                                       "name": ref.name, "kind": ref.kind, "embedding_dim": dim})
+                                                       "name": ref.name, "kind": ref.kind, "embedding_dim": dim,
+                                                       "precision": "int8" if cfg.precision == "int8" else "float"})
         known = idx.known()
         todo: dict[Path, tuple[int, int]] = {}
         for photo in found:
@@ -198,7 +207,7 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
         raise LandmarkError("-k must be at least 1")
     ref = _index_model(directory, None)
     model = load_model(ref)
-    result = embed_paths([photo], model, cfg)
+    result = embed_paths([photo], model, _index_precision(recorded, cfg))
     if result.failed:
         raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=model.embedding_dim, create=False, lock=False) as idx:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
+import pytest
+import torch
 
 from landmark_search.config import TrainConfig
+from landmark_search.errors import DataError
 from landmark_search.data.datasets import clean_name, discover, stratified_split
 from landmark_search.models.checkpoint import load_checkpoint
 from landmark_search.training import fit
@@ -25,6 +29,34 @@ def test_validation_split_is_stratified_and_seeded(synth_data):
     assert train == again
     assert sorted({label for _, label in valid}) == [0, 1, 2]
     assert len(valid) == math.ceil(len(layout.train) * 0.2)
+
+
+def test_small_validation_split_falls_back_and_bad_fraction_is_a_clear_error(synth_data):
+    samples = [(p, label) for label in range(7) for p in (f"{label}a", f"{label}b", f"{label}c")]
+    train, valid = stratified_split(samples, 0.2, seed=0)  # 5 validation photos for 7 classes
+    assert len(valid) == 5 and len(train) == 16 and not set(train) & set(valid)
+    with pytest.raises(DataError, match="valid-split"):
+        stratified_split(samples, 1.0, seed=0)
+
+
+def test_batch_augmentation_resizes_progressively_and_mixes(synth_data, tmp_path):
+    from landmark_search.config import RunPaths
+    from landmark_search.training import _Trainer
+
+    cfg = TrainConfig(model="scratch", data=str(synth_data), out=str(tmp_path), image_size=64, epochs=100,
+                      quiet=True, workers=0, precision="fp32")
+    trainer = _Trainer(cfg, discover(synth_data), RunPaths(tmp_path))
+    x, y = torch.rand(8, 3, 64, 64), torch.arange(8) % 3
+    early_x, early_t = trainer.augment_batch(x, y)
+    assert early_x.shape[-1] == 48 and early_t.shape == (8, 3)  # 3/4 size, soft targets
+    assert torch.allclose(early_t.sum(1), torch.ones(8))
+    trainer.scheduler.epochs_done = 90  # the last 15 %: full size, clean labels
+    late_x, late_t = trainer.augment_batch(x, y)
+    assert late_x.shape[-1] == 64 and torch.equal(late_t, y)
+    plain = _Trainer(replace(cfg, mix="none", progressive=False), discover(synth_data), RunPaths(tmp_path))
+    assert plain.augment_batch(x, y)[0] is x
+    short = _Trainer(replace(cfg, epochs=10), discover(synth_data), RunPaths(tmp_path))
+    assert short.mixer is None and short.progressive  # auto: no mixing in short runs
 
 
 def test_transfer_head_learns_and_writes_the_run(trained_run):
@@ -48,7 +80,7 @@ def _scratch(data, out, **kw):
 
 
 def test_scratch_cnn_learns_synthetic_landmarks(synth_data, tmp_path):
-    result = _scratch(synth_data, tmp_path / "run", epochs=12, patience=20, lr=2e-3, image_size=48)
+    result = _scratch(synth_data, tmp_path / "run", epochs=16, patience=20, lr=2e-3, image_size=48)
     assert result.metrics["test_accuracy"] >= 0.6, result.metrics  # chance is 0.33
     assert (tmp_path / "run" / "mean_std.json").is_file()  # scratch models use the data's own statistics
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import re
 import sys
 from dataclasses import dataclass
@@ -79,8 +81,16 @@ def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> t
     from sklearn.model_selection import train_test_split
 
     labels = [label for _, label in samples]
+    n_valid = math.ceil(fraction * len(labels))
+    if fraction >= 1 or n_valid >= len(labels):
+        raise DataError(f"--valid-split {fraction} leaves no training photos ({len(labels)} in train/); "
+                        "use a fraction such as 0.2, or 0 for no validation split")
     counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 2 else None
+    n_classes = int((counts > 0).sum())
+    # Stratifying needs 2+ photos per class and room for every class on both sides; small sets
+    # fall back to a plain seeded shuffle split instead of failing.
+    can_stratify = counts[counts > 0].min() >= 2 and min(n_valid, len(labels) - n_valid) >= n_classes
+    stratify = labels if can_stratify else None
     train, valid = train_test_split(list(samples), test_size=fraction, random_state=seed, stratify=stratify)
     return train, valid
 
