@@ -229,7 +229,8 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
     workers = min(workers, max(0, (len(paths) + cfg.batch_size - 1) // cfg.batch_size))
     loader = DataLoader(_PhotoDataset(paths, model.image_size, cfg.max_pixels), batch_size=cfg.batch_size,
                         num_workers=workers, collate_fn=_collate, prefetch_factor=4 if workers else None)
-    with torch.inference_mode(), tqdm(total=len(paths), desc="embedding", unit="img", disable=not cfg.progress) as bar:
+    with torch.inference_mode(), tqdm(total=len(paths), unit="img", disable=not cfg.progress,
+                                          desc=f"embedding ({'int8' if model.int8 else 'bf16' if dtype else 'fp32'})") as bar:
         for indices, tensor, bad in loader:
             failed = [(paths[i], reason) for i, reason in bad]
             if tensor is None:

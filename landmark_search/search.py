@@ -120,7 +120,7 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
         if not recorded:
             atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "model_id": ref.model_id,
                                                        "name": ref.name, "kind": ref.kind, "embedding_dim": dim,
-                                                       "precision": "int8" if cfg.precision == "int8" else "float"})
+                                                       "precision": cfg.precision})
         known = idx.known()
         todo: dict[Path, tuple[int, int]] = {}
         for photo in found:
