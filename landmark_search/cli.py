@@ -342,7 +342,8 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet))
     _report_failures(summary.failed)
-    counts = {"tagged": len(summary.tagged), "unchanged": len(summary.unchanged), "failed": len(summary.failed)}
+    counts = {"tagged": len(summary.tagged), "unchanged": len(summary.unchanged), "failed": len(summary.failed),
+              "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
         typer.echo(json.dumps({**counts, "dry_run": dry_run,
                                "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed],
@@ -353,7 +354,9 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                 tags = ", ".join(f"{t['label']} {t['score']:.0%}" for t in entry["tags"]) or "(no tag above --min-score)"
                 typer.echo(f"would write {side}: {tags}")
         verb = "would tag" if dry_run else "tagged"
-        typer.echo(f"{verb} {counts['tagged']}, unchanged {counts['unchanged']}, failed {counts['failed']}")
+        typer.echo(f"{verb} {counts['tagged']}, unchanged {counts['unchanged']}, failed {counts['failed']}"
+                   + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
+                      if summary.stale_temps_removed else ""))
     if strict and summary.failed:
         raise typer.Exit(code=1)
 

@@ -17,6 +17,7 @@ import datetime as _dt
 import io
 import json
 import os
+import re
 import secrets
 import stat
 import xml.etree.ElementTree as ET
@@ -278,6 +279,34 @@ def _atomic_write(path: Path, data: bytes, *, root: Path | None, create_parents:
             except OSError:
                 pass
     _fsync_dir(folder)
+
+
+_TEMP_NAME = re.compile(r"^\.(.+\.(?:json|xmp))\.[0-9a-f]{8}\.tmp$")
+STALE_TEMP_SECONDS = 600.0
+
+
+def sweep_stale_temps(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete this module's own temp files (`.NAME.json.1a2b3c4d.tmp`) that a killed run left behind.
+
+    Only names of that exact shape and at least `older_than` seconds old go, so a write in progress
+    (by this run or another one) is never touched. Returns how many were removed.
+    """
+    removed = 0
+    now = _dt.datetime.now().timestamp()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -12,7 +12,7 @@ from .errors import LandmarkError, SidecarError
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
 from .sidecar import (XMP_SUFFIX, build_payload, merge_sidecar, merge_xmp, photo_fingerprint,
-                      read_sidecar, sidecar_is_current, sidecar_path, write_sidecar)
+                      read_sidecar, sidecar_is_current, sidecar_path, sweep_stale_temps, write_sidecar)
 
 if TYPE_CHECKING:
     from .config import EmbedConfig
@@ -77,6 +77,7 @@ class TagSummary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     planned: dict[str, dict] = field(default_factory=dict)  # dry run: sidecar path -> our entry
     model_loaded: bool = False
+    stale_temps_removed: int = 0  # temp files an interrupted earlier run left beside its sidecars
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,11 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                     _write(job, payload, preds, opts, summary)
                 except (SidecarError, OSError) as exc:
                     summary.failed.append((photo, str(exc)))
+        if not opts.dry_run:
+            # A run killed mid-write (SIGKILL, power loss) leaves a temp file; its photo is tagged
+            # again now, so its folder is among the jobs' folders.
+            for folder in sorted({job.sidecar.parent for job in jobs}):
+                summary.stale_temps_removed += sweep_stale_temps(folder)
     return summary
 
 

@@ -115,3 +115,21 @@ def test_symlinked_sidecar_is_never_followed(photos, trained_run, tmp_path):
     summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
     assert outside.read_text() == "{}"
     assert jpg in [p for p, _ in summary.failed]
+
+
+def test_temp_files_of_a_killed_run_are_swept_and_nothing_else(photos, trained_run):
+    import os
+
+    photo = sorted(photos.rglob("*.jpg"))[0]
+    folder = photo.parent
+    stale = folder / f".{photo.name}.json.0123abcd.tmp"  # what a SIGKILL during the write leaves
+    fresh = folder / f".{photo.name}.json.89abcdef.tmp"  # a write that may still be in progress
+    users = folder / f".{photo.name}.json.notours.tmp"  # not our name shape: never touched
+    for path in (stale, fresh, users):
+        path.write_text("{")
+    old = photo.stat().st_mtime - 3600
+    os.utime(stale, (old, old))
+    os.utime(users, (old, old))
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
+    assert summary.stale_temps_removed == 1
+    assert not stale.exists() and fresh.exists() and users.exists()
