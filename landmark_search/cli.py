@@ -161,8 +161,8 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
               workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
               time_limit: Optional[float] = typer.Option(None, help="Training time budget in seconds (scratch models: 780 by default; 0 = none); the LR schedule anneals within it."),
-              mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp when training from scratch)|none|mixup|cutmix|both."),
-              progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Progressive resizing (3/4 -> 7/8 -> full size); default on when training from scratch."),
+              mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp for from-scratch runs of 40+ epochs)|none|mixup|cutmix|both."),
+              progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Progressive resizing (3/4 -> 7/8 -> full size; residual 1/2 -> 3/4 -> full); default on when training from scratch at 64 px and up."),
               seed: int = typer.Option(0, help="Random seed."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
@@ -278,7 +278,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                  sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
                  batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-                 precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
+                 precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
                  max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
                  strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
@@ -332,7 +332,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
             strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
             batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-            precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
+            precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
             max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
             quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
@@ -374,7 +374,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
               prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
               batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-              precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
+              precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
               max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
@@ -406,7 +406,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                 min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
-                device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
+                device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
                 max_pixels: Optional[int] = typer.Option(None)) -> None:
     """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
     from .search import find_similar
