@@ -92,9 +92,10 @@ class LoadedModel:
             return emb.float(), probs.float()
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        x = (images.float() / 255.0 - mean) / std
-        if use_channels_last(device, dtype):
-            x = x.contiguous(memory_format=torch.channels_last)
+        if use_channels_last(device, dtype) and not self.int8:
+            images = images.contiguous(memory_format=torch.channels_last)
+        # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy
+        x = images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
         with autocast(device, dtype):
             emb, logits = self.module.embed_and_logits(x)
         return emb.float(), logits.float().softmax(1)

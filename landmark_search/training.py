@@ -309,7 +309,8 @@ class WarmupCosine:
 
 
 # `--mix auto` mixes only from-scratch runs at least this long: a regulariser for long runs on small
-# sets (+7 points test accuracy on wonders7 at 120 epochs), it slows learning in short ones.
+# sets (with progressive resizing, +7 points test accuracy on wonders7 at 120 epochs), it slows
+# learning in short ones.
 MIX_MIN_EPOCHS = 40
 
 
