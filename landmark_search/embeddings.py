@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -75,11 +74,8 @@ class LoadedModel:
         if self.kind == "export":
             raise CheckpointError(f"{self.name}: --precision int8 works from a checkpoint or built-in model, "
                                   "not a TorchScript export; pass RUN/best.pt")
-        from .models.quantize import int8_model, int8_pays
+        from .models.quantize import int8_model
 
-        if not int8_pays(self.module.body):
-            print(f"warning: {self.name}: int8 with depthwise convolutions loses accuracy (2.7 points of retrieval "
-                  "mAP on evaldata) and is no faster; --precision auto keeps this model in float", file=sys.stderr)
         self.module = int8_model(self.module, self.image_size, self.mean, self.std)
         self.int8 = True
 
@@ -92,7 +88,7 @@ class LoadedModel:
             return emb.float(), probs.float()
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        if use_channels_last(device, dtype) and not self.int8:
+        if use_channels_last(device, dtype):
             images = images.contiguous(memory_format=torch.channels_last)
         # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy
         x = images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
