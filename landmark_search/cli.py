@@ -32,13 +32,18 @@ def _err(message: str) -> None:
 
 
 def handle_errors(func):
-    """Print a LandmarkError as one line on stderr and exit 1; Ctrl-C exits 130."""
+    """Print a LandmarkError or an OS error (paths, permissions) as one line on stderr and exit 1; Ctrl-C exits 130."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except LandmarkError as exc:
             _err(f"error: {exc}")
+            raise typer.Exit(code=1)
+        except OSError as exc:  # an output path that is a file, a missing or read-only folder, a full disk
+            where = f"{exc.filename}: " if exc.filename else ""
+            _err(f"error: {where}{exc.strerror or exc}; check that the path exists, is a folder where one is "
+                 "needed, and is writable")
             raise typer.Exit(code=1)
         except KeyboardInterrupt:
             _err("interrupted: finished work was saved; run the same command again to continue")
@@ -67,6 +72,11 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 def _embed_config(batch_size: int = 32, device: str = "auto", precision: str = "auto", workers: int = -1,
                   max_pixels: int | None = None, quiet: bool = False):
     from .config import DEFAULT_MAX_PIXELS, EmbedConfig
+
+    if batch_size < 1:
+        raise LandmarkError(f"--batch-size {batch_size}: use 1 or more (default 32)")
+    if max_pixels is not None and max_pixels < 1:
+        raise LandmarkError(f"--max-pixels {max_pixels}: use a positive pixel count (default {DEFAULT_MAX_PIXELS})")
 
     return EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=not quiet and sys.stderr.isatty())
@@ -140,7 +150,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 @handle_errors
 def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Architecture (see `landmark models`)."),
               data: Path = typer.Option(..., "--data", "-d", help="Dataset folder with train/ (+ test/)."),
-              out: Optional[Path] = typer.Option(None, help="Run folder; default runs/<model>-<timestamp>."),
+              out: Optional[Path] = typer.Option(None, help="Run folder; default runs/<model>-<timestamp>. One that holds a run is refused (see --resume, --overwrite)."),
               epochs: Optional[int] = typer.Option(None, help="Epochs (default per family)."),
               batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
               lr: Optional[float] = typer.Option(None, help="Learning rate (default per family)."),
@@ -165,14 +175,13 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Progressive resizing (3/4 -> 7/8 -> full size; residual 1/2 -> 3/4 -> full); default on when training from scratch at 64 px and up."),
               seed: int = typer.Option(0, help="Random seed."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (deletes only the files landmark wrote there)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Train a landmark classifier; writes best.pt, last.pt, history.csv, curves.png, metrics.json."""
     from .config import TrainConfig
     from .training import fit
 
-    if weights not in ("default", "none"):
-        raise LandmarkError(f"--weights {weights}: use default or none")
     cfg = TrainConfig(model=model, data=str(data), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, scheduler=scheduler,
                       image_size=image_size, valid_split=valid_split, patience=patience, head=head,
@@ -180,7 +189,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                       precision=precision, label_smoothing=label_smoothing, feature_views=feature_views,
                       workers=workers, seed=seed, quiet=quiet, time_limit=time_limit, mix=mix,
                       progressive=progressive)
-    result = fit(cfg, resume=resume)
+    result = fit(cfg, resume=resume, overwrite=overwrite)
     m = result.metrics
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "test_accuracy" in m:
@@ -203,7 +212,7 @@ def _write_report(run: Path, data: Optional[Path], out: Optional[Path] = None) -
 
 @app.command("evaluate")
 @handle_errors
-def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best.pt)."),
+def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best.pt) or its run folder."),
                  data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
                  split: str = typer.Option("test", help="test or train."),
                  out: Optional[Path] = typer.Option(None, help="Folder for the PNG and JSON (default: beside the checkpoint)."),
@@ -214,10 +223,12 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
     from .data.datasets import discover
     from .errors import DataError
     from .models.checkpoint import load_checkpoint
-    from .training import evaluate, write_eval_outputs
+    from .training import dataset_dir, evaluate, write_eval_outputs
 
+    if checkpoint.is_dir() and (checkpoint / "best.pt").is_file():  # a run folder: its best checkpoint
+        checkpoint = checkpoint / "best.pt"
     model, meta = load_checkpoint(checkpoint)
-    layout = discover(data)
+    layout = discover(dataset_dir(data))
     if split not in ("test", "train"):
         raise DataError(f"--split {split}: use test or train")
     samples = layout.test if split == "test" else layout.train
@@ -260,6 +271,10 @@ def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best
 
 # --------------------------------------------------------------------------------------------- classify
 
+_NO_PHOTOS = ("no photos found: give photo files or folders holding .jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp, "
+              ".gif or .heic files")
+
+
 def _collect_photos(photos: List[Path], recursive: bool = True, follow_links: bool = False,
                     exclude: Optional[List[str]] = None) -> tuple[list[Path], list]:
     from .data.files import iter_photos
@@ -286,7 +301,16 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
     from .embeddings import load_model
     from .tagging import classify
 
+    if top_k < 1:
+        raise LandmarkError(f"--top-k {top_k}: use 1 or more")
+    if sheet:
+        from .sheets import check_sheet_path
+
+        check_sheet_path(sheet)
     found, failed = _collect_photos(photos)
+    if not found and not failed:
+        _err(_NO_PHOTOS)
+        raise typer.Exit(code=1)
     loaded = load_model(model)
     results, bad = classify(found, loaded, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
                                                          quiet=quiet), top_k)
@@ -338,6 +362,8 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
     """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
     from .tagging import TagOptions, tag
 
+    if not 0.0 <= min_score <= 1.0:
+        raise LandmarkError(f"--min-score {min_score}: use a probability between 0 and 1 (default 0.2)")
     opts = TagOptions(top_k=top_k, min_score=min_score, xmp=xmp, dry_run=dry_run, force=force, output_dir=output_dir,
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet))
@@ -357,7 +383,11 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
         typer.echo(f"{verb} {counts['tagged']}, unchanged {counts['unchanged']}, failed {counts['failed']}"
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
+    if not (summary.failed or summary.tagged or summary.unchanged):
+        _err(_NO_PHOTOS)
     if strict and summary.failed:
+        raise typer.Exit(code=1)
+    if summary.failed and not summary.tagged and not summary.unchanged:  # nothing worked: as classify does
         raise typer.Exit(code=1)
 
 
@@ -382,6 +412,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
     from .search import IndexOptions, build_index
 
+    if index_type not in ("auto", "flat", "hnsw", "ivf"):
+        raise LandmarkError(f"--index-type {index_type!r}: use auto, flat, hnsw or ivf")
     opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
                         index_type=index_type, prune=prune)
     s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
@@ -394,6 +426,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
     else:
         typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
                    f"removed {s.removed}, failed {len(s.failed)}; {s.total} photos in total")
+    if not (s.added or s.updated or s.unchanged or s.failed):
+        _err(_NO_PHOTOS)
     if strict and s.failed:
         raise typer.Exit(code=1)
 
@@ -411,6 +445,10 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
     """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
     from .search import find_similar
 
+    if sheet:
+        from .sheets import check_sheet_path
+
+        check_sheet_path(sheet)
     result = find_similar(photo, index, k=k, min_score=min_score,
                           cfg=_embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True))
     if as_json:
@@ -447,7 +485,9 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
     """Grad-CAM heat maps: which part of each photo made the model choose its label."""
     from .explain import explain_photos
 
-    found, failed = _collect_photos(photos)
+    # Never explain our own overlays: a second `landmark explain .` would make a.gradcam.gradcam.png.
+    found, failed = _collect_photos(photos, exclude=["*.gradcam.png"])
+    found = [p for p in found if out.resolve() not in p.resolve().parents]
     results = explain_photos(found, model, class_label, out, raw, device=device,
                              on_error=lambda path, why: failed.append((path, why)))
     for r in results:
@@ -462,13 +502,21 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
 
 @app.command("report")
 @handle_errors
-def report_cmd(run: Path = typer.Argument(..., help="Run folder written by `landmark train`."),
+def report_cmd(run: Path = typer.Argument(..., help="Run folder written by `landmark train` (or its best.pt)."),
                data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: the one in "
                                                    "the run's config.json); its test/ photos fill the mistakes grid."),
                out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html).")) -> None:
     """One self-contained HTML page: config, curves, metrics, per-class table, confusions, mistakes with Grad-CAM."""
+    from .errors import DataError
     from .report import write_report
+    from .training import dataset_dir
 
+    if run.is_file():
+        if run.suffix != ".pt":
+            raise DataError(f"{run} is a file; pass the run folder `landmark train` wrote (the one holding best.pt)")
+        run = run.parent  # RUN/best.pt names its run
+    if data is not None:
+        data = dataset_dir(data)
     typer.echo(f"report: {write_report(run, data=data, out=out)}")
 
 

@@ -31,7 +31,7 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
 
     echo("2/7 training efficientnet_lite0 (frozen ImageNet backbone + embedding head) ...")
     result = fit(TrainConfig(model="efficientnet_lite0", data=str(data.root), out=str(out / "run"), epochs=30,
-                             feature_views=4, quiet=quiet))
+                             feature_views=4, quiet=quiet), overwrite=True)  # the demo's own run: rerunnable
     m = result.metrics
     lines.append(f"run        {result.paths.root}  (test accuracy {m.get('test_accuracy', float('nan')):.3f}, "
                  f"macro-F1 {m.get('test_macro_f1', float('nan')):.3f}, {result.seconds:.0f}s)")

@@ -101,20 +101,18 @@ def build_predictor(checkpoint: str | Path, *, trace_body: bool = True) -> Predi
 
 def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscript") -> Path:
     """Write the predictor for `checkpoint` to `out` (atomically)."""
+    import io
+
     out = Path(out)
     if out.exists() and out.is_dir():
         raise LandmarkError(f"{out} is a folder; give a file name such as model.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
         predictor = build_predictor(checkpoint)
+        buf = io.BytesIO()  # serialised in memory, so a bad path fails as a plain OSError, atomically
         with quiet_jit():
-            scripted = torch.jit.script(predictor)
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:
-            scripted.save(str(tmp))
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
+            torch.jit.save(torch.jit.script(predictor), buf)
+        atomic_write_bytes(out, buf.getvalue())
         return out
     if fmt == "pt2":
         predictor = build_predictor(checkpoint, trace_body=False)
@@ -126,7 +124,6 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
         except Exception as exc:
             raise CheckpointError(f"torch.export could not capture {checkpoint} ({str(exc).splitlines()[0][:200]}); "
                                   "use --format torchscript") from None
-        import io
 
         buf = io.BytesIO()
         torch.export.save(program, buf, extra_files={"meta.json": predictor.meta_json})

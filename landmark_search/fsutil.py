@@ -12,7 +12,10 @@ from typing import Any
 def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
     """Replace `path` with `data` so readers see the old file or the new one, never half of one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # name the file the user asked for, not our temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -61,6 +61,10 @@ def resolve_model(spec: str | Path | None) -> ModelRef:
     path = Path(text).expanduser()
     if path.is_dir() and (path / "best.pt").is_file():
         path = path / "best.pt"
+    # A bare word that is also a folder here may still be a built-in name (`-m resnet34`).
+    if path.is_dir() and ("/" in text or text.startswith(".") or (path / "config.json").is_file()):
+        raise ModelNotFoundError(f"{text}: a folder without best.pt; pass a run folder from `landmark train` "
+                                 "(or its best.pt), an export from `landmark export`, or a built-in model name")
     if path.is_file():
         kind = "export" if is_torchscript(path) else "checkpoint"
         return ModelRef(text, kind, path.name, path, file_sha256(path))

@@ -38,6 +38,11 @@ def _read_model_file(directory: Path) -> dict | None:
                               f"`landmark index PHOTOS --index NEW`") from None
 
 
+def _short_id(model_id: str) -> str:
+    """A model id short enough to read: built-in names whole, file hashes to 12 hex digits."""
+    return model_id if model_id.startswith("builtin:") else model_id[:19]
+
+
 def _index_model(directory: Path, model_spec: str | None) -> ModelRef:
     """The model an index is built with; reusing an index without --model reuses its model."""
     recorded = _read_model_file(directory)
@@ -51,8 +56,8 @@ def _index_model(directory: Path, model_spec: str | None) -> ModelRef:
         ref = resolve_model(model_spec)
     if recorded and recorded.get("model_id") != ref.model_id:
         raise IndexStoreError(
-            f"index {directory} was built with {recorded.get('spec')} ({recorded.get('model_id', '?')[:19]}), not "
-            f"{ref.spec} ({ref.model_id[:19]}); use --model {recorded.get('spec')} or a new --index NAME")
+            f"index {directory} was built with {recorded.get('spec')} ({_short_id(recorded.get('model_id', '?'))}), not "
+            f"{ref.spec} ({_short_id(ref.model_id)}); use --model {recorded.get('spec')} or a new --index NAME")
     return ref
 
 
@@ -144,6 +149,11 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
             # Each batch is committed on its own: an interrupted run keeps what it finished.
             for batch in iter_embeddings(list(todo), model, cfg):
                 summary.failed.extend(batch.failed)
+                # A photo that changed and no longer decodes must not keep answering queries with its old vector.
+                stale = [key for key in (str(p.resolve()) for p, _ in batch.failed) if key in known]
+                if stale:
+                    idx.remove(stale)
+                    summary.removed += len(stale)
                 if not batch.paths:
                     continue
                 records = []
@@ -155,7 +165,7 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
                     summary.added += key not in known
                 idx.add(records, batch.embeddings)
         if opts.prune:
-            summary.removed = _prune(idx, photos, {str(p.resolve()) for p in found}, known)
+            summary.removed += _prune(idx, photos, {str(p.resolve()) for p in found}, known)
         idx.save()
         summary.total = len(idx)
     return summary

@@ -71,6 +71,7 @@ def image_data_uri(img: Image.Image, fmt: str = "JPEG", quality: int = 85) -> st
 
 def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     """Cut `text` with an ellipsis so that it fits `width` pixels."""
+    text = " ".join(text.splitlines())  # a newline in a file name would make Pillow refuse the label
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "…", font=font) > width:
@@ -168,14 +169,20 @@ def _write_png(path: Path, items: Sequence[SheetItem], title: str, query: Path |
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path | None = None) -> Path:
-    """Write a contact sheet: `.html` (self-contained, base64 thumbnails) or `.png` (a grid image)."""
-    path = Path(path)
+def check_sheet_path(path: Path) -> None:
+    """Refuse a contact-sheet path that cannot work, before any photo is processed."""
     suffix = path.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
         raise LandmarkError(f"{path}: a contact sheet is .html or .png; got {suffix or 'no extension'}")
     if path.is_dir():
         raise LandmarkError(f"{path} is a folder; name a .html or .png file for the contact sheet")
+
+
+def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path | None = None) -> Path:
+    """Write a contact sheet: `.html` (self-contained, base64 thumbnails) or `.png` (a grid image)."""
+    path = Path(path)
+    check_sheet_path(path)
+    suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     total = len(items)
     shown = list(items)[:MAX_ITEMS]

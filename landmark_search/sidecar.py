@@ -8,7 +8,11 @@ except the `"landmark_search"` key, which this module owns and replaces on each 
         "model": {"name": "...", "sha256": "..."},
         "tagged_at": "2024-05-01T12:00:00+00:00",
         "source": {"fingerprint": "<size>:<mtime_ns>"},   # of the photo; unchanged => skip re-tagging
+        "options": {"top_k": 3, "min_score": 0.2, "xmp": false},  # changed => re-tag
         "tags": [{"label": "Eiffel Tower", "id": "03.Eiffel_Tower", "score": 0.91}, ...]}}
+
+A file this module could not write back exactly as it read it (duplicate keys, numbers beyond a float,
+NaN, nesting deeper than Python's recursion limit) is refused like invalid JSON and left untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -24,6 +29,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+from xml.parsers import expat
 
 from landmark_search.errors import SidecarError
 
@@ -102,19 +108,51 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise SidecarError(f"cannot read {path}: {exc.strerror or exc}: check its permissions") from None
+    untouched = "it was left untouched"
     try:
-        data = json.loads(raw.decode("utf-8-sig"))  # -sig: tolerate a BOM written by Windows editors
+        # -sig: tolerate a BOM written by Windows editors. The hooks refuse what json.dumps would
+        # not write back as it was (a lost duplicate, 1e999 as Infinity): the file is the user's.
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys, parse_float=_finite_float,
+                          parse_constant=_no_constant)
     except UnicodeDecodeError:
-        raise SidecarError(f"{path} is not UTF-8 text: fix or delete it; it was left untouched") from None
+        raise SidecarError(f"{path} is not UTF-8 text: fix or delete it; {untouched}") from None
     except json.JSONDecodeError as exc:
-        raise SidecarError(
-            f"{path} is not valid JSON (line {exc.lineno}): fix or delete it; it was left untouched"
-        ) from None
+        raise SidecarError(f"{path} is not valid JSON (line {exc.lineno}): fix or delete it; {untouched}") from None
+    except _NotRewritable as exc:
+        raise SidecarError(f"{path} {exc}; {untouched}") from None
+    except RecursionError:
+        raise SidecarError(f"{path} is nested too deeply to read: flatten or delete it; {untouched}") from None
+    except ValueError:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise SidecarError(f"{path} holds an integer too long to read: store it as a string; {untouched}") from None
     if not isinstance(data, dict):
         raise SidecarError(
             f"{path} holds a JSON {_json_kind(data)}, not an object: fix or delete it; it was left untouched"
         )
     return data
+
+
+class _NotRewritable(ValueError):
+    """Valid-looking JSON that json.dumps could not write back unchanged; the message says why and the fix."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _NotRewritable(f"repeats the key {key!r}: keep one of its values or delete the file")
+        obj[key] = value
+    return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotRewritable(f"holds the number {text[:40]}, beyond a float: store it as a string")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _NotRewritable(f"holds {name}, which is not JSON: replace it with null or a string")
 
 
 def _json_kind(value: object) -> str:
@@ -135,14 +173,20 @@ def build_payload(
     tags: Iterable[tuple[str, str, float]],
     photo_fingerprint: str,
     tagged_at: _dt.datetime | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build our sidecar entry; `tags` are (label, id, score) tuples such as SidecarTag."""
+    """Build our sidecar entry; `tags` are (label, id, score) tuples such as SidecarTag.
+
+    `options` are the settings that shaped the tags (top_k, min_score, xmp); a later run with
+    other options re-tags instead of skipping the photo as current.
+    """
     when = tagged_at or _dt.datetime.now(_dt.timezone.utc)
     return {
         "version": SIDECAR_VERSION,
         "model": {"name": model_name, "sha256": model_sha256},
         "tagged_at": when.isoformat(timespec="seconds"),
         "source": {"fingerprint": photo_fingerprint},
+        **({"options": dict(options)} if options is not None else {}),
         "tags": [
             {"label": str(label), "id": str(id_), "score": round(float(score), 6)}
             for label, id_, score in tags
@@ -172,8 +216,17 @@ def merge_sidecar(
     return merged
 
 
-def sidecar_is_current(existing: Mapping[str, Any], model_sha256: str, photo_fingerprint: str) -> bool:
-    """Return True when our entry was written by this format, this model and for this exact photo."""
+def sidecar_is_current(
+    existing: Mapping[str, Any],
+    model_sha256: str,
+    photo_fingerprint: str,
+    options: Mapping[str, Any] | None = None,
+) -> bool:
+    """Return True when our entry was written by this format, this model and for this exact photo.
+
+    When `options` is given the entry must also record exactly these options (an entry from before
+    options were recorded is not current, since what shaped its tags is unknown).
+    """
     entry = existing.get(SIDECAR_KEY)
     if not isinstance(entry, dict) or entry.get("version") != SIDECAR_VERSION:
         return False
@@ -184,6 +237,7 @@ def sidecar_is_current(existing: Mapping[str, Any], model_sha256: str, photo_fin
         and isinstance(source, dict)
         and model.get("sha256") == model_sha256
         and source.get("fingerprint") == photo_fingerprint
+        and (options is None or entry.get("options") == dict(options))
     )
 
 
@@ -195,8 +249,20 @@ def write_sidecar(
     Refuses a symlinked sidecar and, when `root` is given, any target whose real folder is outside
     it. `create_parents` (for output_dir mirrors; requires `root`) creates missing folders under root.
     """
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(Path(path), text.encode("utf-8"), root=root, create_parents=create_parents)
+    path = Path(path)
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") read from the file: keep it escaped
+            encoded = (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("ascii")
+    except RecursionError:
+        raise SidecarError(
+            f"{path} is nested too deeply to rewrite: flatten or delete it; it was left untouched"
+        ) from None
+    except ValueError:  # NaN or Infinity: never written, since strict JSON readers reject them
+        raise SidecarError(f"cannot write {path}: the data holds NaN or Infinity, which JSON cannot store") from None
+    _atomic_write(path, encoded, root=root, create_parents=create_parents)
 
 
 # ---------------------------------------------------------------------------------------------- safe writes
@@ -407,9 +473,58 @@ def merge_xmp(
     added += _add_to_bag(hier_home, _LR_HIERARCHICAL, hierarchical, _depth(xmpmeta, hier_home))
     if raw is not None and added == 0:
         return
-    body = ET.tostring(xmpmeta, encoding="unicode")
-    packet = _XPACKET_BEGIN + body + _XPACKET_END
-    _atomic_write(path, packet.encode("utf-8"), root=root, create_parents=create_parents)
+    try:
+        body = ET.tostring(xmpmeta, encoding="unicode")
+    except RecursionError:
+        raise SidecarError(
+            f"{path} is nested too deeply to rewrite: flatten or delete it; it was left untouched"
+        ) from None
+    outside = _outside_root(raw) if raw is not None else None
+    if outside is None:
+        packet = (_XPACKET_BEGIN + body + _XPACKET_END).encode("utf-8")
+    else:
+        packet = outside[0] + body.encode("utf-8") + outside[1]
+    _atomic_write(path, packet, root=root, create_parents=create_parents)
+
+
+def _outside_root(raw: bytes) -> tuple[bytes, bytes] | None:
+    """Return the bytes before and after the root element (XML declaration, xpacket, comments) to keep.
+
+    None for a file not in UTF-8, whose bytes cannot be spliced around a UTF-8 body; it gets a
+    new xpacket wrapper instead.
+    """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 byte-order marks
+        return None
+    parser = expat.ParserCreate()
+    encoding: list[str | None] = [None]
+    span: list[int] = []
+    depth = 0
+
+    def declaration(version: str, enc: str | None, standalone: int) -> None:
+        encoding[0] = enc
+
+    def start(name: str, attrs: dict) -> None:
+        nonlocal depth
+        if depth == 0:
+            span.append(parser.CurrentByteIndex)
+        depth += 1
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+        if depth == 0:
+            # At an end tag expat points to its "</"; after an empty element (<a/>), just past it.
+            at = parser.CurrentByteIndex
+            span.append(raw.index(b">", at) + 1 if raw.startswith(b"</", at) else at)
+
+    parser.XmlDeclHandler, parser.StartElementHandler, parser.EndElementHandler = declaration, start, end
+    try:
+        parser.Parse(raw, True)
+    except expat.ExpatError:
+        return None
+    if len(span) != 2 or (encoding[0] or "utf-8").lower() not in ("utf-8", "utf8"):
+        return None
+    return raw[:span[0]], raw[span[1]:]
 
 
 def _new_xmp() -> tuple[ET.Element, ET.Element]:

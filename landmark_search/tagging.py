@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -93,23 +94,48 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
     """Walk the photos and keep those whose sidecar is missing or stale (or all, with --force)."""
     jobs: list[_Job] = []
     on_error: Callable[[Path, str], None] = lambda p, why: summary.failed.append((p, why))
-    for arg in paths:
-        arg = Path(arg)
-        root = arg if arg.is_dir() else arg.parent
+    args = [Path(arg) for arg in paths]
+    roots = [arg if arg.is_dir() else arg.parent for arg in args]
+    # The mirror keeps paths relative to the arguments' common folder, so `A/p B/p` gives
+    # DIR/A/p/a.jpg.json and DIR/B/p/a.jpg.json rather than one DIR/a.jpg.json for both.
+    mirror_root = _common_folder(roots) if opts.output_dir is not None else None
+    options = _recorded_options(opts)
+    seen: set[str] = set()
+    for arg, root in zip(args, roots):
         for photo in iter_photos([arg], recursive=opts.recursive, follow_links=opts.follow_links,
                                  exclude=opts.exclude, on_error=on_error):
+            key = os.path.realpath(photo)
+            if key in seen:  # `tag t2 t2/a.jpg ./t2` names one photo three times
+                continue
+            seen.add(key)
             try:
-                side = sidecar_path(photo, output_dir=opts.output_dir, root=root if opts.output_dir else None)
+                side = sidecar_path(photo, output_dir=opts.output_dir, root=mirror_root)
                 existing = read_sidecar(side)
                 fingerprint = photo_fingerprint(photo)
             except (SidecarError, OSError) as exc:
                 summary.failed.append((photo, str(exc)))
                 continue
-            if not opts.force and sidecar_is_current(existing, ref.sha256, fingerprint):
+            if not opts.force and _is_current(existing, ref.sha256, fingerprint, options):
                 summary.unchanged.append(photo)
                 continue
-            jobs.append(_Job(photo, root, side, existing, fingerprint))
+            jobs.append(_Job(photo, mirror_root or root, side, existing, fingerprint))
     return jobs
+
+
+def _common_folder(folders: Sequence[Path]) -> Path:
+    return Path(os.path.commonpath([str(folder.resolve()) for folder in folders]))
+
+
+def _recorded_options(opts: TagOptions) -> dict:
+    """The options that shape a sidecar's content; a change in any of them re-tags the photo."""
+    return {"top_k": opts.top_k, "min_score": opts.min_score, "xmp": opts.xmp}
+
+
+def _is_current(existing: dict, model_sha256: str, fingerprint: str, options: dict) -> bool:
+    if sidecar_is_current(existing, model_sha256, fingerprint, options):
+        return True
+    # A photo tagged with --xmp already has everything a run without --xmp would write.
+    return not options["xmp"] and sidecar_is_current(existing, model_sha256, fingerprint, {**options, "xmp": True})
 
 
 def _folder_lock(paths: Sequence[Path], output_dir: Path | None) -> FileLock:
@@ -142,7 +168,7 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                 preds = top_predictions(probs, model, opts.top_k, opts.min_score)
                 payload = build_payload(model_name=model.name, model_sha256=ref.sha256,
                                         tags=[(p.label, p.id, p.score) for p in preds],
-                                        photo_fingerprint=job.fingerprint)
+                                        photo_fingerprint=job.fingerprint, options=_recorded_options(opts))
                 try:
                     _write(job, payload, preds, opts, summary)
                 except (SidecarError, OSError) as exc:

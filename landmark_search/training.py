@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import json
+import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -42,6 +44,21 @@ DEFAULT_TIME_LIMIT = {"scratch": 780.0}
 # which keeps the schedule (and the result) independent of machine load.
 ARCH_EPOCHS = {"residual": 60}
 PROGRESSIVE_SCALES = {"scratch": (0.75, 0.875), "residual": (0.5, 0.75)}  # first 40 %, next 30 %
+# Every registered body halves the image five times (total stride 32). Measured: scratch, residual and
+# efficientnet_lite0 crash below 32 px (a 0x0 feature map or a kernel larger than the padded input);
+# the torchvision bodies still run but pool a single pixel, so 32 is the floor for all of them.
+MIN_IMAGE_SIZE = 32
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("auto", "plateau", "cosine", "exponential", "none")
+MIX_MODES = ("auto", "none", "mixup", "cutmix", "both")
+HEADS = ("embed", "linear")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Files that mark a folder as holding a training run, and every file `landmark train` (and the
+# evaluate/report commands, beside the checkpoint) may write into one: --overwrite deletes only these.
+RUN_MARKERS = ("best.pt", "last.pt", "config.json", "metrics.json", "history.csv")
+RUN_EXTRA_FILES = ("test_confusion.png", "test_report.json", "train_confusion.png", "train_report.json",
+                   "report.html")
+STATS_VERSION = 1  # mean_std.json format
 
 
 @dataclass(frozen=True)
@@ -383,12 +400,20 @@ class _Trainer:
     def _normalization(self) -> Normalization:
         if self.spec.mean is not None:
             return Normalization(tuple(self.spec.mean), tuple(self.spec.std))
-        # Scratch models: per-channel statistics of this dataset, computed once and cached.
-        if self.paths.stats.exists():
+        # Scratch models: per-channel statistics of this dataset, computed once and cached; the cache
+        # is reused only for the same training photos at the same size (its fingerprint says which).
+        key = stats_fingerprint(self.train_samples, self.image_size, self.cfg.seed)
+        try:
             stats = json.loads(self.paths.stats.read_text())
-            return Normalization(tuple(stats["mean"]), tuple(stats["std"]))
+            if stats.get("version") == STATS_VERSION and stats.get("fingerprint") == key:
+                return Normalization(tuple(stats["mean"]), tuple(stats["std"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # missing, unreadable or from another version: recompute
         mean, std = channel_stats(self.train_samples, self.image_size, seed=self.cfg.seed)
-        atomic_write_json(self.paths.stats, {"mean": mean, "std": std})
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.paths.stats, {"version": STATS_VERSION, "mean": mean, "std": std,
+                                             "data": str(self.layout.root), "image_size": self.image_size,
+                                             "fingerprint": key})
         return Normalization(mean, std)
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
@@ -432,6 +457,9 @@ class _Trainer:
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path)
         self.model.load_state_dict(payload["state_dict"])
+        # The weights were trained with the checkpoint's normalisation, whatever the data holds now.
+        meta = payload["meta"]
+        self.norm = Normalization(tuple(meta["mean"]), tuple(meta["std"]))
         state = payload.get("train_state")
         if not state:
             raise CheckpointError(f"{path}: no training state to resume from")
@@ -453,6 +481,11 @@ class _Trainer:
 
     def end_epoch(self, stats: EpochStats) -> bool:
         """Record an epoch, save checkpoints; True when training should stop early."""
+        # NaN, or an infinite training loss, means the weights are gone: stop before saving them. (An
+        # infinite validation loss alone is validate()'s "no readable validation photo".)
+        if not math.isfinite(stats.train_loss) or math.isnan(stats.valid_loss):
+            loss = stats.train_loss if not math.isfinite(stats.train_loss) else stats.valid_loss
+            raise LandmarkError(f"training diverged at epoch {stats.epoch} (loss {loss}); lower --lr")
         self.history.append(stats)
         self.step_scheduler(stats.valid_loss)
         # The original rule: a new best only when validation loss drops by more than 1 %.
@@ -631,14 +664,100 @@ class _Trainer:
         return (loss_sum / total, correct / total) if total else (float("inf"), 0.0)
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse an option torch would only reject deep inside training (or silently replace); LandmarkError."""
+    spec = get_spec(cfg.model)  # an unknown name lists the known ones
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise LandmarkError(f"--epochs {cfg.epochs}: use 1 or more (leave it out for the model's default)")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise LandmarkError(f"--batch-size {cfg.batch_size}: use 1 or more (leave it out for the default)")
+    if cfg.lr is not None and not (0 < cfg.lr < math.inf):
+        raise LandmarkError(f"--lr {cfg.lr}: use a positive learning rate such as 1e-3")
+    if not 0 <= cfg.weight_decay < math.inf:
+        raise LandmarkError(f"--weight-decay {cfg.weight_decay}: use 0 or more, e.g. 5e-4")
+    if not 0 <= cfg.dropout < 1:
+        raise LandmarkError(f"--dropout {cfg.dropout}: use a value in [0, 1), e.g. 0.3")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise LandmarkError(f"--label-smoothing {cfg.label_smoothing}: use a value in [0, 1), e.g. 0.1")
+    if not 0 <= cfg.valid_split < 1:
+        raise LandmarkError(f"--valid-split {cfg.valid_split}: use a fraction in [0, 1), e.g. 0.2 "
+                            "(0 for no validation split)")
+    if cfg.patience < 1:
+        raise LandmarkError(f"--patience {cfg.patience}: use 1 or more epochs")
+    if cfg.head not in HEADS:
+        raise LandmarkError(f"unknown --head {cfg.head!r}; use embed or linear")
+    if cfg.embedding_dim < 1:
+        raise LandmarkError(f"--embedding-dim {cfg.embedding_dim}: use 1 or more, e.g. 256")
+    if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
+        raise LandmarkError(f"--image-size {cfg.image_size} is too small for {cfg.model}, which halves the image "
+                            f"5 times; use at least {MIN_IMAGE_SIZE} (its default is {spec.image_size})")
+    if cfg.time_limit is not None and not cfg.time_limit >= 0:
+        raise LandmarkError(f"--time-limit {cfg.time_limit}: use seconds > 0, or 0 for no limit")
+    if cfg.weights not in ("default", "none"):
+        raise LandmarkError(f"--weights {cfg.weights}: use default or none")
+    for option, value, known in (("optimizer", cfg.optimizer, OPTIMIZERS), ("scheduler", cfg.scheduler, SCHEDULERS),
+                                 ("mix", cfg.mix, MIX_MODES), ("precision", cfg.precision, TRAIN_PRECISIONS)):
+        if value not in known:
+            raise LandmarkError(f"unknown --{option} {value!r}; use {', '.join(known)}")
+
+
+def prepare_run_dir(paths: RunPaths, overwrite: bool = False) -> None:
+    """Refuse a folder that already holds a run; with overwrite, delete only the files landmark writes there."""
+    root = paths.root
+    if root.exists() and not root.is_dir():
+        raise LandmarkError(f"--out {root} is a file; pass a folder for the run")
+    if overwrite:
+        owned = [getattr(paths, f.name).name for f in fields(paths) if f.name != "root"]
+        for name in (*owned, *RUN_EXTRA_FILES):
+            (root / name).unlink(missing_ok=True)
+            for tmp in root.glob(f".{name}.*.tmp"):  # left by an interrupted atomic write
+                tmp.unlink(missing_ok=True)
+        return
+    held = [name for name in RUN_MARKERS if (root / name).exists()]
+    if held:
+        hint = f"continue it with --resume {root}, " if "last.pt" in held else ""
+        raise LandmarkError(f"--out {root} already holds a training run ({', '.join(held)}); {hint}"
+                            "replace it with --overwrite, or pick a new --out")
+
+
+def dataset_dir(data: str | Path) -> Path:
+    """A --data folder as a Path, refusing an empty or missing one (discover() would blame a missing train/)."""
+    if not str(data):
+        raise DataError("no dataset folder given; pass --data DIR (a folder with train/<class>/ photos)")
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"--data {root}: no such folder; make a dataset with `landmark data synth DIR` "
+                        "or `landmark data download DIR`")
+    return root
+
+
+def stats_fingerprint(samples: Sequence[Sample], image_size: int, seed: int) -> str:
+    """sha256 naming the photos (path, label, size, mtime), image size and seed that channel stats came from."""
+    digest = hashlib.sha256(f"{STATS_VERSION}|{image_size}|{seed}".encode())
+    for path, label in sorted((os.path.abspath(p), label) for p, label in samples):
+        try:
+            st = os.stat(path)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = -1
+        digest.update(f"{path}|{label}|{size}|{mtime}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def default_run_dir(model: str) -> Path:
     """runs/<model>-<timestamp>."""
     return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def fit(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
-    """Train a model on cfg.data, write the run directory, evaluate best.pt on test/ when present."""
+def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
+    """Train a model on cfg.data, write the run directory, evaluate best.pt on test/ when present.
+
+    A cfg.out that already holds a run is refused unless `overwrite` (which deletes only the files
+    landmark writes there); `resume` continues the run in that folder instead.
+    """
     t0 = time.time()
+    if resume and overwrite:
+        raise LandmarkError("--resume continues a run and --overwrite replaces one; use one of them")
     if resume:
         resume = Path(resume)
         last = resume / "last.pt"
@@ -646,13 +765,17 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         # Resuming keeps the run's own settings; only the epoch budget may be extended.
         cfg = replace(TrainConfig.from_dict(saved), epochs=cfg.epochs or saved.get("epochs"), quiet=cfg.quiet,
                       out=str(resume))
+    # Everything that can be refused is refused before the run folder is touched.
+    check_config(cfg)
     seed_everything(cfg.seed)
-    layout = discover(cfg.data)
+    layout = discover(dataset_dir(cfg.data))
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, out=str(out))
     paths = RunPaths(out)
+    if not resume:
+        prepare_run_dir(paths, overwrite)
     trainer = _Trainer(cfg, layout, paths)
+    out.mkdir(parents=True, exist_ok=True)
     if resume:
         trainer.resume(paths.last)
     atomic_write_json(paths.config, {**cfg.to_dict(), "epochs": trainer.epochs, "lr": trainer.lr,

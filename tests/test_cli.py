@@ -121,3 +121,80 @@ def test_similar_without_an_index_says_how_to_build_one(synth_data, tmp_path, mo
 def test_data_download_bad_url_is_one_line(tmp_path):
     result = invoke("data", "download", tmp_path / "d", "--url", "http://127.0.0.1:9/landmark_images.zip", ok=False)
     assert result.exit_code == 1 and "--url" in result.output and "Traceback" not in result.output
+
+
+def test_tag_exits_1_only_when_no_photo_could_be_tagged(synth_data, tmp_path):
+    bad = tmp_path / "allbad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (bad / "y.jpg").write_bytes(b"not an image")
+    result = invoke("tag", bad, ok=False)
+    assert result.exit_code == 1 and "failed 2" in result.stdout and "x.jpg" in result.stderr
+    shutil.copy(sorted((synth_data / "test").rglob("*.jpg"))[0], bad / "good.jpg")
+    assert "tagged 1, unchanged 0, failed 2" in invoke("tag", bad).stdout  # partial success: exit 0
+    assert "tagged 0, unchanged 1, failed 2" in invoke("tag", bad).stdout
+    assert invoke("tag", bad, "--strict", ok=False).exit_code == 1
+
+
+def test_reindex_drops_a_photo_that_became_unreadable(trained_run, synth_data, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted((synth_data / "test").rglob("*.jpg"))[:3]:
+        shutil.copy(src, photos / f"{src.parent.name}_{src.name}")
+    broken = sorted(photos.iterdir())[1]
+    index, model = tmp_path / "idx", trained_run / "best.pt"
+    invoke("index", photos, "--model", model, "--index", index)
+    broken.write_bytes(b"")  # the user's photo is damaged after it was indexed
+    summary = json.loads(invoke("index", photos, "--model", model, "--index", index, "--json").stdout)
+    assert summary["removed"] == 1 and summary["failed"] == 1 and summary["total"] == 2
+    hits = json.loads(invoke("similar", sorted(photos.iterdir())[0], "--index", index, "--json").stdout)["hits"]
+    assert [h["path"] for h in hits] == [str(sorted(photos.iterdir())[2])]  # the query itself is not a hit
+
+
+def test_train_bad_option_is_one_line_and_writes_nothing(synth_data, tmp_path):
+    result = invoke("train", "--model", "scratch", "--data", synth_data, "--out", tmp_path / "run", "--epochs", "0",
+                    ok=False)
+    assert result.exit_code == 1 and "--epochs 0: use 1 or more" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_train_missing_data_folder_says_so(tmp_path):
+    result = invoke("train", "--data", tmp_path / "nope", ok=False)
+    assert result.exit_code == 1 and "--data" in result.output and "no such folder" in result.output
+
+
+def test_train_diverging_run_exits_non_zero_without_a_result(synth_data, tmp_path):
+    args = ("train", "--model", "scratch", "--data", synth_data, "--out", tmp_path / "run", "--epochs", "2",
+            "--image-size", "32", "--quiet", "--workers", "0", "--no-report", "--seed", "1")
+    result = invoke(*args, "--lr", "1e9", ok=False)
+    assert result.exit_code == 1 and "training diverged at epoch 1 (loss nan); lower --lr" in result.output
+    assert "test accuracy" not in result.output
+    again = invoke(*args, ok=False)  # the folder now holds that run's files: refused, not mixed
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert "test accuracy" in invoke(*args, "--overwrite").output
+
+
+def test_report_and_evaluate_accept_run_paths_and_refuse_missing_data(trained_run, synth_data, tmp_path):
+    assert (tmp_path / "r.html").name in invoke("report", trained_run / "best.pt", "--out", tmp_path / "r.html").output
+    assert (tmp_path / "r.html").is_file()
+    missing = invoke("report", trained_run, "--data", tmp_path / "nope", "--out", tmp_path / "s.html", ok=False)
+    assert missing.exit_code == 1 and "no such folder" in missing.output and not (tmp_path / "s.html").exists()
+    assert "accuracy" in invoke("evaluate", trained_run, "--data", synth_data, "--out", tmp_path).output
+    bad = invoke("evaluate", trained_run / "best.pt", "--data", tmp_path / "nope", ok=False)
+    assert bad.exit_code == 1 and "no such folder" in bad.output
+
+
+def test_bad_output_paths_and_options_are_one_line_errors(trained_run, synth_data, tmp_path):
+    a_file = tmp_path / "afile"
+    a_file.write_text("user data")
+    result = invoke("export", trained_run / "best.pt", "-o", a_file / "model.pt", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [f"error: {a_file}: File exists; check that the path exists, is a "
+                                                  "folder where one is needed, and is writable"]
+    assert a_file.read_text() == "user data"
+    photo = sorted((synth_data / "test").rglob("*.jpg"))[0]
+    for args, message in ((("--batch-size", "0"), "--batch-size 0: use 1 or more"),
+                          (("--top-k", "0"), "--top-k 0: use 1 or more"),
+                          (("--sheet", tmp_path / "s.txt"), "a contact sheet is .html or .png")):
+        result = invoke("classify", photo, "--model", trained_run / "best.pt", *args, ok=False)
+        assert result.exit_code == 1 and message in result.output and photo.name not in result.stdout

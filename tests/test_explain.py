@@ -215,3 +215,23 @@ def test_cli_explain(trained: tuple[Path, Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["explain", str(photo), "--model", str(best), "--class", "Big Ben",
                                       "--out", str(out)])
     assert result.exit_code == 1 and "error: unknown class 'Big Ben'" in result.output
+
+
+def test_cli_explain_twice_in_a_folder_never_explains_its_own_overlays(trained: tuple[Path, Path],
+                                                                       tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+
+    data, best = trained
+    shutil.copy(data / "test/01.Stone_Arch/2.jpg", tmp_path / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["explain", ".", "--model", str(best)])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "explain").iterdir()) == ["a.gradcam.png"]
+    (tmp_path / "elsewhere.gradcam.png").write_bytes((tmp_path / "explain/a.gradcam.png").read_bytes())
+    result = CliRunner().invoke(app, ["explain", ".", "--model", str(best)])
+    assert result.output.count(" -> ") == 1  # an overlay outside explain/ is not a photo either

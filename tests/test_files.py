@@ -195,9 +195,14 @@ def test_extensions_and_optional_heif() -> None:
         assert enabled == frozenset() and not (supported_extensions() & HEIF_EXTENSIONS)
 
 
-def test_heic_walked_only_when_heif_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_heic_is_walked_and_without_its_decoder_skipped_with_the_fix(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from landmark_search.data import images
+    from landmark_search.errors import BadImageError
+
     touch(tmp_path / "a.HEIC")
     monkeypatch.setattr(files, "heif_available", lambda: False)
-    assert list(iter_photos([tmp_path])) == []
-    monkeypatch.setattr(files, "heif_available", lambda: True)
-    assert list(iter_photos([tmp_path])) == [tmp_path / "a.HEIC"]
+    assert list(iter_photos([tmp_path])) == [tmp_path / "a.HEIC"]  # counted, not silently ignored
+    monkeypatch.setattr(images, "register_optional_formats", lambda: frozenset())
+    with pytest.raises(BadImageError, match=r"a\.HEIC: HEIC/HEIF needs the optional decoder: pip install"):
+        images.load_image(tmp_path / "a.HEIC")

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from landmark_search.data.images import load_image
@@ -32,6 +33,20 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
     b = np.asarray(load_image(tmp_path / "rotated.png"), dtype=int)
     assert a.shape == b.shape
     assert np.abs(a - b).mean() < 1
+
+
+@pytest.mark.parametrize("kind,scale", [("float 0..1 TIFF", 1 / 255), ("float 0..255 TIFF", 1.0),
+                                        ("12-bit in 16-bit PNG", 4095 / 255), ("16-bit PNG", 65535 / 255)])
+def test_high_bit_depth_keeps_its_brightness(tmp_path, kind, scale):
+    """Float and 10-16 bit photos come out as bright as their 8-bit version, not black or clipped."""
+    gray = np.asarray(_photo().convert("L"), dtype=np.float64)
+    if "float" in kind:
+        img, path = Image.fromarray((gray * scale).astype(np.float32), "F"), tmp_path / "x.tif"
+    else:
+        img, path = Image.fromarray(np.round(gray * scale).astype(np.uint16)), tmp_path / "x.png"
+    img.save(path)
+    out = np.asarray(load_image(path).convert("L"), dtype=np.float64)
+    assert np.abs(out - gray).mean() < 2.0, kind
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "CMYK", "I;16", "1"])
@@ -94,3 +109,61 @@ def test_jpeg_draft_decodes_fewer_pixels_but_enough(tmp_path):
     _photo(2000, 1500).save(path, quality=90)
     img = load_image(path, min_side=256)
     assert min(img.size) >= 256 and img.size[0] <= 500
+
+
+@pytest.mark.parametrize("size", [(284, 177), (177, 284), (300, 300), (256, 400), (1601, 1203), (4000, 3000), (230, 1000)])
+def test_prepare_uint8_matches_resize_then_center_crop(size):
+    """The one-pass box resize gives EvalPreset's pixels: torchvision Resize(256) -> CenterCrop(224)."""
+    from torchvision.transforms import v2 as T
+
+    from landmark_search.embeddings import prepare_uint8
+
+    rng = np.random.default_rng(sum(size))
+    # smooth content plus noise, so a shifted or mis-scaled crop shows up as a large difference
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    base = np.stack([np.sin(xx / 7.0), np.cos(yy / 5.0), np.sin((xx + yy) / 11.0)], -1) * 100 + 128
+    img = Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8))
+    expected = np.asarray(T.Compose([T.Resize(256, antialias=True), T.CenterCrop(224)])(img)).astype(int)
+    got = prepare_uint8(img, 224)
+    assert got.shape == (3, 224, 224) and got.dtype.is_floating_point is False
+    diff = np.abs(got.permute(1, 2, 0).numpy().astype(int) - expected)
+    assert diff.max() <= 1 and diff.mean() < 0.05
+
+
+def test_decode_threads_keep_order_report_failures_and_stay_bounded(tmp_path):
+    import threading
+
+    from landmark_search.embeddings import _decoded_batches, _PhotoDecoder
+
+    paths = []
+    for i in range(23):
+        path = tmp_path / f"p{i:02d}.jpg"
+        if i % 7 == 3:
+            path.write_bytes(b"not a jpeg")
+        else:
+            Image.new("RGB", (40 + i, 30), (i * 10, 0, 0)).save(path)
+        paths.append(path)
+
+    class Counting(_PhotoDecoder):
+        started = 0
+        lock = threading.Lock()
+
+        def __getitem__(self, index):
+            with self.lock:
+                Counting.started += 1
+            return super().__getitem__(index)
+
+    inline = list(_decoded_batches(_PhotoDecoder(paths, 32, 0), 4, threads=0))
+    decoder = Counting(paths, 32, 0)
+    batches = _decoded_batches(decoder, 4, threads=2)
+    first = next(batches)
+    assert Counting.started <= 3 * 4  # two batches ahead at most, never the whole folder
+    threaded = [first, *batches]
+    assert len(threaded) == len(inline) == 6
+    for (idx_a, t_a, bad_a), (idx_b, t_b, bad_b) in zip(inline, threaded):
+        assert idx_a == idx_b and [i for i, _ in bad_a] == [i for i, _ in bad_b]
+        assert torch.equal(t_a, t_b)
+    assert [i for batch in threaded for i, _ in batch[2]] == [3, 10, 17]
+    assert all(str(paths[i]) in reason for batch in threaded for i, reason in batch[2])
+    assert idx_b == [20, 21, 22] and t_b.shape[1:] == (3, 32, 32)
+    assert abs(int(t_b[-1, 0, 0, 0]) - 220) <= 3  # photo 22's red, so the pixels follow their paths

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+from PIL import Image
 
 from landmark_search.errors import CheckpointError, ModelNotFoundError
 from landmark_search.models import build_model, get_spec, list_models, register_model
@@ -91,7 +92,15 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "x.pt"
     path.write_bytes(b"hello")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"x\.pt: not a checkpoint \(it is not a file written by torch.save\)"):
+        load_checkpoint(path)
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):  # not "holds Python objects"
+        load_checkpoint(photo)
+    torch.save({"some": torch.zeros(64)}, path)
+    path.write_bytes(path.read_bytes()[:-40])  # a copy cut short
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint \(corrupt or truncated\)"):
         load_checkpoint(path)
     torch.save({"some": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not a landmark-search checkpoint"):

@@ -81,16 +81,3 @@ def test_auto_precision_quantizes_only_large_jobs_with_plain_convolutions(traine
     assert emb.embed_precision(auto, load_model(trained_run / "best.pt"), 10 ** 6)[2] is False
     monkeypatch.setenv("LANDMARK_NO_INT8", "1")
     assert emb.embed_precision(auto, scratch, 10 ** 6)[2] is False
-
-
-def test_small_photos_decode_in_process_and_large_ones_in_workers(tmp_path):
-    from landmark_search.embeddings import CHEAP_DECODE_BYTES, _cheap_to_decode
-
-    small = [tmp_path / f"s{i}.jpg" for i in range(5)]
-    for path in small:
-        path.write_bytes(b"\xff" * 40_000)
-    large = tmp_path / "large.jpg"
-    large.write_bytes(b"\xff" * (CHEAP_DECODE_BYTES * 8))
-    assert _cheap_to_decode(small)
-    assert not _cheap_to_decode(small + [large])  # mean 2.2 MB: 12 MP phone photos
-    assert not _cheap_to_decode([tmp_path / "missing.jpg"])

@@ -76,6 +76,14 @@ def test_read_missing_is_empty(tmp_path: Path) -> None:
         (b'{"title": "x",\n  "broken": }\n', r"not valid JSON \(line 2\): fix or delete it; it was left untouched"),
         (b'["a", "b"]\n', r"holds a JSON array, not an object: fix or delete it; it was left untouched"),
         (b"", r"is not valid JSON \(line 1\)"),
+        # Valid enough for json.loads, but json.dumps would write them back changed.
+        (b'{"big": 1e999}', r"holds the number 1e999, beyond a float: store it as a string; it was left untouched"),
+        (b'{"a": {"small": -1E400}}', r"holds the number -1E400"),
+        (b'{"k": 1, "k": 2}', r"repeats the key 'k': keep one of its values or delete the file; it was left untouched"),
+        (b'{"n": NaN}', r"holds NaN, which is not JSON"),
+        (b'{"n": -Infinity}', r"holds -Infinity, which is not JSON"),
+        (b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", r"nested too deeply to read: .*left untouched"),
+        (b'{"n": ' + b"7" * 5000 + b"}", r"an integer too long to read: store it as a string; it was left untouched"),
     ],
 )
 def test_bad_json_raises_and_is_left_byte_identical(tmp_path: Path, content: bytes, match: str) -> None:
@@ -130,6 +138,18 @@ def test_sidecar_is_current(tmp_path: Path) -> None:
     assert not sidecar_is_current(data, "m1", photo_fingerprint(photo))
 
 
+def test_sidecar_is_current_compares_recorded_options() -> None:
+    opts = {"top_k": 3, "min_score": 0.2, "xmp": False}
+    data = merge_sidecar({}, build_payload(model_name="m", model_sha256="m1", tags=[], photo_fingerprint="1:2",
+                                           options=opts))
+    assert data[SIDECAR_KEY]["options"] == opts
+    assert sidecar_is_current(data, "m1", "1:2", dict(opts))
+    assert not sidecar_is_current(data, "m1", "1:2", {**opts, "min_score": 0.01})
+    assert not sidecar_is_current(data, "m1", "1:2", {**opts, "xmp": True})
+    # An entry from before options were recorded: what shaped its tags is unknown.
+    assert not sidecar_is_current(merge_sidecar({}, payload(sha="m1", fingerprint="1:2")), "m1", "1:2", opts)
+
+
 def test_write_round_trip_format_and_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "Café.jpg.json"
     data = merge_sidecar({"note": "naïve ☃"}, payload())
@@ -138,6 +158,28 @@ def test_write_round_trip_format_and_no_temp_files(tmp_path: Path) -> None:
     assert text.endswith("}\n") and "naïve ☃" in text and '\n  "note"' in text
     assert read_sidecar(path) == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Café.jpg.json"]
+
+
+def test_write_refuses_what_json_cannot_hold_and_leaves_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg.json"
+    path.write_text('{"keep": true}\n')
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(SidecarError, match="nested too deeply to rewrite"):
+        write_sidecar(path, {"x": deep})
+    with pytest.raises(SidecarError, match="NaN or Infinity"):
+        write_sidecar(path, {"x": float("inf")})
+    assert path.read_text() == '{"keep": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jpg.json"]
+
+
+def test_lone_surrogate_survives_a_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg.json"
+    path.write_bytes(b'{"odd": "\\ud800", "nice": "caf\\u00e9"}')
+    write_sidecar(path, merge_sidecar(read_sidecar(path), payload()))
+    assert json.loads(path.read_bytes())["odd"] == "\ud800"
+    assert read_sidecar(path)["nice"] == "café"
 
 
 def test_write_preserves_mode_bits(tmp_path: Path) -> None:
@@ -321,3 +363,36 @@ def test_invalid_xmp_left_untouched(tmp_path: Path, content: bytes) -> None:
         merge_xmp(path, ["Louvre"])
     assert path.read_bytes() == content
     assert [p.name for p in tmp_path.iterdir()] == ["a.jpg.xmp"]
+
+
+@pytest.mark.parametrize(
+    ("before", "root", "after"),
+    [
+        (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+            "<!-- written by hand -->\n",
+            f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="{RDF}"></rdf:RDF></x:xmpmeta >',
+            '\n<!-- trailer -->\n<?xpacket end="w"?>\n',
+        ),
+        ('<?xml version="1.0"?><!-- no wrapper -->', f'<rdf:RDF xmlns:rdf="{RDF}" note="a&gt;b"/>', "<!-- end -->"),
+    ],
+)
+def test_xmp_rewrite_keeps_declaration_and_comments_outside_the_root(
+    tmp_path: Path, before: str, root: str, after: str
+) -> None:
+    path = tmp_path / "a.jpg.xmp"
+    path.write_text(before + root + after, encoding="utf-8")
+    merge_xmp(path, ["Louvre"])
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(before) and text.endswith(after) and text.count("<?xml") == 1
+    assert li_texts(path, f"{DC} subject") == ["Louvre"]
+
+
+def test_deeply_nested_xmp_is_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg.xmp"
+    content = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="{RDF}"><rdf:Description>'
+               + "<q>" * 100_000 + "</q>" * 100_000 + "</rdf:Description></rdf:RDF></x:xmpmeta>").encode()
+    path.write_bytes(content)
+    with pytest.raises(SidecarError, match="nested too deeply to rewrite"):
+        merge_xmp(path, ["Louvre"])
+    assert path.read_bytes() == content

@@ -133,3 +133,79 @@ def test_temp_files_of_a_killed_run_are_swept_and_nothing_else(photos, trained_r
     summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
     assert summary.stale_temps_removed == 1
     assert not stale.exists() and fresh.exists() and users.exists()
+
+
+def _two_classes(synth_data) -> tuple[Path, Path]:
+    """One test photo from each of two different classes."""
+    first, second = sorted((synth_data / "test").iterdir())[:2]
+    return sorted(first.glob("*.jpg"))[0], sorted(second.glob("*.jpg"))[0]
+
+
+def test_output_dir_keeps_same_named_photos_of_two_arguments_apart(synth_data, trained_run, tmp_path):
+    for folder, src in zip(("A/p", "B/p"), _two_classes(synth_data)):
+        (tmp_path / folder).mkdir(parents=True)
+        shutil.copy(src, tmp_path / folder / "a.jpg")
+    out, ckpt = tmp_path / "mirror", str(trained_run / "best.pt")
+    args = [tmp_path / "A" / "p", tmp_path / "B" / "p"]
+    summary = tag(args, ckpt, TagOptions(output_dir=out), CFG)
+    assert len(summary.tagged) == 2
+    sides = [out / "A" / "p" / "a.jpg.json", out / "B" / "p" / "a.jpg.json"]
+    ids = [json.loads(s.read_text())["landmark_search"]["tags"][0]["id"] for s in sides]
+    assert ids == [src.parent.name for src in _two_classes(synth_data)]
+    assert sorted(out.rglob("*.json")) == sorted(sides)
+    assert len(tag(args, ckpt, TagOptions(output_dir=out), CFG).unchanged) == 2
+
+
+def test_changed_options_retag_and_same_options_skip(synth_data, trained_run, tmp_path):
+    photo = tmp_path / "t2" / "a.jpg"
+    photo.parent.mkdir()
+    shutil.copy(_two_classes(synth_data)[0], photo)
+    ckpt, side = str(trained_run / "best.pt"), Path(f"{photo}.json")
+    assert tag([photo.parent], ckpt, TagOptions(min_score=1.01), CFG).tagged == [photo]
+    assert json.loads(side.read_text())["landmark_search"]["tags"] == []
+    wider = TagOptions(min_score=0.0, top_k=2, xmp=True)
+    assert tag([photo.parent], ckpt, wider, CFG).tagged == [photo]
+    entry = json.loads(side.read_text())["landmark_search"]
+    assert len(entry["tags"]) == 2 and entry["options"] == {"top_k": 2, "min_score": 0.0, "xmp": True}
+    assert Path(f"{photo}.xmp").is_file()
+    again = tag([photo.parent], ckpt, wider, CFG)
+    assert again.unchanged == [photo] and not again.model_loaded
+    # The XMP already written serves a run without --xmp; a smaller --top-k is a different output.
+    assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=2), CFG).unchanged == [photo]
+    assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=1), CFG).tagged == [photo]
+
+
+def test_unchanged_rerun_never_imports_torch(synth_data, trained_run, tmp_path):
+    import subprocess
+    import sys
+
+    shutil.copy(_two_classes(synth_data)[0], tmp_path / "a.jpg")
+    ckpt = str(trained_run / "best.pt")
+    tag([tmp_path], ckpt, TagOptions(xmp=True), CFG)
+    code = ("import sys; from landmark_search.tagging import tag, TagOptions; "
+            "from landmark_search.config import EmbedConfig; "
+            f"s = tag([{str(tmp_path)!r}], {ckpt!r}, TagOptions(xmp=True), EmbedConfig(progress=False)); "
+            "print(len(s.unchanged), len(s.tagged), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "0", "False"]
+
+
+@pytest.mark.parametrize("content", [b'{"big": 1e999}', b'{"k": 1, "k": 2}',
+                                     b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"])
+def test_sidecar_that_cannot_be_rewritten_exactly_is_left_untouched(photos, trained_run, content):
+    jpgs = sorted(photos.rglob("*.jpg"))
+    side = Path(f"{jpgs[0]}.json")
+    side.write_bytes(content)
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
+    assert side.read_bytes() == content
+    assert [p for p, _ in summary.failed] == [jpgs[0]] and "left untouched" in summary.failed[0][1]
+    assert len(summary.tagged) == len(jpgs) - 1
+
+
+def test_a_photo_named_several_ways_is_tagged_once(photos, trained_run, monkeypatch):
+    monkeypatch.chdir(photos.parent)
+    folder = sorted(photos.iterdir())[0]
+    jpgs = sorted(folder.glob("*.jpg"))
+    named = [folder, jpgs[0], Path(".") / "photos" / folder.name]  # as in `tag t2 t2/a.jpg ./t2`
+    summary = tag(named, str(trained_run / "best.pt"), TagOptions(), CFG)
+    assert sorted(summary.tagged) == jpgs and not summary.failed

@@ -108,3 +108,67 @@ def test_corrupt_photo_in_dataset_is_skipped(synth_data, tmp_path, capfd):
     result = _scratch(data, tmp_path / "run", epochs=1)
     assert result.history
     assert "broken.jpg" in capfd.readouterr().err
+
+
+def test_a_folder_holding_a_run_is_refused_and_overwrite_keeps_user_files(synth_data, tmp_path):
+    from landmark_search.errors import LandmarkError
+
+    out = tmp_path / "run"
+    _scratch(synth_data, out, epochs=1)
+    (out / "notes.txt").write_text("mine")
+    config = (out / "config.json").read_bytes()
+    with pytest.raises(LandmarkError, match=r"already holds a training run .*--resume .*--overwrite"):
+        _scratch(synth_data, out, epochs=1, seed=2)
+    assert (out / "config.json").read_bytes() == config  # refused before anything was written
+    (out / "report.html").write_text("old report")
+    cfg = TrainConfig(model="scratch", data=str(synth_data), out=str(out), epochs=1, image_size=32, batch_size=16,
+                      quiet=True, workers=0, seed=2)
+    fit(cfg, overwrite=True)
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "report.html").exists()
+
+
+def test_a_diverging_run_stops_with_one_clear_error_and_no_model(synth_data, tmp_path):
+    from landmark_search.errors import LandmarkError
+
+    with pytest.raises(LandmarkError, match=r"^training diverged at epoch 1 \(loss nan\); lower --lr$"):
+        _scratch(synth_data, tmp_path / "run", lr=1e9)
+    assert not (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("option, match", [
+    ({"image_size": 8}, "--image-size 8 is too small .* at least 32"), ({"lr": 0.0}, "--lr 0.0"),
+    ({"head": "deep"}, "--head 'deep'"), ({"dropout": 1.0}, "--dropout 1.0"), ({"embedding_dim": 0}, "--embedding-dim 0"),
+    ({"label_smoothing": 1.0}, "--label-smoothing"), ({"epochs": 0}, "--epochs 0"), ({"epochs": -3}, "--epochs -3"),
+    ({"batch_size": 0}, "--batch-size 0"), ({"batch_size": -1}, "--batch-size -1"), ({"valid_split": -0.1}, "--valid-split"),
+])
+def test_bad_options_are_refused_before_the_run_folder_is_touched(synth_data, tmp_path, option, match):
+    from landmark_search.errors import LandmarkError
+
+    with pytest.raises(LandmarkError, match=match):
+        _scratch(synth_data, tmp_path / "run", **option)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cached_channel_stats_are_reused_only_for_the_same_data(synth_data, tmp_path):
+    from landmark_search.config import RunPaths
+    from landmark_search.data.synth import make_synthetic_dataset
+    from landmark_search.training import _Trainer
+
+    other = make_synthetic_dataset(tmp_path / "other", classes=2, per_class=6, image_size=32, seed=9).root
+    cfg = TrainConfig(model="scratch", data=str(synth_data), out=str(tmp_path / "run"), image_size=32, quiet=True,
+                      workers=0)
+    paths = RunPaths(tmp_path / "run")
+    norm = _Trainer(cfg, discover(synth_data), paths).norm
+    cache = json.loads(paths.stats.read_text())
+    paths.stats.write_text(json.dumps({**cache, "mean": [0.0, 0.0, 0.0]}))  # same data: the cache is used
+    assert _Trainer(cfg, discover(synth_data), paths).norm.mean == (0.0, 0.0, 0.0)
+    other_norm = _Trainer(replace(cfg, data=str(other)), discover(other), paths).norm  # other data: recomputed
+    assert other_norm.mean != (0.0, 0.0, 0.0) and other_norm.mean != norm.mean
+    assert json.loads(paths.stats.read_text())["data"] == str(other)
+
+
+def test_missing_data_folder_says_it_does_not_exist(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        fit(TrainConfig(model="scratch", data=str(tmp_path / "nope"), out=str(tmp_path / "run"), quiet=True))
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +16,26 @@ from .files import HEIF_EXTENSIONS, register_optional_formats
 
 # We enforce our own limit with a message that names the fix, so Pillow's global check is off.
 Image.MAX_IMAGE_PIXELS = None
+# A camera's broken EXIF block is common and harmless (the pixels decode); Pillow warns on stderr for each.
+# A module-level filter, not catch_warnings(): photos are decoded in several threads at once.
+warnings.filterwarnings("ignore", message=r"(Possibly corrupt EXIF|Corrupt EXIF|Metadata Warning)", category=UserWarning)
+
+
+def _full_scale(arr: np.ndarray, is_float: bool) -> float:
+    """The white level of high-bit-depth pixels: 1.0 for float 0..1 data, else the smallest of
+    8/10/12/14/16 bits that holds the brightest pixel (a 12-bit scan in a 16-bit file is not dark)."""
+    peak = float(arr.max(initial=0))
+    if is_float and peak <= 1.0:
+        return 1.0
+    return next((float(2 ** bits - 1) for bits in (8, 10, 12, 14, 16) if peak <= 2 ** bits - 1), peak)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparent areas become white, as viewers show them."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
-        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        img = Image.fromarray((arr * (255.0 / peak)).clip(0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        img = Image.fromarray(np.asarray(img).clip(0, 255).astype(np.uint8), "L")
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        img = Image.fromarray((arr * (255.0 / _full_scale(arr, img.mode == "F"))).clip(0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

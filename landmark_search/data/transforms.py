@@ -19,6 +19,23 @@ def resize_size(image_size: int) -> int:
     return int(round(image_size * 256 / 224))
 
 
+def center_crop_box(width: int, height: int, image_size: int) -> tuple[float, float, float, float]:
+    """The source box that Resize(resize_size) -> CenterCrop(image_size) keeps, in source pixels.
+
+    Resizing only that box straight to image_size x image_size (PIL `resize(..., box=)`) gives the
+    same pixels as resizing the whole photo and cropping (within 1 level of rounding), at about half
+    the cost: the discarded margins are never interpolated. The sizes and offsets follow torchvision.
+    """
+    short_target = resize_size(image_size)
+    if width <= height:
+        new_w, new_h = short_target, int(short_target * height / width)
+    else:
+        new_w, new_h = int(short_target * width / height), short_target
+    top, left = int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    return left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Per-channel mean and std in [0, 1] units."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,36 @@ def save_checkpoint(path: str | Path, model: LandmarkModel, meta: dict[str, Any]
         raise
 
 
+_WANTED = "use a best.pt/last.pt from `landmark train`, or a TorchScript export from `landmark export`"
+
+
+def _check_container(path: Path) -> None:
+    """Name what a file that is not a torch checkpoint is, before torch.load gives a confusing reason."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head[:1] == b"\x80":  # a legacy (pre-zip) torch.save file: torch.load judges it
+        return
+    if head != b"PK\x03\x04":
+        raise CheckpointError(f"{path}: not a checkpoint (it is not a file written by torch.save); {_WANTED}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated); {_WANTED}") from None
+    if any(name.endswith("serialized_exported_program.json") or "/models/" in name for name in names):
+        raise CheckpointError(f"{path}: a torch.export (.pt2) program, which --model does not load; export with "
+                              "`landmark export --format torchscript`, or pass the best.pt it came from")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, refusing anything that would need unpickling code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train one with `landmark train`")
+    _check_container(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -60,7 +60,8 @@ def select_precision(precision: str, device: torch.device) -> torch.dtype | None
             raise LandmarkError("--precision fp16 needs a GPU; on a CPU use bf16 or auto")
         return torch.float16
     if precision != "auto":
-        raise LandmarkError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+        raise LandmarkError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16 "
+                            "(or int8 with classify, tag, index, similar and evaluate)")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_fast_bf16() and os.environ.get("LANDMARK_NO_BF16") != "1":
@@ -81,8 +82,11 @@ def use_channels_last(device: torch.device, dtype: torch.dtype | None) -> bool:
 
 
 def default_workers() -> int:
-    """DataLoader workers that don't oversubscribe small machines."""
-    cores = os.cpu_count() or 1
+    """Decode threads / DataLoader workers that don't oversubscribe small machines (or a `taskset` limit)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cores = os.cpu_count() or 1
     return 0 if cores <= 1 else min(4, cores)
 
 
