@@ -219,8 +219,12 @@ def measure_set(name: str, paths: list[Path], chunks: int, sides: dict) -> dict:
     return out
 
 
-def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline) -> dict:
-    """Time each stage alone (one core for decode/resize, all threads for the model)."""
+def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline, loaded_int8, int8_cfg) -> dict:
+    """Time each stage alone (one core for decode/resize, all threads for the model).
+
+    `loaded` is the bf16/fp32 side (never quantized here: every call names its precision), `loaded_int8`
+    the already-quantized int8 side; the decode-thread variants run the int8 library path.
+    """
     import torch
     from PIL import Image
     from torchvision import transforms as T
@@ -259,14 +263,20 @@ def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline) -> dict:
     dtype = select_precision(cfg.precision, device)
     loaded.prepare(device, dtype)
     x = torch.randint(0, 256, (cfg.batch_size, 3, 224, 224), dtype=torch.uint8)
-    with torch.inference_mode():
-        loaded.infer(x, device, dtype)
-        reps = 3
-        t = time.perf_counter()
-        for _ in range(reps):
-            loaded.infer(x, device, dtype)
-    model_s = (time.perf_counter() - t) / (reps * cfg.batch_size)
+
+    def model_seconds(model, model_dtype) -> float:
+        with torch.inference_mode():
+            model.infer(x, device, model_dtype)
+            reps = 3
+            t = time.perf_counter()
+            for _ in range(reps):
+                model.infer(x, device, model_dtype)
+        return (time.perf_counter() - t) / (reps * cfg.batch_size)
+
+    model_s = model_seconds(loaded, dtype)
+    int8_s = model_seconds(loaded_int8, None)
     out["ours_model_img_s"] = round(1 / model_s, 1)
+    out["ours_int8_model_img_s"] = round(1 / int8_s, 1)
     # Where the model-side gain comes from: batching alone (fp32 NCHW, batch 32), then bf16 + channels_last.
     import copy
 
@@ -288,10 +298,12 @@ def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline) -> dict:
     out["ours_model_dtype"] = str(dtype)
     flops = 7.3e9  # ResNet34 at 224 px: 3.6 GMACs
     out["ours_model_tflops"] = round(flops / model_s / 1e12, 3)
+    out["ours_int8_model_tops"] = round(flops / int8_s / 1e12, 3)
     # Pipeline bound if decode+resize (1 core each) and the model (all cores) packed perfectly.
     cores = torch.get_num_threads()
     prep_core_s = (out["draft_decode_ms"] + out["ours_resize_crop_ms"]) / 1e3
     out["ideal_pipeline_img_s"] = round(cores / (prep_core_s + cores * model_s), 1)
+    out["ideal_int8_pipeline_img_s"] = round(cores / (prep_core_s + cores * int8_s), 1)
     out["prep_only_img_s_all_cores"] = round(cores / prep_core_s, 1)
 
     # The same pipeline with 0 (inline), 1 and 2 decode threads (how much overlapping decode buys).
@@ -299,12 +311,12 @@ def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline) -> dict:
 
     variants = {}
     for workers in (0, 1, 2):
-        c = replace(cfg, workers=workers)
-        run_ours(paths[: min(len(paths), 2 * cfg.batch_size)], loaded, c)  # warm
+        c = replace(int8_cfg, workers=workers)
+        run_ours(paths[: min(len(paths), 2 * cfg.batch_size)], loaded_int8, c)  # warm
         t = time.perf_counter()
-        n = sum(len(b.paths) for b in iter_embeddings(paths, loaded, c))
+        n = sum(len(b.paths) for b in iter_embeddings(paths, loaded_int8, c))
         variants[f"decode_threads={workers}"] = round(n / (time.perf_counter() - t), 1)
-    out["ours_img_s_by_decode_threads"] = variants
+    out["ours_int8_img_s_by_decode_threads"] = variants
     return out
 
 
@@ -317,9 +329,12 @@ def main() -> None:
     args = parser.parse_args()
     use_results_file(args.quick)
 
+    from dataclasses import replace
+
     import torch
 
     from landmark_search.config import EmbedConfig
+    from landmark_search.models.runtime import cpu_has_fast_bf16
 
     cfg = EmbedConfig(progress=False)
     int8_cfg = EmbedConfig(progress=False, precision="int8")
@@ -346,7 +361,9 @@ def main() -> None:
         print(f"{name}: {len(paths)} photos", file=sys.stderr, flush=True)
         res = measure_set(name, paths, 1 if args.quick else args.chunks, sides)
         if args.breakdown:
-            res["breakdown"] = breakdown(paths, ours, cfg, min(len(paths), 6 if args.quick else 24), baseline)
+            res["breakdown"] = breakdown(paths, ours, replace(cfg, precision=cfg.precision if cfg.precision != "auto"
+                                                              else "bf16" if cpu_has_fast_bf16() else "fp32"),
+                                         min(len(paths), 6 if args.quick else 24), baseline, ours_int8, int8_cfg)
         result["sets"][name] = res
         label = f"wonders7 ({len(paths)} jpgs <= 320 px)" if name == "wonders7" else f"{len(paths)} JPEGs 4000x3000"
         summary.append(summary_row("indexing", f"{label}: ours bf16 / original predictor img/s", res["ratio"],

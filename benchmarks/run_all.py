@@ -348,7 +348,9 @@ def main() -> None:
         total = previous.get("total_seconds", 0.0)
     else:
         print(f"\nsuite: {total / 60:.1f} min on {m['cpu']} ({os.cpu_count()} cores)")
-        suite = {"quick": args.quick, "total_seconds": round(total, 1), "rows": rows,
+        # A partial run (--only) keeps the last full suite's time: that is what the README reports.
+        suite = {"quick": args.quick, "rows": rows, "only": list(args.only) if args.only else None,
+                 "total_seconds": previous.get("total_seconds", 0.0) if args.only else round(total, 1),
                  "benchmarks": {n: {"command": " ".join(_bench_command(n, args)), "exit": r["rc"],
                                     "seconds": round(r["seconds"], 1), "peak_rss_mib": round(r["peak_rss_mib"]),
                                     "peak_tree_rss_mib": round(r["peak_tree_rss_mib"]),

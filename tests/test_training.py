@@ -79,9 +79,14 @@ def _scratch(data, out, **kw):
     return fit(TrainConfig(**cfg))
 
 
-def test_scratch_cnn_learns_synthetic_landmarks(synth_data, tmp_path):
-    result = _scratch(synth_data, tmp_path / "run", epochs=16, patience=20, lr=2e-3, image_size=48)
-    assert result.metrics["test_accuracy"] >= 0.6, result.metrics  # chance is 0.33
+def test_scratch_cnn_learns_synthetic_landmarks(tmp_path):
+    from landmark_search.data.synth import make_synthetic_dataset
+
+    # 60 photos a class (36 test photos): with the session's 30 a class, test accuracy swung between 0.50
+    # and 0.72 across thread counts, precisions and seeds; here it measured 0.58-0.92.
+    data = make_synthetic_dataset(tmp_path / "data", classes=3, per_class=60, image_size=64, seed=0).root
+    result = _scratch(data, tmp_path / "run", epochs=16, patience=20, lr=2e-3, image_size=48)
+    assert result.metrics["test_accuracy"] >= 0.55, result.metrics  # chance is 0.33: 20+ of 36 right
     assert (tmp_path / "run" / "mean_std.json").is_file()  # scratch models use the data's own statistics
 
 
