@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -51,6 +52,8 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
                  f"{results[0].path.name} -> {results[0].predictions[0].label} ({results[0].predictions[0].score:.0%})")
 
     echo("5/7 indexing the training photos ...")
+    if (out / "index" / "model.json").is_file():  # an earlier demo's index, of an earlier demo's model
+        shutil.rmtree(out / "index")
     index = build_index([data.root / "train"], str(result.paths.best), out / "index", IndexOptions(), cfg)
     lines.append(f"index      {index.directory}  ({index.total} photos)")
 

@@ -198,3 +198,14 @@ def test_bad_output_paths_and_options_are_one_line_errors(trained_run, synth_dat
                           (("--sheet", tmp_path / "s.txt"), "a contact sheet is .html or .png")):
         result = invoke("classify", photo, "--model", trained_run / "best.pt", *args, ok=False)
         assert result.exit_code == 1 and message in result.output and photo.name not in result.stdout
+
+
+def test_demo_runs_end_to_end_and_again_into_the_same_folder(tmp_path):
+    """`make demo` twice: the second run retrains (another checkpoint hash) and must still finish."""
+    from landmark_search.demo import run_demo
+
+    for _ in range(2):
+        summary = run_demo(tmp_path / "demo", quiet=True, echo=lambda _: None)
+        assert "index      " in summary and "(288 photos)" in summary
+        assert "test photos correct with the export" in summary
+        assert "of the top 5 are the same landmark" in summary
