@@ -8,6 +8,23 @@ import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
+ROOT = Path(__file__).resolve().parent.parent
+WONDERS7 = "wonders7_hoodiinii"
+
+
+def evaldata_set(name: str = WONDERS7) -> Path:
+    """The real-photo set `name` of evaldata: $LANDMARK_EVALDATA, else `shared/evaldata` beside this
+    checkout or beside any folder above it (a clone anywhere under the workspace finds it), else
+    /work/shared/evaldata. Exits with a one-line message naming the fix when none holds it."""
+    candidates = [Path(os.environ["LANDMARK_EVALDATA"]).expanduser()] if os.environ.get("LANDMARK_EVALDATA") else []
+    candidates += [parent / "shared" / "evaldata" for parent in ROOT.parents]
+    candidates.append(Path("/work/shared/evaldata"))
+    for base in candidates:
+        for folder in (base / name, base):
+            if folder.name == name and folder.is_dir() and any(folder.rglob("*.jpg")):
+                return folder
+    raise SystemExit(f"benchmarks: the evaldata set {name}/ was not found beside this checkout "
+                     f"(../shared/evaldata/{name}); set LANDMARK_EVALDATA=/path/to/evaldata")
 
 
 def machine() -> dict:

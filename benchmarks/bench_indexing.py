@@ -36,10 +36,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from _common import update_results  # noqa: E402
+from _common import evaldata_set, update_results  # noqa: E402
 from run_all import WORK, Phase, summary_row, use_results_file  # noqa: E402
 
-WONDERS = ROOT.parent / "shared" / "evaldata" / "wonders7_hoodiinii"
 LARGE_DIR = WORK / "12mp"
 LARGE_SIZE = (4000, 3000)
 GOALS = {"wonders7": 5.0, "12mp": 10.0}
@@ -95,7 +94,7 @@ def large_photos(n: int) -> list[Path]:
 
 def photo_set(name: str, quick: bool) -> list[Path]:
     if name == "wonders7":
-        paths = sorted(WONDERS.rglob("*.jpg"))
+        paths = sorted(evaldata_set().rglob("*.jpg"))
         return paths[:: max(1, len(paths) // 12)][:12] if quick else paths
     return large_photos(6 if quick else 200)
 

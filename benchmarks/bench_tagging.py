@@ -24,10 +24,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import update_results  # noqa: E402
+from _common import evaldata_set, update_results  # noqa: E402
 from run_all import WORK, landmark_cmd, run_measured, summary_row, use_results_file  # noqa: E402
 
-WONDERS_TEST = ROOT.parent / "shared" / "evaldata" / "wonders7_hoodiinii" / "test"
 GOAL = 20.0
 
 
@@ -35,11 +34,12 @@ def fresh_copy(dest: Path, limit: int | None) -> int:
     """Copy the test photos (without any sidecars) into dest; returns how many."""
     if dest.exists():
         shutil.rmtree(dest)  # made by this script
-    photos = sorted(WONDERS_TEST.rglob("*.jpg"))
+    wonders_test = evaldata_set() / "test"
+    photos = sorted(wonders_test.rglob("*.jpg"))
     if limit:
         photos = photos[:: max(1, len(photos) // limit)][:limit]
     for p in photos:
-        target = dest / p.relative_to(WONDERS_TEST)
+        target = dest / p.relative_to(wonders_test)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, target)
     return len(photos)

@@ -25,11 +25,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from _common import update_results  # noqa: E402
+from _common import evaldata_set, update_results  # noqa: E402
 from run_all import Phase, summary_row, use_results_file  # noqa: E402
 
 GOAL = 4.0
-WONDERS = ROOT.parent / "shared" / "evaldata" / "wonders7_hoodiinii"
 
 
 def matmul_peak(size: int, dtype) -> float:
@@ -150,7 +149,7 @@ def loader_throughput(size: int, batch: int, batches: int) -> dict:
     from landmark_search.data.transforms import Normalization, TrainPreset
     from landmark_search.training import make_loader
 
-    samples = discover(str(WONDERS)).train[: batch * (batches + 1)]
+    samples = discover(str(evaldata_set())).train[: batch * (batches + 1)]
     ds = ImageDataset(samples, TrainPreset(size, Normalization()), size, preload=True)
     loader = make_loader(ds, batch, shuffle=True, workers=-1)
     it = iter(loader)

@@ -25,10 +25,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import update_results  # noqa: E402
+from _common import evaldata_set, update_results  # noqa: E402
 from run_all import WORK, landmark_cmd, run_measured, summary_row, use_results_file  # noqa: E402
 
-WONDERS = ROOT.parent / "shared" / "evaldata" / "wonders7_hoodiinii"
 OUT = WORK / "transfer"
 GOAL_SECONDS = 90.0
 GOAL_ACCURACY = 0.97
@@ -39,7 +38,7 @@ def tiny_copy(dest: Path, per_class: int) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     for split, n in (("train", per_class), ("test", 1)):
-        for cls in sorted(p for p in (WONDERS / split).iterdir() if p.is_dir()):
+        for cls in sorted(p for p in (evaldata_set() / split).iterdir() if p.is_dir()):
             (dest / split / cls.name).mkdir(parents=True)
             for photo in sorted(cls.glob("*.jpg"))[:n]:
                 shutil.copy2(photo, dest / split / cls.name / photo.name)
@@ -52,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     use_results_file(args.quick)
 
-    data = tiny_copy(WORK / "transfer_quick_data", 5) if args.quick else WONDERS
+    data = tiny_copy(WORK / "transfer_quick_data", 5) if args.quick else evaldata_set()
     out = WORK / "transfer_quick" if args.quick else OUT
     if out.exists():
         shutil.rmtree(out)  # a run folder this script made; stale files must not survive
