@@ -239,7 +239,8 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                         f"{len(meta['classes'])}); evaluate on the dataset the model was trained for")
     result = evaluate(model, samples, meta, device=device, precision=precision, quiet=quiet)
     files = write_eval_outputs(result, meta["display_names"], out or checkpoint.parent, split)
-    _report_failures([(p, "unreadable image") for p in result.skipped])
+    if result.skipped:  # each was named on stderr as it was skipped
+        _err(f"{len(result.skipped)} unreadable photo(s) skipped")
     if as_json:
         typer.echo(files["report"].read_text())
         return
