@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 from .config import EmbedConfig, TrainConfig
+
+
+def _earlier_demo_index(out: Path) -> bool:
+    """True when out/index was built by an earlier demo from its own out/run/best.pt (never a user's index)."""
+    try:
+        recorded = json.loads((out / "index" / "model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and recorded.get("spec") == str((out / "run" / "best.pt").resolve())
 
 
 def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = print) -> str:
@@ -52,7 +62,7 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
                  f"{results[0].path.name} -> {results[0].predictions[0].label} ({results[0].predictions[0].score:.0%})")
 
     echo("5/7 indexing the training photos ...")
-    if (out / "index" / "model.json").is_file():  # an earlier demo's index, of an earlier demo's model
+    if _earlier_demo_index(out):  # of an earlier demo's model: it would refuse the retrained one
         shutil.rmtree(out / "index")
     index = build_index([data.root / "train"], str(result.paths.best), out / "index", IndexOptions(), cfg)
     lines.append(f"index      {index.directory}  ({index.total} photos)")

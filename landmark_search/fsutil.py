@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        old = os.umask(0o022)  # no /proc: read it by setting it (and put it back at once)
+        os.umask(old)
+        return old
+
+
+def new_file_mode(path: Path) -> int:
+    """The replaced file's own permissions, else what open() would give (0666 less the umask):
+    mkstemp's private 0600 would hide a sidecar or an export from the other apps and users."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
@@ -21,8 +41,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode if mode is not None else new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from landmark_search.errors import IndexStoreError, LockedError
+from landmark_search.fsutil import new_file_mode
 from landmark_search.locks import FileLock
 
 __all__ = [
@@ -374,6 +375,7 @@ def _write_cache(path: Path, vectors: _VectorIndex, tag: dict[str, Any]) -> None
             f.write(_TRAILER_TAIL.pack(len(blob), _TRAILER_MAGIC))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, new_file_mode(path))
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):

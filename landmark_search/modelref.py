@@ -7,7 +7,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from .errors import LandmarkError, ModelNotFoundError
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -77,5 +77,11 @@ def resolve_model(spec: str | Path | None) -> ModelRef:
     # Other built-in names: validated (and their weights found or downloaded) by the registry.
     from .models.registry import get_spec
 
-    get_spec(text)
+    try:
+        get_spec(text)
+    except LandmarkError:
+        if path.is_dir():  # `-m myrun` naming a folder here, not a model
+            raise ModelNotFoundError(f"{text}: a folder without best.pt, and not a built-in model name; pass a run "
+                                     "folder from `landmark train` (or its best.pt), or an export") from None
+        raise
     return ModelRef(text, "builtin", text, None, hashlib.sha256(f"builtin:{text}".encode()).hexdigest())

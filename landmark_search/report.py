@@ -349,6 +349,7 @@ def _render(title: str, subtitle: str, sections: Sequence[_Section]) -> str:
     nav = "".join(f"<a href='#{s.anchor}'>{_esc(s.title)}</a>" for s in sections)
     body = "".join(f"<section id='{s.anchor}'><h2>{_esc(s.title)}</h2>{s.body}</section>" for s in sections)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='generator' content='landmark-search'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_esc(title)}</title>"
             f"<style>{_CSS}</style></head><body><header><h1>{_esc(title)}</h1><p>{_esc(subtitle)}</p></header>"
             f"<nav>{nav}</nav><main>{body}</main><script>{_JS}</script></body></html>\n")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .data.files import iter_photos
+from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
 from .errors import LandmarkError, SidecarError
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
@@ -96,9 +96,10 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
     on_error: Callable[[Path, str], None] = lambda p, why: summary.failed.append((p, why))
     args = [Path(arg) for arg in paths]
     roots = [arg if arg.is_dir() else arg.parent for arg in args]
-    # The mirror keeps paths relative to the arguments' common folder, so `A/p B/p` gives
-    # DIR/A/p/a.jpg.json and DIR/B/p/a.jpg.json rather than one DIR/a.jpg.json for both.
-    mirror_root = _common_folder(roots) if opts.output_dir is not None else None
+    # The mirror keeps each photo's path relative to the argument it was found under (the same layout
+    # whatever else is named with it); two photos that would share a mirrored sidecar are refused.
+    mirrored: dict[Path, Path] = {}
+    heif = heif_available()
     options = _recorded_options(opts)
     seen: set[str] = set()
     for arg, root in zip(args, roots):
@@ -108,8 +109,14 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
             if key in seen:  # `tag t2 t2/a.jpg ./t2` names one photo three times
                 continue
             seen.add(key)
+            if not heif and photo.suffix.lower() in HEIF_EXTENSIONS:  # refused before the model loads
+                summary.failed.append((photo, f"{photo}: {HEIF_HINT}"))
+                continue
             try:
-                side = sidecar_path(photo, output_dir=opts.output_dir, root=mirror_root)
+                side = sidecar_path(photo, output_dir=opts.output_dir, root=root)
+                if opts.output_dir is not None and mirrored.setdefault(side, photo) != photo:
+                    raise SidecarError(f"{side} would also hold the tags of {mirrored[side]} (same path under "
+                                       "another argument); tag each folder into its own --output-dir")
                 existing = read_sidecar(side)
                 fingerprint = photo_fingerprint(photo)
             except (SidecarError, OSError) as exc:
@@ -118,12 +125,8 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
             if not opts.force and _is_current(existing, ref.sha256, fingerprint, options):
                 summary.unchanged.append(photo)
                 continue
-            jobs.append(_Job(photo, mirror_root or root, side, existing, fingerprint))
+            jobs.append(_Job(photo, root, side, existing, fingerprint))
     return jobs
-
-
-def _common_folder(folders: Sequence[Path]) -> Path:
-    return Path(os.path.commonpath([str(folder.resolve()) for folder in folders]))
 
 
 def _recorded_options(opts: TagOptions) -> dict:

@@ -701,15 +701,44 @@ def check_config(cfg: TrainConfig) -> None:
             raise LandmarkError(f"unknown --{option} {value!r}; use {', '.join(known)}")
 
 
+def _written_by_us(path: Path) -> bool:
+    """True when a run-folder file that users might also name so (config.json, report.html...) is ours."""
+    try:
+        head = path.read_bytes()[:4096] if path.suffix in (".csv", ".html") else b""
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            return isinstance(data, dict) and ({"model", "data", "epochs"} <= data.keys()  # config.json
+                                               or {"epochs_run", "best_valid_loss"} <= data.keys()  # metrics
+                                               or {"mean", "std"} <= data.keys()  # mean_std.json
+                                               or "accuracy" in data)  # test/train_report.json
+    except (OSError, ValueError):
+        return False
+    if path.suffix == ".csv":
+        return head.startswith(b"epoch,train_loss,")
+    if path.suffix == ".html":  # the generator tag, or the title of reports made before it existed
+        return b"content='landmark-search'" in head or b"<title>Training report: " in head
+    return True  # checkpoints and plots go by their names alone
+
+
 def prepare_run_dir(paths: RunPaths, overwrite: bool = False) -> None:
-    """Refuse a folder that already holds a run; with overwrite, delete only the files landmark writes there."""
+    """Refuse a folder that already holds a run; with overwrite, delete only the files landmark wrote there.
+
+    A file that only shares a name with ours (a user's own config.json or report.html) is never
+    deleted or replaced: the folder is refused, --overwrite or not.
+    """
     root = paths.root
     if root.exists() and not root.is_dir():
         raise LandmarkError(f"--out {root} is a file; pass a folder for the run")
+    owned = [getattr(paths, f.name).name for f in fields(paths) if f.name != "root"]
+    ours = [root / name for name in (*owned, *RUN_EXTRA_FILES) if (root / name).is_file()]
+    foreign = [path.name for path in ours if not _written_by_us(path)]
+    if foreign:
+        raise LandmarkError(f"--out {root} holds {', '.join(foreign)} that landmark-search did not write; "
+                            "pick another --out (nothing was changed)")
     if overwrite:
-        owned = [getattr(paths, f.name).name for f in fields(paths) if f.name != "root"]
+        for path in ours:
+            path.unlink(missing_ok=True)
         for name in (*owned, *RUN_EXTRA_FILES):
-            (root / name).unlink(missing_ok=True)
             for tmp in root.glob(f".{name}.*.tmp"):  # left by an interrupted atomic write
                 tmp.unlink(missing_ok=True)
         return

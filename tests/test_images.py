@@ -36,6 +36,7 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
 
 
 @pytest.mark.parametrize("kind,scale", [("float 0..1 TIFF", 1 / 255), ("float 0..255 TIFF", 1.0),
+                                        ("float 0..1 TIFF, highlights over 1", 1.02 / 255),
                                         ("12-bit in 16-bit PNG", 4095 / 255), ("16-bit PNG", 65535 / 255)])
 def test_high_bit_depth_keeps_its_brightness(tmp_path, kind, scale):
     """Float and 10-16 bit photos come out as bright as their 8-bit version, not black or clipped."""

@@ -396,3 +396,20 @@ def test_deeply_nested_xmp_is_left_untouched(tmp_path: Path) -> None:
     with pytest.raises(SidecarError, match="nested too deeply to rewrite"):
         merge_xmp(path, ["Louvre"])
     assert path.read_bytes() == content
+
+
+def test_atomic_writes_keep_permissions_and_follow_the_umask(tmp_path):
+    import os
+
+    from landmark_search.fsutil import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "new.json", b"{}")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644  # as open() would, not mkstemp's 0600
+        (tmp_path / "shared.json").write_bytes(b"{}")
+        os.chmod(tmp_path / "shared.json", 0o664)
+        atomic_write_bytes(tmp_path / "shared.json", b"{\"a\": 1}")
+        assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664  # the user's own choice survives
+    finally:
+        os.umask(old)

@@ -141,19 +141,36 @@ def _two_classes(synth_data) -> tuple[Path, Path]:
     return sorted(first.glob("*.jpg"))[0], sorted(second.glob("*.jpg"))[0]
 
 
-def test_output_dir_keeps_same_named_photos_of_two_arguments_apart(synth_data, trained_run, tmp_path):
+def test_output_dir_refuses_two_photos_that_would_share_a_mirrored_sidecar(synth_data, trained_run, tmp_path):
     for folder, src in zip(("A/p", "B/p"), _two_classes(synth_data)):
         (tmp_path / folder).mkdir(parents=True)
         shutil.copy(src, tmp_path / folder / "a.jpg")
+    shutil.copy(_two_classes(synth_data)[0], tmp_path / "B" / "p" / "b.jpg")
     out, ckpt = tmp_path / "mirror", str(trained_run / "best.pt")
     args = [tmp_path / "A" / "p", tmp_path / "B" / "p"]
     summary = tag(args, ckpt, TagOptions(output_dir=out), CFG)
-    assert len(summary.tagged) == 2
-    sides = [out / "A" / "p" / "a.jpg.json", out / "B" / "p" / "a.jpg.json"]
-    ids = [json.loads(s.read_text())["landmark_search"]["tags"][0]["id"] for s in sides]
-    assert ids == [src.parent.name for src in _two_classes(synth_data)]
-    assert sorted(out.rglob("*.json")) == sorted(sides)
-    assert len(tag(args, ckpt, TagOptions(output_dir=out), CFG).unchanged) == 2
+    # each argument mirrors as it would alone (a stable layout); B/p/a.jpg would overwrite A/p/a.jpg's
+    assert summary.tagged == [args[0] / "a.jpg", args[1] / "b.jpg"]
+    assert [p for p, _ in summary.failed] == [args[1] / "a.jpg"]
+    assert "tag each folder into its own --output-dir" in summary.failed[0][1]
+    first = json.loads((out / "a.jpg.json").read_text())["landmark_search"]["tags"][0]["id"]
+    assert first == _two_classes(synth_data)[0].parent.name
+    assert sorted(p.name for p in out.rglob("*.json")) == ["a.jpg.json", "b.jpg.json"]
+    assert len(tag([args[0]], ckpt, TagOptions(output_dir=out), CFG).unchanged) == 1  # alone: same place
+
+
+def test_heic_without_its_decoder_is_counted_and_never_loads_the_model(tmp_path, monkeypatch):
+    import landmark_search.tagging as tagging
+
+    monkeypatch.setattr(tagging, "heif_available", lambda: False)
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"not decodable here")
+
+    def must_not_load(ref):
+        raise AssertionError("the model was loaded for photos that cannot be decoded")
+
+    summary = tag([tmp_path], None, TagOptions(), CFG, load=must_not_load)
+    assert [p.name for p, _ in summary.failed] == ["IMG_0001.HEIC"] and not summary.model_loaded
+    assert "pip install 'landmark-search[heif]'" in summary.failed[0][1]
 
 
 def test_changed_options_retag_and_same_options_skip(synth_data, trained_run, tmp_path):

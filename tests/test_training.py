@@ -72,11 +72,11 @@ def test_transfer_head_learns_and_writes_the_run(trained_run):
     assert rows and {"epoch", "train_loss", "valid_loss", "valid_acc"} <= set(rows[0])
 
 
-def _scratch(data, out, **kw):
+def _scratch(data, out, overwrite=False, **kw):
     cfg = dict(model="scratch", data=str(data), out=str(out), epochs=2, image_size=32, batch_size=16, quiet=True,
                workers=0, seed=1)
     cfg.update(kw)
-    return fit(TrainConfig(**cfg))
+    return fit(TrainConfig(**cfg), overwrite=overwrite)
 
 
 def test_scratch_cnn_learns_synthetic_landmarks(tmp_path):
@@ -125,7 +125,7 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_keeps_user_files(synth_
     with pytest.raises(LandmarkError, match=r"already holds a training run .*--resume .*--overwrite"):
         _scratch(synth_data, out, epochs=1, seed=2)
     assert (out / "config.json").read_bytes() == config  # refused before anything was written
-    (out / "report.html").write_text("old report")
+    (out / "report.html").write_text("<html><head><meta name='generator' content='landmark-search'>old report")
     cfg = TrainConfig(model="scratch", data=str(synth_data), out=str(out), epochs=1, image_size=32, batch_size=16,
                       quiet=True, workers=0, seed=2)
     fit(cfg, overwrite=True)
@@ -177,3 +177,17 @@ def test_missing_data_folder_says_it_does_not_exist(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         fit(TrainConfig(model="scratch", data=str(tmp_path / "nope"), out=str(tmp_path / "run"), quiet=True))
     assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_never_touches_a_users_files_that_share_our_names(synth_data, tmp_path):
+    from landmark_search.errors import LandmarkError
+
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text('{"my": "project settings"}')
+    (out / "report.html").write_text("<html>my own report</html>")
+    for overwrite in (False, True):
+        with pytest.raises(LandmarkError, match=r"holds config.json, report.html that landmark-search did not write"):
+            _scratch(synth_data, out, overwrite=overwrite)
+    assert (out / "config.json").read_text() == '{"my": "project settings"}'
+    assert (out / "report.html").read_text() == "<html>my own report</html>"

@@ -13,6 +13,7 @@ from landmark_search.errors import DataError
 
 __all__ = [
     "HEIF_EXTENSIONS",
+    "HEIF_HINT",
     "PHOTO_EXTENSIONS",
     "SIDECAR_EXTENSIONS",
     "ErrorCallback",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
+HEIF_HINT = "HEIC/HEIF needs the optional decoder: pip install 'landmark-search[heif]'"
 PHOTO_EXTENSIONS: frozenset[str] = (
     frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}) | HEIF_EXTENSIONS
 )

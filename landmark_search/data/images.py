@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import DEFAULT_MAX_PIXELS
 from ..errors import BadImageError
-from .files import HEIF_EXTENSIONS, register_optional_formats
+from .files import HEIF_EXTENSIONS, HEIF_HINT, register_optional_formats
 
 # We enforce our own limit with a message that names the fix, so Pillow's global check is off.
 Image.MAX_IMAGE_PIXELS = None
@@ -22,10 +22,11 @@ warnings.filterwarnings("ignore", message=r"(Possibly corrupt EXIF|Corrupt EXIF|
 
 
 def _full_scale(arr: np.ndarray, is_float: bool) -> float:
-    """The white level of high-bit-depth pixels: 1.0 for float 0..1 data, else the smallest of
-    8/10/12/14/16 bits that holds the brightest pixel (a 12-bit scan in a 16-bit file is not dark)."""
+    """The white level of high-bit-depth pixels: 1.0 for float 0..1 data (highlights a little over 1,
+    as HDR-ish renders have, clip), else the smallest of 8/10/12/14/16 bits that holds the brightest
+    pixel (a 12-bit scan in a 16-bit file is not dark)."""
     peak = float(arr.max(initial=0))
-    if is_float and peak <= 1.0:
+    if is_float and peak <= 4.0:
         return 1.0
     return next((float(2 ** bits - 1) for bits in (8, 10, 12, 14, 16) if peak <= 2 ** bits - 1), peak)
 
@@ -54,7 +55,7 @@ def load_image(path: str | Path, *, min_side: int | None = None,
     """
     path = Path(path)
     if path.suffix.lower() in HEIF_EXTENSIONS and not register_optional_formats():
-        raise BadImageError(f"{path}: HEIC/HEIF needs the optional decoder: pip install 'landmark-search[heif]'")
+        raise BadImageError(f"{path}: {HEIF_HINT}")
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):

@@ -23,8 +23,8 @@ def center_crop_box(width: int, height: int, image_size: int) -> tuple[float, fl
     """The source box that Resize(resize_size) -> CenterCrop(image_size) keeps, in source pixels.
 
     Resizing only that box straight to image_size x image_size (PIL `resize(..., box=)`) gives the
-    same pixels as resizing the whole photo and cropping (within 1 level of rounding), at about half
-    the cost: the discarded margins are never interpolated. The sizes and offsets follow torchvision.
+    same pixels as resizing the whole photo and cropping (within 1 grey level at 224; a rare pixel
+    differs by 2 at other sizes: rounding), at about half the cost: the discarded margins are never interpolated. The sizes and offsets follow torchvision.
     """
     short_target = resize_size(image_size)
     if width <= height:

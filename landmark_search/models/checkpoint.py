@@ -13,6 +13,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError
+from ..fsutil import new_file_mode
 from .base import LandmarkModel
 from .registry import build_model
 
@@ -45,6 +46,7 @@ def save_checkpoint(path: str | Path, model: LandmarkModel, meta: dict[str, Any]
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
+        os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
