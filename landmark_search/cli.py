@@ -272,8 +272,18 @@ def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best
 
 # --------------------------------------------------------------------------------------------- classify
 
-_NO_PHOTOS = ("no photos found: give photo files or folders holding .jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp, "
-              ".gif or .heic files")
+def _no_photos() -> str:
+    from .data.files import PHOTO_EXTENSIONS
+
+    return f"no photos found: give photo files or folders holding {', '.join(sorted(PHOTO_EXTENSIONS))} files"
+
+
+def _check_sheet(sheet: Optional[Path]) -> None:
+    """Refuse a contact-sheet path that cannot work before any photo is processed."""
+    if sheet:
+        from .sheets import check_sheet_path
+
+        check_sheet_path(sheet)
 
 
 def _collect_photos(photos: List[Path], recursive: bool = True, follow_links: bool = False,
@@ -304,13 +314,10 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
 
     if top_k < 1:
         raise LandmarkError(f"--top-k {top_k}: use 1 or more")
-    if sheet:
-        from .sheets import check_sheet_path
-
-        check_sheet_path(sheet)
+    _check_sheet(sheet)
     found, failed = _collect_photos(photos)
     if not found and not failed:
-        _err(_NO_PHOTOS)
+        _err(_no_photos())
         raise typer.Exit(code=1)
     loaded = load_model(model)
     results, bad = classify(found, loaded, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
@@ -385,7 +392,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
     if not (summary.failed or summary.tagged or summary.unchanged):
-        _err(_NO_PHOTOS)
+        _err(_no_photos())
     if strict and summary.failed:
         raise typer.Exit(code=1)
     if summary.failed and not summary.tagged and not summary.unchanged:  # nothing worked: as classify does
@@ -411,10 +418,11 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
               quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
+    from .index import INDEX_TYPES
     from .search import IndexOptions, build_index
 
-    if index_type not in ("auto", "flat", "hnsw", "ivf"):
-        raise LandmarkError(f"--index-type {index_type!r}: use auto, flat, hnsw or ivf")
+    if index_type not in INDEX_TYPES:
+        raise LandmarkError(f"--index-type {index_type!r}: use {', '.join(INDEX_TYPES)}")
     opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
                         index_type=index_type, prune=prune)
     s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
@@ -428,7 +436,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
         typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
                    f"removed {s.removed}, failed {len(s.failed)}; {s.total} photos in total")
     if not (s.added or s.updated or s.unchanged or s.failed):
-        _err(_NO_PHOTOS)
+        _err(_no_photos())
     if strict and s.failed:
         raise typer.Exit(code=1)
 
@@ -446,10 +454,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
     """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
     from .search import find_similar
 
-    if sheet:
-        from .sheets import check_sheet_path
-
-        check_sheet_path(sheet)
+    _check_sheet(sheet)
     result = find_similar(photo, index, k=k, min_score=min_score,
                           cfg=_embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True))
     if as_json:
@@ -497,7 +502,7 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
     _report_failures(failed)
     if not results:
         if not failed:
-            _err("no photos found")
+            _err(_no_photos())
         raise typer.Exit(code=1)
 
 
