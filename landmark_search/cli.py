@@ -82,6 +82,15 @@ def _embed_config(batch_size: int = 32, device: str = "auto", precision: str = "
                        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=not quiet and sys.stderr.isatty())
 
 
+def _json(data) -> str:
+    """JSON for stdout: readable UTF-8, except that a file name which is not UTF-8 (surrogate escapes)
+    makes the whole text \\u-escaped, so it stays valid JSON (json.loads + os.fsencode give the bytes back)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        return json.dumps(data, indent=2)
+    return text
+
+
 def _report_failures(failed) -> None:
     """One stderr line per photo that was skipped, naming it and the reason."""
     for path, reason in failed:
@@ -135,7 +144,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
                      "pretrained": spec.pretrained_source or "none (trains from scratch)",
                      "description": spec.description})
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(_json(rows))
         return
     typer.echo(f"{'name':<20}{'params':>9}{'features':>10}{'embed':>7}{'size':>6}  pretrained")
     for r in rows:
@@ -324,8 +333,8 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
                                                          quiet=quiet), top_k)
     failed += bad
     if as_json:
-        typer.echo(json.dumps([{"path": str(r.path), "predictions": [p.__dict__ for p in r.predictions]}
-                               for r in results], indent=2, ensure_ascii=False))
+        typer.echo(_json([{"path": str(r.path), "predictions": [p.__dict__ for p in r.predictions]}
+                          for r in results]))
     else:
         for r in results:
             typer.echo(str(r.path))
@@ -379,9 +388,9 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
     counts = {"tagged": len(summary.tagged), "unchanged": len(summary.unchanged), "failed": len(summary.failed),
               "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
-        typer.echo(json.dumps({**counts, "dry_run": dry_run,
-                               "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed],
-                               **({"planned": summary.planned} if dry_run else {})}, indent=2, ensure_ascii=False))
+        typer.echo(_json({**counts, "dry_run": dry_run,
+                          "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed],
+                          **({"planned": summary.planned} if dry_run else {})}))
     else:
         if dry_run:
             for side, entry in summary.planned.items():
@@ -431,7 +440,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
     out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
            "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
     if as_json:
-        typer.echo(json.dumps({**out, "failures": [{"path": str(p), "reason": str(r)} for p, r in s.failed]}, indent=2))
+        typer.echo(_json({**out, "failures": [{"path": str(p), "reason": str(r)} for p, r in s.failed]}))
     else:
         typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
                    f"removed {s.removed}, failed {len(s.failed)}; {s.total} photos in total")
@@ -458,9 +467,9 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
     result = find_similar(photo, index, k=k, min_score=min_score,
                           cfg=_embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True))
     if as_json:
-        typer.echo(json.dumps({"query": str(photo), "label": result.query_label,
-                               "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
-                                        for h in result.hits]}, indent=2, ensure_ascii=False))
+        typer.echo(_json({"query": str(photo), "label": result.query_label,
+                          "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
+                                   for h in result.hits]}))
     else:
         if result.query_label:
             typer.echo(f"query: {photo}  (looks like: {result.query_label})")

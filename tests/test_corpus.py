@@ -167,7 +167,7 @@ def test_classify(corpus, ckpt, vanish):
     before = snapshot(corpus.root, skip=(corpus.vanishing_dir,))
     result = invoke(corpus, "classify", corpus.root, "--model", ckpt, "--json", "--top-k", "1")
     assert result.exit_code == 0, result.output
-    done = json.loads(stdout(result))
+    done = json.loads(result.stdout_bytes.decode("utf-8"))  # strict: a Latin-1 file name stays valid JSON
     assert {Path(r["path"]) for r in done} == corpus.good - corpus.vanishing
     expected = {**corpus.bad, **{p: "file not found" for p in corpus.vanishing}}
     lines = skipped_lines(result.stderr, expected)
