@@ -105,10 +105,21 @@ class IndexSummary:
 def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: IndexOptions,
                 cfg: EmbedConfig) -> IndexSummary:
     """Embed new or changed photos into the index; drop photos that vanished from the given folders."""
+    directory = index_dir(index)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build_index(directory, photos, model_spec, opts, cfg)
+    except BaseException:
+        if created and not any(directory.iterdir()):  # a refused first run leaves no empty index behind
+            directory.rmdir()
+        raise
+
+
+def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None, opts: IndexOptions,
+                 cfg: EmbedConfig) -> IndexSummary:
     from .index import PhotoIndex, PhotoRecord
 
-    directory = index_dir(index)
-    directory.mkdir(parents=True, exist_ok=True)
     ref = _index_model(directory, model_spec)
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,

@@ -209,3 +209,11 @@ def test_demo_runs_end_to_end_and_again_into_the_same_folder(tmp_path):
         assert "index      " in summary and "(288 photos)" in summary
         assert "test photos correct with the export" in summary
         assert "of the top 5 are the same landmark" in summary
+
+
+def test_a_refused_first_index_run_leaves_no_empty_index_folder(synth_data, tmp_path):
+    not_a_model = tmp_path / "model.pt"
+    not_a_model.write_text("not a checkpoint")
+    result = invoke("index", synth_data / "test", "--model", not_a_model, "--index", tmp_path / "new", ok=False)
+    assert result.exit_code == 1 and "not a checkpoint" in result.output
+    assert not (tmp_path / "new").exists()
