@@ -329,8 +329,8 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
         _err(_no_photos())
         raise typer.Exit(code=1)
     loaded = load_model(model)
-    results, bad = classify(found, loaded, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
-                                                         quiet=quiet), top_k)
+    cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
+    results, bad = classify(found, loaded, cfg, top_k)
     failed += bad
     if as_json:
         typer.echo(_json([{"path": str(r.path), "predictions": [p.__dict__ for p in r.predictions]}
@@ -344,7 +344,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
         from .sheets import write_sheet
 
         write_sheet(sheet, [(r.path, [(p.label, p.score) for p in r.predictions[:3]]) for r in results],
-                    title=f"landmark classify ({loaded.name})")
+                    title=f"landmark classify ({loaded.name})", max_pixels=cfg.max_pixels)
         typer.echo(f"contact sheet: {sheet}", err=as_json)
     _report_failures(failed)
     if failed:
@@ -464,8 +464,8 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
     from .search import find_similar
 
     _check_sheet(sheet)
-    result = find_similar(photo, index, k=k, min_score=min_score,
-                          cfg=_embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True))
+    cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
+    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg)
     if as_json:
         typer.echo(_json({"query": str(photo), "label": result.query_label,
                           "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
@@ -481,7 +481,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
         from .sheets import write_sheet
 
         write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
-                    title=f"similar to {photo.name}", query=photo)
+                    title=f"similar to {photo.name}", query=photo, max_pixels=cfg.max_pixels)
         typer.echo(f"contact sheet: {sheet}", err=as_json)
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .config import DEFAULT_MAX_PIXELS
 from .data.images import load_image
 from .errors import BadImageError, LandmarkError
 from .fsutil import atomic_write_bytes, atomic_write_text
@@ -37,9 +38,9 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
             return ImageFont.load_default()
 
 
-def thumbnail(path: Path, size: int = THUMB) -> Image.Image:
+def thumbnail(path: Path, size: int = THUMB, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """The photo upright, shrunk to fit a size x size box; raises BadImageError when unreadable."""
-    img = load_image(path, min_side=size)
+    img = load_image(path, min_side=size, max_pixels=max_pixels)
     return ImageOps.contain(img, (size, size), Image.Resampling.LANCZOS)
 
 
@@ -79,9 +80,9 @@ def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text + "…"
 
 
-def _thumb_or_placeholder(path: Path, size: int) -> tuple[Image.Image, bool]:
+def _thumb_or_placeholder(path: Path, size: int, max_pixels: int) -> tuple[Image.Image, bool]:
     try:
-        return thumbnail(path, size), True
+        return thumbnail(path, size, max_pixels), True
     except BadImageError:
         return placeholder(size), False
 
@@ -106,8 +107,8 @@ figcaption ol{margin:.3em 0 0;padding-left:1.4em}
 """
 
 
-def _html_figure(path: Path, labels: Sequence[tuple[str, float]], *, query: bool = False) -> str:
-    img, ok = _thumb_or_placeholder(path, THUMB)
+def _html_figure(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, *, query: bool = False) -> str:
+    img, ok = _thumb_or_placeholder(path, THUMB, max_pixels)
     name = html.escape(path.name)
     href = html.escape(path.absolute().as_uri())  # a link, not a resource: the sheet stays self-contained
     rows = "".join(f"<li>{html.escape(label) or '&mdash;'} <b>{_format_score(score)}</b></li>" for label, score in labels)
@@ -118,9 +119,10 @@ def _html_figure(path: Path, labels: Sequence[tuple[str, float]], *, query: bool
             f'{bad}{"<ol>" + rows + "</ol>" if rows else ""}</figcaption></figure>')
 
 
-def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int) -> None:
-    figures = [_html_figure(Path(query), [], query=True)] if query is not None else []
-    figures += [_html_figure(Path(p), labels) for p, labels in items]
+def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int,
+                max_pixels: int) -> None:
+    figures = [_html_figure(Path(query), [], max_pixels, query=True)] if query is not None else []
+    figures += [_html_figure(Path(p), labels, max_pixels) for p, labels in items]
     note = f"{len(items)} photos" + (f" (the first {len(items)} of {total})" if total > len(items) else "")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<style>{_SHEET_CSS}</style></head><body><h1>{html.escape(title)}</h1><p class="note">{note}</p>'
@@ -128,11 +130,12 @@ def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path 
     atomic_write_text(path, page)
 
 
-def _png_tile(path: Path, labels: Sequence[tuple[str, float]], *, query: bool, lines: int) -> Image.Image:
+def _png_tile(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, *, query: bool,
+              lines: int) -> Image.Image:
     pad, line_h = 6, 16
     font = load_font(12)
     tile = Image.new("RGB", (TILE, TILE + pad + line_h * (1 + lines)), (255, 255, 255))
-    img, ok = _thumb_or_placeholder(path, TILE - 2 * pad)
+    img, ok = _thumb_or_placeholder(path, TILE - 2 * pad, max_pixels)
     tile.paste(img, (pad + (TILE - 2 * pad - img.width) // 2, pad + (TILE - 2 * pad - img.height) // 2))
     draw = ImageDraw.Draw(tile)
     y = TILE
@@ -148,10 +151,11 @@ def _png_tile(path: Path, labels: Sequence[tuple[str, float]], *, query: bool, l
     return tile
 
 
-def _write_png(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int) -> None:
+def _write_png(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int,
+               max_pixels: int) -> None:
     lines = min(3, max((len(labels) for _, labels in items), default=0))
-    tiles = [_png_tile(Path(query), [], query=True, lines=lines)] if query is not None else []
-    tiles += [_png_tile(Path(p), labels, query=False, lines=lines) for p, labels in items]
+    tiles = [_png_tile(Path(query), [], max_pixels, query=True, lines=lines)] if query is not None else []
+    tiles += [_png_tile(Path(p), labels, max_pixels, query=False, lines=lines) for p, labels in items]
     cols = max(1, min(5, len(tiles)))
     rows = max(1, -(-len(tiles) // cols))
     gap, header = 8, 40
@@ -178,8 +182,10 @@ def check_sheet_path(path: Path) -> None:
         raise LandmarkError(f"{path} is a folder; name a .html or .png file for the contact sheet")
 
 
-def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path | None = None) -> Path:
-    """Write a contact sheet: `.html` (self-contained, base64 thumbnails) or `.png` (a grid image)."""
+def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
+    """Write a contact sheet: `.html` (self-contained, base64 thumbnails) or `.png` (a grid image);
+    photos over `max_pixels` (the limit the command was given) show as unreadable tiles."""
     path = Path(path)
     check_sheet_path(path)
     suffix = path.suffix.lower()
@@ -187,7 +193,7 @@ def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path 
     total = len(items)
     shown = list(items)[:MAX_ITEMS]
     if suffix == ".png":
-        _write_png(path, shown, title, query, total)
+        _write_png(path, shown, title, query, total, max_pixels)
     else:
-        _write_html(path, shown, title, query, total)
+        _write_html(path, shown, title, query, total, max_pixels)
     return path

@@ -106,3 +106,16 @@ def test_empty_sheet_is_still_a_page(tmp_path: Path) -> None:
     out = write_sheet(tmp_path / "empty.html", [], title="nothing")
     assert "0 photos" in out.read_text()
     assert Image.open(write_sheet(tmp_path / "empty.png", [], title="nothing")).size[0] > 0
+
+
+def test_sheet_follows_the_commands_pixel_limit(photos: list[Path], tmp_path: Path) -> None:
+    """A photo the command decoded under a raised --max-pixels shows on the sheet; over the limit it is a tile."""
+    big = photos[0]  # red, 400x300 = 120,000 pixels
+    tile_colour = []
+    for limit in (100_000, 200_000):
+        out = write_sheet(tmp_path / f"s{limit}.png", [(big, [("Tower", 0.9)])], title="x", max_pixels=limit)
+        with Image.open(out) as img:
+            tile_colour.append(img.convert("RGB").getpixel((8 + TILE // 2, 40 + TILE // 2)))
+    (r0, g0, _), (r1, g1, _) = tile_colour
+    assert not (r0 > 150 and g0 < 80)  # refused: the grey "unreadable" placeholder
+    assert r1 > 150 and g1 < 80  # allowed: the red photo
