@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from .config import EmbedConfig
 from .data.images import load_image
 from .data.transforms import center_crop_box, resize_size
-from .errors import BadImageError, CheckpointError, LandmarkError, ModelNotFoundError
+from .errors import BadImageError, CheckpointError, ModelNotFoundError
 from .modelref import ModelRef, resolve_model
 from .models import build_model, get_spec
 from .models.checkpoint import load_checkpoint
@@ -182,6 +183,26 @@ def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]
     return [i for i, _ in good], (torch.stack([t for _, t in good]) if good else None), bad
 
 
+def _decoded_items(decoder: _PhotoDecoder, threads: int, ahead: int
+                   ) -> Iterator[tuple[int, torch.Tensor | None, str | None]]:
+    """decoder[0], decoder[1], ... in order; with threads, up to `ahead` of them decoded in advance."""
+    if threads <= 0:
+        yield from map(decoder.__getitem__, range(len(decoder)))
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="landmark-decode")
+    try:
+        upcoming = iter(range(len(decoder)))
+        pending = deque(pool.submit(decoder.__getitem__, i) for i in islice(upcoming, ahead))
+        while pending:
+            item = pending.popleft().result()
+            nxt = next(upcoming, None)
+            if nxt is not None:
+                pending.append(pool.submit(decoder.__getitem__, nxt))
+            yield item
+    finally:  # an early stop (an error, Ctrl-C) drops what is queued instead of decoding it
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _decoded_batches(decoder: _PhotoDecoder, batch_size: int, threads: int
                      ) -> Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
     """(indices, uint8 batch, failures) in order, decoded by `threads` threads ahead of the model.
@@ -192,24 +213,9 @@ def _decoded_batches(decoder: _PhotoDecoder, batch_size: int, threads: int
     img/s with 2 DataLoader workers; small photos: 199 vs 202 img/s decoding inline). At most two
     batches are decoded ahead, so memory stays flat however many photos there are.
     """
-    if threads <= 0:
-        for start in range(0, len(decoder), batch_size):
-            yield _collate([decoder[i] for i in range(start, min(start + batch_size, len(decoder)))])
-        return
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="landmark-decode")
-    try:
-        upcoming = iter(range(len(decoder)))
-        pending = deque(pool.submit(decoder.__getitem__, i) for i in islice(upcoming, 2 * batch_size))
-        while pending:
-            batch = []
-            while pending and len(batch) < batch_size:
-                batch.append(pending.popleft().result())
-                nxt = next(upcoming, None)
-                if nxt is not None:
-                    pending.append(pool.submit(decoder.__getitem__, nxt))
+    with contextlib.closing(_decoded_items(decoder, threads, 2 * batch_size)) as items:
+        while batch := list(islice(items, batch_size)):
             yield _collate(batch)
-    finally:  # an early stop (an error, Ctrl-C) drops what is queued instead of decoding it
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -229,12 +235,11 @@ def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[t
     VNNI/AMX CPUs with a model whose convolutions int8 speeds up (see models/quantize.py); otherwise
     bf16 where the CPU has it, else fp32. LANDMARK_NO_INT8=1 turns the automatic choice off.
     """
-    from .models.quantize import AUTO_INT8_MIN_PHOTOS, int8_pays, int8_supported
+    from .models.quantize import AUTO_INT8_MIN_PHOTOS, int8_pays, int8_supported, require_cpu
 
     device = select_device(cfg.device)
     if cfg.precision == "int8":
-        if device.type != "cpu":
-            raise LandmarkError("--precision int8 runs on the CPU; add --device cpu or use --precision auto")
+        require_cpu(device)
         return device, None, True
     if (cfg.precision == "auto" and device.type == "cpu" and count >= AUTO_INT8_MIN_PHOTOS
             and model.kind != "export" and os.environ.get("LANDMARK_NO_INT8") != "1"

@@ -155,10 +155,9 @@ def predict_samples(model: LandmarkModel, samples: Sequence[Sample], meta: dict[
     ds = ImageDataset(indexed, preset, meta["image_size"])
     model = model.to(dev).eval()
     if int8:
-        if dev.type != "cpu":
-            raise LandmarkError("--precision int8 runs on the CPU; add --device cpu")
-        from .models.quantize import int8_model
+        from .models.quantize import int8_model, require_cpu
 
+        require_cpu(dev)
         model = int8_model(model, meta["image_size"], meta["mean"], meta["std"])
     elif use_channels_last(dev, dtype):
         model = model.to(memory_format=torch.channels_last)

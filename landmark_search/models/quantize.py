@@ -30,6 +30,12 @@ def int8_supported() -> bool:
     return "x86" in torch.backends.quantized.supported_engines
 
 
+def require_cpu(device: torch.device) -> None:
+    """int8 kernels are CPU kernels: refuse another device with the fix."""
+    if device.type != "cpu":
+        raise LandmarkError("--precision int8 runs on the CPU; add --device cpu or use --precision auto")
+
+
 def int8_pays(body: nn.Module) -> bool:
     """int8 is a clear win for plain convolutions; grouped/depthwise ones (EfficientNet, MobileNet)
     ran slower than bf16 and lost 2.7 points of retrieval mAP on evaldata, so they stay in float."""
