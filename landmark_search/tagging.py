@@ -6,14 +6,17 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
 from .errors import LandmarkError, SidecarError
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
-from .sidecar import (XMP_SUFFIX, build_payload, merge_sidecar, merge_xmp, photo_fingerprint,
+from .openset import DEFAULT_RECALL
+from .ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
+from .sidecar import (SIDECAR_KEY, XMP_SUFFIX, build_payload, check_target, merge_sidecar, photo_fingerprint,
                       read_sidecar, sidecar_is_current, sidecar_path, sweep_stale_temps, write_sidecar)
+from .xmp import set_keywords
 
 if TYPE_CHECKING:
     from .config import EmbedConfig
@@ -22,35 +25,57 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One label with its probability."""
+    """One label with its probability among the known classes and, for a calibrated model, its confidence."""
 
     label: str
     id: str
-    score: float
+    score: float  # softmax share among the model's classes
+    confidence: float | None = None  # that the photo shows this class at all (openset.py); None: not calibrated
 
 
 @dataclass(frozen=True)
 class Classification:
-    """Top-k predictions for one photo."""
+    """Top-k predictions for one photo; `unknown` when no class is confident enough."""
 
     path: Path
     predictions: list[Prediction]
+    unknown: bool = False
 
 
-def top_predictions(probs, model: "LoadedModel", k: int, min_score: float = 0.0) -> list[Prediction]:
-    """The k most probable classes at or above min_score, best first."""
+def scored_predictions(emb, probs, model: "LoadedModel", k: int) -> list[Prediction]:
+    """The k most probable classes, each with its open-set confidence when the model is calibrated."""
     order = probs.argsort()[::-1][:max(1, k)]
-    return [Prediction(model.class_names[i], model.class_ids[i], float(probs[i])) for i in order
-            if probs[i] >= min_score]
+    conf = (model.openset.confidence(emb[None, :], order[None, :])[0] if model.openset is not None
+            else [None] * len(order))
+    return [Prediction(model.class_names[i], model.class_ids[i], float(probs[i]),
+                       None if c is None else round(float(c), 6)) for i, c in zip(order, conf)]
 
 
-def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", top_k: int = 5
-             ) -> tuple[list[Classification], list[tuple[Path, str]]]:
-    """Classify photos; returns (results in input order, failures with reasons)."""
+def confident(preds: Sequence[Prediction], model: "LoadedModel", min_score: float = 0.0,
+              recall: float | None = None) -> list[Prediction]:
+    """The predictions worth a tag: at least min_score and, for a calibrated model, confidently that landmark.
+
+    `recall` is the fraction of true landmark photos the threshold keeps (default: the checkpoint's).
+    """
+    threshold = model.openset.threshold_for(recall) if model.openset is not None else None
+    return [p for p in preds if p.score >= min_score and (threshold is None or p.confidence >= threshold)]
+
+
+def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", top_k: int = 5,
+             recall: float | None = None) -> tuple[list[Classification], list[tuple[Path, str]]]:
+    """Classify photos; returns (results in input order, failures with reasons).
+
+    A calibrated model marks a photo unknown when its top class is not confident enough; its
+    predictions still show the nearest classes with their confidence.
+    """
     from .embeddings import embed_paths
 
     result = embed_paths(paths, model, cfg)
-    out = [Classification(p, top_predictions(pr, model, top_k)) for p, pr in zip(result.paths, result.probs)]
+    out = []
+    for p, e, pr in zip(result.paths, result.embeddings, result.probs):
+        preds = scored_predictions(e, pr, model, top_k)
+        unknown = model.openset is not None and not confident(preds[:1], model, 0.0, recall)
+        out.append(Classification(p, preds, unknown))
     return out, result.failed
 
 
@@ -60,7 +85,9 @@ class TagOptions:
 
     top_k: int = 3
     min_score: float = 0.2
+    recall: float | None = None  # open-set threshold as the fraction of true landmark photos kept; None: the checkpoint's
     xmp: bool = False
+    object_keywords: bool = False  # the built-in ImageNet model's labels also as plain dc:subject keywords
     dry_run: bool = False
     force: bool = False
     output_dir: Path | None = None
@@ -73,11 +100,14 @@ class TagOptions:
 class TagSummary:
     """What a tag run did: counts and the reason for every failure."""
 
-    tagged: list[Path] = field(default_factory=list)
+    tagged: list[Path] = field(default_factory=list)  # got at least one tag
+    untagged: list[Path] = field(default_factory=list)  # written, but no tag passed (unknown, or below --min-score)
+    unknown: list[Path] = field(default_factory=list)  # of those: not one of the model's landmarks
     unchanged: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     planned: dict[str, dict] = field(default_factory=dict)  # dry run: sidecar path -> our entry
     model_loaded: bool = False
+    uncalibrated: bool = False  # a landmark model without open-set calibration: every photo gets a class
     stale_temps_removed: int = 0  # temp files an interrupted earlier run left beside its sidecars
 
 
@@ -90,17 +120,18 @@ class _Job:
     fingerprint: str
 
 
-def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSummary) -> list[_Job]:
-    """Walk the photos and keep those whose sidecar is missing or stale (or all, with --force)."""
-    jobs: list[_Job] = []
+def _walk(paths: Sequence[Path], opts: "TagOptions | UntagOptions", summary: "TagSummary | UntagSummary"
+          ) -> Iterator[tuple[Path, Path, Path]]:
+    """(photo, root, JSON sidecar) of each photo once; refusals go to summary.failed."""
     on_error: Callable[[Path, str], None] = lambda p, why: summary.failed.append((p, why))
     args = [Path(arg) for arg in paths]
     roots = [arg if arg.is_dir() else arg.parent for arg in args]
+    if opts.output_dir is not None:
+        _check_mirror(args, opts.output_dir)
     # The mirror keeps each photo's path relative to the argument it was found under (the same layout
     # whatever else is named with it); two photos that would share a mirrored sidecar are refused.
     mirrored: dict[Path, Path] = {}
     heif = heif_available()
-    options = _recorded_options(opts)
     seen: set[str] = set()
     for arg, root in zip(args, roots):
         for photo in iter_photos([arg], recursive=opts.recursive, follow_links=opts.follow_links,
@@ -114,24 +145,54 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
                 continue
             try:
                 side = sidecar_path(photo, output_dir=opts.output_dir, root=root)
-                if opts.output_dir is not None and mirrored.setdefault(side, photo) != photo:
-                    raise SidecarError(f"{side} would also hold the tags of {mirrored[side]} (same path under "
-                                       "another argument); tag each folder into its own --output-dir")
-                existing = read_sidecar(side)
-                fingerprint = photo_fingerprint(photo)
+                if opts.output_dir is not None:
+                    if mirrored.setdefault(side, photo) != photo:
+                        raise SidecarError(f"{side} would also hold the tags of {mirrored[side]} (same path under "
+                                           "another argument); tag each folder into its own --output-dir")
+                    if side.with_suffix("").exists():  # the mirror lands on another photo's own sidecar
+                        raise SidecarError(f"{side} is the sidecar of {side.with_suffix('')}, not of {photo}: "
+                                           "choose an --output-dir that holds no photos")
             except (SidecarError, OSError) as exc:
                 summary.failed.append((photo, str(exc)))
                 continue
-            if not opts.force and _is_current(existing, ref.sha256, fingerprint, options):
-                summary.unchanged.append(photo)
-                continue
-            jobs.append(_Job(photo, root, side, existing, fingerprint))
-    return jobs
+            yield photo, root, side
+
+
+def _check_mirror(args: Sequence[Path], output_dir: Path) -> None:
+    """An --output-dir inside a photo folder (or holding one) would mix mirrored sidecars with in-place ones."""
+    out = Path(os.path.realpath(output_dir))
+    for arg in args:
+        folder = Path(os.path.realpath(arg if arg.is_dir() else arg.parent))
+        if out == folder or folder in out.parents or out in folder.parents:
+            raise LandmarkError(f"--output-dir {output_dir} overlaps the photo folder {arg}: choose a folder "
+                                "outside the photos (e.g. ~/tags)")
+
+
+def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSummary
+          ) -> tuple[list[_Job], set[Path]]:
+    """Walk the photos; keep those whose sidecar is missing or stale (or all, with --force), and every sidecar folder."""
+    jobs: list[_Job] = []
+    folders: set[Path] = set()
+    options = _recorded_options(opts)
+    for photo, root, side in _walk(paths, opts, summary):
+        folders.add(side.parent)
+        try:
+            existing = read_sidecar(side)
+            fingerprint = photo_fingerprint(photo)
+        except (SidecarError, OSError) as exc:
+            summary.failed.append((photo, str(exc)))
+            continue
+        if not opts.force and _is_current(existing, ref.sha256, fingerprint, options):
+            summary.unchanged.append(photo)
+            continue
+        jobs.append(_Job(photo, root, side, existing, fingerprint))
+    return jobs, folders
 
 
 def _recorded_options(opts: TagOptions) -> dict:
     """The options that shape a sidecar's content; a change in any of them re-tags the photo."""
-    return {"top_k": opts.top_k, "min_score": opts.min_score, "xmp": opts.xmp}
+    return {"top_k": opts.top_k, "min_score": opts.min_score, "recall": opts.recall, "xmp": opts.xmp,
+            "object_keywords": opts.object_keywords}
 
 
 def _is_current(existing: dict, model_sha256: str, fingerprint: str, options: dict) -> bool:
@@ -148,56 +209,138 @@ def _folder_lock(paths: Sequence[Path], output_dir: Path | None) -> FileLock:
     return FileLock(lock_dir() / f"tag-{name}.lock", description=f"tagging {', '.join(str(p) for p in paths)}")
 
 
+def _sweep(folders: set[Path], summary: TagSummary) -> None:
+    # A run killed mid-write (SIGKILL, power loss) leaves a temp file: every run clears old ones
+    # from the folders it visits, whether or not it has photos to tag there.
+    for folder in sorted(set(folders)):
+        summary.stale_temps_removed += sweep_stale_temps(folder)
+
+
 def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "EmbedConfig",
-        load: Callable[[ModelRef], "LoadedModel"] | None = None) -> TagSummary:
-    """Write a sidecar per photo with the model's top tags; unchanged photos cost no model work."""
+        load: Callable[[ModelRef], "LoadedModel"] | None = None, *, trust_export: bool = False) -> TagSummary:
+    """Write a sidecar per photo with the model's confident tags; unchanged photos cost no model work."""
     if opts.top_k < 1:
         raise LandmarkError("--top-k must be at least 1")
+    if opts.recall is not None and not 0.0 < opts.recall <= 1.0:
+        raise LandmarkError(f"--recall {opts.recall}: use a fraction of landmark photos to keep, in (0, 1] "
+                            f"(default {DEFAULT_RECALL})")
     summary = TagSummary()
-    ref = resolve_model(model_spec)
+    ref = resolve_model(model_spec, trust_export=trust_export)
     with _folder_lock(paths, opts.output_dir):
-        jobs = _plan(paths, ref, opts, summary)
+        jobs, folders = _plan(paths, ref, opts, summary)
         if not jobs:
+            if not opts.dry_run:
+                _sweep(folders, summary)
             return summary
         from .embeddings import iter_embeddings, load_model
 
         model = (load or load_model)(ref)
         summary.model_loaded = True
+        summary.uncalibrated = model.kind != "builtin" and model.openset is None
         by_photo = {job.photo: job for job in jobs}
         for batch in iter_embeddings([job.photo for job in jobs], model, cfg):
             summary.failed.extend(batch.failed)
-            for photo, probs in zip(batch.paths, batch.probs):
+            for photo, emb, probs in zip(batch.paths, batch.embeddings, batch.probs):
                 job = by_photo[photo]
-                preds = top_predictions(probs, model, opts.top_k, opts.min_score)
+                preds = scored_predictions(emb, probs, model, opts.top_k)
+                kept = confident(preds, model, opts.min_score, opts.recall)
+                unknown = model.openset is not None and not confident(preds[:1], model, 0.0, opts.recall)
                 payload = build_payload(model_name=model.name, model_sha256=ref.sha256,
-                                        tags=[(p.label, p.id, p.score) for p in preds],
-                                        photo_fingerprint=job.fingerprint, options=_recorded_options(opts))
+                                        tags=[(p.label, p.id, p.score, p.confidence) for p in kept],
+                                        photo_fingerprint=job.fingerprint, options=_recorded_options(opts),
+                                        vocabulary="imagenet" if model.kind == "builtin" else "landmarks",
+                                        unknown=unknown, nearest=(preds[0].label, preds[0].id, preds[0].score,
+                                                                  preds[0].confidence) if unknown else None)
                 try:
-                    _write(job, payload, preds, opts, summary)
+                    _write(job, payload, kept, model.kind == "builtin", opts, summary)
                 except (SidecarError, OSError) as exc:
                     summary.failed.append((photo, str(exc)))
+                    continue
+                (summary.tagged if kept else summary.untagged).append(photo)
+                if unknown:
+                    summary.unknown.append(photo)
         if not opts.dry_run:
-            # A run killed mid-write (SIGKILL, power loss) leaves a temp file; its photo is tagged
-            # again now, so its folder is among the jobs' folders.
-            for folder in sorted({job.sidecar.parent for job in jobs}):
-                summary.stale_temps_removed += sweep_stale_temps(folder)
+            _sweep(folders, summary)
     return summary
 
 
-def _write(job: _Job, payload: dict, preds: list[Prediction], opts: TagOptions, summary: TagSummary) -> None:
-    merged = merge_sidecar(job.existing, payload, path=job.sidecar)
+def keywords(labels: Sequence[str], imagenet: bool, object_keywords: bool) -> tuple[list[str], list[str]]:
+    """(dc:subject, lr:hierarchicalSubject) for the labels of a landmark model or of the built-in ImageNet one.
+
+    ImageNet labels are objects, not places: they go under `ImageNet|` and into the flat keyword list
+    only when asked (--object-keywords). Only a landmark model writes `Landmarks|...`.
+    """
+    if imagenet:
+        return (list(labels) if object_keywords else []), [f"ImageNet|{label}" for label in labels]
+    return list(labels), [f"Landmarks|{label}" for label in labels]
+
+
+def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opts: TagOptions,
+           summary: TagSummary) -> None:
     if opts.dry_run:
         summary.planned[str(job.sidecar)] = payload
-        summary.tagged.append(job.photo)
         return
     mirror = opts.output_dir is not None
     root = opts.output_dir if mirror else job.root
-    # The XMP first: the JSON sidecar marks the photo done, so a run killed between the two writes
-    # tags the photo again next time instead of leaving its XMP without the keywords.
-    if opts.xmp and preds:
+    check_target(job.sidecar, root)  # a refused JSON sidecar refuses the XMP too, before either is written
+    # Re-read right before writing: the user may have edited the sidecar since the run planned it.
+    current = read_sidecar(job.sidecar)
+    entry = payload
+    if opts.xmp:
+        # The XMP first: the JSON sidecar marks the photo done, so a run killed between the two writes
+        # tags the photo again next time instead of leaving its XMP without the keywords.
         xmp = sidecar_path(job.photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir,
                            root=job.root if mirror else None)
-        merge_xmp(xmp, [p.label for p in preds], root=root, create_parents=mirror)
+        subjects, hierarchical = keywords([p.label for p in kept], imagenet, opts.object_keywords)
+        record = xmp_record(xmp, current.get(SIDECAR_KEY))
+        set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror)
+        entry = {**payload, "xmp": finish_xmp_record(xmp, record)}
+    merged = merge_sidecar(current, {**entry, **json_record(job.sidecar, current)}, path=job.sidecar)
     write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)
-    summary.tagged.append(job.photo)
 
+
+# ------------------------------------------------------------------------------------------------ untag
+
+@dataclass(frozen=True)
+class UntagOptions:
+    """How `landmark untag` behaves."""
+
+    xmp: bool = False
+    dry_run: bool = False
+    output_dir: Path | None = None
+    recursive: bool = True
+    follow_links: bool = False
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass
+class UntagSummary:
+    """What an untag run did."""
+
+    cleaned: list[Path] = field(default_factory=list)  # something of ours was taken back
+    untouched: list[Path] = field(default_factory=list)  # nothing of ours there
+    deleted: list[Path] = field(default_factory=list)  # sidecars this tool created and that are now gone
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
+    """Remove exactly what `landmark tag` added: our JSON key and, with xmp, our XMP keywords. No model, no torch."""
+    summary = UntagSummary()
+    with _folder_lock(paths, opts.output_dir):
+        for photo, root, side in _walk(paths, opts, summary):
+            mirror = opts.output_dir is not None
+            write_root = opts.output_dir if mirror else root
+            try:
+                entry = read_sidecar(side).get(SIDECAR_KEY)
+                xmp = sidecar_path(photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir, root=root if mirror else None)
+                results = []
+                if opts.xmp:
+                    results.append(untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run))
+                results.append(untag_json(side, root=write_root, dry_run=opts.dry_run))
+            except (SidecarError, OSError) as exc:
+                summary.failed.append((photo, str(exc)))
+                continue
+            if "deleted" in results:
+                summary.deleted.append(photo)
+            (summary.cleaned if set(results) & {"removed", "deleted", "restored"} else summary.untouched).append(photo)
+    return summary
