@@ -229,25 +229,10 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                  device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
-    from .data.datasets import discover
-    from .errors import DataError
-    from .models.checkpoint import load_checkpoint
-    from .training import dataset_dir, evaluate, write_eval_outputs
+    from .training import evaluate_checkpoint
 
-    if checkpoint.is_dir() and (checkpoint / "best.pt").is_file():  # a run folder: its best checkpoint
-        checkpoint = checkpoint / "best.pt"
-    model, meta = load_checkpoint(checkpoint)
-    layout = discover(dataset_dir(data))
-    if split not in ("test", "train"):
-        raise DataError(f"--split {split}: use test or train")
-    samples = layout.test if split == "test" else layout.train
-    if not samples:
-        raise DataError(f"{data}/{split}: no photos to evaluate")
-    if list(layout.classes) != list(meta["classes"]):
-        raise DataError(f"{data}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
-                        f"{len(meta['classes'])}); evaluate on the dataset the model was trained for")
-    result = evaluate(model, samples, meta, device=device, precision=precision, quiet=quiet)
-    files = write_eval_outputs(result, meta["display_names"], out or checkpoint.parent, split)
+    done = evaluate_checkpoint(checkpoint, data, split, out, device=device, precision=precision, quiet=quiet)
+    result, files = done.result, done.files
     if result.skipped:  # each was named on stderr as it was skipped
         _err(f"{len(result.skipped)} unreadable photo(s) skipped")
     if as_json:

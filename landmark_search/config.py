@@ -64,6 +64,8 @@ class EmbedConfig:
     precision: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     progress: bool = True
+    # `--precision auto` may pick int8 for large CPU jobs; evaluation measures the float model instead.
+    auto_int8: bool = True
 
 
 @dataclass(frozen=True)

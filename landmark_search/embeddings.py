@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .config import EmbedConfig
 from .data.images import load_image
-from .data.transforms import center_crop_box, resize_size
+from .data.transforms import center_crop_box, normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, ModelNotFoundError
 from .modelref import ModelRef, resolve_model
 from .models import build_model, get_spec
@@ -90,12 +90,9 @@ class LoadedModel:
         if self.kind == "export":
             emb, probs = self.module.embed_and_probs(images)
             return emb.float(), probs.float()
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         if use_channels_last(device, dtype):
             images = images.contiguous(memory_format=torch.channels_last)
-        # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy
-        x = images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
+        x = normalize_uint8(images, self.mean, self.std)
         with autocast(device, dtype):
             emb, logits = self.module.embed_and_logits(x)
         return emb.float(), logits.float().softmax(1)
@@ -132,6 +129,11 @@ def _export(ref: ModelRef) -> LoadedModel:
     if meta.get("format") != EXPORT_MARKER:
         raise CheckpointError(f"{ref.path}: a TorchScript file, but not one made by `landmark export`")
     return _from_meta(ref, module, meta)
+
+
+def wrap_model(module: nn.Module, meta: dict, name: str = "checkpoint") -> LoadedModel:
+    """A model already in memory, with its checkpoint meta, as a LoadedModel (no file, no identity)."""
+    return _from_meta(ModelRef(name, "checkpoint", name, None, ""), module, meta)
 
 
 def load_model(spec: str | Path | ModelRef | None = None) -> LoadedModel:
@@ -241,7 +243,7 @@ def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[t
     if cfg.precision == "int8":
         require_cpu(device)
         return device, None, True
-    if (cfg.precision == "auto" and device.type == "cpu" and count >= AUTO_INT8_MIN_PHOTOS
+    if (cfg.precision == "auto" and cfg.auto_int8 and device.type == "cpu" and count >= AUTO_INT8_MIN_PHOTOS
             and model.kind != "export" and os.environ.get("LANDMARK_NO_INT8") != "1"
             and cpu_has_fast_int8() and int8_supported() and int8_pays(model.module.body)):
         return device, None, True

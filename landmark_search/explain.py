@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from .data.files import ErrorCallback
 from .data.images import load_image
-from .data.transforms import resize_size
+from .data.transforms import normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, LandmarkError
 from .fsutil import atomic_write_bytes
 from .models.base import LandmarkModel
@@ -135,12 +135,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - m) / s
-
-
 def explain_image(loaded: "LoadedModel", path: Path, class_index: int | None = None,
                   device: torch.device | None = None) -> tuple[npt.NDArray[np.uint8], Heatmap, int, float]:
     """Decode and crop one photo as evaluation does; (crop HxWx3, cam, class index, probability)."""
@@ -148,7 +142,7 @@ def explain_image(loaded: "LoadedModel", path: Path, class_index: int | None = N
 
     img = load_image(path, min_side=resize_size(loaded.image_size))
     crop = prepare_uint8(img, loaded.image_size)
-    x = _normalise(crop[None], loaded.mean, loaded.std)
+    x = normalize_uint8(crop[None], loaded.mean, loaded.std)
     if device is not None:
         x = x.to(device)
     cam, index, prob = gradcam(loaded.module, x, class_index)

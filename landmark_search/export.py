@@ -15,7 +15,7 @@ from .errors import CheckpointError, LandmarkError
 from .fsutil import atomic_write_bytes
 from .models.checkpoint import load_checkpoint
 from .models.runtime import quiet_jit
-from .data.transforms import resize_size
+from .data.transforms import normalize, resize_size
 
 
 class _Net(nn.Module):
@@ -65,7 +65,7 @@ class Predictor(nn.Module):
             top = (nh - self.image_size) // 2
             left = (nw - self.image_size) // 2
             x = x[:, :, top:top + self.image_size, left:left + self.image_size]
-        return (x - self.mean) / self.std
+        return normalize(x, self.mean, self.std, 1.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _, logits = self.net(self.preprocess(images))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import html
 import json
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 from .config import RunPaths
 from .errors import BadImageError, DataError, LandmarkError
 from .fsutil import atomic_write_text
+from .plots import confusion_png, curves_png
 from .sheets import THUMB, data_uri, image_data_uri, placeholder, thumbnail
 
 if TYPE_CHECKING:
@@ -79,14 +78,6 @@ def _png_img(data: bytes, alt: str, cls: str = "") -> str:
     return f"<img class='{cls}' alt='{_esc(alt)}' src='{data_uri(data, 'image/png')}'>"
 
 
-def _plot_to_bytes(draw: Callable[[Path], None]) -> bytes:
-    # The training plot helpers write files; a temporary folder turns them into bytes.
-    with tempfile.TemporaryDirectory(prefix="landmark-report-") as tmp:
-        path = Path(tmp) / "plot.png"
-        draw(path)
-        return path.read_bytes()
-
-
 # ------------------------------------------------------------------------------------------ sections
 
 
@@ -96,15 +87,12 @@ def _config_section(paths: RunPaths) -> str:
 
 
 def _read_history(path: Path) -> list:
-    from .training import EpochStats
+    from .training import read_history
 
     if not path.is_file():
         raise _Missing("curves.png and history.csv are both missing from the run folder")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        return [EpochStats(int(r["epoch"]), float(r["train_loss"]), float(r["train_acc"]), float(r["valid_loss"]),
-                           float(r["valid_acc"]), float(r["lr"]), float(r["seconds"])) for r in rows]
+        return read_history(path)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise _Missing(f"history.csv is unreadable ({exc})") from None
 
@@ -114,11 +102,9 @@ def _curves_section(paths: RunPaths) -> str:
     if paths.curves.is_file():
         png = paths.curves.read_bytes()
     else:
-        from .training import plot_curves
-
         if not history:
             raise _Missing("curves.png and history.csv are both missing from the run folder")
-        png = _plot_to_bytes(lambda p: plot_curves(history, p))
+        png = curves_png(history)
     summary = ""
     if history:
         best = min(history, key=lambda h: h.valid_loss)
@@ -167,9 +153,7 @@ def _confusion_section(paths: RunPaths, confusion: list[list[int]] | None, names
     if png_path.is_file():
         png = png_path.read_bytes()
     elif confusion is not None and names is not None:
-        from .training import plot_confusion
-
-        png = _plot_to_bytes(lambda p: plot_confusion(confusion, names, p))
+        png = confusion_png(confusion, names)
     else:
         raise _Missing("test_confusion.png is missing and there is no test evaluation to draw it from")
     # Shown at its natural size in a scrolling box: with 50 classes, shrinking it to the page
@@ -279,7 +263,7 @@ def _evaluate(paths: RunPaths, data: Path | None, device: str) -> _Evaluation:
                        f"{len(loaded.class_ids)}); pass the dataset the model was trained on with --data")
     # Worker processes cost more than they save on a small test split.
     workers = 0 if len(layout.test) < 500 else -1
-    result = evaluate(loaded.module, layout.test, loaded.meta, device=device, workers=workers, quiet=True)
+    result = evaluate(loaded, layout.test, device=device, workers=workers, quiet=True)
     return _Evaluation(loaded, result)
 
 

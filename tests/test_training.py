@@ -13,7 +13,7 @@ import torch
 from landmark_search.config import TrainConfig
 from landmark_search.errors import DataError
 from landmark_search.data.datasets import clean_name, discover, stratified_split
-from landmark_search.models.checkpoint import load_checkpoint
+from landmark_search.models.checkpoint import load_checkpoint, read_checkpoint
 from landmark_search.training import fit
 
 
@@ -39,24 +39,77 @@ def test_small_validation_split_falls_back_and_bad_fraction_is_a_clear_error(syn
         stratified_split(samples, 1.0, seed=0)
 
 
-def test_batch_augmentation_resizes_progressively_and_mixes(synth_data, tmp_path):
-    from landmark_search.config import RunPaths
-    from landmark_search.training import _Trainer
+def test_recipe_resolves_the_family_defaults_once():
+    from landmark_search.training import Recipe
 
-    cfg = TrainConfig(model="scratch", data=str(synth_data), out=str(tmp_path), image_size=64, epochs=100,
-                      quiet=True, workers=0, precision="fp32")
-    trainer = _Trainer(cfg, discover(synth_data), RunPaths(tmp_path))
+    long = Recipe.resolve(TrainConfig(model="scratch", image_size=64, epochs=100))
+    assert (long.family, long.scheduler, long.mix, long.progressive, long.time_limit) == ("scratch", "cosine", "both",
+                                                                                          True, 780.0)
+    assert long.batch_size == 32 and long.lr == 2e-3 and long.patience == 33  # cosine: no stop before a third
+    short = Recipe.resolve(TrainConfig(model="scratch", image_size=64, epochs=10))
+    assert short.mix == "none" and short.progressive  # auto: no mixing in short runs
+    assert not Recipe.resolve(TrainConfig(model="scratch", image_size=48)).progressive  # too small to shrink
+    assert Recipe.resolve(TrainConfig(model="scratch", time_limit=0)).time_limit is None
+    residual = Recipe.resolve(TrainConfig(model="residual"))
+    assert residual.epochs == 60 and residual.progressive_scales == (0.5, 0.75)
+    head = Recipe.resolve(TrainConfig(model="efficientnet_lite0"))
+    assert head.frozen and (head.scheduler, head.epochs, head.batch_size, head.mix) == ("plateau", 60, 64, "none")
+    tuned = Recipe.resolve(TrainConfig(model="efficientnet_lite0", finetune=True))
+    assert tuned.family == "finetune" and not tuned.frozen
+    assert Recipe.resolve(TrainConfig(model="efficientnet_lite0", weights="none")).family == "scratch"
+
+
+def test_batch_augmentation_resizes_progressively_and_stops_mixing_at_the_end():
+    from landmark_search.training import Recipe, augment_batch, make_mixer
+
+    recipe = Recipe.resolve(TrainConfig(model="scratch", image_size=64, epochs=100))
+    mixer = make_mixer(recipe.mix, 3)
     x, y = torch.rand(8, 3, 64, 64), torch.arange(8) % 3
-    early_x, early_t = trainer.augment_batch(x, y)
+    early_x, early_t = augment_batch(x, y, 0.0, recipe, mixer)
     assert early_x.shape[-1] == 48 and early_t.shape == (8, 3)  # 3/4 size, soft targets
     assert torch.allclose(early_t.sum(1), torch.ones(8))
-    trainer.scheduler.epochs_done = 90  # the last 15 %: full size, clean labels
-    late_x, late_t = trainer.augment_batch(x, y)
+    assert augment_batch(x, y, 0.5, recipe, None)[0].shape[-1] == 56  # 7/8 size
+    late_x, late_t = augment_batch(x, y, 0.9, recipe, mixer)  # the last 15 %: full size, clean labels
     assert late_x.shape[-1] == 64 and torch.equal(late_t, y)
-    plain = _Trainer(replace(cfg, mix="none", progressive=False), discover(synth_data), RunPaths(tmp_path))
-    assert plain.augment_batch(x, y)[0] is x
-    short = _Trainer(replace(cfg, epochs=10), discover(synth_data), RunPaths(tmp_path))
-    assert short.mixer is None and short.progressive  # auto: no mixing in short runs
+    plain = replace(recipe, progressive=False)
+    assert augment_batch(x, y, 0.0, plain, None)[0] is x
+
+
+def test_progress_is_the_larger_of_epochs_and_time_and_drives_the_cosine_schedule():
+    from landmark_search.training import Progress, Recipe, warmup_cosine
+    from landmark_search.training.schedule import Schedule
+
+    progress = Progress(epochs=10, time_limit=100.0)
+    progress.advance(30.0)
+    assert progress.fraction == pytest.approx(0.3) and not progress.finished  # time ran ahead of epochs (0.1)
+    progress.advance(80.0)
+    assert progress.fraction == 1.0 and progress.finished
+    assert Progress(epochs=4, epochs_done=1, seconds=1e6).fraction == 0.25  # no time budget: epochs alone
+    assert warmup_cosine(0.0) == 0.1 and warmup_cosine(0.05) == pytest.approx(1.0)
+    assert warmup_cosine(1.0) == pytest.approx(0.01)
+    assert all(warmup_cosine(a) > warmup_cosine(b) for a, b in zip((0.1, 0.4, 0.7), (0.2, 0.5, 0.9)))
+
+    recipe = Recipe.resolve(TrainConfig(model="scratch", epochs=4, time_limit=0))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    progress = Progress(recipe.epochs, recipe.time_limit)
+    schedule = Schedule(recipe, optimizer, progress)
+    assert optimizer.param_groups[0]["lr"] == 0.1  # warm-up starts at 10 %
+    lrs = []
+    for _ in range(4):
+        schedule.epoch_done(1.0, valid_loss=0.0)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([warmup_cosine(f) for f in (0.25, 0.5, 0.75, 1.0)]) and progress.finished
+    assert schedule.state_dict() == {"base_lrs": [1.0], "epochs_done": 4, "seconds": 4.0}  # as last.pt stores it
+
+
+@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                        ("sgd", torch.optim.SGD)])
+def test_optimizer_names_build_what_they_say(name, kind):
+    from landmark_search.training import Recipe
+    from landmark_search.training.schedule import build_optimizer
+
+    recipe = Recipe.resolve(TrainConfig(model="scratch", optimizer=name))
+    assert type(build_optimizer(recipe, [torch.zeros(1, requires_grad=True)], 5e-4)) is kind
 
 
 def test_transfer_head_learns_and_writes_the_run(trained_run):
@@ -68,6 +121,7 @@ def test_transfer_head_learns_and_writes_the_run(trained_run):
     _, meta = load_checkpoint(trained_run / "best.pt")
     assert meta["arch"] == "efficientnet_lite0" and meta["image_size"] == 96
     assert meta["mean"] == [0.5, 0.5, 0.5] and meta["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert "train_state" not in read_checkpoint(trained_run / "best.pt")  # the optimiser state stays in last.pt
     rows = list(csv.DictReader((trained_run / "history.csv").open()))
     assert rows and {"epoch", "train_loss", "valid_loss", "valid_acc"} <= set(rows[0])
 
@@ -158,17 +212,19 @@ def test_bad_options_are_refused_before_the_run_folder_is_touched(synth_data, tm
 def test_cached_channel_stats_are_reused_only_for_the_same_data(synth_data, tmp_path):
     from landmark_search.config import RunPaths
     from landmark_search.data.synth import make_synthetic_dataset
-    from landmark_search.training import _Trainer
+    from landmark_search.training.run_dir import cached_channel_stats
 
     other = make_synthetic_dataset(tmp_path / "other", classes=2, per_class=6, image_size=32, seed=9).root
-    cfg = TrainConfig(model="scratch", data=str(synth_data), out=str(tmp_path / "run"), image_size=32, quiet=True,
-                      workers=0)
     paths = RunPaths(tmp_path / "run")
-    norm = _Trainer(cfg, discover(synth_data), paths).norm
+
+    def stats(root):
+        return cached_channel_stats(paths, discover(root).train, 32, 0, root)
+
+    norm = stats(synth_data)
     cache = json.loads(paths.stats.read_text())
     paths.stats.write_text(json.dumps({**cache, "mean": [0.0, 0.0, 0.0]}))  # same data: the cache is used
-    assert _Trainer(cfg, discover(synth_data), paths).norm.mean == (0.0, 0.0, 0.0)
-    other_norm = _Trainer(replace(cfg, data=str(other)), discover(other), paths).norm  # other data: recomputed
+    assert stats(synth_data).mean == (0.0, 0.0, 0.0)
+    other_norm = stats(other)  # other data: recomputed
     assert other_norm.mean != (0.0, 0.0, 0.0) and other_norm.mean != norm.mean
     assert json.loads(paths.stats.read_text())["data"] == str(other)
 

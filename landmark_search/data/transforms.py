@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import random
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from PIL import Image, ImageFilter
@@ -34,6 +34,21 @@ def center_crop_box(width: int, height: int, image_size: int) -> tuple[float, fl
     top, left = int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
     sx, sy = width / new_w, height / new_h
     return left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float = 1.0 / 255.0) -> torch.Tensor:
+    """(x * scale - mean) / std on a float copy, as one multiply and one subtract (TorchScript-able).
+
+    scale 1/255 for uint8 pixels, 1 for floats in [0, 1]; mean and std broadcast as (1, 3, 1, 1).
+    """
+    return x.float().mul(scale / std).sub_(mean / std)
+
+
+def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 NCHW pixels normalised with per-channel mean and std given in [0, 1] units."""
+    m = torch.tensor(tuple(mean), dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    return normalize(images, m, s)
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,9 @@ def int8_model(model: nn.Module, image_size: int, mean, std) -> nn.Module:
         print("warning: int8 with depthwise convolutions (EfficientNet, MobileNet) loses accuracy (2.7 points of "
               "retrieval mAP on evaldata) and is no faster; --precision auto keeps such models in float",
               file=sys.stderr)
-    norm_mean = torch.tensor(tuple(mean)).view(1, 3, 1, 1)
-    norm_std = torch.tensor(tuple(std)).view(1, 3, 1, 1)
-    calibration = (calibration_batch(image_size).float() / 255.0 - norm_mean) / norm_std
+    from ..data.transforms import normalize_uint8
+
+    calibration = normalize_uint8(calibration_batch(image_size), mean, std)
     quantized = copy.copy(model)
     quantized._modules = dict(model._modules)
     quantized.body = quantize_body(model.body, calibration)

@@ -1,0 +1,75 @@
+"""Training curves and confusion matrices as PNG bytes (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class HistoryRow(Protocol):
+    """What a curve needs from one epoch (training.EpochStats has it)."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    valid_loss: float
+    valid_acc: float
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(confusion: Sequence[Sequence[int]], names: Sequence[str], title: str = "") -> bytes:
+    """Row-normalised confusion matrix; the figure grows with the class count so 50 classes stay legible."""
+    plt = _pyplot()
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(names)
+    size = max(6.0, 0.32 * n + 3)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    font = 10 if n <= 15 else 7
+    ax.set_xticks(range(n), [s[:28] for s in names], rotation=90, fontsize=font)
+    ax.set_yticks(range(n), [s[:28] for s in names], fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=font - 1,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    return _png(fig)
+
+
+def curves_png(history: Sequence[HistoryRow]) -> bytes:
+    """Loss and accuracy per epoch, train vs validation."""
+    plt = _pyplot()
+    epochs = [h.epoch for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, what in ((ax1, "loss"), (ax2, "acc")):
+        ax.plot(epochs, [getattr(h, f"train_{what}") for h in history], label="train")
+        ax.plot(epochs, [getattr(h, f"valid_{what}") for h in history], label="valid")
+        ax.set_title("loss" if what == "loss" else "accuracy")
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return _png(fig)

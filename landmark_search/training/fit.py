@@ -1,0 +1,259 @@
+"""fit: recipe -> model -> epoch loop -> evaluation of the best weights -> best.pt written with its metrics."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from ..config import RunPaths, TrainConfig
+from ..data.datasets import DatasetLayout, ImageDataset, discover, stratified_split
+from ..data.transforms import EvalPreset, Normalization, TrainPreset
+from ..errors import CheckpointError, LandmarkError
+from ..fsutil import atomic_write_bytes, atomic_write_json
+from ..models import build_model, get_spec
+from ..models.checkpoint import make_meta, read_checkpoint, save_checkpoint
+from ..plots import curves_png
+from .loop import (Runtime, extract_features, make_loader, seed_everything, train_head_epoch, train_one_epoch,
+                   validate, validate_head)
+from .metrics import evaluate, write_eval_outputs
+from .recipe import Recipe, check_config
+from .run_dir import (EpochStats, cached_channel_stats, dataset_dir, default_run_dir, history_rows,
+                      prepare_run_dir, write_history)
+from .schedule import Progress, Schedule, augment_batch, build_optimizer, make_mixer
+
+# A new best needs the validation loss to drop by more than 1 % (the original project's rule).
+BEST_MARGIN = 0.99
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run's files are and how it scored."""
+
+    paths: RunPaths
+    history: list[EpochStats]
+    metrics: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class _Best:
+    """Early stopping and the best weights so far (a CPU copy, written to best.pt when they improve)."""
+
+    loss: float = math.inf
+    bad_epochs: int = 0
+    weights: dict[str, torch.Tensor] | None = None
+
+
+class _Run:
+    """One training run: the model, its optimiser and schedule, and the files it keeps up to date."""
+
+    def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None):
+        self.cfg, self.layout, self.paths = cfg, layout, paths
+        spec = get_spec(cfg.model)
+        self.recipe = recipe = Recipe.resolve(cfg, spec)
+        self.rt = Runtime.select(cfg.device, cfg.precision)
+        self.train_samples, self.valid_samples = stratified_split(layout.train, cfg.valid_split, cfg.seed)
+        if resume:  # the weights were trained with the checkpoint's normalisation, whatever the data holds now
+            self.norm = Normalization(tuple(resume["meta"]["mean"]), tuple(resume["meta"]["std"]))
+        elif spec.mean is not None:
+            self.norm = Normalization(tuple(spec.mean), tuple(spec.std))
+        else:  # scratch models: this dataset's own channel statistics
+            self.norm = cached_channel_stats(paths, self.train_samples, recipe.image_size, cfg.seed, layout.root)
+        self.model = build_model(cfg.model, len(layout.classes), pretrained=recipe.pretrained, head=cfg.head,
+                                 embedding_dim=cfg.embedding_dim, dropout=cfg.dropout).to(self.rt.device)
+        if self.rt.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(recipe, self._param_groups(), cfg.weight_decay)
+        self.progress = Progress(recipe.epochs, recipe.time_limit)
+        self.schedule = Schedule(recipe, self.optimizer, self.progress)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.mixer = make_mixer(recipe.mix, len(layout.classes))
+        self.history: list[EpochStats] = []
+        self.best = _Best()
+        self.start_epoch = 1
+        if resume:
+            self._resume(resume)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        model, recipe = self.model, self.recipe
+        head = list(model.head.parameters()) + list(model.classifier.parameters())
+        if recipe.frozen:
+            model.body.requires_grad_(False)
+            return [{"params": head}]
+        if recipe.pretrained:  # fine-tuning: the pretrained body moves 10x slower than the new head
+            return [{"params": model.body.parameters(), "lr": recipe.lr * 0.1}, {"params": head}]
+        return [{"params": model.parameters()}]
+
+    def _resume(self, payload: dict[str, Any]) -> None:
+        state = payload.get("train_state")
+        if not state:
+            raise CheckpointError(f"{self.paths.last}: no training state to resume from")
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = [EpochStats(*row) for row in state["history"]]
+        self.progress.epochs_done = len(self.history)
+        self.progress.seconds = sum(h.seconds for h in self.history)
+        self.schedule.load_state_dict(state["scheduler"])
+        self.best = _Best(state["best_loss"], state["bad_epochs"])
+        if self.paths.best.is_file():
+            self.best.weights = read_checkpoint(self.paths.best)["state_dict"]
+        self.start_epoch = state["epoch"] + 1
+
+    def meta(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Checkpoint meta for the current model."""
+        cfg = self.cfg
+        return make_meta(self.model, arch=cfg.model, classes=list(self.layout.classes),
+                         display_names=list(self.layout.display_names), image_size=self.recipe.image_size,
+                         mean=self.norm.mean, std=self.norm.std, head=cfg.head, dropout=cfg.dropout,
+                         train_config=cfg.to_dict(), metrics=metrics)
+
+    def config_record(self) -> dict[str, Any]:
+        """config.json: the options as given, plus what the recipe resolved."""
+        r = self.recipe
+        return {**self.cfg.to_dict(), "epochs": r.epochs, "lr": r.lr, "image_size": r.image_size, "family": r.family,
+                "batch_size": r.batch_size}
+
+    def end_epoch(self, stats: EpochStats) -> bool:
+        """Record an epoch and keep the run's files current; True when the run should stop."""
+        # NaN, or an infinite training loss, means the weights are gone: stop before saving them. (An
+        # infinite validation loss alone is validate()'s "no readable validation photo".)
+        if not math.isfinite(stats.train_loss) or math.isnan(stats.valid_loss):
+            loss = stats.train_loss if not math.isfinite(stats.train_loss) else stats.valid_loss
+            raise LandmarkError(f"training diverged at epoch {stats.epoch} (loss {loss}); lower --lr")
+        self.history.append(stats)
+        self.schedule.epoch_done(stats.seconds, stats.valid_loss)
+        if stats.valid_loss < self.best.loss * BEST_MARGIN:
+            self.best = _Best(stats.valid_loss, 0, {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
+            save_checkpoint(self.paths.best, self.model, self.meta())  # a usable model even if the run is stopped
+        else:
+            self.best.bad_epochs += 1
+        train_state = {"epoch": stats.epoch, "optimizer": self.optimizer.state_dict(),
+                       "scheduler": self.schedule.state_dict(), "best_loss": self.best.loss,
+                       "bad_epochs": self.best.bad_epochs, "history": history_rows(self.history)}
+        save_checkpoint(self.paths.last, self.model, self.meta(), extra={"train_state": train_state})
+        write_history(self.history, self.paths.history)
+        return self.best.bad_epochs >= self.recipe.patience or self.progress.finished
+
+    def _stats(self, epoch: int, start: float, train: tuple[float, float], valid: tuple[float, float]) -> EpochStats:
+        return EpochStats(epoch, *train, *valid, self.optimizer.param_groups[-1]["lr"], time.time() - start)
+
+    def fit_head(self) -> None:
+        """Train head + classifier on cached frozen features (seconds instead of minutes)."""
+        cfg, r = self.cfg, self.recipe
+        common = dict(image_size=r.image_size, batch_size=r.batch_size, workers=cfg.workers, seed=cfg.seed,
+                      quiet=cfg.quiet)
+        train_f, train_y = extract_features(self.model, self.train_samples, TrainPreset(r.image_size, self.norm),
+                                            max(1, cfg.feature_views), self.rt, desc="features (train views)", **common)
+        valid_f, valid_y = (extract_features(self.model, self.valid_samples, EvalPreset(r.image_size, self.norm), 1,
+                                             self.rt, desc="features (valid)", **common)
+                            if self.valid_samples else (train_f[:0], train_y[:0]))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        loader = DataLoader(TensorDataset(train_f, train_y), batch_size=r.batch_size, shuffle=True, generator=gen,
+                            drop_last=len(train_f) > r.batch_size)
+        head = nn.Sequential(self.model.head, self.model.classifier).to(self.rt.device)
+        bar = tqdm(range(self.start_epoch, r.epochs + 1), desc="train head", disable=cfg.quiet)
+        for epoch in bar:
+            start = time.time()
+            train = train_head_epoch(head, loader, self.optimizer, self.criterion, self.rt.device)
+            valid = validate_head(head, valid_f, valid_y, self.rt.device) if len(valid_f) else train
+            stats = self._stats(epoch, start, train, valid)
+            bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{stats.valid_loss:.3f}",
+                            val_acc=f"{stats.valid_acc:.3f}")
+            if self.end_epoch(stats):
+                break
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment_batch(x, y, self.progress.fraction, self.recipe, self.mixer, self.rt.channels_last)
+
+    def fit_full(self) -> None:
+        """Train the whole network end to end (scratch models, --finetune, --weights none)."""
+        cfg, r = self.cfg, self.recipe
+        small = len(self.train_samples) <= 20000
+        train_ds = ImageDataset(self.train_samples, TrainPreset(r.image_size, self.norm), r.image_size, preload=small)
+        valid_ds = ImageDataset(self.valid_samples, EvalPreset(r.image_size, self.norm), r.image_size, preload=small)
+        train_loader = make_loader(train_ds, r.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
+                                   drop_last=len(train_ds) > r.batch_size)
+        valid_loader = make_loader(valid_ds, r.batch_size * 2, shuffle=False, workers=cfg.workers)
+        for epoch in range(self.start_epoch, r.epochs + 1):
+            start = time.time()
+            train = train_one_epoch(self.model, train_loader, self.optimizer, self.criterion, self.rt,
+                                    augment=self.augment, desc=f"epoch {epoch}", quiet=cfg.quiet)
+            valid = validate(self.model, valid_loader, self.rt) if len(valid_ds) else train
+            stats = self._stats(epoch, start, train, valid)
+            if not cfg.quiet:
+                print(f"epoch {epoch}/{r.epochs}: loss {stats.train_loss:.3f} acc {stats.train_acc:.3f} | "
+                      f"valid loss {stats.valid_loss:.3f} acc {stats.valid_acc:.3f} | {stats.seconds:.1f}s",
+                      file=sys.stderr)
+            if self.end_epoch(stats):
+                break
+
+    def use_best_weights(self) -> None:
+        """Put the best weights back into the model (the last ones when no epoch improved on inf)."""
+        if self.best.weights is not None:
+            self.model.load_state_dict(self.best.weights)
+
+
+def _resume_payload(cfg: TrainConfig, resume: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The run's own settings from its last.pt (only the epoch budget may be extended), and last.pt itself."""
+    resume = Path(resume)
+    payload = read_checkpoint(resume / "last.pt")
+    saved = payload["meta"]["train_config"]
+    cfg = replace(TrainConfig.from_dict(saved), epochs=cfg.epochs or saved.get("epochs"), quiet=cfg.quiet,
+                  out=str(resume))
+    return cfg, payload
+
+
+def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
+    """Train a model on cfg.data, write the run directory, evaluate the best weights on test/ when present.
+
+    A cfg.out that already holds a run is refused unless `overwrite` (which deletes only the files
+    landmark writes there); `resume` continues the run in that folder instead.
+    """
+    t0 = time.time()
+    if resume and overwrite:
+        raise LandmarkError("--resume continues a run and --overwrite replaces one; use one of them")
+    payload = None
+    if resume:
+        cfg, payload = _resume_payload(cfg, resume)
+    # Everything that can be refused is refused before the run folder is touched.
+    check_config(cfg)
+    seed_everything(cfg.seed)
+    layout = discover(dataset_dir(cfg.data))
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
+    cfg = replace(cfg, out=str(out))
+    paths = RunPaths(out)
+    if not resume:
+        prepare_run_dir(paths, overwrite)
+    run = _Run(cfg, layout, paths, payload)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths.config, run.config_record())
+    if run.recipe.frozen:
+        run.fit_head()
+    else:
+        run.fit_full()
+    atomic_write_bytes(paths.curves, curves_png(run.history))
+    metrics: dict[str, Any] = {"train_seconds": round(time.time() - t0, 1), "epochs_run": len(run.history),
+                               "best_valid_loss": run.best.loss}
+    run.use_best_weights()
+    if layout.test:
+        result = evaluate(run.model, layout.test, run.meta(), device=cfg.device, precision=cfg.precision,
+                          batch_size=run.recipe.batch_size, workers=cfg.workers, quiet=cfg.quiet)
+        write_eval_outputs(result, layout.display_names, out, "test")
+        metrics.update({"test_accuracy": result.accuracy, "test_macro_f1": result.macro_f1,
+                        "test_weighted_f1": result.weighted_f1, "n_test": len(result.y_true),
+                        "test_skipped": result.skipped})
+    metrics["total_seconds"] = round(time.time() - t0, 1)
+    atomic_write_json(paths.metrics, metrics)
+    # best.pt is the deliverable: its own scores (so `landmark classify` can show them), no optimiser
+    # state (2x the weights; that stays in last.pt).
+    save_checkpoint(paths.best, run.model, run.meta({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+    return TrainResult(paths, run.history, metrics, time.time() - t0)

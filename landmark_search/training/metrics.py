@@ -1,0 +1,164 @@
+"""Evaluation on labelled photos: predictions through the one inference path, metrics, report files."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..config import EmbedConfig
+from ..data.datasets import Sample, discover
+from ..data.files import ErrorCallback
+from ..errors import DataError
+from ..fsutil import atomic_write_bytes, atomic_write_json
+from ..plots import confusion_png
+from .run_dir import checkpoint_in, dataset_dir
+
+if TYPE_CHECKING:
+    from ..embeddings import LoadedModel
+    from ..models import LandmarkModel
+
+SPLITS = ("test", "train")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Predictions and metrics on one split."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    y_true: list[int]
+    y_pred: list[int]
+    probs: np.ndarray
+    paths: list[str]
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready metrics (no per-photo arrays)."""
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "weighted_f1": self.weighted_f1,
+                "n": len(self.y_true), "per_class": self.per_class, "confusion": self.confusion,
+                "skipped": self.skipped}
+
+
+def class_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]
+                  ) -> tuple[dict, list, float, float]:
+    """(per-class precision/recall/F1/support, confusion matrix, macro F1, weighted F1)."""
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    labels = list(range(len(classes)))
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
+                                   output_dict=True, zero_division=0)
+    per_class = {c: {k: float(report[c][k]) for k in ("precision", "recall", "f1-score", "support")}
+                 for c in classes}
+    confusion = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    macro = float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    weighted = float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0))
+    return per_class, confusion, macro, weighted
+
+
+def print_skip(path: Path, reason: str) -> None:
+    """The default report of an unreadable photo: one stderr line naming it."""
+    print(f"skipping {reason}" if reason.startswith(str(path)) else f"skipping {path}: {reason}", file=sys.stderr)
+
+
+def _loaded(model: "LandmarkModel | LoadedModel", meta: dict[str, Any] | None) -> "LoadedModel":
+    from ..embeddings import LoadedModel, wrap_model
+
+    if isinstance(model, LoadedModel):
+        return model
+    if meta is None:
+        raise TypeError("evaluate needs the checkpoint meta with a bare model")
+    return wrap_model(model, meta)
+
+
+def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample],
+                    meta: dict[str, Any] | None = None, *, device: str = "auto", precision: str = "auto",
+                    batch_size: int = 64, workers: int = -1, quiet: bool = True,
+                    on_error: ErrorCallback | None = None) -> tuple[np.ndarray, list[int], list[str], list[str]]:
+    """Class probabilities for labelled samples; returns (probs, labels, paths, skipped paths).
+
+    The photos go through embeddings.iter_embeddings, as classify/tag/index do (same decoding, crop,
+    precision and int8 handling), except that `auto` never picks int8: evaluation measures the model.
+    """
+    from ..embeddings import iter_embeddings
+
+    loaded = _loaded(model, meta)
+    report = on_error or print_skip
+    label_of = {Path(path): label for path, label in samples}
+    cfg = EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
+                      progress=not quiet, auto_int8=False)
+    probs, labels, paths, skipped = [], [], [], []
+    for batch in iter_embeddings([path for path, _ in samples], loaded, cfg):
+        for path, reason in batch.failed:
+            report(path, reason)
+            skipped.append(str(path))
+        probs.append(batch.probs)
+        labels += [label_of[p] for p in batch.paths]
+        paths += [str(p) for p in batch.paths]
+    probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(loaded.class_ids)), np.float32)
+    return probs_arr, labels, paths, skipped
+
+
+def evaluate(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], meta: dict[str, Any] | None = None,
+             **kwargs: Any) -> EvalResult:
+    """Accuracy, macro/weighted F1, per-class table and confusion matrix on labelled samples.
+
+    `model` is a LoadedModel, or a bare model with its checkpoint meta; kwargs go to predict_samples.
+    """
+    loaded = _loaded(model, meta)
+    probs, y_true, paths, skipped = predict_samples(loaded, samples, **kwargs)
+    if not y_true:
+        raise DataError("no readable photos to evaluate")
+    y_pred = probs.argmax(1).tolist()
+    per_class, confusion, macro, weighted = class_metrics(y_true, y_pred, loaded.class_names)
+    accuracy = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+    return EvalResult(accuracy, macro, weighted, list(y_true), y_pred, probs, paths, per_class, confusion, skipped)
+
+
+def write_eval_outputs(result: EvalResult, names: Sequence[str], out_dir: Path, split: str = "test") -> dict[str, Path]:
+    """`<split>_confusion.png` and `<split>_report.json` in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{split}_confusion.png"
+    js = out_dir / f"{split}_report.json"
+    title = f"{split}: accuracy {result.accuracy:.3f}, macro-F1 {result.macro_f1:.3f}"
+    atomic_write_bytes(png, confusion_png(result.confusion, names, title))
+    atomic_write_json(js, {"split": split, "class_names": list(names), **result.summary()})
+    return {"confusion": png, "report": js}
+
+
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    """`landmark evaluate`: the result and the files written."""
+
+    checkpoint: Path
+    split: str
+    result: EvalResult
+    files: dict[str, Path]
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", out: Path | None = None, *,
+                        device: str = "auto", precision: str = "auto", quiet: bool = False) -> CheckpointEvaluation:
+    """Evaluate a checkpoint (or its run folder) on a dataset split; writes the PNG and JSON (default: beside it)."""
+    from ..embeddings import wrap_model
+    from ..models.checkpoint import load_checkpoint
+
+    if split not in SPLITS:
+        raise DataError(f"--split {split}: use test or train")
+    checkpoint = checkpoint_in(checkpoint)
+    loaded = wrap_model(*load_checkpoint(checkpoint), name=checkpoint.name)
+    layout = discover(dataset_dir(data))
+    samples = layout.test if split == "test" else layout.train
+    if not samples:
+        raise DataError(f"{data}/{split}: no photos to evaluate")
+    if list(layout.classes) != list(loaded.class_ids):
+        raise DataError(f"{data}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
+                        f"{len(loaded.class_ids)}); evaluate on the dataset the model was trained for")
+    result = evaluate(loaded, samples, device=device, precision=precision, quiet=quiet)
+    files = write_eval_outputs(result, loaded.class_names, out or checkpoint.parent, split)
+    return CheckpointEvaluation(checkpoint, split, result, files)
