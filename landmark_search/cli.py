@@ -23,8 +23,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Get datasets: the original 50
 app.add_typer(data_app, name="data")
 
 DEFAULT_INDEX = "default"
-ModelOpt = typer.Option(None, "--model", "-m", help="checkpoint (RUN/best.pt), export (model.pt) or built-in "
-                        "name; default: efficientnet_lite0 with ImageNet labels (offline)")
+ModelOpt = typer.Option(None, "--model", "-m", help="checkpoint (RUN/best.pt), export (model.pt, needs "
+                        "--trust-export) or built-in name; default: efficientnet_lite0 with ImageNet labels (offline)")
+TrustOpt = typer.Option(False, "--trust-export", help="Allow a TorchScript export (from `landmark export`) as the "
+                        "model. Risk: a TorchScript file can run code when loaded; only pass files you made or trust.")
 
 
 def _err(message: str) -> None:
@@ -104,11 +106,16 @@ def _report_failures(failed) -> None:
 @handle_errors
 def data_download(dest: Path = typer.Argument(Path("data/landmark_images"), help="Destination folder."),
                   url: Optional[str] = typer.Option(None, help="Mirror URL, file:// URL or local zip path."),
-                  sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the zip.")) -> None:
+                  sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the zip."),
+                  max_size: str = typer.Option("8G", help="Largest download and extracted total (K/M/G/T); raise it "
+                                               "for a bigger mirror."),
+                  max_ratio: float = typer.Option(100.0, help="Largest extracted/zip size ratio (photos barely "
+                                                  "compress; a zip bomb is ~1000x).")) -> None:
     """Download the original 50-landmark dataset (resumable, verified, safely extracted)."""
-    from .data.download import DEFAULT_URL, download_dataset
+    from .data.download import DEFAULT_URL, download_dataset, parse_size
 
-    out = download_dataset(dest, url or DEFAULT_URL, sha256=sha256, progress=sys.stderr.isatty())
+    out = download_dataset(dest, url or DEFAULT_URL, sha256=sha256, progress=sys.stderr.isatty(),
+                           max_bytes=parse_size(max_size), max_ratio=max_ratio)
     typer.echo(f"dataset ready in {out} (train/ and test/)")
 
 
@@ -266,6 +273,23 @@ def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best
 
 # --------------------------------------------------------------------------------------------- classify
 
+RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of true "
+                         "landmark photos to keep (measured on its validation photos); lower it for fewer wrong tags. "
+                         "Default: the model's own (0.95).")
+
+
+def _check_recall(recall: Optional[float]) -> Optional[float]:
+    if recall is not None and not 0.0 < recall <= 1.0:
+        raise LandmarkError(f"--recall {recall}: use a fraction of landmark photos to keep, in (0, 1] (e.g. 0.9)")
+    return recall
+
+
+def _warn_uncalibrated(loaded) -> None:
+    if loaded.kind != "builtin" and loaded.openset is None:
+        _err(f"warning: {loaded.name} has no open-set calibration (trained before it existed): every photo is named "
+             "as one of its landmarks; retrain it to get 'unknown' for photos of anything else")
+
+
 def _no_photos() -> str:
     from .data.files import PHOTO_EXTENSIONS
 
@@ -295,45 +319,52 @@ def _collect_photos(photos: List[Path], recursive: bool = True, follow_links: bo
 def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                  model: Optional[str] = ModelOpt,
                  top_k: int = typer.Option(5, "--top-k", "-k", help="Labels per photo."),
+                 recall: Optional[float] = RecallOpt,
                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                  sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
                  batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
                  precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
                  max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
                  strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
-                 quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+                 quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
     """Top-k landmark labels with probabilities for each photo."""
     from .embeddings import load_model
     from .tagging import classify
 
     if top_k < 1:
         raise LandmarkError(f"--top-k {top_k}: use 1 or more")
+    _check_recall(recall)
     _check_sheet(sheet)
     found, failed = _collect_photos(photos)
     if not found and not failed:
         _err(_no_photos())
         raise typer.Exit(code=1)
-    loaded = load_model(model)
+    loaded = load_model(model, trust_export=trust_export)
     cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
-    results, bad = classify(found, loaded, cfg, top_k)
+    results, bad = classify(found, loaded, cfg, top_k, recall=recall)
+    _warn_uncalibrated(loaded)
     failed += bad
     if as_json:
-        typer.echo(_json([{"path": str(r.path), "predictions": [p.__dict__ for p in r.predictions]}
-                          for r in results]))
+        typer.echo(_json([{"path": str(r.path), "unknown": r.unknown,
+                           "predictions": [{k: v for k, v in p.__dict__.items() if v is not None}
+                                           for p in r.predictions]} for r in results]))
     else:
         for r in results:
-            typer.echo(str(r.path))
+            typer.echo(str(r.path) + ("  unknown: not one of this model's landmarks" if r.unknown else ""))
             for p in r.predictions:
-                typer.echo(f"  {p.score:6.1%}  {p.label}")
+                conf = "" if p.confidence is None else f"  (confidence {p.confidence:.2f})"
+                typer.echo(f"  {p.score:6.1%}  {p.label}{conf}")
     if sheet:
         from .sheets import write_sheet
 
-        write_sheet(sheet, [(r.path, [(p.label, p.score) for p in r.predictions[:3]]) for r in results],
+        write_sheet(sheet, [(r.path, [("unknown", 1.0 - (r.predictions[0].confidence or 0.0))] if r.unknown
+                                 else [(p.label, p.score) for p in r.predictions[:3]]) for r in results],
                     title=f"landmark classify ({loaded.name})", max_pixels=cfg.max_pixels)
         typer.echo(f"contact sheet: {sheet}", err=as_json)
     _report_failures(failed)
-    if failed:
-        _err(f"{len(results)} classified, {len(failed)} failed")
+    unknown = sum(r.unknown for r in results)
+    if failed or unknown:
+        _err(f"{len(results)} classified ({unknown} unknown), {len(failed)} failed")
     if strict and failed:
         raise typer.Exit(code=1)
     if not results and failed:
@@ -347,8 +378,13 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
 def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             model: Optional[str] = ModelOpt,
             top_k: int = typer.Option(3, "--top-k", "-k", help="At most this many tags per photo."),
-            min_score: float = typer.Option(0.2, help="Only tags with at least this probability."),
-            xmp: bool = typer.Option(False, "--xmp", help="Also merge keywords into <photo>.xmp (digiKam, darktable, Lightroom)."),
+            min_score: float = typer.Option(0.2, help="Only tags with at least this probability among the model's classes."),
+            recall: Optional[float] = RecallOpt,
+            xmp: bool = typer.Option(False, "--xmp", help="Also write keywords into <photo>.xmp (digiKam, darktable): "
+                                     "Landmarks|NAME from a trained model, ImageNet|NAME from the built-in one; a re-run "
+                                     "replaces the keywords this tool wrote before and never touches yours."),
+            object_keywords: bool = typer.Option(False, "--object-keywords", help="With the built-in ImageNet model, "
+                                                 "also write its object names as plain keywords (dc:subject)."),
             dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
             force: bool = typer.Option(False, "--force", help="Re-tag photos whose sidecar is current."),
             output_dir: Optional[Path] = typer.Option(None, help="Write sidecars into this mirror tree instead."),
@@ -360,17 +396,24 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
             precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
             max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
-            quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+            quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
     """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
     from .tagging import TagOptions, tag
 
     if not 0.0 <= min_score <= 1.0:
         raise LandmarkError(f"--min-score {min_score}: use a probability between 0 and 1 (default 0.2)")
-    opts = TagOptions(top_k=top_k, min_score=min_score, xmp=xmp, dry_run=dry_run, force=force, output_dir=output_dir,
+    _check_recall(recall)
+    opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp, object_keywords=object_keywords,
+                      dry_run=dry_run, force=force, output_dir=output_dir,
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
-    summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet))
+    summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet),
+                  trust_export=trust_export)
     _report_failures(summary.failed)
-    counts = {"tagged": len(summary.tagged), "unchanged": len(summary.unchanged), "failed": len(summary.failed),
+    if summary.uncalibrated:
+        _err("warning: this model has no open-set calibration (trained before it existed): every photo is named as "
+             "one of its landmarks; retrain it to get 'unknown' for photos of anything else")
+    counts = {"tagged": len(summary.tagged), "no_tag": len(summary.untagged), "unknown": len(summary.unknown),
+              "unchanged": len(summary.unchanged), "failed": len(summary.failed),
               "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
         typer.echo(_json({**counts, "dry_run": dry_run,
@@ -379,17 +422,52 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
     else:
         if dry_run:
             for side, entry in summary.planned.items():
-                tags = ", ".join(f"{t['label']} {t['score']:.0%}" for t in entry["tags"]) or "(no tag above --min-score)"
+                tags = (", ".join(f"{t['label']} {t['score']:.0%}" for t in entry["tags"])
+                        or ("(unknown: not one of this model's landmarks)" if entry.get("unknown")
+                            else "(no tag above --min-score)"))
                 typer.echo(f"would write {side}: {tags}")
         verb = "would tag" if dry_run else "tagged"
-        typer.echo(f"{verb} {counts['tagged']}, unchanged {counts['unchanged']}, failed {counts['failed']}"
+        typer.echo(f"{verb} {counts['tagged']}, no tag {counts['no_tag']} (unknown {counts['unknown']}), "
+                   f"unchanged {counts['unchanged']}, failed {counts['failed']}"
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
-    if not (summary.failed or summary.tagged or summary.unchanged):
+    if not (summary.failed or summary.tagged or summary.untagged or summary.unchanged):
         _err(_no_photos())
     if strict and summary.failed:
         raise typer.Exit(code=1)
-    if summary.failed and not summary.tagged and not summary.unchanged:  # nothing worked: as classify does
+    if summary.failed and not summary.tagged and not summary.untagged and not summary.unchanged:  # nothing worked: as classify does
+        raise typer.Exit(code=1)
+
+
+@app.command("untag")
+@handle_errors
+def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+              xmp: bool = typer.Option(False, "--xmp", help="Also take this tool's keywords out of <photo>.xmp."),
+              output_dir: Optional[Path] = typer.Option(None, help="The mirror tree given to `landmark tag --output-dir`."),
+              dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; change nothing."),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+              follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
+              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+    """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
+    from .tagging import UntagOptions, untag
+
+    summary = untag(photos, UntagOptions(xmp=xmp, dry_run=dry_run, output_dir=output_dir, recursive=recursive,
+                                         follow_links=follow_links, exclude=tuple(exclude or ())))
+    _report_failures(summary.failed)
+    counts = {"cleaned": len(summary.cleaned), "sidecars_deleted": len(summary.deleted),
+              "untouched": len(summary.untouched), "failed": len(summary.failed)}
+    if as_json:
+        typer.echo(_json({**counts, "dry_run": dry_run,
+                          "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed]}))
+    else:
+        verb = "would clean" if dry_run else "cleaned"
+        typer.echo(f"{verb} {counts['cleaned']} photo(s) (sidecars deleted: {counts['sidecars_deleted']}), "
+                   f"nothing of ours in {counts['untouched']}, failed {counts['failed']}")
+    if not (summary.failed or summary.cleaned or summary.untouched):
+        _err(_no_photos())
+        raise typer.Exit(code=1)
+    if summary.failed:
         raise typer.Exit(code=1)
 
 
@@ -410,7 +488,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
-              quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+              quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
     from .index import INDEX_TYPES
     from .search import IndexOptions, build_index
@@ -420,7 +498,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
     opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
                         index_type=index_type, prune=prune)
     s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
-                                                              quiet=quiet))
+                                                              quiet=quiet), trust_export=trust_export)
     _report_failures(s.failed)
     out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
            "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
@@ -444,13 +522,16 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
                 device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
-                max_pixels: Optional[int] = typer.Option(None)) -> None:
+                max_pixels: Optional[int] = typer.Option(None),
+                trust_export: bool = typer.Option(False, "--trust-export", help="Query an index built with a "
+                                                  "TorchScript export, loading it. Risk: a TorchScript file can run "
+                                                  "code when loaded; only for exports you made or trust.")) -> None:
     """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
     from .search import find_similar
 
     _check_sheet(sheet)
     cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
-    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg)
+    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export)
     if as_json:
         typer.echo(_json({"query": str(photo), "label": result.query_label,
                           "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}

@@ -24,9 +24,10 @@ from .config import EmbedConfig
 from .data.images import load_image
 from .data.transforms import center_crop_box, normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, ModelNotFoundError
-from .modelref import ModelRef, resolve_model
+from .modelref import ModelRef, resolve_model, untrusted_export_error
 from .models import build_model, get_spec
-from .models.checkpoint import load_checkpoint
+from .models.checkpoint import check_archive_sizes, load_checkpoint
+from .openset import OpenSet
 from .models.runtime import (autocast, cpu_has_fast_int8, default_workers, quiet_jit, select_device, select_precision,
                              use_channels_last)
 
@@ -60,6 +61,8 @@ class LoadedModel:
     arch: str = ""
     meta: dict = field(default_factory=dict)
     int8: bool = False
+    openset: OpenSet | None = None  # says "not one of these landmarks"; None: built-in, or trained before it existed
+    features: bool = False  # also return the pooled backbone features (the open-set score needs them)
 
     def prepare(self, device: torch.device, dtype: torch.dtype | None, int8: bool = False) -> None:
         """Move to the device once; channels_last where it pays; int8 body when asked (CPU)."""
@@ -84,18 +87,22 @@ class LoadedModel:
         self.int8 = True
 
     def infer(self, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L2-normalised embeddings, class probabilities) for uint8 images already at image_size."""
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(L2-normalised embeddings, class probabilities, normalised backbone features or None) for uint8
+        images already at image_size."""
         images = images.to(device)
         if self.kind == "export":
             emb, probs = self.module.embed_and_probs(images)
-            return emb.float(), probs.float()
+            return emb.float(), probs.float(), None
         if use_channels_last(device, dtype):
             images = images.contiguous(memory_format=torch.channels_last)
         x = normalize_uint8(images, self.mean, self.std)
         with autocast(device, dtype):
+            if self.features:
+                emb, feats, logits = self.module.embed_features_logits(x)
+                return emb.float(), logits.float().softmax(1), feats.float()
             emb, logits = self.module.embed_and_logits(x)
-        return emb.float(), logits.float().softmax(1)
+        return emb.float(), logits.float().softmax(1), None
 
 
 def _builtin(ref: ModelRef) -> LoadedModel:
@@ -112,13 +119,20 @@ def _builtin(ref: ModelRef) -> LoadedModel:
 
 def _from_meta(ref: ModelRef, module: nn.Module, meta: dict) -> LoadedModel:
     """A checkpoint's or export's model with what its meta says about feeding and naming it."""
+    openset = OpenSet.from_state(meta["openset"]) if meta.get("openset") else None
     return LoadedModel(name=ref.name, kind=ref.kind, model_id=ref.model_id, sha256=ref.sha256,
                        image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
                        class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),
-                       embedding_dim=meta["embedding_dim"], module=module, arch=meta.get("arch", ""), meta=meta)
+                       embedding_dim=meta["embedding_dim"], module=module, arch=meta.get("arch", ""), meta=meta,
+                       openset=openset, features=openset is not None)
 
 
-def _export(ref: ModelRef) -> LoadedModel:
+def _export(ref: ModelRef, trusted: bool) -> LoadedModel:
+    # TorchScript can run code while it loads (file operations in a scripted __setstate__), and
+    # nothing can make that safe: only a file the user vouched for is handed to torch.jit.load.
+    if not trusted:
+        raise untrusted_export_error(ref.path)
+    check_archive_sizes(ref.path)
     try:
         with quiet_jit():
             module = torch.jit.load(str(ref.path), map_location="cpu")
@@ -136,16 +150,17 @@ def wrap_model(module: nn.Module, meta: dict, name: str = "checkpoint") -> Loade
     return _from_meta(ModelRef(name, "checkpoint", name, None, ""), module, meta)
 
 
-def load_model(spec: str | Path | ModelRef | None = None) -> LoadedModel:
+def load_model(spec: str | Path | ModelRef | None = None, *, trust_export: bool = False) -> LoadedModel:
     """A built-in name, a checkpoint (best.pt or its run folder), or an export; None is the offline default.
 
-    TorchScript exports are code: load only exports from a trusted source.
+    Checkpoints load with torch.load(weights_only=True). A TorchScript export can run code when it
+    loads, so it loads only with `trust_export` (or a ModelRef resolved with it).
     """
-    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec, trust_export=trust_export)
     if ref.kind == "builtin":
         return _builtin(ref)
     if ref.kind == "export":
-        return _export(ref)
+        return _export(ref, trusted=trust_export or ref.trusted)
     model, meta = load_checkpoint(ref.path)
     return _from_meta(ref, model, meta)
 
@@ -228,6 +243,7 @@ class Embedded:
     embeddings: Embeddings
     probs: npt.NDArray[np.float32]
     failed: list[tuple[Path, str]]
+    features: npt.NDArray[np.float32] | None = None  # pooled backbone features, when the model was asked for them
 
 
 def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[torch.device, torch.dtype | None, bool]:
@@ -267,24 +283,29 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
                                           desc=f"embedding ({'int8' if model.int8 else 'bf16' if dtype else 'fp32'})") as bar:
         for indices, tensor, bad in batches:
             failed = [(paths[i], reason) for i, reason in bad]
+            feats = None
             if tensor is None:
                 emb = np.zeros((0, model.embedding_dim), np.float32)
                 probs = np.zeros((0, len(model.class_ids)), np.float32)
             else:
-                e, p = model.infer(tensor, device, dtype)
+                e, p, f = model.infer(tensor, device, dtype)
                 emb, probs = e.cpu().numpy().astype(np.float32), p.cpu().numpy().astype(np.float32)
+                feats = None if f is None else f.cpu().numpy().astype(np.float32)
             bar.update(len(indices) + len(bad))
-            yield Embedded([paths[i] for i in indices], emb, probs, failed)
+            yield Embedded([paths[i] for i in indices], emb, probs, failed, feats)
 
 
 def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()) -> Embedded:
     """Collect iter_embeddings into arrays (for queries and small sets)."""
-    out_paths, embs, probs, failed = [], [], [], []
+    out_paths, embs, probs, feats, failed = [], [], [], [], []
     for batch in iter_embeddings(paths, model, cfg):
         out_paths += batch.paths
         embs.append(batch.embeddings)
         probs.append(batch.probs)
+        if batch.features is not None:
+            feats.append(batch.features)
         failed += batch.failed
     dim, n_cls = model.embedding_dim, len(model.class_ids)
     return Embedded(out_paths, np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
-                       np.concatenate(probs) if probs else np.zeros((0, n_cls), np.float32), failed)
+                    np.concatenate(probs) if probs else np.zeros((0, n_cls), np.float32), failed,
+                    np.concatenate(feats) if feats else None)

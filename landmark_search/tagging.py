@@ -42,10 +42,13 @@ class Classification:
     unknown: bool = False
 
 
-def scored_predictions(emb, probs, model: "LoadedModel", k: int) -> list[Prediction]:
-    """The k most probable classes, each with its open-set confidence when the model is calibrated."""
+def scored_predictions(feats, probs, model: "LoadedModel", k: int) -> list[Prediction]:
+    """The k most probable classes, each with its open-set confidence when the model is calibrated.
+
+    `feats` are the photo's pooled backbone features (Embedded.features); None without a calibration.
+    """
     order = probs.argsort()[::-1][:max(1, k)]
-    conf = (model.openset.confidence(emb[None, :], order[None, :])[0] if model.openset is not None
+    conf = (model.openset.confidence(feats[None, :], order[None, :])[0] if model.openset is not None
             else [None] * len(order))
     return [Prediction(model.class_names[i], model.class_ids[i], float(probs[i]),
                        None if c is None else round(float(c), 6)) for i, c in zip(order, conf)]
@@ -72,8 +75,9 @@ def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", to
 
     result = embed_paths(paths, model, cfg)
     out = []
-    for p, e, pr in zip(result.paths, result.embeddings, result.probs):
-        preds = scored_predictions(e, pr, model, top_k)
+    feats = result.features if result.features is not None else [None] * len(result.paths)
+    for p, f, pr in zip(result.paths, feats, result.probs):
+        preds = scored_predictions(f, pr, model, top_k)
         unknown = model.openset is not None and not confident(preds[:1], model, 0.0, recall)
         out.append(Classification(p, preds, unknown))
     return out, result.failed
@@ -240,9 +244,10 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
         by_photo = {job.photo: job for job in jobs}
         for batch in iter_embeddings([job.photo for job in jobs], model, cfg):
             summary.failed.extend(batch.failed)
-            for photo, emb, probs in zip(batch.paths, batch.embeddings, batch.probs):
+            feats = batch.features if batch.features is not None else [None] * len(batch.paths)
+            for photo, f, probs in zip(batch.paths, feats, batch.probs):
                 job = by_photo[photo]
-                preds = scored_predictions(emb, probs, model, opts.top_k)
+                preds = scored_predictions(f, probs, model, opts.top_k)
                 kept = confident(preds, model, opts.min_score, opts.recall)
                 unknown = model.openset is not None and not confident(preds[:1], model, 0.0, opts.recall)
                 payload = build_payload(model_name=model.name, model_sha256=ref.sha256,

@@ -47,6 +47,12 @@ class LandmarkModel(nn.Module):
         """L2-normalised penultimate features."""
         return F.normalize(self.forward_head(self.features(x), pre_logits=True).float(), dim=1)
 
+    def embed_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embedding, L2-normalised pooled backbone features (the open-set score's space) and logits."""
+        feats = self.features(x)
+        emb = self.forward_head(feats, pre_logits=True)
+        return F.normalize(emb.float(), dim=1), F.normalize(feats.float(), dim=1), self.classifier(emb)
+
     def embed_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both at once, so tagging and indexing need one forward pass."""
         emb = self.forward_head(self.features(x), pre_logits=True)

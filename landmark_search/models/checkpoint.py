@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError
-from ..fsutil import new_file_mode
+from ..fsutil import atomic_writer
+from ..modelref import archive_format
 from .base import LandmarkModel
 from .registry import build_model
 
@@ -42,18 +42,61 @@ def save_checkpoint(path: str | Path, model: LandmarkModel, meta: dict[str, Any]
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if extra:
         payload.update(extra)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.chmod(tmp, new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        torch.save(payload, fh)
 
 
 _WANTED = "use a best.pt/last.pt from `landmark train`, or a TorchScript export from `landmark export`"
+
+# torch.save and torch.jit.save store members uncompressed, so a real archive declares about its own
+# size (ratio <= 1). A deflated zip bomb declares far more: the issue's 3 MB file held a 3 GiB data.pkl
+# (1000x) that torch.load inflates into memory at once, so the declared sizes are checked first.
+MAX_ARCHIVE_RATIO = 50
+MAX_ARCHIVE_BYTES = 4 << 30  # 40x the largest built-in model's checkpoint (resnet50, ~100 MB)
+MAX_BYTES_ENV = "LANDMARK_MAX_CHECKPOINT_BYTES"
+_SLACK = 1 << 20  # tiny archives: small members may compress a little without being a bomb
+
+
+def _size(n: float) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{int(n)} bytes"
+
+
+def max_archive_bytes() -> int:
+    """The absolute cap on what a model archive may declare; LANDMARK_MAX_CHECKPOINT_BYTES raises it."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_ARCHIVE_BYTES
+    if not raw.isdigit() or int(raw) < 1:
+        raise CheckpointError(f"{MAX_BYTES_ENV}={raw!r}: use a positive whole number of bytes "
+                              f"(default {MAX_ARCHIVE_BYTES})")
+    return int(raw)
+
+
+def check_archive_sizes(path: Path, infos: list[zipfile.ZipInfo] | None = None) -> None:
+    """Refuse a zip whose declared uncompressed sizes would take far more memory than the file (a zip bomb).
+
+    Only the central directory is read. torch's reader allocates each member at its declared size, so
+    what is declared is what loading would cost.
+    """
+    if infos is None:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                infos = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            raise CheckpointError(f"{path}: not a readable model archive (corrupt or truncated); {_WANTED}") from None
+    file_bytes = path.stat().st_size
+    declared = sum(info.file_size for info in infos)
+    deflated = [info for info in infos if info.compress_type != zipfile.ZIP_STORED]
+    inflated, packed = sum(i.file_size for i in deflated), sum(i.compress_size for i in deflated)
+    if declared > MAX_ARCHIVE_RATIO * file_bytes + _SLACK or inflated > MAX_ARCHIVE_RATIO * packed + _SLACK:
+        raise CheckpointError(f"{path}: refused, a zip bomb: declares {_size(declared)} uncompressed in a "
+                              f"{_size(file_bytes)} file (torch writes models uncompressed); {_WANTED}")
+    limit = max_archive_bytes()
+    if declared > limit:
+        raise CheckpointError(f"{path}: declares {_size(declared)} uncompressed, over the {_size(limit)} limit for a "
+                              f"model; if you trust it, set {MAX_BYTES_ENV} to a larger number of bytes")
 
 
 def _check_container(path: Path) -> None:
@@ -69,12 +112,17 @@ def _check_container(path: Path) -> None:
         raise CheckpointError(f"{path}: not a checkpoint (it is not a file written by torch.save); {_WANTED}")
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated); {_WANTED}") from None
-    if any(name.endswith("serialized_exported_program.json") or "/models/" in name for name in names):
+    kind = archive_format([info.filename for info in infos])
+    if kind == "torchscript":
+        raise CheckpointError(f"{path}: a TorchScript export (from `landmark export`), not a checkpoint; pass the "
+                              "best.pt it was exported from (RUN/best.pt)")
+    if kind == "pt2":
         raise CheckpointError(f"{path}: a torch.export (.pt2) program, which --model does not load; export with "
                               "`landmark export --format torchscript`, or pass the best.pt it came from")
+    check_archive_sizes(path, infos)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -116,4 +164,12 @@ def load_checkpoint(path: str | Path) -> tuple[LandmarkModel, dict[str, Any]]:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match architecture {meta['arch']} ({str(exc)[:200]})") from None
+    if isinstance(payload.get("openset"), dict):  # open-set calibration (see openset.py), as numpy
+        meta = {**meta, "openset": {k: v.numpy() if isinstance(v, torch.Tensor) else v
+                                    for k, v in payload["openset"].items()}}
     return model.eval(), meta
+
+
+def openset_payload(state: dict[str, Any]) -> dict[str, Any]:
+    """An OpenSet.to_state() with its arrays as tensors, for save_checkpoint(extra={"openset": ...})."""
+    return {k: torch.from_numpy(v) if hasattr(v, "dtype") and hasattr(v, "shape") else v for k, v in state.items()}
