@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from ..data.transforms import EvalPreset, Normalization, TrainPreset
 from ..errors import CheckpointError, LandmarkError
 from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
-from ..models.checkpoint import make_meta, read_checkpoint, save_checkpoint
+from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
+from .calibrate import calibrate_model
 from ..plots import curves_png
 from .loop import (Runtime, extract_features, make_loader, seed_everything, train_head_epoch, train_one_epoch,
                    validate, validate_head)
@@ -244,6 +245,12 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     metrics: dict[str, Any] = {"train_seconds": round(time.time() - t0, 1), "epochs_run": len(run.history),
                                "best_valid_loss": run.best.loss}
     run.use_best_weights()
+    # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
+    openset = calibrate_model(run.model, run.meta(), run.train_samples, run.valid_samples, seed=cfg.seed,
+                              device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
+                              workers=cfg.workers, quiet=True)
+    metrics["openset_threshold"] = round(openset.threshold, 6)
+    metrics["openset_recall_target"] = openset.recall_target
     if layout.test:
         result = evaluate(run.model, layout.test, run.meta(), device=cfg.device, precision=cfg.precision,
                           batch_size=run.recipe.batch_size, workers=cfg.workers, quiet=cfg.quiet)
@@ -255,5 +262,6 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     atomic_write_json(paths.metrics, metrics)
     # best.pt is the deliverable: its own scores (so `landmark classify` can show them), no optimiser
     # state (2x the weights; that stays in last.pt).
-    save_checkpoint(paths.best, run.model, run.meta({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+    save_checkpoint(paths.best, run.model, run.meta({k: v for k, v in metrics.items() if not isinstance(v, list)}),
+                    extra={"openset": openset_payload(openset.to_state())})
     return TrainResult(paths, run.history, metrics, time.time() - t0)

@@ -77,14 +77,16 @@ def _loaded(model: "LandmarkModel | LoadedModel", meta: dict[str, Any] | None) -
     return wrap_model(model, meta)
 
 
-def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample],
-                    meta: dict[str, Any] | None = None, *, device: str = "auto", precision: str = "auto",
-                    batch_size: int = 64, workers: int = -1, quiet: bool = True,
-                    on_error: ErrorCallback | None = None) -> tuple[np.ndarray, list[int], list[str], list[str]]:
-    """Class probabilities for labelled samples; returns (probs, labels, paths, skipped paths).
+def embed_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample],
+                  meta: dict[str, Any] | None = None, *, device: str = "auto", precision: str = "auto",
+                  batch_size: int = 64, workers: int = -1, quiet: bool = True,
+                  on_error: ErrorCallback | None = None, skipped: list[str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray | None]:
+    """(embeddings, class probabilities, labels, backbone features or None) of the labelled photos that decoded.
 
     The photos go through embeddings.iter_embeddings, as classify/tag/index do (same decoding, crop,
     precision and int8 handling), except that `auto` never picks int8: evaluation measures the model.
+    Unreadable photos are reported (on_error) and their paths appended to `skipped`.
     """
     from ..embeddings import iter_embeddings
 
@@ -93,16 +95,33 @@ def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Samp
     label_of = {Path(path): label for path, label in samples}
     cfg = EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                       progress=not quiet, auto_int8=False)
-    probs, labels, paths, skipped = [], [], [], []
+    embs, probs, labels, feats = [], [], [], []
     for batch in iter_embeddings([path for path, _ in samples], loaded, cfg):
         for path, reason in batch.failed:
             report(path, reason)
-            skipped.append(str(path))
+            if skipped is not None:
+                skipped.append(str(path))
+        embs.append(batch.embeddings)
         probs.append(batch.probs)
+        if batch.features is not None:
+            feats.append(batch.features)
         labels += [label_of[p] for p in batch.paths]
-        paths += [str(p) for p in batch.paths]
-    probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(loaded.class_ids)), np.float32)
-    return probs_arr, labels, paths, skipped
+    if not embs:
+        return (np.zeros((0, loaded.embedding_dim), np.float32), np.zeros((0, len(loaded.class_ids)), np.float32),
+                labels, None)
+    return np.concatenate(embs), np.concatenate(probs), labels, np.concatenate(feats) if feats else None
+
+
+def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample],
+                    meta: dict[str, Any] | None = None, **kwargs: Any
+                    ) -> tuple[np.ndarray, list[int], list[str], list[str]]:
+    """Class probabilities for labelled samples; returns (probs, labels, paths, skipped paths)."""
+    skipped: list[str] = []
+    paths: list[str] = []
+    _, probs, labels, _ = embed_samples(model, samples, meta, skipped=skipped, **kwargs)
+    bad = set(skipped)
+    paths = [str(path) for path, _ in samples if str(path) not in bad]
+    return probs, labels, paths, skipped
 
 
 def evaluate(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], meta: dict[str, Any] | None = None,
