@@ -4,7 +4,7 @@ Each index type is built in its own subprocess from the same seeded synthetic da
 clusters of varying size and spread, L2-normalised), so peak RSS is per type. Reported per
 type: build time, peak RSS, single-query latency (one query at a time), recall@k against an
 exact numpy brute force, and the flat/ANN latency ratio from the same run. The FAISS indexes
-are built with landmark_search.index's own builder, so the parameters are the shipped ones.
+are built with landmark_search.vector_cache's own builder, so the parameters are the shipped ones.
 ``--end-to-end`` also times the whole PhotoIndex path (SQLite ingest, save, reopen, search).
 
     python benchmarks/bench_ann.py                 # 1M x 256 (takes minutes)
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from landmark_search import index as index_mod  # noqa: E402
+from landmark_search import vector_cache as index_mod  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results.json"
 
@@ -97,7 +97,7 @@ def time_single_queries(search: Any, q: np.ndarray) -> dict[str, float]:
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Build one index type over the seeded data and measure it (runs in its own process)."""
-    index_mod._configure_threads()
+    index_mod.configure_threads()
     data = synthetic(args.n + args.queries, args.dim, args.clusters, tuple(args.spread), args.seed)
     x, q = data[: args.n], data[args.n :]  # queries are held out: not in the index
     del data
@@ -107,7 +107,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     # The module's own builder: the shipped nlist / nprobe / HNSW parameters.
-    vectors = index_mod._build_vector_index(kind, args.dim, np.arange(args.n, dtype=np.int64), x)
+    vectors = index_mod.build_vector_index(kind, args.dim, np.arange(args.n, dtype=np.int64), x)
     out["build_s"] = time.perf_counter() - start
     out["peak_rss_mib"] = peak_rss_mib()
     out["rss_over_data_mib"] = out["peak_rss_mib"] - rss_data
@@ -133,7 +133,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 def paired_latency(args: argparse.Namespace, x: np.ndarray, q: np.ndarray, approx: Any) -> dict[str, float]:
     """Flat and ANN single-query latency alternated query by query, so load from other
     processes on the machine hits both alike; the ratio of medians is the fairest speed-up."""
-    flat = index_mod._build_vector_index("flat", args.dim, np.arange(len(x), dtype=np.int64), x)
+    flat = index_mod.build_vector_index("flat", args.dim, np.arange(len(x), dtype=np.int64), x)
     for i in range(min(10, len(q))):
         flat.search(q[i : i + 1], args.k)
         approx.search(q[i : i + 1], args.k)
@@ -246,7 +246,7 @@ def main() -> None:
     speedup = flat["median_ms"] / approx["median_ms"]
 
     print(f"\n{args.n:,} vectors x {args.dim}, {args.clusters} clusters, spread {args.spread}, "
-          f"{args.queries} held-out queries, k={args.k}, {index_mod._cpu_count()} CPU threads")
+          f"{args.queries} held-out queries, k={args.k}, {index_mod.cpu_count()} CPU threads")
     print(f"{'type':<6} {'build s':>9} {'peak RSS MiB':>13} {'median ms':>10} {'p90 ms':>8} "
           f"{'recall@' + str(args.k):>10}  params")
     for row in (flat, approx):
@@ -272,7 +272,7 @@ def main() -> None:
         update_results({
             "command": "python benchmarks/bench_ann.py " + " ".join(sys.argv[1:]),
             "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpu_threads": index_mod._cpu_count(), "processor": platform.processor()
+            "machine": {"cpu_threads": index_mod.cpu_count(), "processor": platform.processor()
                         or platform.machine(), "python": platform.python_version(),
                         "faiss": index_mod.faiss.__version__},
             "config": {"n": args.n, "dim": args.dim, "clusters": args.clusters,

@@ -1,51 +1,86 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then os.replace."""
+"""File utilities written once: atomic replacement (temp file, fsync, os.replace, folder fsync), streamed sha256."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
+
+_CHUNK = 1 << 20
 
 
-def _umask() -> int:
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename in `directory` durable; best effort (not every platform can open a folder)."""
     try:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        old = os.umask(0o022)  # no /proc: read it by setting it (and put it back at once)
-        os.umask(old)
-        return old
-
-
-def new_file_mode(path: Path) -> int:
-    """The replaced file's own permissions, else what open() would give (0666 less the umask):
-    mkstemp's private 0600 would hide a sidecar or an export from the other apps and users."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
+        fd = os.open(directory, os.O_RDONLY)
     except OSError:
-        return 0o666 & ~_umask()
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new `.NAME.<8 hex>.tmp` beside path, created 0666 so the umask decides (mkstemp's 0600 would hide
+    a sidecar or an export from the other apps and users)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:  # name the file the caller asked for, not our temporary one
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+
+
+def _keep_owner_and_mode(tmp: Path, old: os.stat_result | None, mode: int | None) -> None:
+    if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(OSError):  # keep the owner's file theirs when run as root; not possible otherwise
+            os.chown(tmp, old.st_uid, old.st_gid)
+    if mode is None and old is not None:
+        mode = stat.S_IMODE(old.st_mode)
+    if mode is not None:
+        os.chmod(tmp, mode)  # after chown, which may clear mode bits
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` when the block ends, so readers see the old file or the new one.
+
+    The replaced file keeps its permissions (and owner, where allowed); a new file gets what open() would
+    give, or `mode`. The data and the rename are fsynced; on an error the old file stays and the temp goes.
+    """
+    path = Path(path)
+    try:
+        old: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    fd, tmp = _open_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        _keep_owner_and_mode(tmp, old, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace `path` with `data` so readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:  # name the file the user asked for, not our temporary one
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode if mode is not None else new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace `path` with `data` atomically (see atomic_writer)."""
+    with atomic_writer(path, mode=mode) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str, **kwargs: Any) -> None:
@@ -56,3 +91,12 @@ def atomic_write_text(path: str | Path, text: str, **kwargs: Any) -> None:
 def atomic_write_json(path: str | Path, data: Any, **kwargs: Any) -> None:
     """Pretty JSON with a trailing newline, written atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", **kwargs)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LandmarkError, ModelNotFoundError
+from .fsutil import file_sha256  # the one streamed file hash, also for callers of modelref
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -26,15 +27,6 @@ class ModelRef:
     def model_id(self) -> str:
         """What an index records to refuse being searched with another model."""
         return f"builtin:{self.name}" if self.kind == "builtin" else f"sha256:{self.sha256}"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_torchscript(path: Path) -> bool:

@@ -134,7 +134,8 @@ def _generation(index: Path) -> int:
 
 def _check_index(index: Path, query: Path) -> int:
     """The index as a kill left it: opens read-only, manifest and FAISS agree, `similar` answers."""
-    from landmark_search.index import CACHE_NAME, PhotoIndex, _read_cache
+    from landmark_search.index import CACHE_NAME, PhotoIndex
+    from landmark_search.vector_cache import read_cache
 
     if not (index / "model.json").exists():  # killed before the index was made: a clear one-line error
         result = runner.invoke(app, ["similar", str(query), "--index", str(index)])
@@ -143,7 +144,7 @@ def _check_index(index: Path, query: Path) -> int:
     rows = _manifest(index)
     model = json.loads((index / "model.json").read_text())
     if (index / CACHE_NAME).exists():
-        _read_cache(index / CACHE_NAME)  # the FAISS file on disk is whole (it may lag the manifest)
+        read_cache(index / CACHE_NAME)  # the FAISS file on disk is whole (it may lag the manifest)
     with PhotoIndex.open(index, model_id=model["model_id"], dim=model["embedding_dim"], create=False,
                          lock=False) as idx:
         assert len(idx) == len(rows)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmark_search import index as index_mod
+from landmark_search import vector_cache
 from landmark_search.errors import IndexStoreError, LockedError
 from landmark_search.index import CACHE_NAME, MANIFEST_NAME, FileLock, PhotoIndex, PhotoRecord
 
@@ -144,7 +144,7 @@ def test_damaged_cache_is_rebuilt_from_manifest(tmp_path: Path, damage: str, cap
     if damage in ("truncated", "flipped", "foreign"):
         assert "ignoring the vector cache" in caplog.text
     # No writer held the lock, so the reader stored the repaired cache.
-    assert index_mod._read_cache(cache)[1]["generation"] == generation
+    assert vector_cache.read_cache(cache)[1]["generation"] == generation
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="landmark_search.index"):
         with open_index(tmp_path / "a") as idx:
@@ -292,8 +292,8 @@ def test_ann_recall_against_brute_force(tmp_path: Path, kind: str) -> None:
 
 
 def test_auto_switches_type_with_size(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(index_mod, "EXACT_MAX_VECTORS", 1500)
-    monkeypatch.setattr(index_mod, "EXACT_RETURN_VECTORS", 1200)
+    monkeypatch.setattr(vector_cache, "EXACT_MAX_VECTORS", 1500)
+    monkeypatch.setattr(vector_cache, "EXACT_RETURN_VECTORS", 1200)
     x = clustered(2000, DIM, 20)
     paths = names(2000)
     with open_index(tmp_path) as idx:
@@ -353,12 +353,14 @@ def test_array_validation(tmp_path: Path) -> None:
         assert len(idx) == 3  # refused batches changed nothing
 
 
-def test_index_module_does_not_import_torch() -> None:
+def test_index_modules_do_not_import_torch() -> None:
     import ast
 
-    tree = ast.parse((REPO / "landmark_search" / "index.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert "faiss" in imported and "torch" not in imported
+    imported = {}
+    for name in ("index", "manifest", "vector_cache"):
+        tree = ast.parse((REPO / "landmark_search" / f"{name}.py").read_text())
+        imported[name] = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                          for alias in node.names}
+        imported[name] |= {node.module.split(".")[0] for node in ast.walk(tree)
+                           if isinstance(node, ast.ImportFrom) and node.module}
+    assert "faiss" in imported["vector_cache"] and not any("torch" in names for names in imported.values())

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from landmark_search.errors import DataError
+from landmark_search.fsutil import atomic_write_text, file_sha256
 
 DEFAULT_URL = "https://udacity-dlnfd.s3-us-west-1.amazonaws.com/datasets/landmark_images.zip"
 COMPLETE_VERSION = 1
@@ -156,11 +157,7 @@ def _content_range(value: str) -> tuple[int, int | None]:
 
 def _verify(archive: Path, sha256: str | None) -> str:
     """Check the checksum and every member's CRC; return the archive's sha256."""
-    digest = hashlib.sha256()
-    with open(archive, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    actual = digest.hexdigest()
+    actual = file_sha256(archive)
     if sha256 is not None and actual != sha256.lower():
         raise DataError(f"{archive.name} has sha256 {actual}, expected {sha256}; the download is corrupt or the wrong file")
     try:
@@ -225,6 +222,4 @@ def _extract(archive: Path, dest: Path) -> int:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")

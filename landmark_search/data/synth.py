@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from landmark_search.errors import DataError
+from landmark_search.fsutil import atomic_write_text
 
 # Bump when rendering changes: an existing dataset with another version is not reused.
 SYNTH_VERSION = 1
@@ -481,9 +482,7 @@ def _iter_images(root: Path, names: list[str], n_train: int, n_test: int) -> Ite
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def make_synthetic_dataset(
