@@ -43,17 +43,21 @@ def _short_id(model_id: str) -> str:
     return model_id if model_id.startswith("builtin:") else model_id[:19]
 
 
-def _index_model(directory: Path, model_spec: str | None) -> ModelRef:
+def _index_model(directory: Path, model_spec: str | None, trust_export: bool = False) -> ModelRef:
     """The model an index is built with; reusing an index without --model reuses its model."""
     recorded = _read_model_file(directory)
     if model_spec is None and recorded:
+        if recorded.get("kind") == "export" and not trust_export:  # never run an export's code unasked
+            raise IndexStoreError(f"index {directory} was built with the TorchScript export {recorded.get('spec')}, "
+                                  "which can run code when loaded; pass --trust-export if you made it with "
+                                  "`landmark export`, or build a new index from the best.pt it came from")
         try:
-            ref = resolve_model(recorded["spec"])
+            ref = resolve_model(recorded["spec"], trust_export=trust_export)
         except LandmarkError as exc:
             raise IndexStoreError(f"index {directory} was built with {recorded['spec']}, which is gone ({exc}); "
                                   "pass --model with the same model, or build a new index") from None
     else:
-        ref = resolve_model(model_spec)
+        ref = resolve_model(model_spec, trust_export=trust_export)
     if recorded and recorded.get("model_id") != ref.model_id:
         raise IndexStoreError(
             f"index {directory} was built with {recorded.get('spec')} ({_short_id(recorded.get('model_id', '?'))}), not "
@@ -103,13 +107,13 @@ class IndexSummary:
 
 
 def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: IndexOptions,
-                cfg: EmbedConfig) -> IndexSummary:
+                cfg: EmbedConfig, *, trust_export: bool = False) -> IndexSummary:
     """Embed new or changed photos into the index; drop photos that vanished from the given folders."""
     directory = index_dir(index)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        return _build_index(directory, photos, model_spec, opts, cfg)
+        return _build_index(directory, photos, model_spec, opts, cfg, trust_export)
     except BaseException:
         if created and not any(directory.iterdir()):  # a refused first run leaves no empty index behind
             directory.rmdir()
@@ -117,10 +121,10 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
 
 
 def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None, opts: IndexOptions,
-                 cfg: EmbedConfig) -> IndexSummary:
+                 cfg: EmbedConfig, trust_export: bool = False) -> IndexSummary:
     from .index import PhotoIndex, PhotoRecord
 
-    ref = _index_model(directory, model_spec)
+    ref = _index_model(directory, model_spec, trust_export)
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
                              on_error=lambda p, why: summary.failed.append((p, why))))
@@ -214,7 +218,7 @@ class SimilarResult:
 
 
 def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: float = -1.0,
-                 cfg: EmbedConfig = EmbedConfig()) -> SimilarResult:
+                 cfg: EmbedConfig = EmbedConfig(), trust_export: bool = False) -> SimilarResult:
     """The k nearest indexed photos by cosine similarity; the query itself is never its own hit."""
     from .embeddings import embed_paths, load_model
     from .index import PhotoIndex
@@ -226,7 +230,7 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
                               f"(add --index {index} for this name)")
     if k < 1:
         raise LandmarkError("-k must be at least 1")
-    ref = _index_model(directory, None)
+    ref = _index_model(directory, None, trust_export)
     model = load_model(ref)
     result = embed_paths([photo], model, _index_precision(recorded, cfg))
     if result.failed:

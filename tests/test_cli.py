@@ -72,7 +72,8 @@ def test_export_then_classify_agree_with_checkpoint(trained_run, synth_data, tmp
     invoke("export", trained_run / "best.pt", "--out", tmp_path / "model.pt")
     photos = sorted((synth_data / "test").rglob("*.jpg"))[:4]
     by_ckpt = json.loads(invoke("classify", *photos, "--model", trained_run / "best.pt", "--json").stdout)
-    by_export = json.loads(invoke("classify", *photos, "--model", tmp_path / "model.pt", "--json").stdout)
+    by_export = json.loads(invoke("classify", *photos, "--model", tmp_path / "model.pt", "--json",
+                                  "--trust-export").stdout)
     assert [r["predictions"][0]["id"] for r in by_ckpt] == [r["predictions"][0]["id"] for r in by_export]
     first = by_ckpt[0]
     assert set(first) == {"path", "predictions"} and set(first["predictions"][0]) == {"label", "id", "score"}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from landmark_search.data.download import download_dataset
+from landmark_search.data.download import _extract, download_dataset, parse_size
 from landmark_search.errors import DataError
 
 MEMBERS = [
@@ -48,7 +48,8 @@ GOOD_ZIP = _zip(GOOD)
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Serves server.payload; modes: 'normal', 'cut_first' (drop half way on request 1), 'ignore_range'."""
+    """Serves server.payload; modes: 'normal', 'cut_first' (drop half way on request 1), 'ignore_range',
+    'endless' (zeros with no Content-Length), 'huge_length' (announces 100 GiB)."""
 
     server: Server
 
@@ -57,6 +58,19 @@ class Handler(BaseHTTPRequestHandler):
         srv.ranges.append(self.headers.get("Range"))
         if self.path != "/landmark_images.zip":
             self.send_error(404)
+            return
+        if srv.mode in ("endless", "huge_length"):
+            self.send_response(200)
+            if srv.mode == "huge_length":
+                self.send_header("Content-Length", str(100 << 30))
+            self.end_headers()
+            # No length: the body ends when the connection does. Stop after 64 MiB in any case.
+            for _ in range(1024):
+                try:
+                    self.wfile.write(bytes(1 << 16))
+                    srv.sent += 1 << 16
+                except OSError:
+                    return
             return
         data, header = srv.payload, self.headers.get("Range")
         if header and srv.mode != "ignore_range":
@@ -87,6 +101,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.ranges: list[str | None] = []
+        self.sent = 0
 
     @property
     def url(self) -> str:
@@ -223,3 +238,113 @@ def test_network_errors_name_the_url(server: Server, tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match="HTTP 404"):
         download_dataset(tmp_path / "b", server.url.replace(".zip", "-missing.zip"), progress=False)
+
+
+# ----------------------------------------------------------------------------- bombs, endless bodies, leftovers
+
+def _bomb_zip(mib: int = 16) -> bytes:
+    """The good dataset plus one photo that is `mib` MiB of zeros, deflated to a few KB."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in GOOD:
+            zf.writestr(name, data)
+        info = zipfile.ZipInfo("landmark_images/train/00.A/bomb.png")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w") as out:
+            for _ in range(mib):
+                out.write(bytes(1 << 20))
+    return buf.getvalue()
+
+
+def _no_leftovers(dest: Path) -> None:
+    assert not (dest / "train").exists() and not (dest / ".complete").exists()
+    assert not list(dest.glob(".extract-*")) and not (dest / ".download").exists()
+
+
+def test_zip_bomb_refused_before_extracting(server: Server, tmp_path: Path) -> None:
+    server.payload = _bomb_zip()
+    assert len(server.payload) < 100_000
+    dest = tmp_path / "ds"
+    with pytest.raises(DataError, match=r"zip bomb: declares 16\.8 MB uncompressed in a \d+ KB file.*--max-ratio") \
+            as err:
+        download_dataset(dest, server.url, progress=False)
+    assert "\n" not in str(err.value)
+    _no_leftovers(dest)
+
+
+def test_limits_can_be_raised(tmp_path: Path) -> None:
+    src = tmp_path / "landmark_images.zip"
+    src.write_bytes(_bomb_zip(mib=2))
+    with pytest.raises(DataError, match="zip bomb"):
+        download_dataset(tmp_path / "a", str(src), progress=False)
+    with pytest.raises(DataError, match=r"over the 1\.0 MB limit.*--max-size"):
+        download_dataset(tmp_path / "b", str(src), progress=False, max_ratio=1e6, max_bytes=1 << 20)
+    dest = download_dataset(tmp_path / "c", str(src), progress=False, max_ratio=1e6)
+    assert (dest / "train" / "00.A" / "bomb.png").stat().st_size == 2 << 20
+
+
+def test_extraction_counts_bytes_as_it_writes(tmp_path: Path) -> None:
+    """The declared sizes are checked first, but they can lie: the written bytes are counted too."""
+    src = tmp_path / "landmark_images.zip"
+    src.write_bytes(GOOD_ZIP)
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    budget = sum(len(data) for _, data in GOOD) - 1
+    with pytest.raises(DataError, match="extracting it passed"):
+        _extract(src, dest, budget)
+    assert list(dest.iterdir()) == []
+    assert _extract(src, dest, budget + 1) == len(GOOD)
+
+
+def test_endless_body_stops_at_the_cap(server: Server, tmp_path: Path) -> None:
+    server.mode = "endless"
+    dest = tmp_path / "ds"
+    with pytest.raises(DataError, match=r"more than 1\.0 MB without saying its size.*--max-size"):
+        download_dataset(dest, server.url, progress=False, max_bytes=1 << 20)
+    assert not list((dest / ".download").iterdir())  # the partial file is gone
+    assert server.sent < 64 << 20
+
+
+def test_announced_size_over_the_cap_is_refused_unread(server: Server, tmp_path: Path) -> None:
+    server.mode = "huge_length"
+    with pytest.raises(DataError, match=r"is 100\.0 GiB, over the 8\.0 GiB limit.*--max-size"):
+        download_dataset(tmp_path / "ds", server.url, progress=False)
+
+
+def test_stale_extract_folders_are_swept(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "ds"
+    stale = dest / ".extract-k1ll3d_x"  # what a run killed mid-extraction leaves
+    (stale / "train" / "00.A").mkdir(parents=True)
+    (stale / "train" / "00.A" / "0.png").write_bytes(b"half")
+    mine = [dest / ".extract-notours", dest / "extract-abcdefgh", dest / ".extract-abcdefgh.txt"]
+    mine[0].mkdir()
+    mine[1].mkdir()
+    mine[2].write_text("the user's")
+    download_dataset(dest, server.url, progress=False)
+    _assert_layout(dest)
+    assert not stale.exists() and all(p.exists() for p in mine)
+    # A later run sweeps too, even when the dataset is already complete and there is nothing to do.
+    stale.mkdir()
+    download_dataset(dest, server.url, progress=False)
+    assert not stale.exists() and server.ranges == [None]
+
+
+def test_cli_size_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+
+    src = tmp_path / "landmark_images.zip"
+    src.write_bytes(_bomb_zip(mib=2))
+
+    def run(*extra: str):
+        return CliRunner().invoke(app, ["data", "download", str(tmp_path / "ds"), "--url", str(src), *extra])
+
+    refused = run()
+    assert refused.exit_code == 1 and "zip bomb" in refused.stderr and refused.stderr.count("\n") == 1
+    assert run("--max-ratio", "1000000", "--max-size", "1M").exit_code == 1
+    ok = run("--max-ratio", "1000000")
+    assert ok.exit_code == 0 and "dataset ready" in ok.stdout
+    assert parse_size("8G") == 8 << 30 and parse_size("1.5m") == 3 << 19 and parse_size("123") == 123
+    with pytest.raises(DataError, match="--max-size"):
+        parse_size("lots")

@@ -60,7 +60,7 @@ def test_int8_refuses_a_torchscript_export(trained_run, tmp_path):
 
     out = tmp_path / "m.pt"
     export_model(trained_run / "best.pt", out)
-    model = load_model(out)
+    model = load_model(out, trust_export=True)
     with pytest.raises(CheckpointError, match="int8"):
         model.prepare(torch.device("cpu"), None, int8=True)
 

@@ -20,11 +20,19 @@ from tqdm import tqdm
 
 from landmark_search.errors import DataError
 from landmark_search.fsutil import atomic_write_text, file_sha256
+from landmark_search.locks import FileLock, lock_dir
 
 DEFAULT_URL = "https://udacity-dlnfd.s3-us-west-1.amazonaws.com/datasets/landmark_images.zip"
 COMPLETE_VERSION = 1
 _CHUNK = 1 << 16
 _SPLITS = ("train", "test")
+# The real zip holds JPEG photos, which do not compress further: it extracts to about its own size, far
+# under these caps. A zip bomb is the opposite (a 2 MB zip that inflates to 2 GiB is 1000x), and an
+# endless HTTP body has no size at all, so both the download and what it extracts to are capped.
+DEFAULT_MAX_BYTES = 8 << 30
+DEFAULT_MAX_RATIO = 100.0
+# tempfile.mkdtemp(prefix=".extract-") names: exactly what _extract makes, nothing of the user's.
+_EXTRACT_TEMP = re.compile(r"\.extract-[a-z0-9_]{8}")
 
 
 def download_dataset(
@@ -34,9 +42,41 @@ def download_dataset(
     sha256: str | None = None,
     progress: bool = True,
     timeout: float = 30.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Path:
-    """Fetch the zip at `url` (http(s), file:// or a local path) and extract it to dest/train and dest/test."""
+    """Fetch the zip at `url` (http(s), file:// or a local path) and extract it to dest/train and dest/test.
+
+    `max_bytes` caps the download and the extracted total; `max_ratio` caps extracted / zip size.
+    """
     dest = Path(dest)
+    if max_bytes < 1 or not max_ratio > 0:
+        raise DataError(f"size limits must be positive (max size {max_bytes} bytes, max ratio {max_ratio})")
+    # One run per destination at a time; holding the lock also makes every .extract-* folder in dest
+    # the leftover of a killed run (no live run can own one), so each run sweeps them first.
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
+    with FileLock(lock_dir() / f"download-{key}.lock", description=f"downloading into {dest}"):
+        if dest.is_dir():
+            sweep_extract_temps(dest)
+        return _download_locked(dest, url, sha256, progress, timeout, max_bytes, max_ratio)
+
+
+def sweep_extract_temps(dest: Path) -> int:
+    """Remove the temporary extraction folders a killed run left in dest; return how many.
+
+    Call only while holding dest's download lock.
+    """
+    removed = 0
+    with os.scandir(dest) as entries:
+        for entry in entries:
+            if _EXTRACT_TEMP.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+    return removed
+
+
+def _download_locked(dest: Path, url: str, sha256: str | None, progress: bool, timeout: float, max_bytes: int,
+                     max_ratio: float) -> Path:
     if _is_complete(dest):
         return dest
     for split in _SPLITS:
@@ -53,11 +93,11 @@ def download_dataset(
             raise DataError(f"{local} is not a file; pass the path of landmark_images.zip")
         archive, owned = local, False
     else:
-        archive, owned = _fetch(url, dest, progress=progress, timeout=timeout), True
+        archive, owned = _fetch(url, dest, progress=progress, timeout=timeout, max_bytes=max_bytes), True
 
     try:
-        digest = _verify(archive, sha256)
-        count = _extract(archive, dest)
+        digest = _verify(archive, sha256, max_bytes, max_ratio)
+        count = _extract(archive, dest, min(max_bytes, int(max_ratio * archive.stat().st_size)))
     except DataError:
         # A corrupt or unsafe archive is useless for resuming; only delete what we downloaded.
         if owned:
@@ -93,7 +133,21 @@ def _how_to_fix(url: str, dest: Path) -> str:
     )
 
 
-def _fetch(url: str, dest: Path, *, progress: bool, timeout: float) -> Path:
+def _size(n: float) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{int(n)} bytes"
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '8G', '500M', '1.5T', '64K' (powers of 1024; a trailing B or iB is allowed) or a plain number."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if match is None or float(match.group(1)) <= 0:
+        raise DataError(f"--max-size {text!r}: use a positive size such as 8G, 500M or a number of bytes")
+    return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
+
+
+def _fetch(url: str, dest: Path, *, progress: bool, timeout: float, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
     """Download url into dest/.download/, resuming a .part left by an earlier run; return the finished file."""
     name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
     folder = dest / ".download"
@@ -121,15 +175,25 @@ def _fetch(url: str, dest: Path, *, progress: bool, timeout: float) -> Path:
                 offset, mode = 0, "wb"
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-            received = offset
+            if total is not None and total > max_bytes:
+                raise DataError(f"{url} is {_size(total)}, over the {_size(max_bytes)} limit; pass a larger "
+                                "--max-size if the dataset really is that big")
+            received, endless = offset, False
             with open(part, mode) as out, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=name, disable=not progress,
             ) as bar:
                 while chunk := response.read(_CHUNK):
-                    out.write(chunk)
                     received += len(chunk)
+                    if received > max_bytes:  # only without a length: urllib stops at Content-Length
+                        endless = True
+                        break
+                    out.write(chunk)
                     bar.update(len(chunk))
+            if endless:
+                part.unlink()
+                raise DataError(f"{url} sent more than {_size(max_bytes)} without saying its size; stopped and "
+                                "deleted the partial file; pass a larger --max-size if the dataset really is that big")
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             # Nothing left to send: the .part already holds the whole file; verification decides.
@@ -155,19 +219,33 @@ def _content_range(value: str) -> tuple[int, int | None]:
     return int(match.group(1)), None if match.group(3) == "*" else int(match.group(3))
 
 
-def _verify(archive: Path, sha256: str | None) -> str:
-    """Check the checksum and every member's CRC; return the archive's sha256."""
+def _verify(archive: Path, sha256: str | None, max_bytes: int = DEFAULT_MAX_BYTES,
+            max_ratio: float = DEFAULT_MAX_RATIO) -> str:
+    """Check the checksum, the declared sizes and every member's CRC; return the archive's sha256."""
     actual = file_sha256(archive)
     if sha256 is not None and actual != sha256.lower():
         raise DataError(f"{archive.name} has sha256 {actual}, expected {sha256}; the download is corrupt or the wrong file")
     try:
         with zipfile.ZipFile(archive) as zf:
+            _check_declared_sizes(archive, zf.infolist(), max_bytes, max_ratio)  # before testzip inflates it all
             bad = zf.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataError(f"{archive.name} is not a valid zip archive ({exc}); download it again") from exc
     if bad is not None:
         raise DataError(f"{archive.name} is corrupt (bad CRC in {bad}); download it again")
     return actual
+
+
+def _check_declared_sizes(archive: Path, infos: list[zipfile.ZipInfo], max_bytes: int, max_ratio: float) -> None:
+    """Refuse from the central directory alone an archive that would extract to too much."""
+    declared, packed = sum(i.file_size for i in infos), archive.stat().st_size
+    if declared > max_ratio * packed:
+        raise DataError(f"{archive.name}: refused, a zip bomb: declares {_size(declared)} uncompressed in a "
+                        f"{_size(packed)} file ({declared / max(packed, 1):.0f}x, limit {max_ratio:g}x); pass a larger "
+                        "--max-ratio only if you trust it")
+    if declared > max_bytes:
+        raise DataError(f"{archive.name} would extract to {_size(declared)}, over the {_size(max_bytes)} limit; "
+                        "pass a larger --max-size if the dataset really is that big")
 
 
 def _safe_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
@@ -196,13 +274,17 @@ def _safe_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixP
     return members
 
 
-def _extract(archive: Path, dest: Path) -> int:
-    """Extract train/ and test/ into dest via a temporary folder; return the number of files."""
+def _extract(archive: Path, dest: Path, budget: int) -> int:
+    """Extract train/ and test/ into dest via a temporary folder; return the number of files.
+
+    Bytes are counted as they are written: a member that inflates past its declared size, or a total
+    past `budget`, stops the extraction (the declared sizes were checked, but they can lie).
+    """
     with zipfile.ZipFile(archive) as zf:
         members = _safe_members(zf)  # checks every member before a single byte is written
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
         try:
-            count = 0
+            count = written = 0
             for info, rel in members:
                 if rel.parts[0] not in _SPLITS:
                     continue
@@ -212,7 +294,17 @@ def _extract(archive: Path, dest: Path) -> int:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
+                    member = 0
+                    while chunk := src.read(_CHUNK):
+                        member += len(chunk)
+                        written += len(chunk)
+                        if member > info.file_size:  # zipfile stops there itself; this is the backstop
+                            raise DataError(f"{archive.name}: refused, {info.filename} inflates past its declared "
+                                            f"{_size(info.file_size)} (a zip bomb); download it from the original URL")
+                        if written > budget:
+                            raise DataError(f"{archive.name}: refused, extracting it passed {_size(budget)} (a zip "
+                                            "bomb?); pass a larger --max-size or --max-ratio only if you trust it")
+                        out.write(chunk)
                 count += 1
             for split in _SPLITS:
                 os.replace(tmp / split, dest / split)
