@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -267,6 +268,28 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
     with FileLock(tmp_path / ".lock") as lock:
         assert lock.locked
     open_index(tmp_path).close()
+
+
+def test_a_forked_child_does_not_keep_the_lock_once_its_parent_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from landmark_search.locks import FileLock
+        FileLock({str(tmp_path / '.lock')!r}).acquire()
+        child = os.fork()
+        if child == 0:  # a DataLoader worker, say, that outlives its parent for a while
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    proc.wait(timeout=30)
+    try:
+        with FileLock(tmp_path / ".lock", timeout=5) as lock:
+            assert lock.locked
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
