@@ -25,6 +25,8 @@ app.add_typer(data_app, name="data")
 DEFAULT_INDEX = "default"
 ModelOpt = typer.Option(None, "--model", "-m", help="checkpoint (RUN/best.pt), export (model.pt, needs "
                         "--trust-export) or built-in name; default: efficientnet_lite0 with ImageNet labels (offline)")
+PrecisionOpt = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 "
+                            "where the CPU has it)|fp32|bf16|fp16|int8.")
 TrustOpt = typer.Option(False, "--trust-export", help="Allow a TorchScript export (from `landmark export`) as the "
                         "model. Risk: a TorchScript file can run code when loaded; only pass files you made or trust.")
 
@@ -170,7 +172,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               epochs: Optional[int] = typer.Option(None, help="Epochs (default per family)."),
               batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
               lr: Optional[float] = typer.Option(None, help="Learning rate (default per family)."),
-              optimizer: str = typer.Option("adamw", help="adam|adamw|sgd (SGD with momentum)."),
+              optimizer: str = typer.Option("adamw", help="adamw (decoupled weight decay)|adam (L2 weight decay)|sgd (Nesterov momentum)."),
               weight_decay: float = typer.Option(5e-4, help="Weight decay."),
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
               scheduler: str = typer.Option("auto", help="auto (cosine from scratch, plateau for transfer)|plateau|cosine|exponential|none."),
@@ -323,7 +325,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                  sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
                  batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-                 precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
+                 precision: str = PrecisionOpt,
                  max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
                  strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
                  quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
@@ -394,7 +396,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
             strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
             batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-            precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
+            precision: str = PrecisionOpt,
             max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
             quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
     """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
@@ -484,14 +486,14 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
               prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
               batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-              precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
+              precision: str = PrecisionOpt,
               max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
               quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
     from .index import INDEX_TYPES
-    from .search import IndexOptions, build_index
+    from .indexing import IndexOptions, build_index
 
     if index_type not in INDEX_TYPES:
         raise LandmarkError(f"--index-type {index_type!r}: use {', '.join(INDEX_TYPES)}")
@@ -521,13 +523,13 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                 min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
-                device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-conv model on a VNNI CPU, else bf16 where the CPU has it)|fp32|bf16|fp16|int8."),
+                device: str = typer.Option("auto"), precision: str = PrecisionOpt,
                 max_pixels: Optional[int] = typer.Option(None),
                 trust_export: bool = typer.Option(False, "--trust-export", help="Query an index built with a "
                                                   "TorchScript export, loading it. Risk: a TorchScript file can run "
                                                   "code when loaded; only for exports you made or trust.")) -> None:
     """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
-    from .search import find_similar
+    from .indexing import find_similar
 
     _check_sheet(sheet)
     cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)

@@ -26,7 +26,7 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
     from .embeddings import load_model
     from .export import export_model
     from .report import write_report
-    from .search import IndexOptions, build_index, find_similar
+    from .indexing import IndexOptions, build_index, find_similar
     from .tagging import TagOptions, classify, tag
     from .training import fit
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from corpus import (BAD_SIDECAR, BIG_SIZE, LATIN1_NAME, UNICODE_NAME, USER_KEYS, Corpus, build_corpus, copy_entry,
                     deadline, file_permissions_enforced, non_sidecars, permissions_can_be_enforced, snapshot)
-from landmark_search import search, tagging
+from landmark_search import indexing, tagging
 from landmark_search.cli import app
 from landmark_search.config import DEFAULT_MAX_PIXELS
 from landmark_search.data import files
@@ -73,7 +73,7 @@ def vanish(monkeypatch) -> Vanish:
             yield photo
         state._remove()
 
-    for module in (files, tagging, search):  # tagging and search imported the name itself
+    for module in (files, tagging, indexing):  # tagging and indexing imported the name itself
         monkeypatch.setattr(module, "iter_photos", iter_photos)
     return state
 
