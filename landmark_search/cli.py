@@ -30,6 +30,10 @@ PrecisionOpt = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-
 TrustOpt = typer.Option(False, "--trust-export", help="Allow a TorchScript export (from `landmark export`) as the "
                         "model. Risk: a TorchScript file can run code when loaded; only pass files you made or trust.")
 
+RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of true "
+                         "landmark photos to keep (measured on its validation photos); lower it for fewer wrong tags. "
+                         "Default: the model's own (0.95).")
+
 
 def _err(message: str) -> None:
     typer.echo(message, err=True)
@@ -234,13 +238,20 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                  data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
                  split: str = typer.Option("test", help="test or train."),
                  out: Optional[Path] = typer.Option(None, help="Folder for the PNG and JSON (default: beside the checkpoint)."),
+                 distractors: Optional[Path] = typer.Option(None, "--distractors", help="A folder of photos that show "
+                                                            "none of the landmarks (people, pets, food...): adds GAP, "
+                                                            "the false-tag rate and the recall at the threshold, and a "
+                                                            "precision-recall PNG."),
+                 recall: Optional[float] = RecallOpt,
                  as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
                  device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
     from .training import evaluate_checkpoint
 
-    done = evaluate_checkpoint(checkpoint, data, split, out, device=device, precision=precision, quiet=quiet)
+    _check_recall(recall)
+    done = evaluate_checkpoint(checkpoint, data, split, out, device=device, precision=precision, quiet=quiet,
+                               distractors=distractors, recall=recall)
     result, files = done.result, done.files
     if result.skipped:  # each was named on stderr as it was skipped
         _err(f"{len(result.skipped)} unreadable photo(s) skipped")
@@ -253,6 +264,11 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
     for name, row in result.per_class.items():
         typer.echo(f"{name[:31]:<32}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1-score']:>8.3f}"
                    f"{int(row['support']):>5}")
+    if done.open_set is not None:
+        o = done.open_set
+        typer.echo(f"with {o.n_distractors} distractors ({o.score}): GAP {o.gap:.4f}  false-tag rate "
+                   f"{o.false_tag_rate:.3f}  recall {o.recall:.3f}  precision {o.precision:.3f}  "
+                   f"(threshold {o.threshold:.3f})\nprecision-recall curve: {files['pr_curve']}")
     typer.echo(f"confusion matrix: {files['confusion']}\nreport: {files['report']}")
 
 
@@ -274,11 +290,6 @@ def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best
 
 
 # --------------------------------------------------------------------------------------------- classify
-
-RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of true "
-                         "landmark photos to keep (measured on its validation photos); lower it for fewer wrong tags. "
-                         "Default: the model's own (0.95).")
-
 
 def _check_recall(recall: Optional[float]) -> Optional[float]:
     if recall is not None and not 0.0 < recall <= 1.0:

@@ -64,6 +64,16 @@ class LoadedModel:
     openset: OpenSet | None = None  # says "not one of these landmarks"; None: built-in, or trained before it existed
     features: bool = False  # also return the pooled backbone features (the open-set score needs them)
 
+    def predicted_label(self, probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32] | None) -> str | None:
+        """The top class's name; None when the open-set calibration says the photo is none of the landmarks."""
+        if not len(probs):
+            return None
+        top = int(probs.argmax())
+        if self.openset is not None and feats is not None:
+            if self.openset.confidence(feats[None, :], np.array([top]))[0] < self.openset.threshold:
+                return None
+        return self.class_names[top]
+
     def prepare(self, device: torch.device, dtype: torch.dtype | None, int8: bool = False) -> None:
         """Move to the device once; channels_last where it pays; int8 body when asked (CPU)."""
         if self.int8:

@@ -172,9 +172,9 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 if not batch.paths:
                     continue
                 records = []
-                for photo, probs in zip(batch.paths, batch.probs):
+                for i, (photo, probs) in enumerate(zip(batch.paths, batch.probs)):
                     key = str(photo.resolve())
-                    label = model.class_names[int(probs.argmax())] if len(probs) else None
+                    label = model.predicted_label(probs, None if batch.features is None else batch.features[i])
                     records.append(PhotoRecord(key, *todo[photo], _content_hash(photo), label))
                     summary.updated += key in known
                     summary.added += key not in known
@@ -239,5 +239,6 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
         own = str(photo.resolve())  # a name that is not UTF-8 is never indexed, so never its own hit
         hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
-    label = model.class_names[int(result.probs[0].argmax())] if len(result.probs) else None
+    label = (model.predicted_label(result.probs[0], None if result.features is None else result.features[0])
+             if len(result.probs) else None)
     return SimilarResult(photo, label, hits)

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import io
-from typing import Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-
-
-class HistoryRow(Protocol):
-    """What a curve needs from one epoch (training.EpochStats has it)."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    valid_loss: float
-    valid_acc: float
 
 
 def _pyplot():
@@ -60,8 +50,9 @@ def confusion_png(confusion: Sequence[Sequence[int]], names: Sequence[str], titl
     return _png(fig)
 
 
-def curves_png(history: Sequence[HistoryRow]) -> bytes:
-    """Loss and accuracy per epoch, train vs validation."""
+def curves_png(history: Sequence[Any]) -> bytes:
+    """Loss and accuracy per epoch, train vs validation, from rows with epoch, train_/valid_ loss and acc
+    (history.csv's rows: training.EpochStats)."""
     plt = _pyplot()
     epochs = [h.epoch for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
@@ -72,4 +63,19 @@ def curves_png(history: Sequence[HistoryRow]) -> bytes:
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def precision_recall_png(precision: Sequence[float], recall: Sequence[float], point: tuple[float, float] | None = None,
+                         title: str = "") -> bytes:
+    """Precision against recall of landmark tags as the confidence threshold falls; `point` marks the one in use."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(recall, precision, lw=2)
+    if point is not None:
+        ax.plot([point[1]], [point[0]], "o", color="crimson", label="threshold in use")
+        ax.legend(loc="lower left")
+    ax.set(xlabel="recall (landmark photos with their right tag)", ylabel="precision (tags that are right)",
+           xlim=(0, 1.01), ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
     return _png(fig)

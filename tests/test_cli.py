@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from landmark_search.cli import app
@@ -76,7 +79,8 @@ def test_export_then_classify_agree_with_checkpoint(trained_run, synth_data, tmp
                                   "--trust-export").stdout)
     assert [r["predictions"][0]["id"] for r in by_ckpt] == [r["predictions"][0]["id"] for r in by_export]
     first = by_ckpt[0]
-    assert set(first) == {"path", "predictions"} and set(first["predictions"][0]) == {"label", "id", "score"}
+    assert set(first) == {"path", "unknown", "predictions"} and first["unknown"] is False
+    assert set(first["predictions"][0]) == {"label", "id", "score", "confidence"}  # calibrated: open-set confidence
     assert first["predictions"][0]["id"] == photos[0].parent.name
 
 
@@ -201,15 +205,37 @@ def test_bad_output_paths_and_options_are_one_line_errors(trained_run, synth_dat
         assert result.exit_code == 1 and message in result.output and photo.name not in result.stdout
 
 
-def test_demo_runs_end_to_end_and_again_into_the_same_folder(tmp_path):
-    """`make demo` twice: the second run retrains (another checkpoint hash) and must still finish."""
-    from landmark_search.demo import run_demo
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    for _ in range(2):
-        summary = run_demo(tmp_path / "demo", quiet=True, echo=lambda _: None)
-        assert "index      " in summary and "(288 photos)" in summary
-        assert "test photos correct with the export" in summary
-        assert "of the top 5 are the same landmark" in summary
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_again_into_the_same_folder(tmp_path):
+    """`make demo` twice into one folder (at the quick size): the second run reuses the first one's photos,
+    retrains its own run over the first and replaces the index and tags made with the first model."""
+    from landmark_search.demo import QUICK, run_demo
+
+    out = tmp_path / "demo"
+    photos: dict = {}
+    for run in (1, 2):
+        summary = run_demo(out, quiet=True, echo=lambda _: None, size=QUICK)
+        assert "(3 classes, 72 train, 18 test)" in summary and "(72 photos)" in summary, summary
+        correct, shown = re.search(r"classify +(\d+)/(\d+) test photos correct with the export", summary).groups()
+        assert int(shown) == 18 and int(correct) >= 12, summary  # chance is 6 of 18
+        same = int(re.search(r"similar +\S+: (\d)/5 of the top 5 are the same landmark", summary).group(1))
+        assert same >= 3, summary  # chance is 5/3
+        if run == 1:
+            photos = {p: p.stat().st_mtime_ns for p in sorted((out / "data").rglob("*.jpg"))}
+            assert len(photos) == 90
+        else:  # the photos were reused, not rendered again
+            assert {p: p.stat().st_mtime_ns for p in sorted((out / "data").rglob("*.jpg"))} == photos
+        # The index and the tags belong to this run's model, whichever run made them.
+        model_id = _sha256(out / "run" / "best.pt")
+        assert json.loads((out / "index" / "model.json").read_text())["model_id"] == f"sha256:{model_id}"
+        first = sorted((out / "data" / "test").rglob("*.jpg"))[0]
+        sidecar = json.loads(first.with_name(first.name + ".json").read_text())["landmark_search"]
+        assert sidecar["model"]["sha256"] == model_id and first.with_name(first.name + ".xmp").is_file()
+        assert (out / "model.pt").is_file() and (out / "run" / "report.html").is_file()
 
 
 def test_a_refused_first_index_run_leaves_no_empty_index_folder(synth_data, tmp_path):

@@ -281,7 +281,7 @@ def test_tag_dying_as_it_writes_an_xmp_is_completed_by_the_rerun(photos, ckpt, m
     from landmark_search import tagging
     from landmark_search.config import EmbedConfig
 
-    real, calls = tagging.merge_xmp, []
+    real, calls = tagging.set_keywords, []
 
     def dies_at_the_fifth(*args, **kwargs):
         calls.append(args[0])
@@ -290,10 +290,10 @@ def test_tag_dying_as_it_writes_an_xmp_is_completed_by_the_rerun(photos, ckpt, m
         return real(*args, **kwargs)
 
     root, cfg = photos[0].parent.parent, EmbedConfig(batch_size=BATCH, workers=0, precision="fp32", progress=False)
-    monkeypatch.setattr(tagging, "merge_xmp", dies_at_the_fifth)
+    monkeypatch.setattr(tagging, "set_keywords", dies_at_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         tagging.tag([root], str(ckpt), tagging.TagOptions(xmp=True), cfg)
-    monkeypatch.setattr(tagging, "merge_xmp", real)
+    monkeypatch.setattr(tagging, "set_keywords", real)
     assert 0 < _check_sidecars(photos) < len(photos)
     again = tagging.tag([root], str(ckpt), tagging.TagOptions(xmp=True), cfg)
     assert not again.failed and len(again.tagged) == len(photos) - len(again.unchanged)

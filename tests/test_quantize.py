@@ -40,7 +40,7 @@ def test_int8_body_tracks_fp32_and_is_deterministic(tmp_path):
     fp32 = load_model(ckpt)
     fp32.prepare(cpu, None)
     images = _photos(6, fp32.image_size)
-    emb32, probs32 = fp32.infer(images, cpu, None)
+    emb32, probs32, _ = fp32.infer(images, cpu, None)
     runs = []
     for _ in range(2):
         q = load_model(ckpt)
@@ -48,7 +48,7 @@ def test_int8_body_tracks_fp32_and_is_deterministic(tmp_path):
         assert q.int8 and type(q.module.body).__name__ == "GraphModule"
         assert any(".quantized." in type(m).__module__ for m in q.module.body.modules())
         runs.append(q.infer(images, cpu, None))
-    emb8, probs8 = runs[0]
+    emb8, probs8, _ = runs[0]
     assert torch.equal(emb8, runs[1][0])  # fixed calibration: same model, same vectors
     cos = (emb8 * emb32).sum(1)
     assert cos.min() > 0.98, cos

@@ -19,13 +19,20 @@ from landmark_search.sidecar import (
     SidecarTag,
     build_payload,
     merge_sidecar,
-    merge_xmp,
     photo_fingerprint,
     read_sidecar,
     sidecar_is_current,
     sidecar_path,
     write_sidecar,
 )
+
+from landmark_search.xmp import set_keywords
+
+
+def merge_xmp(path: Path, labels: list[str], hierarchy_root: str = "Landmarks") -> bytes | None:
+    """Our keywords as `landmark tag` writes them for a landmark model."""
+    return set_keywords(path, labels, [f"{hierarchy_root}|{label}" for label in labels])
+
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"
@@ -312,7 +319,7 @@ def test_xmp_merge_keeps_other_content_and_does_not_duplicate(tmp_path: Path) ->
     path.write_text(DARKTABLE_XMP, encoding="utf-8")
     merge_xmp(path, ["Colosseum", "family"])
     first = path.read_bytes()
-    merge_xmp(path, ["Colosseum"])
+    assert merge_xmp(path, ["Colosseum", "family"]) is None
     assert path.read_bytes() == first  # nothing new: file not rewritten
 
     assert li_texts(path, f"{DC} subject") == ["family", "Colosseum"]

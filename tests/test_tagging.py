@@ -178,18 +178,21 @@ def test_changed_options_retag_and_same_options_skip(synth_data, trained_run, tm
     photo.parent.mkdir()
     shutil.copy(_two_classes(synth_data)[0], photo)
     ckpt, side = str(trained_run / "best.pt"), Path(f"{photo}.json")
-    assert tag([photo.parent], ckpt, TagOptions(min_score=1.01), CFG).tagged == [photo]
+    none = tag([photo.parent], ckpt, TagOptions(min_score=1.01), CFG)
+    assert none.untagged == [photo] and not none.tagged and not none.unknown  # counted as "no tag", not tagged
     assert json.loads(side.read_text())["landmark_search"]["tags"] == []
-    wider = TagOptions(min_score=0.0, top_k=2, xmp=True)
+    wider = TagOptions(min_score=0.0, top_k=2, xmp=True, recall=1.0)
     assert tag([photo.parent], ckpt, wider, CFG).tagged == [photo]
     entry = json.loads(side.read_text())["landmark_search"]
-    assert len(entry["tags"]) == 2 and entry["options"] == {"top_k": 2, "min_score": 0.0, "xmp": True}
+    # The second class is a tag only if the photo is confidently that landmark too (open set).
+    assert 1 <= len(entry["tags"]) <= 2 and entry["options"] == {"top_k": 2, "min_score": 0.0, "recall": 1.0,
+                                                                 "xmp": True, "object_keywords": False}
     assert Path(f"{photo}.xmp").is_file()
     again = tag([photo.parent], ckpt, wider, CFG)
     assert again.unchanged == [photo] and not again.model_loaded
     # The XMP already written serves a run without --xmp; a smaller --top-k is a different output.
-    assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=2), CFG).unchanged == [photo]
-    assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=1), CFG).tagged == [photo]
+    assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=2, recall=1.0), CFG).unchanged == [photo]
+    assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=1, recall=1.0), CFG).tagged == [photo]
 
 
 def test_unchanged_rerun_never_imports_torch(synth_data, trained_run, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from .run_dir import checkpoint_in, dataset_dir
 
 if TYPE_CHECKING:
     from ..embeddings import LoadedModel
+    from .openset_eval import OpenSetResult
     from ..models import LandmarkModel
 
 SPLITS = ("test", "train")
@@ -88,28 +90,19 @@ def embed_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample
     precision and int8 handling), except that `auto` never picks int8: evaluation measures the model.
     Unreadable photos are reported (on_error) and their paths appended to `skipped`.
     """
-    from ..embeddings import iter_embeddings
+    from ..embeddings import embed_paths
 
     loaded = _loaded(model, meta)
     report = on_error or print_skip
     label_of = {Path(path): label for path, label in samples}
     cfg = EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                       progress=not quiet, auto_int8=False)
-    embs, probs, labels, feats = [], [], [], []
-    for batch in iter_embeddings([path for path, _ in samples], loaded, cfg):
-        for path, reason in batch.failed:
-            report(path, reason)
-            if skipped is not None:
-                skipped.append(str(path))
-        embs.append(batch.embeddings)
-        probs.append(batch.probs)
-        if batch.features is not None:
-            feats.append(batch.features)
-        labels += [label_of[p] for p in batch.paths]
-    if not embs:
-        return (np.zeros((0, loaded.embedding_dim), np.float32), np.zeros((0, len(loaded.class_ids)), np.float32),
-                labels, None)
-    return np.concatenate(embs), np.concatenate(probs), labels, np.concatenate(feats) if feats else None
+    out = embed_paths([path for path, _ in samples], loaded, cfg)
+    for path, reason in out.failed:
+        report(path, reason)
+        if skipped is not None:
+            skipped.append(str(path))
+    return out.embeddings, out.probs, [label_of[p] for p in out.paths], out.features
 
 
 def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample],
@@ -159,10 +152,12 @@ class CheckpointEvaluation:
     split: str
     result: EvalResult
     files: dict[str, Path]
+    open_set: "OpenSetResult | None" = None  # with --distractors
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", out: Path | None = None, *,
-                        device: str = "auto", precision: str = "auto", quiet: bool = False) -> CheckpointEvaluation:
+                        device: str = "auto", precision: str = "auto", quiet: bool = False,
+                        distractors: str | Path | None = None, recall: float | None = None) -> CheckpointEvaluation:
     """Evaluate a checkpoint (or its run folder) on a dataset split; writes the PNG and JSON (default: beside it)."""
     from ..embeddings import wrap_model
     from ..models.checkpoint import load_checkpoint
@@ -178,6 +173,34 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     if list(layout.classes) != list(loaded.class_ids):
         raise DataError(f"{data}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
                         f"{len(loaded.class_ids)}); evaluate on the dataset the model was trained for")
+    others = _distractor_photos(distractors) if distractors is not None else None
     result = evaluate(loaded, samples, device=device, precision=precision, quiet=quiet)
     files = write_eval_outputs(result, loaded.class_names, out or checkpoint.parent, split)
-    return CheckpointEvaluation(checkpoint, split, result, files)
+    open_set = None
+    if others is not None:
+        from ..plots import precision_recall_png
+        from .openset_eval import evaluate_open_set
+
+        open_set = evaluate_open_set(loaded, samples, others, recall, device=device, precision=precision, quiet=quiet)
+        files["pr_curve"] = files["report"].with_name(f"{split}_pr.png")
+        atomic_write_bytes(files["pr_curve"], precision_recall_png(
+            open_set.precision_curve, open_set.recall_curve,
+            (open_set.precision, open_set.recall),
+            f"{split} + {open_set.n_distractors} distractors: GAP {open_set.gap:.3f}"))
+        report = json.loads(files["report"].read_text(encoding="utf-8"))
+        report.update({"gap": open_set.gap, "false_tag_rate": open_set.false_tag_rate, "recall": open_set.recall,
+                       "open_set": open_set.summary()})
+        atomic_write_json(files["report"], report)
+    return CheckpointEvaluation(checkpoint, split, result, files, open_set)
+
+
+def _distractor_photos(folder: str | Path) -> list[Path]:
+    from ..data.files import iter_photos
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--distractors {folder}: not a folder; pass a folder of photos that show none of the landmarks")
+    photos = list(iter_photos([folder], recursive=True))
+    if not photos:
+        raise DataError(f"--distractors {folder}: no photos found in it")
+    return photos

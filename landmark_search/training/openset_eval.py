@@ -1,0 +1,98 @@
+"""Evaluation that counts distractors: landmark photos and photos of anything else, as a real library mixes them.
+
+Global Average Precision (GAP, the Google Landmark Recognition metric): one prediction and one
+confidence per query, queries sorted by confidence, GAP = sum over ranks of precision@i x correct_i,
+divided by the number of landmark queries; a distractor is never correct. At the threshold in use:
+the false-tag rate (distractors that get a landmark tag) and the recall (landmark photos that keep
+their right landmark as a tag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from ..data.datasets import Sample
+
+if TYPE_CHECKING:
+    from ..embeddings import LoadedModel
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    """Scores on landmark photos + distractors."""
+
+    gap: float
+    false_tag_rate: float
+    recall: float
+    precision: float  # of the tags given at the threshold
+    threshold: float
+    n_landmarks: int
+    n_distractors: int
+    score: str  # "open-set confidence", or "softmax" for a model without calibration
+    precision_curve: list[float]
+    recall_curve: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready (curves left out)."""
+        return {"gap": self.gap, "false_tag_rate": self.false_tag_rate, "recall": self.recall,
+                "precision": self.precision,
+                "threshold": self.threshold, "n_landmarks": self.n_landmarks, "n_distractors": self.n_distractors,
+                "score": self.score}
+
+
+def global_average_precision(confidence: npt.ArrayLike, correct: npt.ArrayLike, n_landmarks: int) -> float:
+    """GAP of one (prediction, confidence) per query; `correct` is False for every distractor."""
+    conf = np.asarray(confidence, np.float64)
+    hit = np.asarray(correct, bool)[np.argsort(-conf, kind="stable")]
+    if n_landmarks <= 0:
+        return 0.0
+    precision = np.cumsum(hit) / np.arange(1, len(hit) + 1)
+    return float((precision * hit).sum() / n_landmarks)
+
+
+def open_set_scores(confidence: npt.ArrayLike, correct: npt.ArrayLike, is_landmark: npt.ArrayLike,
+                    threshold: float, score: str) -> OpenSetResult:
+    """GAP, false-tag rate and recall at `threshold`, and the precision-recall curve."""
+    conf = np.asarray(confidence, np.float64)
+    hit = np.asarray(correct, bool)
+    land = np.asarray(is_landmark, bool)
+    n_land, n_dist = int(land.sum()), int((~land).sum())
+    tagged = conf >= threshold
+    order = np.argsort(-conf, kind="stable")
+    tp = np.cumsum(hit[order])
+    precision = tp / np.arange(1, len(order) + 1)
+    recall = tp / max(n_land, 1)
+    return OpenSetResult(gap=global_average_precision(conf, hit, n_land),
+                         false_tag_rate=float(tagged[~land].mean()) if n_dist else 0.0,
+                         recall=float((tagged & hit)[land].mean()) if n_land else 0.0,
+                         precision=float((tagged & hit).sum() / tagged.sum()) if tagged.any() else 1.0,
+                         threshold=float(threshold),
+                         n_landmarks=n_land, n_distractors=n_dist, score=score,
+                         precision_curve=precision.round(5).tolist(), recall_curve=recall.round(5).tolist())
+
+
+def evaluate_open_set(loaded: "LoadedModel", samples: Sequence[Sample], distractors: Sequence[Path],
+                      recall: float | None = None, **kwargs: Any) -> OpenSetResult:
+    """Embed the landmark photos and the distractors once (the one inference path) and score them.
+
+    A model without open-set calibration is scored with its softmax and --min-score's default 0.2.
+    """
+    from .metrics import embed_samples
+
+    loaded.features = loaded.openset is not None
+    _, probs, labels, feats = embed_samples(loaded, samples, **kwargs)
+    _, dprobs, _, dfeats = embed_samples(loaded, [(Path(p), -1) for p in distractors], **kwargs)
+    all_probs = np.concatenate([probs, dprobs])
+    pred = all_probs.argmax(1)
+    correct = np.concatenate([pred[:len(labels)] == np.asarray(labels, np.int64), np.zeros(len(dprobs), bool)])
+    is_landmark = np.arange(len(pred)) < len(labels)
+    if loaded.openset is None:
+        return open_set_scores(all_probs.max(1), correct, is_landmark, 0.2, "softmax")
+    vectors = np.concatenate([f for f in (feats, dfeats) if f is not None])
+    conf = loaded.openset.confidence(vectors, pred)
+    return open_set_scores(conf, correct, is_landmark, loaded.openset.threshold_for(recall), "open-set confidence")

@@ -1,0 +1,141 @@
+"""Keywords the tool can take back: re-tagging replaces ours, untag gives the user's files back, exiftool agrees."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from landmark_search.config import EmbedConfig
+from landmark_search.tagging import TagOptions, UntagOptions, tag, untag
+
+CFG = EmbedConfig(progress=False, workers=0)
+
+USER_XMP = """<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+    xmlns:dc="http://purl.org/dc/elements/1.1/" xmp:Rating="4">
+   <dc:subject>
+    <rdf:Bag>
+     <rdf:li>family</rdf:li>
+    </rdf:Bag>
+   </dc:subject>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+def exiftool(path: Path, *tags: str) -> dict:
+    """The reference XMP reader (Debian libimage-exiftool-perl; .ci/run and `make test` as root install it)."""
+    exe = shutil.which("exiftool")
+    assert exe, "exiftool is needed as the reference XMP reader: apt-get install libimage-exiftool-perl"
+    out = subprocess.run([exe, "-j", "-struct", *[f"-XMP-{t}" for t in tags], str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)[0]
+
+
+def _as_list(value) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+@pytest.fixture()
+def library(synth_data, tmp_path) -> tuple[Path, Path, Path]:
+    """A photo with the user's own XMP and JSON sidecars, and one with none."""
+    root = tmp_path / "library"
+    root.mkdir()
+    first, second = sorted((synth_data / "test").rglob("*.jpg"))[:2]
+    mine, bare = root / "mine.jpg", root / "bare.jpg"
+    shutil.copy(first, mine)
+    shutil.copy(second, bare)
+    Path(f"{mine}.xmp").write_text(USER_XMP, encoding="utf-8")
+    Path(f"{mine}.json").write_text('{"title": "Our trip",   "people": ["Ann"]}\n', encoding="utf-8")
+    return root, mine, bare
+
+
+def test_default_model_writes_no_landmark_keywords_and_a_trained_one_replaces_them(library, trained_run):
+    root, mine, bare = library
+    user_xmp, user_json = Path(f"{mine}.xmp").read_bytes(), Path(f"{mine}.json").read_bytes()
+
+    first = tag([root], None, TagOptions(xmp=True, min_score=0.0, top_k=2), CFG)  # the built-in ImageNet model
+    assert not first.failed
+    seen = exiftool(Path(f"{mine}.xmp"), "dc:Subject", "lr:HierarchicalSubject", "xmp:Rating")
+    assert _as_list(seen.get("Subject")) == ["family"]  # ImageNet words are not flat keywords by default
+    hierarchical = _as_list(seen.get("HierarchicalSubject"))
+    assert hierarchical and all(h.startswith("ImageNet|") for h in hierarchical)
+    assert seen["Rating"] == 4
+
+    second = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0), CFG)
+    assert not second.failed and second.tagged
+    seen = exiftool(Path(f"{mine}.xmp"), "dc:Subject", "lr:HierarchicalSubject")
+    hierarchical = _as_list(seen.get("HierarchicalSubject"))
+    assert not any(h.startswith("ImageNet|") for h in hierarchical)  # the earlier run's keywords are gone
+    assert hierarchical and all(h.startswith("Landmarks|") for h in hierarchical)
+    assert _as_list(seen["Subject"])[0] == "family" and len(_as_list(seen["Subject"])) == 1 + len(hierarchical)
+    assert json.loads(Path(f"{mine}.json").read_text())["title"] == "Our trip"
+
+    done = untag([root], UntagOptions(xmp=True))
+    assert not done.failed and sorted(done.cleaned) == sorted([mine, bare])
+    assert Path(f"{mine}.xmp").read_bytes() == user_xmp and Path(f"{mine}.json").read_bytes() == user_json
+    assert not Path(f"{bare}.xmp").exists() and not Path(f"{bare}.json").exists()  # ours alone: deleted
+    again = untag([root], UntagOptions(xmp=True))
+    assert not again.cleaned and sorted(again.untouched) == sorted([mine, bare])
+
+
+def test_user_edits_after_tagging_survive_retag_and_untag(library, trained_run):
+    root, mine, bare = library
+    ckpt = str(trained_run / "best.pt")
+    tag([root], ckpt, TagOptions(xmp=True, recall=1.0), CFG)
+    ours = _as_list(exiftool(Path(f"{bare}.xmp"), "lr:HierarchicalSubject").get("HierarchicalSubject"))
+    assert ours
+    # The user adds their own keyword to the file this tool created, and a key to its JSON sidecar.
+    subprocess.run([shutil.which("exiftool"), "-q", "-overwrite_original", "-XMP-dc:Subject+=holiday",
+                    f"{bare}.xmp"], check=True)
+    data = json.loads(Path(f"{bare}.json").read_text())
+    Path(f"{bare}.json").write_text(json.dumps({**data, "rating": 5}), encoding="utf-8")
+
+    tag([root], ckpt, TagOptions(xmp=True, recall=1.0, top_k=1), CFG)  # other options: a re-tag
+    untag([root], UntagOptions(xmp=True))
+    seen = exiftool(Path(f"{bare}.xmp"), "dc:Subject", "lr:HierarchicalSubject")
+    assert _as_list(seen.get("Subject")) == ["holiday"] and not seen.get("HierarchicalSubject")
+    assert json.loads(Path(f"{bare}.json").read_text()) == {"rating": 5}
+
+
+def test_a_json_edit_made_during_a_run_is_kept(library, trained_run):
+    """Issue 18.4: the sidecar is read again right before it is replaced."""
+    root, mine, bare = library
+    from landmark_search.embeddings import load_model
+
+    def load_then_edit(ref):
+        model = load_model(ref)  # the run has planned every photo by now; the user saves an edit
+        Path(f"{mine}.json").write_text('{"title": "Edited while tagging"}', encoding="utf-8")
+        return model
+
+    tag([root], str(trained_run / "best.pt"), TagOptions(), CFG, load=load_then_edit)
+    data = json.loads(Path(f"{mine}.json").read_text())
+    assert data["title"] == "Edited while tagging" and "landmark_search" in data
+
+
+def test_symlinked_json_sidecar_refuses_the_xmp_too(library, trained_run, tmp_path):
+    """Issue 18.5: refuse both sidecars, or neither."""
+    root, mine, bare = library
+    target = tmp_path / "elsewhere.json"
+    target.write_text("{}")
+    os.symlink(target, f"{bare}.json")
+    summary = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0), CFG)
+    assert [p for p, _ in summary.failed] == [bare] and "symlink" in summary.failed[0][1]
+    assert not Path(f"{bare}.xmp").exists() and target.read_text() == "{}"
+
+
+def test_output_dir_overlapping_the_photos_is_refused(library, trained_run):
+    """Issue 18.6: a mirror inside a photo folder would land on other photos' own sidecars."""
+    from landmark_search.errors import LandmarkError
+
+    root, mine, bare = library
+    with pytest.raises(LandmarkError, match="overlaps the photo folder"):
+        tag([root], str(trained_run / "best.pt"), TagOptions(output_dir=root / "tags"), CFG)
