@@ -61,6 +61,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_json_or(path: Path, default: Any) -> Any:
+    """_read_json, or `default` when the file is missing or unreadable."""
+    try:
+        return _read_json(path)
+    except _Missing:
+        return default
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -114,10 +122,7 @@ def _curves_section(paths: RunPaths) -> str:
 
 
 def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Evaluation | None) -> str:
-    try:
-        metrics = _read_json(paths.metrics)
-    except _Missing:
-        metrics = {}
+    metrics = _read_json_or(paths.metrics, {})
     acc = metrics.get("test_accuracy", (test_report or {}).get("accuracy"))
     f1 = metrics.get("test_macro_f1", (test_report or {}).get("macro_f1"))
     if acc is None and evaluation is not None:
@@ -362,10 +367,7 @@ def write_report(run_dir: Path, data: Path | None = None, out: Path | None = Non
     if out.is_dir():
         out = out / REPORT_NAME
 
-    try:
-        test_report: dict | None = _read_json(paths.root / "test_report.json")
-    except _Missing:
-        test_report = None
+    test_report: dict | None = _read_json_or(paths.root / "test_report.json", None)
     evaluation: _Evaluation | None = None
     why_no_eval = ""
     try:
@@ -398,10 +400,7 @@ def write_report(run_dir: Path, data: Path | None = None, out: Path | None = Non
         _section("pairs", "Most-confused class pairs", lambda: _pairs_section(need(confusion), need(names))),
         _section("mistakes", "Misclassified test photos", lambda: _mistakes_section(evaluation, why_no_eval, device)),
     ]
-    try:
-        cfg = _read_json(paths.config)
-    except _Missing:
-        cfg = {}
+    cfg = _read_json_or(paths.config, {})
     n_classes = len(names) if names is not None else "?"
     subtitle = (f"model {cfg.get('model', '?')} · {n_classes} classes · data {cfg.get('data', '?')} · "
                 f"generated {datetime.now().strftime('%Y-%m-%d %H:%M')}")

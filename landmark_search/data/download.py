@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from landmark_search.errors import DataError
 from landmark_search.fsutil import atomic_write_text, file_sha256
+from landmark_search.fsutil import human_size as _size
 from landmark_search.locks import FileLock, lock_dir
 
 DEFAULT_URL = "https://udacity-dlnfd.s3-us-west-1.amazonaws.com/datasets/landmark_images.zip"
@@ -131,12 +132,6 @@ def _how_to_fix(url: str, dest: Path) -> str:
         f"check the connection and run again to resume, or download {url} by hand and run "
         f"`landmark data download {dest} --url /path/to/landmark_images.zip`"
     )
-
-
-def _size(n: float) -> str:
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f} GiB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{int(n)} bytes"
 
 
 def parse_size(text: str) -> int:

@@ -13,6 +13,7 @@ import torch
 from .. import __version__
 from ..errors import CheckpointError
 from ..fsutil import atomic_writer
+from ..fsutil import human_size as _size
 from ..modelref import archive_format
 from .base import LandmarkModel
 from .registry import build_model
@@ -55,12 +56,6 @@ MAX_ARCHIVE_RATIO = 50
 MAX_ARCHIVE_BYTES = 4 << 30  # 40x the largest built-in model's checkpoint (resnet50, ~100 MB)
 MAX_BYTES_ENV = "LANDMARK_MAX_CHECKPOINT_BYTES"
 _SLACK = 1 << 20  # tiny archives: small members may compress a little without being a bomb
-
-
-def _size(n: float) -> str:
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f} GiB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{int(n)} bytes"
 
 
 def max_archive_bytes() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +68,13 @@ class Runtime:
     def autocast(self):
         return autocast(self.device, self.dtype)
 
+    def batches(self, loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) on the device, skipping the batches in which no photo could be read."""
+        for batch in loader:
+            if batch is not None:
+                x, y = batch
+                yield self.images(x), y.to(self.device)
+
 
 class Tally:
     """Running loss sum, correct predictions and photos seen over an epoch."""
@@ -106,11 +113,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     model.train()
     tally = Tally()
     bar = tqdm(loader, desc=desc, disable=quiet, leave=False)
-    for batch in bar:
-        if batch is None:
-            continue
-        x, y = batch
-        x, y = rt.images(x), y.to(rt.device)
+    for x, y in rt.batches(bar):
         x, target = augment(x, y) if augment else (x, y)
         with rt.autocast():
             logits = model(x)
@@ -126,11 +129,7 @@ def validate(model: nn.Module, loader: DataLoader, rt: Runtime) -> tuple[float, 
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.inference_mode():
-        for batch in loader:
-            if batch is None:
-                continue
-            x, y = batch
-            x, y = rt.images(x), y.to(rt.device)
+        for x, y in rt.batches(loader):
             with rt.autocast():
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
