@@ -121,6 +121,28 @@ def _curves_section(paths: RunPaths) -> str:
     return summary + _png_img(png, "loss and accuracy per epoch", "curves")
 
 
+def _open_set_section(paths: RunPaths, test_report: dict | None) -> str:
+    """GAP, false-tag rate and recall with distractors (`landmark evaluate --distractors`), and the PR curve."""
+    metrics = _read_json_or(paths.metrics, {})
+    scores = (test_report or {}).get("open_set")
+    threshold = metrics.get("openset_threshold")
+    if scores is None:
+        note = (f"The model says \"unknown\" below confidence {float(threshold):.3f} (keeps "
+                f"{float(metrics.get('openset_recall_target', 0.95)):.0%} of validation landmark photos). "
+                if threshold is not None else "This run has no open-set calibration (trained before it existed). ")
+        raise _Missing(note + "Measure it on photos of anything else with `landmark evaluate RUN --data DIR "
+                       "--distractors OTHER/`")
+    cards = "".join(f"<div class='card'><div class='num'>{value}</div><div>{label}</div></div>" for value, label in (
+        (f"{scores['gap']:.3f}", "GAP (landmarks + distractors)"),
+        (f"{scores['false_tag_rate']:.1%}", f"of {scores['n_distractors']} distractors tagged"),
+        (f"{scores['recall']:.1%}", f"of {scores['n_landmarks']} landmark photos right")))
+    png = paths.root / "test_pr.png"
+    curve = _png_img(png.read_bytes(), "precision-recall of landmark tags", "curves") if png.is_file() else ""
+    return (f"<div class='cards'>{cards}</div>"
+            + _kv_table([("score", scores.get("score")), ("threshold", scores.get("threshold")),
+                         ("precision at the threshold", scores.get("precision"))]) + curve)
+
+
 def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Evaluation | None) -> str:
     metrics = _read_json_or(paths.metrics, {})
     acc = metrics.get("test_accuracy", (test_report or {}).get("accuracy"))
@@ -395,6 +417,7 @@ def write_report(run_dir: Path, data: Path | None = None, out: Path | None = Non
         _section("config", "Configuration", lambda: _config_section(paths)),
         _section("curves", "Training curves", lambda: _curves_section(paths)),
         _section("metrics", "Test metrics", lambda: _metrics_section(paths, test_report, evaluation)),
+        _section("open-set", "Photos of anything else (open set)", lambda: _open_set_section(paths, test_report)),
         _section("per-class", "Per-class precision, recall and F1", lambda: _per_class_section(need(per_class))),
         _section("confusion", "Confusion matrix", lambda: _confusion_section(paths, confusion, names)),
         _section("pairs", "Most-confused class pairs", lambda: _pairs_section(need(confusion), need(names))),

@@ -115,17 +115,23 @@ def test_trained_model_calls_other_photos_unknown_and_tags_its_landmarks(trained
     assert entry["unknown"] is True and entry["tags"] == [] and entry["nearest"]["confidence"] < 0.5
 
 
-def test_evaluate_with_distractors_reports_gap(trained_run, synth_data, tmp_path):
+def test_evaluate_with_distractors_reports_gap_and_the_report_shows_it(trained_run, synth_data, tmp_path):
+    import shutil
+
     from typer.testing import CliRunner
 
     from landmark_search.cli import app
+    from landmark_search.report import write_report
 
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
     _out_of_distribution(tmp_path / "distractors")
-    out = tmp_path / "eval"
-    result = CliRunner().invoke(app, ["evaluate", str(trained_run), "--data", str(synth_data), "--distractors",
-                                      str(tmp_path / "distractors"), "--out", str(out), "--json", "-q"])
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--data", str(synth_data), "--distractors",
+                                      str(tmp_path / "distractors"), "--json", "-q"])
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "test_report.json").read_text())
-    assert report["false_tag_rate"] == 0.0 and report["recall"] >= 0.8 and report["gap"] >= 0.8
-    assert report["open_set"]["n_distractors"] == 7
-    assert (out / "test_pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = json.loads(result.stdout)
+    assert printed["false_tag_rate"] == 0.0 and printed["recall"] >= 0.8 and printed["gap"] >= 0.8
+    assert printed["open_set"]["n_distractors"] == 7
+    assert (run / "test_pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = write_report(run, synth_data).read_text()
+    assert "Photos of anything else" in html and f"{printed['gap']:.3f}" in html and "of 7 distractors tagged" in html
