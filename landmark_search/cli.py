@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -59,6 +60,25 @@ def handle_errors(func):
     return wrapper
 
 
+class _StderrLog(logging.Handler):
+    """The library's log records (skipped photos, epoch lines, warnings) as plain stderr lines.
+
+    It looks stderr up at each record, so it follows a stream swapped in later (CliRunner does)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _err(self.format(record))
+        except Exception:  # a log line must never stop the work
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    library = logging.getLogger("landmark_search")
+    if not any(isinstance(h, _StderrLog) for h in library.handlers):
+        library.addHandler(_StderrLog())
+        library.setLevel(logging.INFO)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"landmark-search {__version__}")
@@ -69,6 +89,7 @@ def _version(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """landmark-search: train landmark classifiers, classify, tag and search photos."""
+    _log_to_stderr()
     # A file name that is not UTF-8 arrives as surrogate escapes: print its bytes as they are (as ls
     # does) rather than crash with UnicodeEncodeError where stdout is strict (e.g. en_US.UTF-8);
     # stderr gets Python's usual backslashreplace.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .data.files import ErrorCallback
+from .data.files import ErrorCallback, warn_skipped
 from .data.images import load_image
 from .data.transforms import normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, LandmarkError
@@ -169,20 +168,16 @@ def _unique_stem(path: Path, taken: set[str]) -> str:
     return stem
 
 
-def _print_skip(path: Path, reason: str) -> None:
-    print(f"skipping {reason}" if reason.startswith(str(path)) else f"skipping {path}: {reason}", file=sys.stderr)
-
-
 def explain_photos(paths: Sequence[Path], model_spec: "str | Path | LoadedModel | None",
                    class_label: str | None, out_dir: Path, save_raw: bool = False, *,
                    device: str = "auto", on_error: ErrorCallback | None = None) -> list[ExplainResult]:
     """Write `<stem>.gradcam.png` (and `.npy` with save_raw) in out_dir for each photo.
 
-    Unreadable photos are skipped and passed to `on_error(path, reason)` (default: a line on stderr).
+    Unreadable photos are skipped and passed to `on_error(path, reason)` (default: a warning naming them).
     """
     loaded = load_explainable(model_spec)
     class_index = None if class_label is None else resolve_class(class_label, loaded.class_ids, loaded.class_names)
-    report = on_error or _print_skip
+    report = on_error or warn_skipped
     dev = select_device(device)
     loaded.module = loaded.module.to(dev).eval()
     out_dir = Path(out_dir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import BadImageError, DataError
-from .files import PHOTO_EXTENSIONS
+from .files import PHOTO_EXTENSIONS, warn_skipped
 from .images import load_image
 from .transforms import resize_size
 
@@ -114,7 +113,7 @@ class ImageDataset(Dataset):
         try:
             img = load_image(path, min_side=self.min_side)
         except BadImageError as exc:
-            print(f"skipping {exc}", file=sys.stderr)
+            warn_skipped(path, str(exc))
             return None
         if min(img.size) > self.min_side * 1.5:
             scale = self.min_side / min(img.size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ __all__ = [
     "iter_photos",
     "register_optional_formats",
     "supported_extensions",
+    "warn_skipped",
 ]
 
 HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
@@ -33,6 +35,11 @@ PHOTO_EXTENSIONS: frozenset[str] = (
 SIDECAR_EXTENSIONS: frozenset[str] = frozenset({".json", ".xmp"})
 
 ErrorCallback = Callable[[Path, str], None]
+
+
+def warn_skipped(path: Path, reason: str) -> None:
+    """The default ErrorCallback: one warning (a stderr line from the CLI) naming the photo and why it was skipped."""
+    logging.getLogger(__name__).warning("skipping %s", reason if reason.startswith(str(path)) else f"{path}: {reason}")
 
 
 @functools.lru_cache(maxsize=1)

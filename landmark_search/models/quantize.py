@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import sys
+import logging
 import warnings
 
 import numpy as np
@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import LandmarkError
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 48
 # `--precision auto` quantizes only jobs this large: quantizing costs 1.5-4.5 s once (measured), and
@@ -82,9 +84,8 @@ def quantize_body(body: nn.Module, calibration: torch.Tensor) -> nn.Module:
 def int8_model(model: nn.Module, image_size: int, mean, std) -> nn.Module:
     """A shallow copy of a LandmarkModel whose body runs in int8 (head and classifier shared, fp32)."""
     if not int8_pays(model.body):
-        print("warning: int8 with depthwise convolutions (EfficientNet, MobileNet) loses accuracy (2.7 points of "
-              "retrieval mAP on evaldata) and is no faster; --precision auto keeps such models in float",
-              file=sys.stderr)
+        log.warning("warning: int8 with depthwise convolutions (EfficientNet, MobileNet) loses accuracy (2.7 points "
+                    "of retrieval mAP on evaldata) and is no faster; --precision auto keeps such models in float")
     from ..data.transforms import normalize_uint8
 
     calibration = normalize_uint8(calibration_batch(image_size), mean, std)

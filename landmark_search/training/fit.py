@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +31,7 @@ from .run_dir import (EpochStats, cached_channel_stats, dataset_dir, default_run
                       prepare_run_dir, write_history)
 from .schedule import Progress, Schedule, augment_batch, build_optimizer, make_mixer
 
+log = logging.getLogger(__name__)
 # A new best needs the validation loss to drop by more than 1 % (the original project's rule).
 BEST_MARGIN = 0.99
 
@@ -191,9 +192,8 @@ class _Run:
             valid = validate(self.model, valid_loader, self.rt) if len(valid_ds) else train
             stats = self._stats(epoch, start, train, valid)
             if not cfg.quiet:
-                print(f"epoch {epoch}/{r.epochs}: loss {stats.train_loss:.3f} acc {stats.train_acc:.3f} | "
-                      f"valid loss {stats.valid_loss:.3f} acc {stats.valid_acc:.3f} | {stats.seconds:.1f}s",
-                      file=sys.stderr)
+                log.info("epoch %d/%d: loss %.3f acc %.3f | valid loss %.3f acc %.3f | %.1fs", epoch, r.epochs,
+                         stats.train_loss, stats.train_acc, stats.valid_loss, stats.valid_acc, stats.seconds)
             if self.end_epoch(stats):
                 break
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -12,7 +11,7 @@ import numpy as np
 
 from ..config import EmbedConfig
 from ..data.datasets import Sample, discover
-from ..data.files import ErrorCallback
+from ..data.files import ErrorCallback, warn_skipped
 from ..errors import DataError
 from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..plots import confusion_png
@@ -64,11 +63,6 @@ def class_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequenc
     return per_class, confusion, macro, weighted
 
 
-def print_skip(path: Path, reason: str) -> None:
-    """The default report of an unreadable photo: one stderr line naming it."""
-    print(f"skipping {reason}" if reason.startswith(str(path)) else f"skipping {path}: {reason}", file=sys.stderr)
-
-
 def _loaded(model: "LandmarkModel | LoadedModel", meta: dict[str, Any] | None) -> "LoadedModel":
     from ..embeddings import LoadedModel, wrap_model
 
@@ -93,7 +87,7 @@ def embed_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample
     from ..embeddings import embed_paths
 
     loaded = _loaded(model, meta)
-    report = on_error or print_skip
+    report = on_error or warn_skipped
     label_of = {Path(path): label for path, label in samples}
     cfg = EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision,
                       progress=not quiet, auto_int8=False)
