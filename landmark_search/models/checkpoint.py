@@ -69,6 +69,15 @@ def max_archive_bytes() -> int:
     return int(raw)
 
 
+def _zip_members(path: Path, what: str) -> list[zipfile.ZipInfo]:
+    """The zip's member list (its central directory only), or a CheckpointError naming `what` it should be."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise CheckpointError(f"{path}: not a readable {what} (corrupt or truncated); {_WANTED}") from None
+
+
 def check_archive_sizes(path: Path, infos: list[zipfile.ZipInfo] | None = None) -> None:
     """Refuse a zip whose declared uncompressed sizes would take far more memory than the file (a zip bomb).
 
@@ -76,11 +85,7 @@ def check_archive_sizes(path: Path, infos: list[zipfile.ZipInfo] | None = None) 
     what is declared is what loading would cost.
     """
     if infos is None:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                infos = archive.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            raise CheckpointError(f"{path}: not a readable model archive (corrupt or truncated); {_WANTED}") from None
+        infos = _zip_members(path, "model archive")
     file_bytes = path.stat().st_size
     declared = sum(info.file_size for info in infos)
     deflated = [info for info in infos if info.compress_type != zipfile.ZIP_STORED]
@@ -105,11 +110,7 @@ def _check_container(path: Path) -> None:
         return
     if head != b"PK\x03\x04":
         raise CheckpointError(f"{path}: not a checkpoint (it is not a file written by torch.save); {_WANTED}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated); {_WANTED}") from None
+    infos = _zip_members(path, "checkpoint")
     kind = archive_format([info.filename for info in infos])
     if kind == "torchscript":
         raise CheckpointError(f"{path}: a TorchScript export (from `landmark export`), not a checkpoint; pass the "
