@@ -141,6 +141,19 @@ def test_report_has_every_section(run: tuple[Path, Path]) -> None:
     assert f"{top[0]} {top[1]} {top[2]}" in re.sub(r"\s+", " ", page.sections["pairs"])
 
 
+def test_plots_are_png_bytes_that_grow_with_the_class_count(run: tuple[Path, Path]) -> None:
+    from landmark_search.plots import confusion_png, curves_png
+    from landmark_search.training import read_history
+
+    _, run_dir = run
+    curves = Image.open(io.BytesIO(curves_png(read_history(run_dir / "history.csv"))))
+    assert curves.format == "PNG" and curves.size == Image.open(run_dir / "curves.png").size
+    small = Image.open(io.BytesIO(confusion_png([[2, 1], [0, 3]], ["a", "b"])))
+    names = [f"class {i}" for i in range(50)]
+    large = Image.open(io.BytesIO(confusion_png([[int(i == j) for j in range(50)] for i in range(50)], names)))
+    assert small.format == large.format == "PNG" and large.size[0] > small.size[0]
+
+
 def test_confused_pairs_are_the_largest_off_diagonal_cells() -> None:
     cm = [[5, 3, 0, 1], [0, 7, 0, 0], [2, 0, 4, 3], [0, 0, 0, 9]]
     names = ["a", "b", "c", "d"]
