@@ -1,7 +1,7 @@
 """Training throughput: default fp32 NCHW PyTorch vs our path (bf16 autocast + channels_last), one run.
 
 For the `scratch` and `residual` models at 224 px, batch 32, random tensors: img/s of
-forward + backward + AdamW step. Ours does what `training._Trainer` does (model and batch in
+forward + backward + AdamW step. Ours does what `training.train_one_epoch` does (model and batch in
 channels_last, forward under the library's autocast, loss on float logits), with the library's
 own device/precision selection; the baseline is the same architecture, same initial weights,
 fp32 and NCHW. Steps alternate baseline/ours (swapping who goes first) after one warm-up step each.
