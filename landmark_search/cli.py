@@ -6,6 +6,7 @@ Library modules are imported inside commands so that `landmark --help` and a re-
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -51,8 +52,11 @@ def handle_errors(func):
             raise typer.Exit(code=1)
         except OSError as exc:  # an output path that is a file, a missing or read-only folder, a full disk
             where = f"{exc.filename}: " if exc.filename else ""
-            _err(f"error: {where}{exc.strerror or exc}; check that the path exists, is a folder where one is "
-                 "needed, and is writable")
+            if exc.errno == errno.ENOSPC:
+                _err(f"error: {where}{exc.strerror}; free some space and run the same command again")
+            else:
+                _err(f"error: {where}{exc.strerror or exc}; check that the path exists, is a folder where one is "
+                     "needed, and is writable")
             raise typer.Exit(code=1)
         except KeyboardInterrupt:
             _err("interrupted: finished work was saved; run the same command again to continue")
@@ -146,6 +150,32 @@ def data_download(dest: Path = typer.Argument(Path("data/landmark_images"), help
     typer.echo(f"dataset ready in {out} (train/ and test/)")
 
 
+@data_app.command("from-gps")
+@handle_errors
+def data_from_gps(photos: List[Path] = typer.Argument(..., help="Photos or folders, some of them geotagged."),
+                  out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (DIR/train/<place>/, "
+                                           "DIR/places.csv)."),
+                  radius: float = typer.Option(300.0, "--radius", help="Metres: photos this close belong together."),
+                  min_photos: int = typer.Option(5, "--min-photos", help="Photos a place needs to become a class."),
+                  copy: bool = typer.Option(False, "--copy", help="Copy the photos instead of linking them."),
+                  quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """Build a training set from your geotagged photos: one class per place, named from keywords or the nearest city."""
+    from tqdm import tqdm
+
+    from .data.from_gps import dataset_from_gps
+
+    with tqdm(unit="photo", desc="reading GPS", disable=quiet or not sys.stderr.isatty()) as bar:
+        summary = dataset_from_gps(photos, out, radius_m=radius, min_photos=min_photos, copy=copy,
+                                   progress=bar.update)
+    _report_failures(summary.failed)
+    typer.echo(f"{'place':<28}{'photos':>7}{'latitude':>11}{'longitude':>12}{'spread m':>10}  city, country")
+    for c in summary.clusters:
+        typer.echo(f"{c.name[:27]:<28}{len(c.photos):>7}{c.latitude:>11.5f}{c.longitude:>12.5f}{c.spread_m:>10.0f}"
+                   f"  {c.city}, {c.country}")
+    typer.echo(f"{len(summary.clusters)} places from {summary.geotagged} geotagged photos ({summary.noise} in no "
+               f"place, {summary.without_gps} without GPS); next: landmark train --data {out}")
+
+
 @data_app.command("synth")
 @handle_errors
 def data_synth(dest: Path = typer.Argument(..., help="Destination folder."),
@@ -217,6 +247,10 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp for from-scratch runs of 40+ epochs)|none|mixup|cutmix|both."),
               progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Progressive resizing (3/4 -> 7/8 -> full size; residual 1/2 -> 3/4 -> full); default on when training from scratch at 64 px and up."),
               seed: int = typer.Option(0, help="Random seed."),
+              places: Optional[Path] = typer.Option(None, "--places", help="CSV class,latitude,longitude[,name,country] "
+                                                    "saying where each landmark is (default: DATA/places.csv, else "
+                                                    "the training photos' GPS, else the shipped table); used by "
+                                                    "`tag --geotag`."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (deletes only the files landmark wrote there)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
@@ -231,7 +265,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                       embedding_dim=embedding_dim, finetune=finetune, weights=weights, device=device,
                       precision=precision, label_smoothing=label_smoothing, feature_views=feature_views,
                       workers=workers, seed=seed, quiet=quiet, time_limit=time_limit, mix=mix,
-                      progressive=progressive)
+                      progressive=progressive, places=str(places) if places else None)
     result = fit(cfg, resume=resume, overwrite=overwrite)
     m = result.metrics
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
@@ -419,6 +453,12 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                                      "replaces the keywords this tool wrote before and never touches yours."),
             object_keywords: bool = typer.Option(False, "--object-keywords", help="With the built-in ImageNet model, "
                                                  "also write its object names as plain keywords (dc:subject)."),
+            geotag: bool = typer.Option(False, "--geotag", help="Put the landmark's place (GPS, city, country) into the "
+                                        "XMP sidecar (implies --xmp) and the JSON of photos that have no position of "
+                                        "their own; never overwrites one. Needs a model trained with places."),
+            spread_minutes: float = typer.Option(30.0, "--spread-minutes", help="With --geotag: photos by the same "
+                                                 "camera this close in time to a placed photo inherit its place "
+                                                 "(at half its confidence); 0 turns it off."),
             dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
             force: bool = typer.Option(False, "--force", help="Re-tag photos whose sidecar is current."),
             output_dir: Optional[Path] = typer.Option(None, help="Write sidecars into this mirror tree instead."),
@@ -437,7 +477,8 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
     if not 0.0 <= min_score <= 1.0:
         raise LandmarkError(f"--min-score {min_score}: use a probability between 0 and 1 (default 0.2)")
     _check_recall(recall)
-    opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp, object_keywords=object_keywords,
+    opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp or geotag,
+                      object_keywords=object_keywords, geotag=geotag, spread_minutes=spread_minutes,
                       dry_run=dry_run, force=force, output_dir=output_dir,
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet),
@@ -447,6 +488,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
         _err("warning: this model has no open-set calibration (trained before it existed): every photo is named as "
              "one of its landmarks; retrain it to get 'unknown' for photos of anything else")
     counts = {"tagged": len(summary.tagged), "no_tag": len(summary.untagged), "unknown": len(summary.unknown),
+              **({"geotagged": len(summary.geotagged)} if geotag else {}),
               "unchanged": len(summary.unchanged), "failed": len(summary.failed),
               "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
@@ -462,7 +504,8 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                 typer.echo(f"would write {side}: {tags}")
         verb = "would tag" if dry_run else "tagged"
         typer.echo(f"{verb} {counts['tagged']}, no tag {counts['no_tag']} (unknown {counts['unknown']}), "
-                   f"unchanged {counts['unchanged']}, failed {counts['failed']}"
+                   + (f"geotagged {counts['geotagged']}, " if geotag else "")
+                   + f"unchanged {counts['unchanged']}, failed {counts['failed']}"
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
     if not (summary.failed or summary.tagged or summary.untagged or summary.unchanged):
@@ -517,6 +560,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
               index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
               prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
+              rebuild: bool = typer.Option(False, "--rebuild", help="Start the index afresh from PHOTOS (the fix for a "
+                                           "damaged index): deletes its manifest and vector cache first."),
               batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
               precision: str = PrecisionOpt,
               max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
@@ -530,7 +575,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
     if index_type not in INDEX_TYPES:
         raise LandmarkError(f"--index-type {index_type!r}: use {', '.join(INDEX_TYPES)}")
     opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
-                        index_type=index_type, prune=prune)
+                        index_type=index_type, prune=prune, rebuild=rebuild)
     s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
                                                               quiet=quiet), trust_export=trust_export)
     _report_failures(s.failed)
@@ -551,6 +596,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
 @handle_errors
 def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the index or not)."),
                 index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+                model: Optional[str] = typer.Option(None, "--model", "-m", help="The index's model where it moved "
+                                                    "since the index was built (the same file: checked by its hash)."),
                 k: int = typer.Option(10, "-k", "--top-k", help="Number of neighbours."),
                 min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -565,7 +612,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
 
     _check_sheet(sheet)
     cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
-    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export)
+    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export, model_spec=model)
     if as_json:
         typer.echo(_json({"query": str(photo), "label": result.query_label,
                           "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}

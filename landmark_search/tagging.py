@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -12,6 +12,7 @@ from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
 from .errors import LandmarkError, SidecarError
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
+from .geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_properties
 from .openset import DEFAULT_RECALL
 from .ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
 from .sidecar import (SIDECAR_KEY, XMP_SUFFIX, build_payload, check_target, merge_sidecar, photo_fingerprint,
@@ -92,6 +93,8 @@ class TagOptions:
     recall: float | None = None  # open-set threshold as the fraction of true landmark photos kept; None: the checkpoint's
     xmp: bool = False
     object_keywords: bool = False  # the built-in ImageNet model's labels also as plain dc:subject keywords
+    geotag: bool = False  # write the landmark's place into photos without GPS (XMP + JSON); implies xmp
+    spread_minutes: float = DEFAULT_SPREAD_MINUTES  # same camera, this close in time: inherits a photo's place
     dry_run: bool = False
     force: bool = False
     output_dir: Path | None = None
@@ -112,6 +115,7 @@ class TagSummary:
     planned: dict[str, dict] = field(default_factory=dict)  # dry run: sidecar path -> our entry
     model_loaded: bool = False
     uncalibrated: bool = False  # a landmark model without open-set calibration: every photo gets a class
+    geotagged: list[Path] = field(default_factory=list)  # got a place (from a landmark or from its trip)
     stale_temps_removed: int = 0  # temp files an interrupted earlier run left beside its sidecars
 
 
@@ -195,8 +199,11 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
 
 def _recorded_options(opts: TagOptions) -> dict:
     """The options that shape a sidecar's content; a change in any of them re-tags the photo."""
-    return {"top_k": opts.top_k, "min_score": opts.min_score, "recall": opts.recall, "xmp": opts.xmp,
-            "object_keywords": opts.object_keywords}
+    options = {"top_k": opts.top_k, "min_score": opts.min_score, "recall": opts.recall, "xmp": opts.xmp,
+               "object_keywords": opts.object_keywords}
+    if opts.geotag:
+        options.update(geotag=True, spread_minutes=opts.spread_minutes)
+    return options
 
 
 def _is_current(existing: dict, model_sha256: str, fingerprint: str, options: dict) -> bool:
@@ -228,6 +235,10 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
     if opts.recall is not None and not 0.0 < opts.recall <= 1.0:
         raise LandmarkError(f"--recall {opts.recall}: use a fraction of landmark photos to keep, in (0, 1] "
                             f"(default {DEFAULT_RECALL})")
+    if opts.spread_minutes < 0:
+        raise LandmarkError(f"--spread-minutes {opts.spread_minutes}: use 0 (off) or more minutes")
+    if opts.geotag and not opts.xmp:
+        opts = replace(opts, xmp=True)  # the place goes where photo apps read it: the XMP sidecar
     summary = TagSummary()
     ref = resolve_model(model_spec, trust_export=trust_export)
     with _folder_lock(paths, opts.output_dir):
@@ -242,6 +253,7 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
         summary.model_loaded = True
         summary.uncalibrated = model.kind != "builtin" and model.openset is None
         by_photo = {job.photo: job for job in jobs}
+        decided: list[tuple[_Job, dict, list[Prediction], bool]] = []
         for batch in iter_embeddings([job.photo for job in jobs], model, cfg):
             summary.failed.extend(batch.failed)
             feats = batch.features if batch.features is not None else [None] * len(batch.paths)
@@ -256,14 +268,21 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                                         vocabulary="imagenet" if model.kind == "builtin" else "landmarks",
                                         unknown=unknown, nearest=(preds[0].label, preds[0].id, preds[0].score,
                                                                   preds[0].confidence) if unknown else None)
-                try:
-                    _write(job, payload, kept, model.kind == "builtin", opts, summary)
-                except (SidecarError, OSError) as exc:
-                    summary.failed.append((photo, str(exc)))
-                    continue
-                (summary.tagged if kept else summary.untagged).append(photo)
-                if unknown:
-                    summary.unknown.append(photo)
+                decided.append((job, payload, kept, unknown))
+        places = _geotag(decided, model, opts) if opts.geotag else {}
+        for job, payload, kept, unknown in decided:
+            place = places.get(job.photo)
+            try:
+                _write(job, {**payload, **({"place": place} if place else {})}, kept, model.kind == "builtin",
+                       opts, summary, place)
+            except (SidecarError, OSError) as exc:
+                summary.failed.append((job.photo, str(exc)))
+                continue
+            (summary.tagged if kept else summary.untagged).append(job.photo)
+            if unknown:
+                summary.unknown.append(job.photo)
+            if place:
+                summary.geotagged.append(job.photo)
         if not opts.dry_run:
             _sweep(folders, summary)
     return summary
@@ -280,8 +299,24 @@ def keywords(labels: Sequence[str], imagenet: bool, object_keywords: bool) -> tu
     return list(labels), [f"Landmarks|{label}" for label in labels]
 
 
+def _xmp_path(job: _Job, opts: "TagOptions | UntagOptions") -> Path:
+    mirror = opts.output_dir is not None
+    return sidecar_path(job.photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir, root=job.root if mirror else None)
+
+
+def _geotag(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], model: "LoadedModel",
+            opts: TagOptions) -> dict[Path, dict]:
+    """Places for the photos of this run (only a calibrated landmark model places photos)."""
+    places = model.meta.get("places") or {}
+    if model.openset is None or not places:
+        return {}
+    candidates = [Candidate(job.photo, _xmp_path(job, opts), kept[0].id if kept else None,
+                            kept[0].confidence if kept else None) for job, _, kept, _ in decided]
+    return place_photos(candidates, places, opts.spread_minutes)
+
+
 def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opts: TagOptions,
-           summary: TagSummary) -> None:
+           summary: TagSummary, place: dict | None = None) -> None:
     if opts.dry_run:
         summary.planned[str(job.sidecar)] = payload
         return
@@ -294,11 +329,11 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
     if opts.xmp:
         # The XMP first: the JSON sidecar marks the photo done, so a run killed between the two writes
         # tags the photo again next time instead of leaving its XMP without the keywords.
-        xmp = sidecar_path(job.photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir,
-                           root=job.root if mirror else None)
+        xmp = _xmp_path(job, opts)
         subjects, hierarchical = keywords([p.label for p in kept], imagenet, opts.object_keywords)
         record = xmp_record(xmp, current.get(SIDECAR_KEY))
-        set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror)
+        set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror,
+                     properties=xmp_place_properties(place) if place else None)
         entry = {**payload, "xmp": finish_xmp_record(xmp, record)}
     merged = merge_sidecar(current, {**entry, **json_record(job.sidecar, current)}, path=job.sidecar)
     write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)

@@ -16,7 +16,7 @@ entities or DTDs (defusedxml), or is larger than MAX_XMP_BYTES is refused and le
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 from xml.etree import ElementTree as ET
 from xml.parsers import expat
 
@@ -67,6 +67,11 @@ _LR_HIERARCHICAL = f"{{{NS_LR}}}hierarchicalSubject"
 _OURS_SUBJECT = f"{{{NS_OURS}}}addedSubject"
 _OURS_HIERARCHICAL = f"{{{NS_OURS}}}addedHierarchicalSubject"
 _OURS_CREATED = f"{{{NS_OURS}}}createdFile"
+_OURS_PROPERTIES = f"{{{NS_OURS}}}addedProperties"  # Clark names ("{uri}local") of simple properties we added
+NS_EXIF = "http://ns.adobe.com/exif/1.0/"
+NS_PHOTOSHOP = "http://ns.adobe.com/photoshop/1.0/"
+GPS_LATITUDE = f"{{{NS_EXIF}}}GPSLatitude"
+GPS_LONGITUDE = f"{{{NS_EXIF}}}GPSLongitude"
 _OURS = {_DC_SUBJECT: _OURS_SUBJECT, _LR_HIERARCHICAL: _OURS_HIERARCHICAL}
 _XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
 _XPACKET_END = '\n<?xpacket end="w"?>\n'
@@ -74,20 +79,23 @@ _INDENT = " "
 
 
 def set_keywords(path: Path, subjects: Sequence[str], hierarchical: Sequence[str], *, root: Path | None = None,
-                 create_parents: bool = False) -> bytes | None:
-    """Make this tool's keywords in `path` exactly these: its earlier ones go, the user's stay.
+                 create_parents: bool = False, properties: Mapping[str, str] | None = None) -> bytes | None:
+    """Make this tool's keywords (and simple properties) in `path` exactly these: its earlier ones go, the user's stay.
 
-    `subjects` go into dc:subject, `hierarchical` ("Landmarks|Taj Mahal") into lr:hierarchicalSubject.
-    A missing file is created only when there is a keyword to write. Returns the bytes written, or
-    None when the file did not need to change. `root`/`create_parents` are as for sidecar.write_sidecar.
+    `subjects` go into dc:subject, `hierarchical` ("Landmarks|Taj Mahal") into lr:hierarchicalSubject,
+    `properties` ({"{ns}GPSLatitude": "27,10.506N", ...}) become simple properties, each only where
+    the file does not already have it. A missing file is created only when there is something to
+    write. Returns the bytes written, or None when the file did not need to change.
+    `root`/`create_parents` are as for sidecar.write_sidecar.
     """
     path = Path(path)
     wanted = {_DC_SUBJECT: _clean(subjects), _LR_HIERARCHICAL: _clean(hierarchical)}
+    props = {k: v for k, v in (properties or {}).items() if v}
     raw = _read(path)
-    if raw is None and not any(wanted.values()):
+    if raw is None and not any(wanted.values()) and not props:
         return None
     doc = _Doc.parse(path, raw) if raw is not None else _Doc.new()
-    before = doc.ours()
+    before = (doc.ours(), doc.our_properties())
     created = raw is None or doc.created()
     doc.drop_ours()
     home = doc.keyword_home()
@@ -96,9 +104,10 @@ def set_keywords(path: Path, subjects: Sequence[str], hierarchical: Sequence[str
         after[prop] = _add_to_bag(doc, home, prop, values) if values else []
         if not values:
             doc.drop_empty(prop)
-    if raw is not None and after == before:
+    added_props = {tag: text for tag, text in props.items() if not doc.has_property(tag)}
+    if raw is not None and (after, added_props) == before:
         return None
-    doc.record(home, after, created)
+    doc.record(home, after, created, added_props)
     packet = doc.serialize(path, raw)
     safe_write(path, packet, root=root, create_parents=create_parents)
     return packet
@@ -136,7 +145,16 @@ def read_keywords(path: Path) -> dict[str, list[str]]:
     doc = _Doc.parse(Path(path), raw)
     ours = doc.ours()
     return {"subject": doc.values(_DC_SUBJECT), "hierarchical": doc.values(_LR_HIERARCHICAL),
-            "ours": ours[_DC_SUBJECT] + ours[_LR_HIERARCHICAL]}
+            "ours": ours[_DC_SUBJECT] + ours[_LR_HIERARCHICAL] + list(doc.our_properties())}
+
+
+def has_own_location(path: Path) -> bool:
+    """The XMP sidecar holds a GPS position that this tool did not write (the user's, or another tool's)."""
+    raw = _read(Path(path))
+    if raw is None:
+        return False
+    doc = _Doc.parse(Path(path), raw)
+    return doc.has_property(GPS_LATITUDE) and GPS_LATITUDE not in doc.our_properties()
 
 
 def _clean(values: Sequence[str]) -> list[str]:
@@ -218,7 +236,20 @@ class _Doc:
 
     def has_record(self) -> bool:
         return any(d.find(tag) is not None or d.get(tag) is not None
-                   for d in self.descriptions() for tag in (*_OURS.values(), _OURS_CREATED))
+                   for d in self.descriptions() for tag in (*_OURS.values(), _OURS_CREATED, _OURS_PROPERTIES))
+
+    def has_property(self, tag: str) -> bool:
+        return any(d.find(tag) is not None or d.get(tag) is not None for d in self.descriptions())
+
+    def our_properties(self) -> dict[str, str]:
+        """{Clark name: value} of the simple properties this tool added (and that are still there)."""
+        out = {}
+        for tag in self.values(_OURS_PROPERTIES):
+            for d in self.descriptions():
+                el = d.find(tag)
+                if el is not None:
+                    out[tag] = (el.text or "").strip()
+        return out
 
     def ours(self) -> dict[str, list[str]]:
         return {prop: self.values(record) for prop, record in _OURS.items()}
@@ -229,7 +260,11 @@ class _Doc:
                    for d in self.descriptions())
 
     def drop_ours(self) -> None:
-        """Remove this tool's keywords from the user's bags, then its record."""
+        """Remove this tool's keywords from the user's bags and the properties it added, then its record."""
+        for tag in self.values(_OURS_PROPERTIES):
+            for desc in self.descriptions():
+                for el in desc.findall(tag):
+                    _remove_child(desc, el)
         ours = self.ours()
         for prop, values in ours.items():
             gone = set(values)
@@ -239,7 +274,7 @@ class _Doc:
                         for li in [li for li in container.findall(_RDF_LI) if (li.text or "").strip() in gone]:
                             _remove_child(container, li)
         for desc in self.descriptions():
-            for tag in (*_OURS.values(), _OURS_CREATED):
+            for tag in (*_OURS.values(), _OURS_CREATED, _OURS_PROPERTIES):
                 for el in desc.findall(tag):
                     _remove_child(desc, el)
                 desc.attrib.pop(tag, None)
@@ -252,8 +287,15 @@ class _Doc:
                 if containers and not any(c.findall(_RDF_LI) for c in containers) and not (el.text or "").strip():
                     _remove_child(desc, el)
 
-    def record(self, home: ET.Element, added: dict[str, list[str]], created: bool) -> None:
+    def record(self, home: ET.Element, added: dict[str, list[str]], created: bool,
+               properties: Mapping[str, str] | None = None) -> None:
         depth = _depth(self.top, home)
+        for tag, text in (properties or {}).items():
+            _append_child(home, tag, depth + 1).text = text
+        if properties:
+            bag = _append_child(_append_child(home, _OURS_PROPERTIES, depth + 1), f"{{{NS_RDF}}}Bag", depth + 2)
+            for tag in properties:
+                _append_child(bag, _RDF_LI, depth + 3).text = tag
         for prop, record in _OURS.items():
             if added[prop]:
                 bag = _append_child(_append_child(home, record, depth + 1), f"{{{NS_RDF}}}Bag", depth + 2)

@@ -18,6 +18,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
 
 
+SYNTH_PLACES = {"00.Tower": (48.8584, 2.2945), "01.Stone_Arch": (-33.8568, 151.2153), "02.Dome": (27.1751, 78.0421)}
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """3 classes x 30 photos at 64 px."""
@@ -25,6 +28,9 @@ def synth_data(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("synth") / "data"
     make_synthetic_dataset(root, classes=3, per_class=30, image_size=64, seed=0)
+    # Where each synthetic landmark "is" (landmark train reads DATA/places.csv; tag --geotag writes it).
+    (root / "places.csv").write_text("class,latitude,longitude,name\n" + "".join(
+        f"{c},{lat},{lon},{c[3:]}\n" for c, (lat, lon) in SYNTH_PLACES.items()), encoding="utf-8")
     return root
 
 

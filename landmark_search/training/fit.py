@@ -21,6 +21,7 @@ from ..errors import CheckpointError, LandmarkError
 from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
+from ..places import resolve_places
 from .calibrate import calibrate_model
 from ..plots import curves_png
 from .loop import (Runtime, extract_features, make_loader, seed_everything, train_head_epoch, train_one_epoch,
@@ -232,6 +233,8 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
     cfg = replace(cfg, out=str(out))
     paths = RunPaths(out)
+    # Where each landmark is (places.py); a bad places.csv is refused before anything trains.
+    places = resolve_places(layout.classes, layout.train, layout.root, Path(cfg.places) if cfg.places else None)
     if not resume:
         prepare_run_dir(paths, overwrite)
     run = _Run(cfg, layout, paths, payload)
@@ -262,6 +265,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     atomic_write_json(paths.metrics, metrics)
     # best.pt is the deliverable: its own scores (so `landmark classify` can show them), no optimiser
     # state (2x the weights; that stays in last.pt).
-    save_checkpoint(paths.best, run.model, run.meta({k: v for k, v in metrics.items() if not isinstance(v, list)}),
-                    extra={"openset": openset_payload(openset.to_state())})
+    meta = run.meta({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    meta["places"] = {cls: place.to_dict() for cls, place in places.items()}
+    save_checkpoint(paths.best, run.model, meta, extra={"openset": openset_payload(openset.to_state())})
     return TrainResult(paths, run.history, metrics, time.time() - t0)
