@@ -71,6 +71,11 @@ def atomic_writer(path: str | Path, *, mode: int | None = None) -> Iterator[Bina
             os.fsync(fh.fileno())
         _keep_owner_and_mode(tmp, old, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write (a full disk) names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

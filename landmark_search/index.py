@@ -26,6 +26,7 @@ This module is numpy in, numpy out, and never imports torch. It is not thread-sa
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import logging
 import os
@@ -34,15 +35,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from landmark_search.errors import IndexStoreError, LockedError
 from landmark_search.locks import FileLock
-from landmark_search.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, ensure_manifest,
-                                      current_generation, marks, transaction)
+from landmark_search.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
+                                      ensure_manifest, current_generation, marks, store_error, transaction)
 from landmark_search.vector_cache import (CACHE_NAME, EXACT_MAX_VECTORS, INDEX_TYPES, IVF_RETRAIN_GROWTH,
                                           REBUILD_DELETED_FRACTION, Embeddings, VectorIndex, build_vector_index,
                                           choose_index_type, configure_threads, read_cache, write_cache)
@@ -62,6 +63,18 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 _NORM_TOLERANCE = 1e-2
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _manifest_errors(method: _F) -> _F:
+    """Turn a SQLite error (a damaged page, a dropped table, a full disk) into one line naming the index and the fix."""
+    @functools.wraps(method)
+    def wrapper(self: PhotoIndex, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise store_error(self._dir, exc) from None
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,15 @@ def _norm_path(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(text)
 
 
+def _discard_files(directory: Path) -> None:
+    """Delete an index's manifest (with SQLite's journal files) and its cache, for a rebuild."""
+    for name in (f"{MANIFEST_NAME}-wal", f"{MANIFEST_NAME}-shm", f"{MANIFEST_NAME}-journal", MANIFEST_NAME, CACHE_NAME):
+        try:
+            (directory / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise IndexStoreError(f"cannot rebuild index {directory}: {exc}") from None
+
+
 # --------------------------------------------------------------------------- the index
 
 
@@ -157,6 +179,7 @@ class PhotoIndex:
         index_type: str | None = None,
         lock: bool = True,
         lock_timeout: float = 0.0,
+        rebuild: bool = False,
     ) -> PhotoIndex:
         """Open (or create) the index in ``directory`` for vectors of ``model_id`` and ``dim``.
 
@@ -166,6 +189,8 @@ class PhotoIndex:
         waiting up to ``lock_timeout`` seconds; ``lock=False`` opens read-only without waiting
         (a reader that had to rebuild the FAISS cache stores it only if no writer holds the lock).
         The FAISS vectors are loaded (and checked, caught up or rebuilt) on first use.
+        ``rebuild=True`` (a writer) deletes the manifest and the cache under the lock, damaged or not,
+        and starts an empty index.
         """
         if index_type is not None and index_type not in INDEX_TYPES:
             raise ValueError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
@@ -173,13 +198,15 @@ class PhotoIndex:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if not model_id:
             raise ValueError("model_id must be a non-empty string")
+        if rebuild and not lock:
+            raise ValueError("rebuild needs the writer lock (lock=True)")
         configure_threads()
         path = Path(directory).expanduser().absolute()
         manifest = path / MANIFEST_NAME
         if path.exists() and not path.is_dir():
             raise IndexStoreError(f"{path} is a file, not an index directory; choose another --index")
         if not manifest.exists():
-            if not create:
+            if not create and not rebuild:
                 raise IndexStoreError(
                     f"no index at {path}; build one with `landmark index PHOTOS --index NAME`"
                 )
@@ -198,6 +225,8 @@ class PhotoIndex:
                     f"cannot lock index {path} for writing ({exc}); open it read-only to search it"
                 ) from exc
         try:
+            if rebuild:
+                _discard_files(path)
             conn = connect(manifest)
             try:
                 meta = ensure_manifest(conn, path, model_id=model_id, dim=int(dim),
@@ -208,8 +237,11 @@ class PhotoIndex:
                             f"index {path} is of type {meta['index_type']}; open it for writing "
                             f"to change it to {index_type}"
                         )
-                    with transaction(conn, write=True):
-                        conn.execute("UPDATE meta SET value = ? WHERE key = 'index_type'", (index_type,))
+                    try:
+                        with transaction(conn, write=True):
+                            conn.execute("UPDATE meta SET value = ? WHERE key = 'index_type'", (index_type,))
+                    except sqlite3.Error as exc:
+                        raise store_error(path, exc) from None
                     meta["index_type"] = index_type
             except BaseException:
                 conn.close()
@@ -243,6 +275,7 @@ class PhotoIndex:
         return self._index_type
 
     @property
+    @_manifest_errors
     def active_type(self) -> str:
         """FAISS structure currently serving searches ("flat", "ivf" or "hnsw"); loads it if needed."""
         return self._current().kind
@@ -253,10 +286,12 @@ class PhotoIndex:
         return self._lock is None
 
     @property
+    @_manifest_errors
     def generation(self) -> int:
         """Manifest generation: incremented by every committed change."""
         return current_generation(self._db())
 
+    @_manifest_errors
     def __len__(self) -> int:
         """Number of photos in the manifest."""
         return int(self._db().execute("SELECT COUNT(*) FROM photos").fetchone()[0])
@@ -266,11 +301,16 @@ class PhotoIndex:
 
     # ----------------------------------------------------------------- manifest access
 
+    @_manifest_errors
     def known(self) -> dict[str, tuple[int, int, str]]:
         """Path -> (size, mtime_ns, content_hash) of every indexed photo, for incremental updates."""
         rows = self._db().execute("SELECT path, size, mtime_ns, content_hash FROM photos")
-        return {path: (int(size), int(mtime), digest) for path, size, mtime, digest in rows}
+        try:
+            return {path: (int(size), int(mtime), digest) for path, size, mtime, digest in rows}
+        except (TypeError, ValueError) as exc:
+            raise damaged(self._dir, f"a photo row holds {exc}") from None
 
+    @_manifest_errors
     def add(self, records: Sequence[PhotoRecord], vectors: Embeddings) -> None:
         """Add photos (replacing any with the same path) in one transaction."""
         self._require_writer("add photos to")
@@ -300,6 +340,7 @@ class PhotoIndex:
             generation = bump_generation(conn)
         self._apply(generation, removed=old_ids, added=(new_ids, vecs))
 
+    @_manifest_errors
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove photos by path (unknown paths are ignored); return how many were removed."""
         self._require_writer("remove photos from")
@@ -316,8 +357,30 @@ class PhotoIndex:
             self._apply(generation, removed=ids, added=None)
         return len(ids)
 
+    def lookup(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[PhotoRecord], Embeddings]:
+        """Records and vectors of those of ``paths`` that are indexed, in the order given (duplicates,
+        groups); paths that are not indexed are left out."""
+        wanted = list(dict.fromkeys(_norm_path(p) for p in paths))
+        rows: dict[str, tuple] = {}
+        for chunk in chunks(wanted):
+            rows.update((r[0], r) for r in self._db().execute(
+                "SELECT path, size, mtime_ns, content_hash, label, vector FROM photos"
+                f" WHERE path IN ({marks(chunk)})", tuple(chunk)))
+        order = [p for p in wanted if p in rows]
+        vecs = np.empty((len(order), self._dim), dtype=np.float32)
+        records = []
+        for i, path in enumerate(order):
+            _, size, mtime, digest, label, blob = rows.pop(path)
+            if len(blob) != 4 * self._dim:
+                raise IndexStoreError(f"index {self._dir} has a damaged vector for {path}; remove that photo "
+                                      "or rebuild with `landmark index PHOTOS --index NEW`")
+            vecs[i] = np.frombuffer(blob, dtype=np.float32)
+            records.append(PhotoRecord(path, int(size), int(mtime), str(digest), label))
+        return records, vecs
+
     # ----------------------------------------------------------------- search
 
+    @_manifest_errors
     def search(
         self,
         queries: Embeddings,
@@ -366,6 +429,7 @@ class PhotoIndex:
 
     # ----------------------------------------------------------------- persistence
 
+    @_manifest_errors
     def save(self) -> bool:
         """Bring the FAISS cache up to date on disk (atomically); return whether it was written.
 
@@ -487,8 +551,8 @@ class PhotoIndex:
         if not path.exists():
             return None
         try:
-            vectors, tag = read_cache(path)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            vectors, tag = read_cache(path, self._dim)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             log.warning("ignoring the vector cache %s (%s); rebuilding it from the manifest", path, exc)
             return None
         if tag.get("index_uuid") != self._uuid or vectors.index.d != self._dim:
@@ -527,11 +591,8 @@ class PhotoIndex:
         for i, (pid, path, blob) in enumerate(rows):
             if i >= n:
                 break
-            if len(blob) != width:
-                raise IndexStoreError(
-                    f"index {self._dir} has a damaged vector for {path}; remove that photo "
-                    f"or rebuild with `landmark index PHOTOS --index NEW`"
-                )
+            if not isinstance(blob, bytes) or len(blob) != width:
+                raise damaged(self._dir, f"the stored vector of {path} is not {self._dim} float32 values")
             ids[i] = pid
             vecs[i] = np.frombuffer(blob, dtype=np.float32)
             count = i + 1

@@ -7,13 +7,17 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .config import EmbedConfig
 from .data.files import iter_photos
 from .errors import IndexStoreError, LandmarkError
 from .fsutil import atomic_write_json
 from .modelref import ModelRef, resolve_model
+
+if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged folder stays light
+    import numpy as np
+    import numpy.typing as npt
 
 INDEX_HOME = Path("indexes")
 MODEL_FILE = "model.json"
@@ -29,13 +33,34 @@ def index_dir(name_or_path: str | Path) -> Path:
 
 
 def _read_model_file(directory: Path) -> dict | None:
+    """The index's model.json (which model built it), checked; None when there is none yet."""
+    from .manifest import damaged
+
+    path = directory / MODEL_FILE
     try:
-        return json.loads((directory / MODEL_FILE).read_text())
+        recorded = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IndexStoreError(f"{directory / MODEL_FILE}: unreadable ({exc}); rebuild the index with "
-                              f"`landmark index PHOTOS --index NEW`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(directory, f"{MODEL_FILE} is unreadable: {exc}") from None
+    problem = _model_file_problem(recorded)
+    if problem:
+        raise damaged(directory, f"{MODEL_FILE} {problem}")
+    return recorded
+
+
+def _model_file_problem(recorded: object) -> str | None:
+    if not isinstance(recorded, dict):
+        return "is not a JSON object"
+    missing = [key for key in ("spec", "model_id", "embedding_dim") if key not in recorded]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    dim = recorded["embedding_dim"]
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        return f"has embedding_dim {dim!r}, not a positive whole number"
+    if not all(isinstance(recorded[k], str) and recorded[k] for k in ("spec", "model_id")):
+        return "has an empty or non-text spec or model_id"
+    return None
 
 
 def _short_id(model_id: str) -> str:
@@ -43,9 +68,11 @@ def _short_id(model_id: str) -> str:
     return model_id if model_id.startswith("builtin:") else model_id[:19]
 
 
-def _index_model(directory: Path, model_spec: str | None, trust_export: bool = False) -> ModelRef:
-    """The model an index is built with; reusing an index without --model reuses its model."""
-    recorded = _read_model_file(directory)
+def _index_model(directory: Path, model_spec: str | None, trust_export: bool = False, *,
+                 recorded: dict | None = None, check: bool = True) -> ModelRef:
+    """The model an index is built with; reusing an index without --model reuses its model.
+
+    ``check=False`` (a rebuild) accepts a --model other than the recorded one."""
     if model_spec is None and recorded:
         if recorded.get("kind") == "export" and not trust_export:  # never run an export's code unasked
             raise IndexStoreError(f"index {directory} was built with the TorchScript export {recorded.get('spec')}, "
@@ -55,10 +82,11 @@ def _index_model(directory: Path, model_spec: str | None, trust_export: bool = F
             ref = resolve_model(recorded["spec"], trust_export=trust_export)
         except LandmarkError as exc:
             raise IndexStoreError(f"index {directory} was built with {recorded['spec']}, which is gone ({exc}); "
-                                  "pass --model with the same model, or build a new index") from None
+                                  "if it moved, pass --model with its new path (the same file), or build a new "
+                                  "index") from None
     else:
         ref = resolve_model(model_spec, trust_export=trust_export)
-    if recorded and recorded.get("model_id") != ref.model_id:
+    if check and recorded and recorded.get("model_id") != ref.model_id:
         raise IndexStoreError(
             f"index {directory} was built with {recorded.get('spec')} ({_short_id(recorded.get('model_id', '?'))}), not "
             f"{ref.spec} ({_short_id(ref.model_id)}); use --model {recorded.get('spec')} or a new --index NAME")
@@ -90,6 +118,7 @@ class IndexOptions:
     exclude: tuple[str, ...] = ()
     index_type: str = "auto"
     prune: bool = True
+    rebuild: bool = False  # start the index afresh from the given photos (a damaged one included)
 
 
 @dataclass
@@ -124,23 +153,34 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                  cfg: EmbedConfig, trust_export: bool = False) -> IndexSummary:
     from .index import PhotoIndex, PhotoRecord
 
-    ref = _index_model(directory, model_spec, trust_export)
+    if opts.rebuild:
+        # A damaged model.json is no reason to refuse: its model is reused only when it can be read.
+        try:
+            old = _read_model_file(directory)
+        except IndexStoreError:
+            old = None
+        ref = _index_model(directory, model_spec, trust_export, recorded=old, check=False)
+        recorded = None
+    else:
+        recorded = _read_model_file(directory)
+        ref = _index_model(directory, model_spec, trust_export, recorded=recorded)
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
                              on_error=lambda p, why: summary.failed.append((p, why))))
     from .embeddings import iter_embeddings, load_model
 
-    recorded = _read_model_file(directory)
     cfg = _index_precision(recorded, cfg)
     model = None if recorded else load_model(ref)
     dim = int(recorded["embedding_dim"]) if recorded else model.embedding_dim
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=dim, create=True,
                          index_type=None if opts.index_type == "auto" and recorded else opts.index_type,
-                         lock=True) as idx:
-        if not recorded:
+                         lock=True, rebuild=opts.rebuild) as idx:
+        if not recorded or (model_spec is not None and recorded.get("spec") != _portable_spec(ref)):
+            # A new index, or its model file moved (same contents, as the model id says): record where it is now.
             atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "model_id": ref.model_id,
                                                        "name": ref.name, "kind": ref.kind, "embedding_dim": dim,
-                                                       "precision": cfg.precision})
+                                                       "precision": recorded.get("precision", cfg.precision)
+                                                       if recorded else cfg.precision})
         known = idx.known()
         todo: dict[Path, tuple[int, int]] = {}
         for photo in found:
@@ -149,7 +189,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             except OSError as exc:
                 summary.failed.append((photo, f"{photo}: {exc.strerror or exc}"))
                 continue
-            key = str(photo.resolve())
+            key = photo_key(photo)
             if not _is_utf8(key):
                 summary.failed.append((photo, f"{photo}: the file name is not valid UTF-8, which the index "
                                               "cannot store; rename the file"))
@@ -165,7 +205,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             for batch in iter_embeddings(list(todo), model, cfg):
                 summary.failed.extend(batch.failed)
                 # A photo that changed and no longer decodes must not keep answering queries with its old vector.
-                stale = [key for key in (str(p.resolve()) for p, _ in batch.failed) if key in known]
+                stale = [key for key in (photo_key(p) for p, _ in batch.failed) if key in known]
                 if stale:
                     idx.remove(stale)
                     summary.removed += len(stale)
@@ -173,17 +213,23 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                     continue
                 records = []
                 for i, (photo, probs) in enumerate(zip(batch.paths, batch.probs)):
-                    key = str(photo.resolve())
+                    key = photo_key(photo)
                     label = model.predicted_label(probs, None if batch.features is None else batch.features[i])
                     records.append(PhotoRecord(key, *todo[photo], _content_hash(photo), label))
                     summary.updated += key in known
                     summary.added += key not in known
                 idx.add(records, batch.embeddings)
         if opts.prune:
-            summary.removed += _prune(idx, photos, {str(p.resolve()) for p in found}, known)
+            summary.removed += _prune(idx, photos, {photo_key(p) for p in found}, known)
         idx.save()
         summary.total = len(idx)
     return summary
+
+
+def photo_key(photo: Path) -> str:
+    """The path a photo is indexed under: absolute, its folders resolved, but a symlinked file kept as the link,
+    so deleting the link (or the file it points to) removes it from the index on the next run."""
+    return os.path.join(os.path.realpath(photo.parent), photo.name)
 
 
 def _is_utf8(path: str) -> bool:
@@ -202,7 +248,8 @@ def _portable_spec(ref: ModelRef) -> str:
 def _prune(idx, roots: Sequence[Path], seen: set[str], known: dict) -> int:
     """Remove indexed photos under the given folders that no longer exist (or were excluded)."""
     prefixes = [str(Path(r).resolve()) + os.sep for r in roots if Path(r).is_dir()]
-    gone = [p for p in known if p not in seen and any(p.startswith(pre) for pre in prefixes) and not Path(p).exists()]
+    gone = [p for p in known if p not in seen and any(p.startswith(pre) for pre in prefixes)
+            and not os.path.exists(p)]
     if gone:
         idx.remove(gone)
     return len(gone)
@@ -218,9 +265,11 @@ class SimilarResult:
 
 
 def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: float = -1.0,
-                 cfg: EmbedConfig = EmbedConfig(), trust_export: bool = False) -> SimilarResult:
-    """The k nearest indexed photos by cosine similarity; the query itself is never its own hit."""
-    from .embeddings import embed_paths, load_model
+                 cfg: EmbedConfig = EmbedConfig(), trust_export: bool = False,
+                 model_spec: str | None = None) -> SimilarResult:
+    """The k nearest indexed photos by cosine similarity; the query itself is never its own hit.
+
+    ``model_spec`` names the index's model where it moved since the index was built (checked by its id)."""
     from .index import PhotoIndex
 
     directory = index_dir(index)
@@ -230,15 +279,66 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
                               f"(add --index {index} for this name)")
     if k < 1:
         raise LandmarkError("-k must be at least 1")
-    ref = _index_model(directory, None, trust_export)
-    model = load_model(ref)
-    result = embed_paths([photo], model, _index_precision(recorded, cfg))
-    if result.failed:
-        raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
-    with PhotoIndex.open(directory, model_id=ref.model_id, dim=model.embedding_dim, create=False, lock=False) as idx:
-        own = str(photo.resolve())  # a name that is not UTF-8 is never indexed, so never its own hit
+    ref = _index_model(directory, model_spec, trust_export, recorded=recorded)
+    # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
+    with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
+                         lock=False) as idx:
+        from .embeddings import embed_paths, load_model
+
+        model = load_model(ref)
+        if model.embedding_dim != idx.dim:
+            raise IndexStoreError(f"index {directory} holds {idx.dim}-dimensional vectors but {ref.spec} produces "
+                                  f"{model.embedding_dim}; rebuild the index with `landmark index PHOTOS --index "
+                                  f"{directory} --rebuild`")
+        result = embed_paths([photo], model, _index_precision(recorded, cfg))
+        if result.failed:
+            raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
+        own = photo_key(photo)  # a name that is not UTF-8 is never indexed, so never its own hit
         hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
     label = (model.predicted_label(result.probs[0], None if result.features is None else result.features[0])
              if len(result.probs) else None)
     return SimilarResult(photo, label, hits)
+
+
+@dataclass(frozen=True)
+class IndexedPhotos:
+    """Photos found under the arguments, with what the index holds for them (duplicates, groups)."""
+
+    summary: IndexSummary
+    model_kind: str  # "builtin" | "checkpoint" | "export": a built-in model never says "unknown"
+    paths: list[Path]  # as walked (the user's spelling), aligned with records and vectors
+    records: list  # index.PhotoRecord: resolved path, size, mtime, content hash, label (None: unknown)
+    vectors: npt.NDArray[np.float32]
+
+
+def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: IndexOptions,
+                   cfg: EmbedConfig, *, trust_export: bool = False) -> IndexedPhotos:
+    """Bring the index up to date for `photos` (only new or changed ones are embedded), then read back
+    their records and vectors, so that every command that needs vectors shares the index's work."""
+    from .index import PhotoIndex
+
+    summary = build_index(photos, model_spec, index, opts, cfg, trust_export=trust_export)
+    # build_index reported unreadable folders; this second walk only lists names (~1 s per 100k photos).
+    found = [p for p in iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links,
+                                    exclude=opts.exclude) if _is_utf8(str(p.resolve()))]
+    recorded = _read_model_file(summary.directory) or {}
+    by_key = {str(p.resolve()): p for p in found}
+    with PhotoIndex.open(summary.directory, model_id=recorded["model_id"], dim=int(recorded["embedding_dim"]),
+                         create=False, lock=False) as idx:
+        records, vectors = idx.lookup(list(by_key))
+    return IndexedPhotos(summary, str(recorded.get("kind", "")), [by_key[r.path] for r in records], records,
+                         vectors)
+
+
+def forget_photos(index: str | Path, keys: Sequence[str]) -> int:
+    """Take photos (resolved paths, as the index stores them) out of the index; returns how many were there."""
+    from .index import PhotoIndex
+
+    directory = index_dir(index)
+    recorded = _read_model_file(directory)
+    if recorded is None or not keys:
+        return 0
+    with PhotoIndex.open(directory, model_id=recorded["model_id"], dim=int(recorded["embedding_dim"]),
+                         create=False, lock=True) as idx:
+        return idx.remove(keys)

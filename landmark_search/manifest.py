@@ -46,15 +46,49 @@ def chunks(items: Sequence[Any], size: int = _SQL_CHUNK) -> Iterator[Sequence[An
         yield items[start : start + size]
 
 
+def rebuild_hint(directory: Path) -> str:
+    """The fix for a damaged index, as a command."""
+    return f"rebuild it with `landmark index PHOTOS --index {directory} --rebuild`"
+
+
+def damaged(directory: Path, why: object) -> IndexStoreError:
+    """The one-line error for an index whose files cannot be trusted."""
+    return IndexStoreError(f"index {directory} is damaged ({why}); {rebuild_hint(directory)}")
+
+
+# SQLite result codes (sqlite3.h) that say the manifest cannot be written, not that it is damaged.
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+_SQLITE_NOT_WRITABLE = {3: "permission denied", 5: "busy: another program holds it", 8: "read-only",
+                        10: "disk I/O error", 14: "cannot open it"}
+
+
+def store_error(directory: Path, exc: sqlite3.Error) -> IndexStoreError:
+    """A SQLite error on the manifest as one line naming the index and the fix.
+
+    Committed transactions are safe in every case: a failed one is rolled back whole.
+    """
+    manifest = directory / MANIFEST_NAME
+    code = getattr(exc, "sqlite_errorcode", None)
+    code = None if code is None else code & 0xFF  # the primary code of an extended one
+    if code == _SQLITE_FULL:
+        return IndexStoreError(f"{manifest}: no space left on device ({exc}); free some space and run the same "
+                               "command again (every finished batch is kept)")
+    if code in _SQLITE_NOT_WRITABLE:
+        return IndexStoreError(f"cannot use the index manifest {manifest}: {_SQLITE_NOT_WRITABLE[code]} ({exc}); "
+                               "check the folder's permissions and free space, then run the same command again")
+    if code == _SQLITE_NOTADB:  # a garbled first page, or someone else's file
+        return IndexStoreError(f"{_not_ours(manifest)}, or {rebuild_hint(directory)} if it was one ({exc})")
+    return damaged(directory, f"{manifest.name}: {exc}")
+
+
 def connect(manifest: Path) -> sqlite3.Connection:
     """Connection in autocommit mode; transactions are explicit (see ``transaction``)."""
     try:
         conn = sqlite3.connect(manifest, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA synchronous = FULL")
-    except sqlite3.DatabaseError as exc:
-        raise IndexStoreError(f"{_not_ours(manifest)} ({exc})") from exc
     except sqlite3.Error as exc:
-        raise IndexStoreError(f"cannot open the index manifest {manifest}: {exc}") from exc
+        raise store_error(manifest.parent, exc) from None
     return conn
 
 
@@ -69,7 +103,10 @@ def transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk, an I/O error): never mask the first error.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
@@ -79,7 +116,11 @@ def marks(items: Sequence[Any]) -> str:
 
 
 def current_generation(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):  # a row that went missing or holds text: callers report the index damaged
+        raise sqlite3.DatabaseError(f"meta generation is {row[0] if row else 'missing'!r}, not a number") from None
 
 
 def bump_generation(conn: sqlite3.Connection) -> int:
@@ -87,9 +128,19 @@ def bump_generation(conn: sqlite3.Connection) -> int:
     return current_generation(conn)
 
 
+_COLUMNS = {"id", "path", "size", "mtime_ns", "content_hash", "label", "vector"}
+
+
+def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
+    try:
+        return int(meta[key])
+    except (TypeError, ValueError):
+        raise damaged(directory, f"meta {key} is {meta[key]!r}, not a number") from None
+
+
 def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str, dim: int,
                      index_type: str, create: bool) -> dict[str, str]:
-    """Create the manifest if empty, then check it is ours, of a known format and compatible."""
+    """Create the manifest if empty, then check it is ours, of a known format, whole and compatible."""
     not_ours = _not_ours(directory / MANIFEST_NAME)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -104,37 +155,48 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
                             "generation": "0", "index_uuid": uuid.uuid4().hex}
                 conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                                  defaults.items())
+            tables = {"meta", "photos"}
+        if "meta" not in tables:
+            raise IndexStoreError(not_ours)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.DatabaseError as exc:
-        raise IndexStoreError(f"{not_ours} ({exc})") from exc
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(photos)")} if "photos" in tables else set()
+    except sqlite3.Error as exc:
+        raise store_error(directory, exc) from None
     required = ("format_version", "model_id", "dim", "index_type", "generation", "index_uuid")
-    if any(key not in meta for key in required):
+    if not any(key in meta for key in required):
         raise IndexStoreError(not_ours)
-    version = int(meta["format_version"])
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise damaged(directory, f"meta lacks {', '.join(missing)}")
+    if not _COLUMNS <= columns:
+        raise damaged(directory, "its photos table is missing" if not columns
+                      else f"its photos table lacks {', '.join(sorted(_COLUMNS - columns))}")
+    version = _meta_int(meta, "format_version", directory)
+    stored_dim = _meta_int(meta, "dim", directory)
+    _meta_int(meta, "generation", directory)
     if version > FORMAT_VERSION:
         raise IndexStoreError(
             f"index {directory} was written by a newer landmark-search (format {version}, this "
-            f"version reads {FORMAT_VERSION}); upgrade, or rebuild with "
+            f"version reads {FORMAT_VERSION}); upgrade, or build a new index with "
             f"`landmark index ... --index NEW`"
         )
     if version < FORMAT_VERSION:
-        raise IndexStoreError(
-            f"index {directory} uses the old format {version}; rebuild it with "
-            f"`landmark index ... --index NEW`"
-        )
+        raise IndexStoreError(f"index {directory} uses the old format {version}; {rebuild_hint(directory)}")
     if meta["model_id"] != model_id:
         raise IndexStoreError(
             f"index {directory} was built with model {meta['model_id']!r}, not {model_id!r}; "
             f"use `--model {meta['model_id']}`, or build a new index for {model_id!r} with "
             f"`landmark index PHOTOS --index NAME`"
         )
-    if int(meta["dim"]) != dim:
+    if stored_dim != dim:
         raise IndexStoreError(
-            f"index {directory} holds {meta['dim']}-dimensional vectors but model {model_id!r} "
+            f"index {directory} holds {stored_dim}-dimensional vectors but model {model_id!r} "
             f"produces {dim}; build a new index with `landmark index PHOTOS --index NAME`"
         )
     if meta["index_type"] not in INDEX_TYPES:
-        raise IndexStoreError(f"index {directory} has an unknown index type {meta['index_type']!r}")
+        raise damaged(directory, f"unknown index type {meta['index_type']!r}")
+    if not isinstance(meta["index_uuid"], str) or not meta["index_uuid"]:
+        raise damaged(directory, "meta index_uuid is empty")
     return meta
 
 

@@ -246,39 +246,193 @@ def write_cache(path: Path, vectors: VectorIndex, tag: dict[str, Any]) -> None:
         f.write(_TRAILER_TAIL.pack(len(blob), _TRAILER_MAGIC))
 
 
-def read_cache(path: Path) -> tuple[VectorIndex, dict[str, Any]]:
-    """Read and verify a cache file; raise ``ValueError`` (or OSError/RuntimeError) if unusable."""
+_MAX_TRAILER_BYTES = 1 << 16  # ours is ~300 bytes of JSON
+
+
+class _Walk:
+    """A bounded cursor over the FAISS payload of a cache file: reads the few header fields, seeks past data."""
+
+    def __init__(self, f: Any, size: int) -> None:
+        self._f, self.pos, self.size = f, 0, size
+
+    def take(self, n: int) -> bytes:
+        if n > self.size - self.pos:
+            raise ValueError(f"structure runs past the end of the data at byte {self.pos}")
+        self.pos += n
+        data = self._f.read(n)
+        if len(data) != n:
+            raise ValueError("file shorter than its trailer says")
+        return data
+
+    def skip(self, n: int) -> None:
+        if n > self.size - self.pos:
+            raise ValueError(f"structure runs past the end of the data at byte {self.pos}")
+        self.pos += n
+        self._f.seek(n, os.SEEK_CUR)
+
+    def rewind(self, pos: int) -> None:
+        self._f.seek(pos - self.pos, os.SEEK_CUR)
+        self.pos = pos
+
+    def num(self, fmt: str) -> int:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def count(self, itemsize: int, what: str) -> int:
+        """A FAISS vector's length field, refused when the data left could not hold that many items."""
+        n = self.num("Q")
+        if n * itemsize > self.size - self.pos:
+            raise ValueError(f"{what} claims {n} items of {itemsize} bytes, more than the file holds")
+        return n
+
+
+def _walk_header(w: _Walk, dim: int) -> int:
+    """An index header (d, ntotal, 2 unused, is_trained, metric); returns ntotal."""
+    d, ntotal = w.num("i"), w.num("q")
+    w.skip(17)
+    metric = w.num("i")
+    if d != dim or ntotal < 0 or metric != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"header says d={d} ntotal={ntotal} metric={metric}, expected d={dim}, inner product")
+    return ntotal
+
+
+def _walk_flat(w: _Walk, dim: int) -> int:
+    n = _walk_header(w, dim)
+    floats = w.count(4, "flat codes")
+    if floats != n * dim:
+        raise ValueError(f"flat codes hold {floats} floats, not {n} x {dim}")
+    w.skip(4 * floats)
+    return n
+
+
+def _walk_sub_flat(w: _Walk, dim: int, what: str) -> int:
+    if w.take(4) != b"IxFI":
+        raise ValueError(f"unexpected {what} (not IndexFlatIP)")
+    return _walk_flat(w, dim)
+
+
+def _walk_ivf(w: _Walk, dim: int) -> int:
+    n = _walk_header(w, dim)
+    nlist = w.num("Q")
+    w.skip(8)  # nprobe
+    if _walk_sub_flat(w, dim, "ivf quantizer") != nlist:
+        raise ValueError("ivf centroid count differs from its list count")
+    if w.take(1) != b"\0" or w.count(8, "direct map"):
+        raise ValueError("unexpected ivf direct map")
+    if w.take(4) != b"ilar" or w.num("Q") != nlist or w.num("Q") != 4 * dim:
+        raise ValueError("unexpected ivf inverted lists")
+    layout = w.take(4)
+    if layout == b"full":
+        if w.count(8, "ivf list sizes") != nlist:
+            raise ValueError("ivf list sizes do not match the list count")
+        sizes = np.frombuffer(w.take(8 * nlist), dtype="<u8")
+    elif layout == b"sprs":
+        pairs = np.frombuffer(w.take(8 * w.count(8, "ivf list sizes")), dtype="<u8")
+        if len(pairs) % 2 or (len(pairs) and pairs[0::2].max() >= nlist):
+            raise ValueError("ivf sparse list sizes are malformed")
+        sizes = pairs[1::2]
+    else:
+        raise ValueError("unexpected ivf list layout")
+    # faiss sizes every list before reading any: together they must fit in the bytes that follow.
+    per_vector = 4 * dim + 8
+    if len(sizes) and float(sizes.astype(np.float64).sum()) * per_vector > w.size - w.pos:
+        raise ValueError("ivf lists claim more vectors than the file holds")
+    total = int(sizes.sum())
+    if total != n:
+        raise ValueError(f"ivf lists hold {total} vectors, its header says {n}")
+    w.skip(total * per_vector)
+    return n
+
+
+def _walk_hnsw(w: _Walk, dim: int) -> int:
+    n = _walk_header(w, dim)
+    for itemsize, what, want in ((8, "hnsw level probabilities", None), (4, "hnsw neighbours per level", None),
+                                 (4, "hnsw levels", n), (8, "hnsw offsets", n + 1), (4, "hnsw neighbours", None)):
+        count = w.count(itemsize, what)
+        if want is not None and count != want:
+            raise ValueError(f"{what}: {count} entries for {n} vectors")
+        w.skip(itemsize * count)
+    w.skip(20)  # entry point, max level, efConstruction, efSearch, an unused int
+    if _walk_sub_flat(w, dim, "hnsw storage") != n:
+        raise ValueError("hnsw storage differs from its graph in size")
+    return n
+
+
+_WALKERS = {b"IxFI": ("flat", _walk_flat), b"IwFl": ("ivf", _walk_ivf), b"IHNf": ("hnsw", _walk_hnsw)}
+
+
+def check_layout(f: Any, payload: int, dim: int | None = None) -> tuple[str, int, int]:
+    """Walk the FAISS payload at the start of ``f``; return (kind, ntotal, dim) or raise ``ValueError``.
+
+    ``faiss.read_index`` sizes every array from a length field before reading it, so a crafted file
+    (a length of 2^30 in a few bytes) could make it allocate gigabytes. This accepts only the
+    structures write_cache produces, with every length bounded by the bytes that follow and the
+    sizes consistent with each other: reading such a file allocates no more than it holds.
+    """
+    w = _Walk(f, payload)
+    if w.take(4) != b"IxM2":
+        raise ValueError("unexpected index structure (not IndexIDMap2)")
+    if dim is None:
+        dim = w.num("i")
+        w.rewind(4)
+    n = _walk_header(w, dim)
+    inner = w.take(4)
+    if inner not in _WALKERS:
+        raise ValueError("unexpected index structure")
+    kind, walk = _WALKERS[inner]
+    if walk(w, dim) != n or w.count(8, "id map") != n:
+        raise ValueError("the id map does not match the vectors")
+    w.skip(8 * n)
+    if w.pos != payload:
+        raise ValueError("unexpected bytes after the index")
+    return kind, n, dim
+
+
+def read_cache(path: Path, dim: int | None = None) -> tuple[VectorIndex, dict[str, Any]]:
+    """Read and verify a cache file (of ``dim``-dimensional vectors); raise ``ValueError`` or OSError if unusable.
+
+    Before ``faiss.read_index`` runs, the trailer, the file's length and the structure's every size are
+    checked (``check_layout``) and the CRC of the whole payload is verified, so neither a damaged nor a
+    crafted file makes it allocate more than the file holds.
+    """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < _TRAILER_TAIL.size:
             raise ValueError("file too short")
         f.seek(size - _TRAILER_TAIL.size)
         blob_len, magic = _TRAILER_TAIL.unpack(f.read(_TRAILER_TAIL.size))
-        if magic != _TRAILER_MAGIC or blob_len > size - _TRAILER_TAIL.size:
+        if magic != _TRAILER_MAGIC or blob_len > min(size - _TRAILER_TAIL.size, _MAX_TRAILER_BYTES):
             raise ValueError("no landmark-search trailer")
         f.seek(size - _TRAILER_TAIL.size - blob_len)
         tag = json.loads(f.read(blob_len))
-        payload = int(tag["payload_bytes"])
+        if not isinstance(tag, dict):
+            raise ValueError("malformed trailer")
+        payload, crc_want = tag.get("payload_bytes"), tag.get("crc32")
+        if not isinstance(payload, int) or not isinstance(crc_want, int) or not isinstance(tag.get("trained_n"), int):
+            raise ValueError("malformed trailer")
         if payload + blob_len + _TRAILER_TAIL.size != size:
             raise ValueError("length does not match its trailer (truncated?)")
         f.seek(0)
         crc = 0
+        for chunk in iter(lambda: f.read(min(1 << 20, payload - f.tell())), b""):
+            crc = zlib.crc32(chunk, crc)
+        if crc != crc_want:
+            raise ValueError("checksum mismatch (corrupt)")
+        f.seek(0)
+        kind, ntotal, dim = check_layout(f, payload, dim)
+        if kind != tag.get("kind") or ntotal != tag.get("ntotal"):
+            raise ValueError("structure does not match its trailer")
+        f.seek(0)
         remaining = payload
 
         def read(n: int) -> bytes:
-            nonlocal crc, remaining
+            nonlocal remaining
             chunk = f.read(min(n, remaining))
             remaining -= len(chunk)
-            crc = zlib.crc32(chunk, crc)
             return chunk
 
         reader = faiss.PyCallbackIOReader(read)
         index = faiss.read_index(reader)
         del reader
-        if remaining:
-            crc = zlib.crc32(f.read(remaining), crc)
-        if crc != int(tag["crc32"]):
-            raise ValueError("checksum mismatch (corrupt)")
-    if not isinstance(index, faiss.IndexIDMap2) or tag.get("kind") not in ("flat", "ivf", "hnsw"):
+    if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.ntotal != ntotal:
         raise ValueError("unexpected index structure")
-    return VectorIndex(kind=tag["kind"], index=index, trained_n=int(tag["trained_n"])), tag
+    return VectorIndex(kind=kind, index=index, trained_n=tag["trained_n"]), tag

@@ -1,0 +1,349 @@
+"""A damaged or crafted index: one line naming the index and the fix, never a traceback, nothing committed lost.
+
+The manifest is corrupted the ways a disk, a crash or a person does (garbled pages, text where numbers belong,
+a dropped table, a model.json without its embedding size, a full disk); vectors.faiss is crafted so that a length
+field asks FAISS for gigabytes, with a valid checksum. The model is a stand-in (8-d vectors from the photo's
+bytes), so nothing here loads torch weights or embeds a photo for real.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from landmark_search import vector_cache
+from landmark_search.cli import app
+from landmark_search.errors import IndexStoreError
+from landmark_search.index import CACHE_NAME, MANIFEST_NAME, PhotoIndex, PhotoRecord
+
+DIM = 8
+MODEL_ID = "builtin:efficientnet_lite0"
+runner = CliRunner()
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def vector_of(path: Path) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(Path(path).read_bytes()).digest()[:8], "little")
+    return unit(np.random.default_rng(seed).standard_normal((1, DIM)))[0]
+
+
+class FakeModel:
+    """What indexing needs of a loaded model."""
+
+    embedding_dim = DIM
+
+    def predicted_label(self, probs, feats):
+        return None
+
+
+class Batch:
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths, self.failed, self.features = paths, [], None
+        self.embeddings = np.stack([vector_of(p) for p in paths]) if paths else np.zeros((0, DIM), np.float32)
+        self.probs = np.full((len(paths), 2), 0.5, np.float32)
+
+
+@pytest.fixture()
+def fake_model(monkeypatch):
+    from landmark_search import embeddings
+
+    loads = []
+    monkeypatch.setattr(embeddings, "load_model", lambda ref, **kw: loads.append(ref) or FakeModel())
+    monkeypatch.setattr(embeddings, "iter_embeddings", lambda paths, model, cfg=None: iter([Batch(list(paths))]))
+    monkeypatch.setattr(embeddings, "embed_paths", lambda paths, model, cfg=None: Batch(list(paths)))
+    return loads
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert "Traceback" not in result.output
+    return result
+
+
+def one_line_error(result, *words: str) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    """12 photos (different bytes each; they are never decoded)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        (root / f"p{i:02d}.jpg").write_bytes(b"\xff\xd8 photo %d " % i * (i + 1))
+    return root
+
+
+@pytest.fixture()
+def built(tmp_path, photos, fake_model) -> Path:
+    """An index of the photos, built by `landmark index`, with a few hundred extra rows so it spans pages."""
+    index = tmp_path / "idx"
+    assert invoke("index", photos, "--index", index).exit_code == 0
+    with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM) as idx:
+        extra = [f"/elsewhere/x{i:04d}.jpg" for i in range(300)]
+        idx.add([PhotoRecord(p, 1, 1, "h") for p in extra], unit(np.random.default_rng(0).standard_normal((300, DIM))))
+    return index
+
+
+def _sql(index: Path, *statements: str) -> None:
+    conn = sqlite3.connect(index / MANIFEST_NAME)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def _garble(index: Path, page: int) -> None:
+    manifest = index / MANIFEST_NAME
+    data = bytearray(manifest.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    assert len(data) >= (page + 1) * page_size
+    data[page * page_size + 8 : (page + 1) * page_size - 8] = np.random.default_rng(page).bytes(page_size - 16)
+    manifest.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "garbled-first-page": lambda idx: _garble(idx, 0),
+    "garbled-page-2": lambda idx: _garble(idx, 2),
+    "garbled-page-4": lambda idx: _garble(idx, 4),
+    "format-version-text": lambda idx: _sql(idx, "UPDATE meta SET value = 'one' WHERE key = 'format_version'"),
+    "dim-text": lambda idx: _sql(idx, "UPDATE meta SET value = 'eight' WHERE key = 'dim'"),
+    "generation-text": lambda idx: _sql(idx, "UPDATE meta SET value = 'x' WHERE key = 'generation'"),
+    "generation-row-gone": lambda idx: _sql(idx, "DELETE FROM meta WHERE key = 'generation'"),
+    "photos-table-dropped": lambda idx: _sql(idx, "DROP TABLE photos"),
+    "size-column-text": lambda idx: _sql(idx, "UPDATE photos SET size = 'big' WHERE id = 1"),
+    "vector-wrong-length": lambda idx: (_sql(idx, "UPDATE photos SET vector = x'00' WHERE id = 2"),
+                                        (idx / CACHE_NAME).unlink()),
+    "model-json-without-dim": lambda idx: (idx / "model.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((idx / "model.json").read_text()).items() if k != "embedding_dim"})),
+    "model-json-dim-text": lambda idx: (idx / "model.json").write_text(json.dumps(
+        {**json.loads((idx / "model.json").read_text()), "embedding_dim": "8"})),
+    "model-json-not-json": lambda idx: (idx / "model.json").write_bytes(b"\x00{garbage"),
+    "model-json-a-list": lambda idx: (idx / "model.json").write_text("[1, 2]"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_index_is_one_line_naming_it_and_the_rebuild(built, photos, damage, fake_model):
+    DAMAGE[damage](built)
+    # `index` with nothing new to embed, and `similar`: each either refuses in one line or works (a page
+    # SQLite never needs to read may hold garbage unnoticed); never a traceback.
+    refused = 0
+    for args in (("index", photos, "--index", built), ("similar", photos / "p00.jpg", "--index", built)):
+        result = invoke(*args)
+        if result.exit_code:
+            refused += 1
+            line = one_line_error(result, str(built))
+            assert f"landmark index PHOTOS --index {built} --rebuild" in line, line
+    assert refused, f"{damage} went unnoticed"
+
+    fixed = invoke("index", photos, "--index", built, "--rebuild", "--json")
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["total"] == 12
+    hits = json.loads(invoke("similar", photos / "p03.jpg", "--index", built, "--json", "-k", "3").stdout)["hits"]
+    assert len(hits) == 3 and all(Path(h["path"]).parent == photos.resolve() for h in hits)
+    assert json.loads((built / "model.json").read_text())["embedding_dim"] == DIM
+
+
+def test_rebuild_of_a_healthy_index_starts_afresh_from_the_photos(built, photos, fake_model):
+    before = json.loads(invoke("index", photos, "--index", built, "--json").stdout)
+    assert before["total"] == 312 and before["unchanged"] == 12
+    after = json.loads(invoke("index", photos, "--index", built, "--rebuild", "--json").stdout)
+    assert (after["added"], after["total"]) == (12, 12)
+
+
+def test_a_full_disk_during_a_commit_keeps_every_committed_batch(tmp_path):
+    x = unit(np.random.default_rng(1).standard_normal((2000, DIM)))
+    paths = [f"/p/{i:05d}.jpg" for i in range(2000)]
+    index = tmp_path / "idx"
+    with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM) as idx:
+        idx.add([PhotoRecord(p, 1, 1, "h") for p in paths[:100]], x[:100])
+        # SQLite's page limit fails a commit exactly as a full disk does (SQLITE_FULL).
+        pages = idx._conn.execute("PRAGMA page_count").fetchone()[0]
+        idx._conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+        with pytest.raises(IndexStoreError) as err:
+            idx.add([PhotoRecord(p, 1, 1, "h") for p in paths[100:]], x[100:])
+        message = str(err.value)
+        assert str(index / MANIFEST_NAME) in message and "no space left on device" in message
+        assert "\n" not in message and "run the same command again" in message
+        assert len(idx) == 100  # the failed batch was rolled back whole; the connection still works
+    with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM, lock=False) as idx:
+        assert len(idx) == 100
+        hits = idx.search(x[:5], 1)
+        assert [h[0].path for h in hits] == paths[:5]
+
+
+def test_a_full_disk_while_storing_the_cache_names_the_file(built, photos, fake_model, monkeypatch):
+    from landmark_search import fsutil
+
+    (built / CACHE_NAME).unlink()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fsutil.os, "fsync", fsync)
+    result = invoke("index", photos, "--index", built)
+    one_line_error(result, f"{built / CACHE_NAME}: No space left on device", "free some space")
+    assert not list(built.glob(".*.tmp"))
+    monkeypatch.undo()
+    with PhotoIndex.open(built, model_id=MODEL_ID, dim=DIM, lock=False) as idx:
+        assert len(idx) == 312
+
+
+# ------------------------------------------------------------------------------------------- vectors.faiss
+
+
+def _payload_and_tag(cache: Path) -> tuple[bytearray, dict]:
+    data = cache.read_bytes()
+    blob_len = struct.unpack("<Q", data[-16:-8])[0]
+    tag = json.loads(data[-16 - blob_len : -16])
+    return bytearray(data[: tag["payload_bytes"]]), tag
+
+
+def _reseal(cache: Path, payload: bytes, tag: dict) -> None:
+    """Write `payload` with a trailer whose length and CRC match it: only the structure can betray it."""
+    tag = dict(tag, payload_bytes=len(payload), crc32=zlib.crc32(payload))
+    blob = json.dumps(tag, sort_keys=True).encode()
+    cache.write_bytes(bytes(payload) + blob + struct.pack("<Q8s", len(blob), b"LMKFAIS1"))
+
+
+def _u64(buf: bytearray, at: int) -> int:
+    return struct.unpack_from("<Q", buf, at)[0]
+
+
+HEADER = 4 + 33  # fourcc + index header (d, ntotal, 2 unused, is_trained, metric)
+
+
+def _field(kind: str, payload: bytearray, n: int, which: str) -> int:
+    """Offset of a length field in the FAISS payload of an IndexIDMap2 over `kind`."""
+    if which == "id map":
+        return len(payload) - 8 * n - 8
+    inner = HEADER + HEADER
+    if kind == "flat":  # IndexFlatIP codes: a count of floats
+        assert _u64(payload, inner) == n * DIM
+        return inner
+    if kind == "hnsw":  # level probabilities, neighbours per level, levels, offsets, then the neighbours
+        at = inner
+        for itemsize in (8, 4, 4, 8):
+            at += 8 + itemsize * _u64(payload, at)
+        return at
+    at = payload.index(b"full") + 4  # ivf: the list sizes, then the first size
+    assert _u64(payload, at) == _u64(payload, payload.index(b"ilar") + 4)
+    return at + 8
+
+
+@pytest.mark.parametrize("kind,which", [("flat", "codes"), ("flat", "id map"), ("hnsw", "neighbours"),
+                                        ("ivf", "list size")])
+def test_a_crafted_cache_is_refused_before_faiss_allocates(tmp_path, kind, which, monkeypatch, caplog):
+    n = 1000 if kind == "ivf" else 50
+    x, q = unit(np.random.default_rng(2).standard_normal((n, DIM))), unit(np.random.default_rng(3).standard_normal((4, DIM)))
+    paths = [f"/p/{i:05d}.jpg" for i in range(n)]
+    index = tmp_path / "idx"
+    with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM, index_type=kind) as idx:
+        idx.add([PhotoRecord(p, 1, 1, "h") for p in paths], x)
+        assert idx.active_type == kind
+    cache = index / CACHE_NAME
+    payload, tag = _payload_and_tag(cache)
+    vector_cache.read_cache(cache, DIM)  # the real file reads
+    struct.pack_into("<Q", payload, _field(kind, payload, n, which), 2**30)  # 4-8 GiB if believed
+    _reseal(cache, payload, tag)
+
+    calls = []
+    monkeypatch.setattr(vector_cache.faiss, "read_index", lambda *a: calls.append(a))
+    with pytest.raises(ValueError, match="than the file holds"):
+        vector_cache.read_cache(cache, DIM)
+    assert calls == []
+    monkeypatch.undo()
+    # The index answers from its manifest instead, exactly.
+    with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM, lock=False) as idx:
+        got = [[h.path for h in row] for row in idx.search(q, 5)]
+    assert "ignoring the vector cache" in caplog.text
+    if kind == "flat":
+        want = np.argsort(-(q @ x.T), axis=1)[:, :5]
+        assert got == [[paths[j] for j in row] for row in want]
+    assert vector_cache.read_cache(cache, DIM)[1]["generation"] == tag["generation"]  # stored again, whole
+
+
+def test_a_crafted_cache_trailer_is_refused(tmp_path):
+    with PhotoIndex.open(tmp_path, model_id=MODEL_ID, dim=DIM) as idx:
+        idx.add([PhotoRecord("/p/a.jpg", 1, 1, "h")], unit(np.ones((1, DIM))))
+    cache = tmp_path / CACHE_NAME
+    payload, tag = _payload_and_tag(cache)
+    for bad in ({**tag, "payload_bytes": "12"}, {**tag, "trained_n": None}, {**tag, "kind": "hnsw"},
+                {**tag, "ntotal": 7}):
+        blob = json.dumps(bad).encode()
+        cache.write_bytes(bytes(payload) + blob + struct.pack("<Q8s", len(blob), b"LMKFAIS1"))
+        with pytest.raises(ValueError):
+            vector_cache.read_cache(cache, DIM)
+    cache.write_bytes(bytes(payload) + b"[]" + struct.pack("<Q8s", 2, b"LMKFAIS1"))
+    with pytest.raises(ValueError):
+        vector_cache.read_cache(cache, DIM)
+
+
+# ------------------------------------------------------------------------------------------- photo keys
+
+
+def test_a_deleted_symlinked_photo_leaves_the_index(tmp_path, photos, fake_model):
+    """R/link.jpg -> ext/out.jpg is indexed as the link, so deleting the link removes it (issue 18, item 11)."""
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    target = ext / "out.jpg"
+    target.write_bytes(b"\xff\xd8 outside")
+    link = photos / "link.jpg"
+    link.symlink_to(target)
+    index = tmp_path / "idx"
+    first = json.loads(invoke("index", photos, "--index", index, "--json").stdout)
+    assert first["added"] == 13
+    with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM, lock=False) as idx:
+        assert str(photos.resolve() / "link.jpg") in idx.known()
+    hits = json.loads(invoke("similar", target, "--index", index, "--json", "-k", "1").stdout)["hits"]
+    assert hits[0]["path"] == str(photos.resolve() / "link.jpg") and hits[0]["score"] > 0.999
+
+    link.unlink()
+    again = json.loads(invoke("index", photos, "--index", index, "--json").stdout)
+    assert (again["removed"], again["total"]) == (1, 12)
+    hits = json.loads(invoke("similar", target, "--index", index, "--json", "-k", "12").stdout)["hits"]
+    assert all(Path(h["path"]).name != "link.jpg" and h["path"] != str(target) for h in hits)
+
+
+def test_similar_takes_the_moved_model_by_its_hash(tmp_path, photos, fake_model):
+    """A run folder moved after indexing: `similar --model NEW` (checked by its hash) (issue 18, item 15)."""
+    model = tmp_path / "run" / "model.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"not really a checkpoint; only hashed here")
+    index = tmp_path / "idx"
+    assert invoke("index", photos, "--index", index, "--model", model).exit_code == 0
+    moved = tmp_path / "moved" / "model.pt"
+    moved.parent.mkdir()
+    shutil.move(model, moved)
+
+    gone = one_line_error(invoke("similar", photos / "p01.jpg", "--index", index), str(model), "--model")
+    assert "new path" in gone
+    assert invoke("similar", photos / "p01.jpg", "--index", index, "--model", moved).exit_code == 0
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"another model")
+    one_line_error(invoke("similar", photos / "p01.jpg", "--index", index, "--model", other), "was built with")
+    # `index --model NEW` records the new place, so a plain `similar` works again.
+    assert invoke("index", photos, "--index", index, "--model", moved).exit_code == 0
+    assert json.loads((index / "model.json").read_text())["spec"] == str(moved.resolve())
+    assert invoke("similar", photos / "p01.jpg", "--index", index).exit_code == 0
