@@ -632,6 +632,145 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
         typer.echo(f"contact sheet: {sheet}", err=as_json)
 
 
+# --------------------------------------------------------------------------------- duplicates, group
+
+@app.command("duplicates")
+@handle_errors
+def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (with --action link|move "
+                                                       "and no --to, the last one is the target folder DIR)."),
+                   model: Optional[str] = ModelOpt,
+                   index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or "
+                                             "folder; updated incrementally, so a second run embeds nothing."),
+                   tier: Optional[List[str]] = typer.Option(None, "--tier", help="exact|near|same_scene "
+                                                            "(repeatable; default all three)."),
+                   action: str = typer.Option("list", help="list | link (a folder of links per group, to review) | "
+                                              "move (the others into DIR, keeping relative paths and sidecars). "
+                                              "Nothing is ever deleted."),
+                   to: Optional[Path] = typer.Option(None, "--to", help="Target folder DIR of link/move."),
+                   as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...]} as JSON."),
+                   sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet of the groups (.html or .png)."),
+                   recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
+                   follow_links: bool = typer.Option(False, "--follow-links"),
+                   exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+                   batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+                   precision: str = PrecisionOpt, max_pixels: Optional[int] = typer.Option(None),
+                   quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+    """Exact copies, near duplicates (re-encoded, resized, cropped, edited) and same-scene bursts, with the one to keep."""
+    from .duplicates import ACTIONS, TIERS, DuplicateOptions, apply_action, find_duplicates, report_json, \
+        sheet_items, skip_patterns
+    from .indexing import IndexOptions
+
+    if action not in ACTIONS:
+        raise LandmarkError(f"--action {action!r}: use {', '.join(ACTIONS)}")
+    if action != "list" and to is None:
+        if len(photos) < 2:
+            raise LandmarkError(f"--action {action} needs a target folder: PHOTOS... --action {action} DIR "
+                                "(or --to DIR)")
+        photos, to = photos[:-1], photos[-1]
+    if to is not None and to.exists() and not to.is_dir():
+        raise LandmarkError(f"{to} is a file; --action {action} needs a folder")
+    _check_sheet(sheet)
+    bad = [t for t in tier or () if t not in TIERS]
+    if bad:
+        raise LandmarkError(f"--tier {bad[0]!r}: use {', '.join(TIERS)}")
+    cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
+    skip = skip_patterns(to, photos) if to is not None else ()
+    iopts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()) + skip)
+    report, _ = find_duplicates(photos, model, index, DuplicateOptions(tiers=tuple(tier or TIERS),
+                                                                       max_pixels=cfg.max_pixels),
+                                cfg, index_opts=iopts, trust_export=trust_export)
+    _report_failures(report.failed)
+    if as_json:
+        typer.echo(_json(report_json(report)))
+    else:
+        for n, g in enumerate(report.groups, 1):
+            typer.echo(f"#{n} {g.tier} {g.score:.3f}  keep {g.keep}  ({g.reason})")
+            for other in g.others:
+                typer.echo(f"      {other}")
+        counts = {t: sum(1 for g in report.groups if g.tier == t) for t in TIERS}
+        typer.echo(f"{report.photos} photos: " + ", ".join(f"{counts[t]} {t}" for t in TIERS) + " group(s), "
+                   f"{sum(len(g.others) for g in report.groups)} photo(s) to review")
+    if sheet:
+        from .sheets import write_sheet
+
+        write_sheet(sheet, sheet_items(report), title=f"duplicates ({len(report.groups)} groups)",
+                    max_pixels=cfg.max_pixels)
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+    if action != "list" and report.groups:
+        done = apply_action(report, action, to, photos, index)
+        _report_failures(done.failed)
+        verb = "moved" if action == "move" else "linked"
+        typer.echo(f"{verb} {len(done.done)} photo(s)" + (f" and {len(done.sidecars)} sidecar(s)" if done.sidecars
+                                                           else "") + f" into {to}; nothing was deleted",
+                   err=as_json)
+    if not report.photos and not report.failed:
+        _err(_no_photos())
+
+
+@app.command("group")
+@handle_errors
+def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos or folders (with --name: the new "
+                                                            "landmark name)."),
+              model: Optional[str] = ModelOpt,
+              index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+              min_size: int = typer.Option(5, help="Fewest photos in a group."),
+              method: str = typer.Option("hdbscan", help="hdbscan (density; leaves outliers ungrouped) | kmeans "
+                                         "(faiss k-means, centroids merged)."),
+              everything: bool = typer.Option(False, "--all", help="Group every photo, not only those the model "
+                                              "calls unknown (the built-in model: always every photo)."),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/train/group-NN/ links: rename "
+                                                 "the folders to landmark names, then `landmark train --data OUT`."),
+              name: Optional[str] = typer.Option(None, "--name", help="Rename group folder NAME (under --out, "
+                                                 "default groups/) to the landmark name given as the argument."),
+              sheet: Optional[Path] = typer.Option(None, help="Contact sheet of the groups (.html or .png)."),
+              as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...], \"ungrouped\": [...]}."),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
+              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              batch_size: int = typer.Option(32), device: str = typer.Option("auto"), precision: str = PrecisionOpt,
+              max_pixels: Optional[int] = typer.Option(None),
+              quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+    """Cluster unlabelled photos into candidate landmarks; name each group once."""
+    from .grouping import GroupOptions, group_photos, rename_group, write_group_links
+    from .indexing import IndexOptions
+
+    if name is not None:
+        if not photos or len(photos) != 1:
+            raise LandmarkError('--name NAME takes the new name as its one argument: '
+                                'landmark group --name group-07 "Eiffel Tower" --out DIR')
+        dest = rename_group(out or Path("groups"), name, str(photos[0]))
+        typer.echo(f"renamed {name} -> {dest}")
+        return
+    if not photos:
+        raise LandmarkError("give photos or folders to group")
+    _check_sheet(sheet)
+    cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
+    report = group_photos(photos, model, index, GroupOptions(min_size=min_size, method=method, everything=everything),
+                          cfg, index_opts=IndexOptions(recursive=recursive, exclude=tuple(exclude or ())),
+                          trust_export=trust_export)
+    _report_failures(report.failed)
+    if as_json:
+        typer.echo(_json({"groups": [{"name": g.name, "paths": [str(p) for p in g.paths]} for g in report.groups],
+                          "ungrouped": [str(p) for p in report.ungrouped]}))
+    else:
+        for g in report.groups:
+            typer.echo(f"{g.name}: {len(g.paths)} photos, e.g. {g.paths[0]}")
+        typer.echo(f"{len(report.groups)} group(s) of {report.considered} photo(s); {len(report.ungrouped)} in no "
+                   f"group" + (f"; {report.named} already named by the model (--all groups them too)"
+                               if report.named else ""))
+    if sheet:
+        from .sheets import write_sheet
+
+        write_sheet(sheet, [(p, [(g.name, float(len(g.paths)))]) for g in report.groups for p in g.paths],
+                    title=f"{len(report.groups)} groups (score: photos in the group)", max_pixels=cfg.max_pixels)
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+    if out is not None and report.groups:
+        done = write_group_links(report, out)
+        _report_failures(done.failed)
+        typer.echo(f"{len(done.done)} link(s) in {out / 'train'}; rename each group-NN folder to its landmark "
+                   f"(or `landmark group --name group-01 NAME --out {out}`), then `landmark train --data {out}`",
+                   err=as_json)
+
+
 # ------------------------------------------------------------------------------------- explain, report
 
 @app.command("explain")
