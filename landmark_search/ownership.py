@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import SidecarError
-from .sidecar import SIDECAR_KEY, check_target, read_sidecar, safe_write, write_sidecar
+from .sidecar import SIDECAR_KEY, check_target, read_bytes, read_sidecar, safe_write, write_sidecar
 from .xmp import read_keywords, remove_keywords
 
 # The user's file text is kept inside our entry only when small: sidecars are a few hundred bytes.
@@ -30,13 +29,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SidecarError(f"cannot read {path}: {exc.strerror or exc}: check its permissions") from None
+def _delete(path: Path, root: Path | None, dry_run: bool) -> str:
+    if not dry_run:
+        check_target(path, root)
+        path.unlink()
+    return "deleted"
 
 
 def _kept_text(raw: bytes | None) -> str | None:
@@ -70,7 +67,7 @@ def json_record(path: Path, current: Mapping[str, Any]) -> dict[str, Any]:
         if _text_matches(old.get("before"), current):
             record["before"] = old["before"]
         return record
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     if raw is None:
         return {"created": True}
     text = _kept_text(raw)
@@ -83,7 +80,7 @@ def xmp_record(path: Path, entry: Any) -> dict[str, Any]:
     "restore": "delete" (this tool created it), "text" (its text before this tool first wrote it is
     in "before"), or None (edited by someone else since, or too big to keep: only our keywords go).
     """
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     old = entry.get("xmp") if isinstance(entry, dict) else None
     if isinstance(old, dict) and old.get("restore") in ("delete", "text"):
         if raw is not None and old.get("sha256") == _sha256(raw):  # as we left it
@@ -98,13 +95,13 @@ def xmp_record(path: Path, entry: Any) -> dict[str, Any]:
 
 def finish_xmp_record(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     """The record with the digest of the XMP as this run left it (None: no file)."""
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     return {**record, "sha256": _sha256(raw) if raw is not None else None}
 
 
 def untag_json(path: Path, *, root: Path | None, dry_run: bool = False) -> str:
     """Take our entry out of a JSON sidecar: "missing", "unchanged", "removed", "restored" or "deleted"."""
-    if _read_bytes(path) is None:
+    if read_bytes(path) is None:
         return "missing"
     data = read_sidecar(path)
     entry = data.get(SIDECAR_KEY)
@@ -112,10 +109,7 @@ def untag_json(path: Path, *, root: Path | None, dry_run: bool = False) -> str:
         return "unchanged"
     others = _others(data)
     if isinstance(entry, dict) and entry.get("created") is True and not others:
-        if not dry_run:
-            check_target(path, root)
-            path.unlink()
-        return "deleted"
+        return _delete(path, root, dry_run)
     if isinstance(entry, dict) and _text_matches(entry.get("before"), data):
         if not dry_run:
             safe_write(path, entry["before"].encode("utf-8"), root=root, create_parents=False)
@@ -127,16 +121,13 @@ def untag_json(path: Path, *, root: Path | None, dry_run: bool = False) -> str:
 
 def untag_xmp(path: Path, entry: Any, *, root: Path | None, dry_run: bool = False) -> str:
     """Take our keywords out of an XMP sidecar: "missing", "unchanged", "removed", "restored" or "deleted"."""
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     if raw is None:
         return "missing"
     record = entry.get("xmp") if isinstance(entry, dict) else None
     if isinstance(record, dict) and record.get("sha256") == _sha256(raw):  # as we left it
         if record.get("restore") == "delete":
-            if not dry_run:
-                check_target(path, root)
-                path.unlink()
-            return "deleted"
+            return _delete(path, root, dry_run)
         if record.get("restore") == "text" and isinstance(record.get("before"), str):
             if not dry_run:
                 safe_write(path, record["before"].encode("utf-8"), root=root, create_parents=False)

@@ -28,13 +28,12 @@ import json
 import math
 import os
 import re
-import secrets
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from landmark_search.errors import SidecarError
+from landmark_search.fsutil import atomic_write_bytes
 
 __all__ = [
     "JSON_SUFFIX",
@@ -104,15 +103,22 @@ def folder_is_writable(folder: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- JSON
 
 
+def read_bytes(path: Path) -> bytes | None:
+    """A sidecar's bytes, None when it does not exist; SidecarError naming it when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SidecarError(f"cannot read {path}: {exc.strerror or exc}: check its permissions") from None
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     """Return the sidecar's JSON object, {} when the file does not exist; never modifies the file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_bytes(path)
+    if raw is None:
         return {}
-    except OSError as exc:
-        raise SidecarError(f"cannot read {path}: {exc.strerror or exc}: check its permissions") from None
     untouched = "it was left untouched"
     try:
         # -sig: tolerate a BOM written by Windows editors. The hooks refuse what json.dumps would
@@ -324,47 +330,12 @@ def safe_write(path: Path, data: bytes, *, root: Path | None, create_parents: bo
         raise SidecarError(f"cannot write {path}: folder {folder} does not exist")
 
     try:
-        old = os.stat(path)
-    except FileNotFoundError:
-        old = None
-    except OSError as exc:
-        raise SidecarError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-    tmp: Path | None = None
-    try:
-        while tmp is None:
-            candidate = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-            try:
-                # 0o666 lets the umask decide a new file's mode, like any other program creating it.
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            tmp = candidate
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if old is not None:
-            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                try:  # keep the owner's file theirs when run as root; not possible otherwise
-                    os.chown(tmp, old.st_uid, old.st_gid)
-                except OSError:
-                    pass
-            os.chmod(tmp, stat.S_IMODE(old.st_mode))  # after chown, which may clear mode bits
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_bytes(path, data)  # keeps the replaced file's mode and owner; a new one follows the umask
     except OSError as exc:
         raise SidecarError(
             f"cannot write {path}: {exc.strerror or exc}: "
             "make the folder writable or write sidecars to an output folder"
         ) from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    _fsync_dir(folder)
 
 
 _TEMP_NAME = re.compile(r"^\.(.+\.(?:json|xmp))\.[0-9a-f]{8}\.tmp$")
@@ -393,17 +364,3 @@ def sweep_stale_temps(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> i
         except OSError:
             continue
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not supported everywhere, and failure leaves a correct file anyway.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

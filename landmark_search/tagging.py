@@ -85,7 +85,18 @@ def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", to
 
 
 @dataclass(frozen=True)
-class TagOptions:
+class WalkOptions:
+    """Which photos a run visits and where their sidecars are (tag and untag alike)."""
+
+    dry_run: bool = False
+    output_dir: Path | None = None  # sidecars in this mirror tree instead of beside the photos
+    recursive: bool = True
+    follow_links: bool = False
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TagOptions(WalkOptions):
     """How `landmark tag` behaves."""
 
     top_k: int = 3
@@ -95,12 +106,7 @@ class TagOptions:
     object_keywords: bool = False  # the built-in ImageNet model's labels also as plain dc:subject keywords
     geotag: bool = False  # write the landmark's place into photos without GPS (XMP + JSON); implies xmp
     spread_minutes: float = DEFAULT_SPREAD_MINUTES  # same camera, this close in time: inherits a photo's place
-    dry_run: bool = False
     force: bool = False
-    output_dir: Path | None = None
-    recursive: bool = True
-    follow_links: bool = False
-    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -128,7 +134,7 @@ class _Job:
     fingerprint: str
 
 
-def _walk(paths: Sequence[Path], opts: "TagOptions | UntagOptions", summary: "TagSummary | UntagSummary"
+def _walk(paths: Sequence[Path], opts: WalkOptions, summary: "TagSummary | UntagSummary"
           ) -> Iterator[tuple[Path, Path, Path]]:
     """(photo, root, JSON sidecar) of each photo once; refusals go to summary.failed."""
     on_error: Callable[[Path, str], None] = lambda p, why: summary.failed.append((p, why))
@@ -299,7 +305,7 @@ def keywords(labels: Sequence[str], imagenet: bool, object_keywords: bool) -> tu
     return list(labels), [f"Landmarks|{label}" for label in labels]
 
 
-def _xmp_path(job: _Job, opts: "TagOptions | UntagOptions") -> Path:
+def _xmp_path(job: _Job, opts: WalkOptions) -> Path:
     mirror = opts.output_dir is not None
     return sidecar_path(job.photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir, root=job.root if mirror else None)
 
@@ -342,15 +348,10 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
 # ------------------------------------------------------------------------------------------------ untag
 
 @dataclass(frozen=True)
-class UntagOptions:
+class UntagOptions(WalkOptions):
     """How `landmark untag` behaves."""
 
     xmp: bool = False
-    dry_run: bool = False
-    output_dir: Path | None = None
-    recursive: bool = True
-    follow_links: bool = False
-    exclude: tuple[str, ...] = ()
 
 
 @dataclass

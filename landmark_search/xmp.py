@@ -24,7 +24,7 @@ import defusedxml
 import defusedxml.ElementTree as DET
 
 from .errors import SidecarError
-from .sidecar import check_target, safe_write, symlink_message
+from .sidecar import check_target, read_bytes, safe_write, symlink_message
 
 NS_X = "adobe:ns:meta/"
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -166,14 +166,12 @@ def _read(path: Path) -> bytes | None:
         raise SidecarError(symlink_message(path))
     try:
         size = path.stat().st_size
-        if size > MAX_XMP_BYTES:
-            raise SidecarError(f"{path} is {size >> 20} MiB, far larger than any XMP sidecar (limit "
-                               f"{MAX_XMP_BYTES >> 20} MiB): move it away or trim it; it was left untouched")
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SidecarError(f"cannot read {path}: {exc.strerror or exc}: check its permissions") from None
+    except OSError:
+        size = 0  # missing or unreadable: read_bytes says which
+    if size > MAX_XMP_BYTES:
+        raise SidecarError(f"{path} is {size >> 20} MiB, far larger than any XMP sidecar (limit "
+                           f"{MAX_XMP_BYTES >> 20} MiB): move it away or trim it; it was left untouched")
+    return read_bytes(path)
 
 
 class _Doc:
