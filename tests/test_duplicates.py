@@ -31,10 +31,8 @@ def scene(seed: int, size=(160, 112)) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(1))
 
 
-@pytest.fixture()
-def library(tmp_path) -> Path:
+def make_library(root: Path) -> Path:
     """a.jpg, its exact copy (older), a half-size q50 re-encode, a 10 % crop, and two distinct photos."""
-    root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)
     a = scene(1)
     a.save(root / "a.jpg", quality=92)
@@ -48,15 +46,27 @@ def library(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture()
+def library(tmp_path) -> Path:
+    return make_library(tmp_path / "photos")
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory) -> tuple[Path, str, dict]:
+    """One library indexed once (the first run's --json), shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("dups")
+    root, index = make_library(tmp / "photos"), str(tmp / "idx")
+    return root, index, json.loads(_run("duplicates", str(root), "--index", index, "--json", "-q").stdout)
+
+
 def _run(*args: str):
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, result.output
     return result
 
 
-def test_tiers_keep_rule_and_json_shape(library, tmp_path):
-    index = str(tmp_path / "idx")
-    out = json.loads(_run("duplicates", str(library), "--index", index, "--json", "-q").stdout)
+def test_tiers_keep_rule_and_json_shape(indexed):
+    _, _, out = indexed
     assert set(out) >= {"groups", "photos"} and out["photos"] == 6
     by_tier = {g["tier"]: g for g in out["groups"]}
     assert sorted(by_tier) == ["exact", "near"]
@@ -91,9 +101,10 @@ def test_move_keeps_sidecars_deletes_nothing_and_second_run_finds_nothing(librar
     assert again["groups"] == [] and again["photos"] == 3
 
 
-def test_link_makes_review_folders_and_sheet(library, tmp_path):
+def test_link_makes_review_folders_and_sheet(indexed, tmp_path):
+    library, index, _ = indexed  # already indexed: this run embeds nothing
     review, sheet = tmp_path / "review", tmp_path / "dups.html"
-    _run("duplicates", str(library), "--index", str(tmp_path / "idx"), "--tier", "near", "--action", "link",
+    _run("duplicates", str(library), "--index", index, "--tier", "near", "--action", "link",
          "--to", str(review), "--sheet", str(sheet), "-q")
     (box,) = sorted(review.iterdir())
     assert box.name.endswith("-near")
