@@ -222,7 +222,8 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 @app.command("train")
 @handle_errors
 def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Architecture (see `landmark models`)."),
-              data: Path = typer.Option(..., "--data", "-d", help="Dataset folder with train/ (+ test/)."),
+              data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder with train/ (+ test/); "
+                                                  "with --resume, the run's own unless given."),
               out: Optional[Path] = typer.Option(None, help="Run folder; default runs/<model>-<timestamp>. One that holds a run is refused (see --resume, --overwrite)."),
               epochs: Optional[int] = typer.Option(None, help="Epochs (default per family)."),
               batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
@@ -259,7 +260,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     from .config import TrainConfig
     from .training import fit
 
-    cfg = TrainConfig(model=model, data=str(data), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
+    cfg = TrainConfig(model=model, data=str(data or ""), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, scheduler=scheduler,
                       image_size=image_size, valid_split=valid_split, patience=patience, head=head,
                       embedding_dim=embedding_dim, finetune=finetune, weights=weights, device=device,

@@ -256,7 +256,8 @@ def _field(kind: str, payload: bytearray, n: int, which: str) -> int:
                                         ("ivf", "list size")])
 def test_a_crafted_cache_is_refused_before_faiss_allocates(tmp_path, kind, which, monkeypatch, caplog):
     n = 1000 if kind == "ivf" else 50
-    x, q = unit(np.random.default_rng(2).standard_normal((n, DIM))), unit(np.random.default_rng(3).standard_normal((4, DIM)))
+    x = unit(np.random.default_rng(2).standard_normal((n, DIM)))
+    q = unit(np.random.default_rng(3).standard_normal((4, DIM)))
     paths = [f"/p/{i:05d}.jpg" for i in range(n)]
     index = tmp_path / "idx"
     with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM, index_type=kind) as idx:

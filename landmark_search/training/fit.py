@@ -28,8 +28,8 @@ from .loop import (Runtime, extract_features, make_loader, seed_everything, trai
                    validate, validate_head)
 from .metrics import evaluate, write_eval_outputs
 from .recipe import Recipe, check_config
-from .run_dir import (EpochStats, cached_channel_stats, dataset_dir, default_run_dir, history_rows,
-                      prepare_run_dir, write_history)
+from .run_dir import (EpochStats, cached_channel_stats, cached_features, dataset_dir, default_run_dir, history_rows,
+                      prepare_run_dir, stats_fingerprint, write_history)
 from .schedule import Progress, Schedule, augment_batch, build_optimizer, make_mixer
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,22 @@ class _Run:
         cfg, r = self.cfg, self.recipe
         common = dict(image_size=r.image_size, batch_size=r.batch_size, workers=cfg.workers, seed=cfg.seed,
                       quiet=cfg.quiet)
-        train_f, train_y = extract_features(self.model, self.train_samples, TrainPreset(r.image_size, self.norm),
-                                            max(1, cfg.feature_views), self.rt, desc="features (train views)", **common)
-        valid_f, valid_y = (extract_features(self.model, self.valid_samples, EvalPreset(r.image_size, self.norm), 1,
-                                             self.rt, desc="features (valid)", **common)
-                            if self.valid_samples else (train_f[:0], train_y[:0]))
+
+        def extract() -> dict[str, torch.Tensor]:
+            train_f, train_y = extract_features(self.model, self.train_samples, TrainPreset(r.image_size, self.norm),
+                                                max(1, cfg.feature_views), self.rt, desc="features (train views)",
+                                                **common)
+            valid_f, valid_y = (extract_features(self.model, self.valid_samples, EvalPreset(r.image_size, self.norm),
+                                                 1, self.rt, desc="features (valid)", **common)
+                                if self.valid_samples else (train_f[:0], train_y[:0]))
+            return {"train_f": train_f, "train_y": train_y, "valid_f": valid_f, "valid_y": valid_y}
+
+        key = (f"{cfg.model}|{cfg.weights}|{max(1, cfg.feature_views)}|{self.norm}|{self.rt.device.type}|"
+               f"{self.rt.dtype}|{stats_fingerprint(self.train_samples, r.image_size, cfg.seed)}|"
+               f"{stats_fingerprint(self.valid_samples, r.image_size, cfg.seed)}")
+        feats = cached_features(self.paths.root, key, extract)  # --resume reuses them (float16 both times)
+        train_f, train_y, valid_f, valid_y = (feats["train_f"].float(), feats["train_y"], feats["valid_f"].float(),
+                                              feats["valid_y"])
         gen = torch.Generator().manual_seed(cfg.seed)
         loader = DataLoader(TensorDataset(train_f, train_y), batch_size=r.batch_size, shuffle=True, generator=gen,
                             drop_last=len(train_f) > r.batch_size)
@@ -209,8 +220,9 @@ def _resume_payload(cfg: TrainConfig, resume: str | Path) -> tuple[TrainConfig, 
     resume = Path(resume)
     payload = read_checkpoint(resume / "last.pt")
     saved = payload["meta"]["train_config"]
+    # The run's own dataset unless --data names where it is now.
     cfg = replace(TrainConfig.from_dict(saved), epochs=cfg.epochs or saved.get("epochs"), quiet=cfg.quiet,
-                  out=str(resume))
+                  out=str(resume), data=cfg.data or saved.get("data", ""))
     return cfg, payload
 
 

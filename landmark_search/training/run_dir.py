@@ -10,20 +10,25 @@ import os
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..config import RunPaths
 from ..data.datasets import Sample, channel_stats
 from ..data.transforms import Normalization
 from ..errors import DataError, LandmarkError
-from ..fsutil import atomic_write_json, atomic_write_text
+from ..fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
 
 # Files that mark a folder as holding a training run, and every file `landmark train` (and the
 # evaluate/report commands, beside the checkpoint) may write into one: --overwrite deletes only these.
 RUN_MARKERS = ("best.pt", "last.pt", "config.json", "metrics.json", "history.csv")
 RUN_EXTRA_FILES = ("test_confusion.png", "test_report.json", "train_confusion.png", "train_report.json",
-                   "report.html")
+                   "report.html", "features.pt")
 STATS_VERSION = 1  # mean_std.json format
+FEATURES_NAME = "features.pt"  # the frozen backbone's features of a transfer run, kept for --resume
+FEATURES_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -163,3 +168,31 @@ def cached_channel_stats(paths: RunPaths, samples: Sequence[Sample], image_size:
     atomic_write_json(paths.stats, {"version": STATS_VERSION, "mean": mean, "std": std, "data": str(data_root),
                                     "image_size": image_size, "fingerprint": key})
     return Normalization(mean, std)
+
+
+def cached_features(root: Path, key: str,
+                    compute: Callable[[], dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+    """Frozen-backbone features of a transfer run, computed once and kept in RUN/features.pt.
+
+    They are reused (by --resume) only when `key` matches: the same photos, model, size, views, seed and
+    normalisation give the same features, so extending a run by an epoch costs an epoch, not a re-extraction.
+    Float tensors are kept (and returned) in float16, so a resumed run trains on exactly what the first one did.
+    """
+    import torch
+
+    path = root / FEATURES_NAME
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if (isinstance(cached, dict) and cached.get("version") == FEATURES_VERSION and cached.get("key") == key
+                and all(isinstance(cached.get(k), torch.Tensor) for k in ("train_f", "train_y", "valid_f", "valid_y"))):
+            return cached
+    except FileNotFoundError:
+        pass
+    except Exception:  # unreadable or from another version: computed again
+        pass
+    fresh = {k: v.half() if v.is_floating_point() else v for k, v in compute().items()}
+    buf = io.BytesIO()
+    torch.save({"version": FEATURES_VERSION, "key": key, **fresh}, buf)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return fresh
