@@ -33,8 +33,15 @@ class DatasetLayout:
 
     root: Path
     classes: tuple[str, ...]
-    train: tuple[Sample, ...]
+    train_split: tuple[Sample, ...] | None  # None: no train/ folder (a test-only folder: evaluation only)
     test: tuple[Sample, ...]
+
+    @property
+    def train(self) -> tuple[Sample, ...]:
+        """The training photos; DataError for a folder with only test/ (training needs train/)."""
+        if self.train_split is None:
+            raise DataError(_no_train(self.root))
+        return self.train_split
 
     @property
     def display_names(self) -> tuple[str, ...]:
@@ -56,21 +63,38 @@ def _list_split(split_dir: Path, classes: Sequence[str]) -> tuple[Sample, ...]:
     return tuple(samples)
 
 
+def _no_train(root: Path) -> str:
+    """Why `root` is no dataset to train on, and what to pass instead."""
+    if root.is_file():
+        return f"{root} is a file; pass the dataset folder (train/<class>/ photos, + test/<class>/)"
+    if root.name in ("train", "test") and (root.parent / "train").is_dir():
+        return f"{root}: no train/ folder in it; pass the dataset folder above it: --data {root.parent}"
+    return (f"{root}: no train/ folder; a dataset is train/<class>/*.jpg (+ test/<class>/), "
+            "e.g. made by `landmark data synth DIR` or `landmark data download DIR`")
+
+
+def _class_folders(split_dir: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+
+
 def discover(root: str | Path) -> DatasetLayout:
-    """Read a `train/` (+ optional `test/`) class-folder tree."""
+    """Read a `train/` (+ optional `test/`) class-folder tree; a folder with only `test/` serves evaluation."""
     root = Path(root)
-    train_dir = root / "train"
+    train_dir, test_dir = root / "train", root / "test"
     if not train_dir.is_dir():
-        raise DataError(f"{root}: no train/ folder; a dataset is train/<class>/*.jpg (+ test/<class>/), "
-                        "e.g. made by `landmark data synth DIR` or `landmark data download DIR`")
-    classes = tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        if not test_dir.is_dir() or root.name in ("train", "test"):
+            raise DataError(_no_train(root))
+        # Evaluation needs no training photos; its classes are checked against the model's by the caller.
+        classes = _class_folders(test_dir)
+        return DatasetLayout(root=root, classes=classes, train_split=None, test=_list_split(test_dir, classes))
+    classes = _class_folders(train_dir)
     if len(classes) < 2:
         raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least 2")
     train = _list_split(train_dir, classes)
     if not train:
         raise DataError(f"{train_dir}: the class folders hold no photos")
-    test = _list_split(root / "test", classes) if (root / "test").is_dir() else ()
-    return DatasetLayout(root=root, classes=classes, train=train, test=test)
+    test = _list_split(test_dir, classes) if test_dir.is_dir() else ()
+    return DatasetLayout(root=root, classes=classes, train_split=train, test=test)
 
 
 def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
