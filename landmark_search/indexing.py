@@ -283,6 +283,12 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
     # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
                          lock=False) as idx:
+        own = photo_key(photo)  # a name that is not UTF-8 is never indexed, so never its own hit
+        stored = _stored_query(idx, photo, own)
+        if stored is not None:  # indexed and unchanged: its own vector, no model, no torch
+            record, vector = stored
+            hits = idx.search(vector, k, exclude_paths=[own])[0]
+            return SimilarResult(photo, record.label, [h for h in hits if h.score >= min_score])
         from .embeddings import embed_paths, load_model
 
         model = load_model(ref)
@@ -293,12 +299,25 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
         result = embed_paths([photo], model, _index_precision(recorded, cfg))
         if result.failed:
             raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
-        own = photo_key(photo)  # a name that is not UTF-8 is never indexed, so never its own hit
         hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
     label = (model.predicted_label(result.probs[0], None if result.features is None else result.features[0])
              if len(result.probs) else None)
     return SimilarResult(photo, label, hits)
+
+
+def _stored_query(idx, photo: Path, key: str):
+    """(record, 1 x dim vector) of a query photo the index holds unchanged (same size and mtime), else None."""
+    if not _is_utf8(key):
+        return None
+    try:
+        st = os.stat(photo)
+    except OSError:
+        return None
+    records, vectors = idx.lookup([key])
+    if records and (records[0].size, records[0].mtime_ns) == (st.st_size, st.st_mtime_ns):
+        return records[0], vectors[:1]
+    return None
 
 
 @dataclass(frozen=True)
