@@ -619,10 +619,10 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                           "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
                                    for h in result.hits]}))
     else:
-        if result.query_label:
-            typer.echo(f"query: {photo}  (looks like: {result.query_label})")
+        typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
+                                           else "none of the model's landmarks") + ")")
         for rank, h in enumerate(result.hits, 1):
-            typer.echo(f"{rank:>3}. {h.score:.3f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
+            typer.echo(f"{rank:>3}. similarity {h.score:.3f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
         if not result.hits:
             typer.echo("no hits (lower --min-score, or index more photos)")
     if sheet:
