@@ -186,8 +186,9 @@ def test_unlistable_folder_without_callback_is_skipped(tree: Path, monkeypatch: 
 
 
 def test_extensions_and_optional_heif() -> None:
-    expected = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
-    assert expected == PHOTO_EXTENSIONS
+    expected = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".nef", ".cr2",
+                ".cr3", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef"}
+    assert expected <= PHOTO_EXTENSIONS and all(e in expected or e in files.RAW_EXTENSIONS for e in PHOTO_EXTENSIONS)
     enabled = register_optional_formats()
     if heif_available():
         assert enabled == HEIF_EXTENSIONS and supported_extensions() == PHOTO_EXTENSIONS

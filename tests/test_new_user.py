@@ -60,3 +60,45 @@ def test_train_data_mistakes_say_what_to_pass(synth_data, tmp_path):
     for split in ("test", "train"):
         one_line_error(runner.invoke(app, ["train", "--data", str(synth_data / split), "-q"]),
                        f"--data {synth_data}")
+
+
+def _jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_raw_files_are_read_through_their_embedded_preview(tmp_path):
+    """Issue 18 item 16: .NEF/.CR2/.ARW/.DNG were skipped silently; every camera embeds a full-size JPEG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from landmark_search.data.files import iter_photos
+    from landmark_search.data.images import load_image
+    from landmark_search.errors import BadImageError
+
+    noise = np.random.default_rng(0).bytes
+    container = io.BytesIO()  # a TIFF-based RAW: IFD0 says "rotate 90" for the photo it holds
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (16, 8)).save(container, "TIFF", exif=exif)
+    nef = tmp_path / "DSC_0001.NEF"
+    nef.write_bytes(container.getvalue() + noise(4000) + b"\xff\xd8\xff\xe0 not a jpeg" + _jpeg((40, 30), (0, 255, 0))
+                    + noise(3000) + _jpeg((64, 48), (255, 0, 0)) + noise(5000))  # thumbnail, then the preview
+    cr3 = tmp_path / "IMG_0002.CR3"
+    cr3.write_bytes(b"ftypcrx " + noise(20000))
+    assert sorted(p.name for p in iter_photos([tmp_path])) == ["DSC_0001.NEF", "IMG_0002.CR3"]
+
+    img = load_image(nef)
+    assert img.size == (48, 64)  # the largest preview, turned as the camera recorded
+    assert img.getpixel((20, 20))[0] > 240 and img.getpixel((20, 20))[1] < 15
+    with pytest.raises(BadImageError, match=f"{cr3}: a camera RAW file without an embedded JPEG preview.*export a JPEG"):
+        load_image(cr3)
+    with pytest.raises(BadImageError, match="more than the limit of 1000"):
+        load_image(nef, max_pixels=1000)

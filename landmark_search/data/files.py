@@ -16,6 +16,7 @@ __all__ = [
     "HEIF_EXTENSIONS",
     "HEIF_HINT",
     "PHOTO_EXTENSIONS",
+    "RAW_EXTENSIONS",
     "SIDECAR_EXTENSIONS",
     "ErrorCallback",
     "heif_available",
@@ -28,8 +29,11 @@ __all__ = [
 
 HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
 HEIF_HINT = "HEIC/HEIF needs the optional decoder: pip install 'landmark-search[heif]'"
+# Camera RAW files are read through the full-size JPEG preview every camera embeds in them (data/images.py).
+RAW_EXTENSIONS: frozenset[str] = frozenset({".nef", ".nrw", ".cr2", ".cr3", ".arw", ".srf", ".sr2", ".dng", ".orf",
+                                            ".rw2", ".raf", ".pef", ".srw", ".raw", ".rwl", ".3fr", ".iiq", ".x3f"})
 PHOTO_EXTENSIONS: frozenset[str] = (
-    frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}) | HEIF_EXTENSIONS
+    frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}) | HEIF_EXTENSIONS | RAW_EXTENSIONS
 )
 # Our own sidecars (IMG_0001.jpg.json, IMG_0001.jpg.xmp) live beside the photos and are never photos.
 SIDECAR_EXTENSIONS: frozenset[str] = frozenset({".json", ".xmp"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 import stat
 import warnings
@@ -12,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import DEFAULT_MAX_PIXELS
 from ..errors import BadImageError
-from .files import HEIF_EXTENSIONS, HEIF_HINT, register_optional_formats
+from .files import HEIF_EXTENSIONS, HEIF_HINT, RAW_EXTENSIONS, register_optional_formats
 
 # We enforce our own limit with a message that names the fix, so Pillow's global check is off.
 Image.MAX_IMAGE_PIXELS = None
@@ -47,6 +49,66 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+# JPEG markers that start a frame and carry its size (SOF0-3, 5-7, 9-11, 13-15; not DHT C4, JPG C8, DAC CC).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_RAW_NO_PREVIEW = ("a camera RAW file without an embedded JPEG preview this tool can read; export a JPEG (or "
+                   "shoot RAW+JPEG) and give that")
+
+
+def _jpeg_at(mm: mmap.mmap, start: int) -> tuple[int, int] | None:
+    """(pixels, end offset) of a well-formed baseline/progressive JPEG starting at `start`, else None."""
+    pos, size = start + 2, None
+    while pos + 4 <= len(mm):
+        if mm[pos] != 0xFF:
+            return None
+        marker = mm[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(mm[pos + 2:pos + 4], "big")
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS and pos + 9 <= len(mm):
+            height, width = int.from_bytes(mm[pos + 5:pos + 7], "big"), int.from_bytes(mm[pos + 7:pos + 9], "big")
+            size = width * height
+        if marker == 0xDA:  # start of scan: entropy-coded data, in which FF D9 occurs only as the end marker
+            end = mm.find(b"\xff\xd9", pos + 2 + length)
+            return (size, end + 2) if size and end > 0 else None
+        pos += 2 + length
+    return None
+
+
+def raw_preview(path: Path) -> bytes:
+    """The largest JPEG embedded in a camera RAW file (NEF, CR2, ARW, DNG...: each carries a full-size preview).
+
+    The file is scanned through mmap for JPEG start markers and each candidate's segment chain is checked,
+    so a 50 MB RAW costs a scan and one copy of its preview, never a read of the whole file into memory.
+    """
+    best: tuple[int, int, int] | None = None  # pixels, start, end
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size < 4:
+            raise BadImageError(f"{path}: {_RAW_NO_PREVIEW}")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            start = mm.find(b"\xff\xd8\xff")
+            while start >= 0:
+                found = _jpeg_at(mm, start)
+                if found and (best is None or found[0] > best[0]):
+                    best = (found[0], start, found[1])
+                start = mm.find(b"\xff\xd8\xff", found[1] if found else start + 3)
+            if best is None:
+                raise BadImageError(f"{path}: {_RAW_NO_PREVIEW}")
+            return bytes(mm[best[1]:best[2]])
+
+
+def _raw_orientation(path: Path) -> int:
+    """The EXIF orientation a TIFF-based RAW (NEF, CR2, ARW, DNG...) records for its photo; 1 when unknown."""
+    try:
+        with Image.open(path) as container:
+            return int(container.getexif().get(0x0112, 1))
+    except Exception:  # not TIFF-based (CR3, RAF...) or an unusual layout: the preview as it is
+        return 1
+
+
 def load_image(path: str | Path, *, min_side: int | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode a photo upright in RGB, at reduced JPEG scale when only `min_side` pixels are needed.
@@ -62,7 +124,10 @@ def load_image(path: str | Path, *, min_side: int | None = None,
             # Opening a FIFO would wait forever for a writer; folders, sockets and devices aren't photos.
             what = "is a folder" if stat.S_ISDIR(mode) else "is not a regular file (a pipe, socket or device)"
             raise BadImageError(f"{path}: {what}, not a photo")
-        with Image.open(path) as img:
+        raw = path.suffix.lower() in RAW_EXTENSIONS
+        with Image.open(io.BytesIO(raw_preview(path)) if raw else path) as img:
+            if raw and 0x0112 not in img.getexif():  # the preview is stored as the sensor sees it
+                img.getexif()[0x0112] = _raw_orientation(path)
             width, height = img.size
             if max_pixels and width * height > max_pixels:
                 raise BadImageError(
