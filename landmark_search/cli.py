@@ -629,7 +629,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
         from .sheets import write_sheet
 
         write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
-                    title=f"similar to {photo.name}", query=photo, max_pixels=cfg.max_pixels)
+                    title=f"similar to {photo.name}", query=photo, max_pixels=cfg.max_pixels, score_name="similarity")
         typer.echo(f"contact sheet: {sheet}", err=as_json)
 
 
@@ -800,6 +800,21 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
         if not failed:
             _err(_no_photos())
         raise typer.Exit(code=1)
+
+
+@app.command("map")
+@handle_errors
+def map_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (their EXIF GPS, or the place "
+                                                "`landmark tag --geotag` wrote)."),
+            out: Path = typer.Option(Path("map.html"), "--out", "-o", help="The HTML page to write."),
+            max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs).")) -> None:
+    """One self-contained HTML map with a marker per place (works offline; OpenStreetMap tiles when online)."""
+    from .config import DEFAULT_MAX_PIXELS
+    from .placemap import write_map
+
+    path, places, without = write_map(photos, out, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    typer.echo(f"map: {path}  ({len(places)} place(s), {sum(len(p.photos) for p in places)} photo(s) with a "
+               f"position, {without} without)")
 
 
 @app.command("report")

@@ -141,3 +141,22 @@ def test_geotag_places_photos_without_gps_and_never_overwrites(trained_run, synt
     assert not Path(f"{placed}.xmp").exists() and not Path(f"{same_trip}.xmp").exists()
     assert exif_gps(Path(f"{users_xmp}.xmp")) == pytest.approx((1.5, 2.0))
     assert sorted(summary.geotagged) == sorted([placed, same_trip])
+
+
+def test_map_has_a_marker_per_place(tmp_path):
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+
+    for i in range(3):
+        write_photo(tmp_path / "lib" / f"paris_{i}.jpg", gps=(48.8584 + i * 1e-4, 2.2945))
+    write_photo(tmp_path / "lib" / "sydney.jpg", gps=(-33.8568, 151.2153))
+    write_photo(tmp_path / "lib" / "nowhere.jpg")
+    result = CliRunner().invoke(app, ["map", str(tmp_path / "lib"), "--out", str(tmp_path / "map.html")])
+    assert result.exit_code == 0, result.output
+    assert "2 place(s), 4 photo(s) with a position, 1 without" in result.output
+    page = (tmp_path / "map.html").read_text()
+    data = json.loads(page.split('id="places">')[1].split("</script>")[0].replace("&quot;", '"'))
+    assert sorted(p["photos"] for p in data) == [1, 3] and page.count('class="marker"') == 2
+    bad = CliRunner().invoke(app, ["map", str(tmp_path / "lib"), "--out", str(tmp_path / "map.png")])
+    assert bad.exit_code == 1 and "name it map.html" in bad.output
