@@ -488,6 +488,9 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
     if summary.uncalibrated:
         _err("warning: this model has no open-set calibration (trained before it existed): every photo is named as "
              "one of its landmarks; retrain it to get 'unknown' for photos of anything else")
+    if summary.no_places:
+        _err("warning: --geotag placed nothing: this model knows no landmark's place (or cannot say 'unknown'); "
+             "retrain it with a places.csv beside train/ (or --places FILE), or on geotagged photos")
     counts = {"tagged": len(summary.tagged), "no_tag": len(summary.untagged), "unknown": len(summary.unknown),
               **({"geotagged": len(summary.geotagged)} if geotag else {}),
               "unchanged": len(summary.unchanged), "failed": len(summary.failed),

@@ -122,6 +122,7 @@ class TagSummary:
     model_loaded: bool = False
     uncalibrated: bool = False  # a landmark model without open-set calibration: every photo gets a class
     geotagged: list[Path] = field(default_factory=list)  # got a place (from a landmark or from its trip)
+    no_places: bool = False  # --geotag with a model that knows no place (or has no open-set calibration)
     stale_temps_removed: int = 0  # temp files an interrupted earlier run left beside its sidecars
 
 
@@ -276,6 +277,7 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                                                                   preds[0].confidence) if unknown else None)
                 decided.append((job, payload, kept, unknown))
         places = _geotag(decided, model, opts) if opts.geotag else {}
+        summary.no_places = opts.geotag and (model.openset is None or not model.meta.get("places"))
         for job, payload, kept, unknown in decided:
             place = places.get(job.photo)
             try:
