@@ -357,6 +357,7 @@ class PhotoIndex:
             self._apply(generation, removed=ids, added=None)
         return len(ids)
 
+    @_manifest_errors
     def lookup(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[PhotoRecord], Embeddings]:
         """Records and vectors of those of ``paths`` that are indexed, in the order given (duplicates,
         groups); paths that are not indexed are left out."""
@@ -371,11 +372,13 @@ class PhotoIndex:
         records = []
         for i, path in enumerate(order):
             _, size, mtime, digest, label, blob = rows.pop(path)
-            if len(blob) != 4 * self._dim:
-                raise IndexStoreError(f"index {self._dir} has a damaged vector for {path}; remove that photo "
-                                      "or rebuild with `landmark index PHOTOS --index NEW`")
+            if not isinstance(blob, bytes) or len(blob) != 4 * self._dim:
+                raise damaged(self._dir, f"the stored vector of {path} is not {self._dim} float32 values")
             vecs[i] = np.frombuffer(blob, dtype=np.float32)
-            records.append(PhotoRecord(path, int(size), int(mtime), str(digest), label))
+            try:
+                records.append(PhotoRecord(path, int(size), int(mtime), str(digest), label))
+            except (TypeError, ValueError) as exc:
+                raise damaged(self._dir, f"the row of {path} holds {exc}") from None
         return records, vecs
 
     # ----------------------------------------------------------------- search

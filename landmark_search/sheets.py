@@ -91,6 +91,13 @@ def _format_score(score: float) -> str:
     return f"{score:.3f}"
 
 
+def _caption_rows(labels: Sequence[tuple[str, float]], score_name: str | None) -> list[tuple[str, str]]:
+    """(label, score text) rows; a named score ("similarity") leads its row, so it never reads as the label's."""
+    if score_name is None:
+        return [(label, _format_score(score)) for label, score in labels]
+    return [(f"looks like {label}" if label else "", f"{score_name} {_format_score(score)}") for label, score in labels]
+
+
 _SHEET_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .3em}
@@ -107,22 +114,32 @@ figcaption ol{margin:.3em 0 0;padding-left:1.4em}
 """
 
 
-def _html_figure(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, *, query: bool = False) -> str:
+def _html_figure(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, *, query: bool = False,
+                 rank: int | None = None, score_name: str | None = None) -> str:
     img, ok = _thumb_or_placeholder(path, THUMB, max_pixels)
     name = html.escape(path.name)
     href = html.escape(path.absolute().as_uri())  # a link, not a resource: the sheet stays self-contained
-    rows = "".join(f"<li>{html.escape(label) or '&mdash;'} <b>{_format_score(score)}</b></li>" for label, score in labels)
-    badge = '<span class="badge">query</span>' if query else ""
+    if score_name is None:
+        rows = "".join(f"<li>{html.escape(label) or '&mdash;'} <b>{score}</b></li>"
+                       for label, score in _caption_rows(labels, None))
+        listing = f"<ol>{rows}</ol>" if rows else ""
+    else:
+        rows = "".join(f"<li><b>{score}</b>{' &middot; ' + html.escape(label) if label else ''}</li>"
+                       for label, score in _caption_rows(labels, score_name))
+        listing = f'<ul style="list-style:none;padding:0">{rows}</ul>' if rows else ""
+    badge = ('<span class="badge">query</span>' if query
+             else f'<span class="badge">#{rank}</span>' if rank is not None else "")
     bad = "" if ok else '<div class="bad">unreadable photo</div>'
     return (f'<figure class="{"query" if query else "hit"}"><a href="{href}"><img src="{image_data_uri(img)}" '
             f'alt="{name}"></a><figcaption>{badge}<span class="name" title="{html.escape(str(path))}">{name}</span>'
-            f'{bad}{"<ol>" + rows + "</ol>" if rows else ""}</figcaption></figure>')
+            f'{bad}{listing}</figcaption></figure>')
 
 
 def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int,
-                max_pixels: int) -> None:
+                max_pixels: int, score_name: str | None = None) -> None:
     figures = [_html_figure(Path(query), [], max_pixels, query=True)] if query is not None else []
-    figures += [_html_figure(Path(p), labels, max_pixels) for p, labels in items]
+    figures += [_html_figure(Path(p), labels, max_pixels, rank=i if score_name else None, score_name=score_name)
+                for i, (p, labels) in enumerate(items, 1)]
     note = f"{len(items)} photos" + (f" (the first {len(items)} of {total})" if total > len(items) else "")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<style>{_SHEET_CSS}</style></head><body><h1>{html.escape(title)}</h1><p class="note">{note}</p>'
@@ -131,7 +148,7 @@ def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path 
 
 
 def _png_tile(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, *, query: bool,
-              lines: int) -> Image.Image:
+              lines: int, rank: int | None = None, score_name: str | None = None) -> Image.Image:
     pad, line_h = 6, 16
     font = load_font(12)
     tile = Image.new("RGB", (TILE, TILE + pad + line_h * (1 + lines)), (255, 255, 255))
@@ -139,12 +156,12 @@ def _png_tile(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, 
     tile.paste(img, (pad + (TILE - 2 * pad - img.width) // 2, pad + (TILE - 2 * pad - img.height) // 2))
     draw = ImageDraw.Draw(tile)
     y = TILE
-    name = ("query: " if query else "") + path.name + ("" if ok else " (unreadable)")
+    name = ("query: " if query else f"#{rank} " if rank is not None else "") + path.name + ("" if ok else " (unreadable)")
     draw.text((pad, y), fit_text(draw, name, font, TILE - 2 * pad), fill=(200, 60, 20) if query or not ok else (30, 30, 30),
               font=font)
-    for label, score in list(labels)[:lines]:
+    for label, score in _caption_rows(list(labels)[:lines], score_name):
         y += line_h
-        text = f"{_format_score(score)}  {label}".rstrip()
+        text = f"{score}  {label}".rstrip()
         draw.text((pad, y), fit_text(draw, text, font, TILE - 2 * pad), fill=(60, 60, 60), font=font)
     border = (217, 72, 15) if query else (210, 210, 210)
     draw.rectangle([0, 0, tile.width - 1, tile.height - 1], outline=border, width=2 if query else 1)
@@ -152,10 +169,11 @@ def _png_tile(path: Path, labels: Sequence[tuple[str, float]], max_pixels: int, 
 
 
 def _write_png(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int,
-               max_pixels: int) -> None:
+               max_pixels: int, score_name: str | None = None) -> None:
     lines = min(3, max((len(labels) for _, labels in items), default=0))
     tiles = [_png_tile(Path(query), [], max_pixels, query=True, lines=lines)] if query is not None else []
-    tiles += [_png_tile(Path(p), labels, max_pixels, query=False, lines=lines) for p, labels in items]
+    tiles += [_png_tile(Path(p), labels, max_pixels, query=False, lines=lines, rank=i if score_name else None,
+                        score_name=score_name) for i, (p, labels) in enumerate(items, 1)]
     cols = max(1, min(5, len(tiles)))
     rows = max(1, -(-len(tiles) // cols))
     gap, header = 8, 40
@@ -183,9 +201,12 @@ def check_sheet_path(path: Path) -> None:
 
 
 def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
+                max_pixels: int = DEFAULT_MAX_PIXELS, score_name: str | None = None) -> Path:
     """Write a contact sheet: `.html` (self-contained, base64 thumbnails) or `.png` (a grid image);
-    photos over `max_pixels` (the limit the command was given) show as unreadable tiles."""
+    photos over `max_pixels` (the limit the command was given) show as unreadable tiles.
+
+    `score_name` ("similarity") names the scores and ranks the photos: "#1", "similarity 0.768 · looks like X";
+    without it a score reads as its label's probability."""
     path = Path(path)
     check_sheet_path(path)
     suffix = path.suffix.lower()
@@ -193,7 +214,7 @@ def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path 
     total = len(items)
     shown = list(items)[:MAX_ITEMS]
     if suffix == ".png":
-        _write_png(path, shown, title, query, total, max_pixels)
+        _write_png(path, shown, title, query, total, max_pixels, score_name)
     else:
-        _write_html(path, shown, title, query, total, max_pixels)
+        _write_html(path, shown, title, query, total, max_pixels, score_name)
     return path

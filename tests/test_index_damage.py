@@ -70,7 +70,8 @@ def fake_model(monkeypatch):
 
 def invoke(*args):
     result = runner.invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+        __import__("traceback").format_exception(*result.exc_info))
     assert "Traceback" not in result.output
     return result
 
@@ -163,6 +164,18 @@ def test_a_damaged_index_is_one_line_naming_it_and_the_rebuild(built, photos, da
     hits = json.loads(invoke("similar", photos / "p03.jpg", "--index", built, "--json", "-k", "3").stdout)["hits"]
     assert len(hits) == 3 and all(Path(h["path"]).parent == photos.resolve() for h in hits)
     assert json.loads((built / "model.json").read_text())["embedding_dim"] == DIM
+
+
+def test_every_public_method_that_reads_the_manifest_turns_sqlite_errors_into_one_line():
+    """A method added later (lookup was) must keep the contract: a damaged page is never a traceback."""
+    import inspect
+
+    exempt = {"open", "close", "directory", "model_id", "dim", "index_type", "read_only"}
+    for name, member in inspect.getmembers(PhotoIndex):
+        if name.startswith("_") or name in exempt:
+            continue
+        func = member.fget if isinstance(member, property) else member
+        assert hasattr(func, "__wrapped__"), f"PhotoIndex.{name} needs @_manifest_errors"
 
 
 def test_rebuild_of_a_healthy_index_starts_afresh_from_the_photos(built, photos, fake_model):
@@ -348,3 +361,16 @@ def test_similar_takes_the_moved_model_by_its_hash(tmp_path, photos, fake_model)
     assert invoke("index", photos, "--index", index, "--model", moved).exit_code == 0
     assert json.loads((index / "model.json").read_text())["spec"] == str(moved.resolve())
     assert invoke("similar", photos / "p01.jpg", "--index", index).exit_code == 0
+
+
+def test_the_similar_sheet_names_its_scores_and_shows_the_query(built, photos, tmp_path):
+    """Issue 18 item 19: every tile read like "1. pedestal 0.768" (a label's probability?)."""
+    sheet = tmp_path / "similar.html"
+    assert invoke("similar", photos / "p02.jpg", "--index", built, "-k", "3", "--sheet", sheet).exit_code == 0
+    page = sheet.read_text()
+    assert page.count('<span class="badge">query</span>') == 1 and "p02.jpg" in page
+    assert [f'<span class="badge">#{i}</span>' in page for i in (1, 2, 3, 4)] == [True, True, True, False]
+    assert page.count("<b>similarity ") == 3 and "<ol>" not in page
+    png = tmp_path / "similar.png"
+    assert invoke("similar", photos / "p02.jpg", "--index", built, "-k", "3", "--sheet", png).exit_code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
