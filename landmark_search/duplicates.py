@@ -98,25 +98,15 @@ class PhotoFacts:
 
 def photo_facts(path: Path) -> PhotoFacts:
     """Size, EXIF capture time and camera (DateTimeOriginal, else DateTime; Make + Model) without decoding pixels."""
-    from PIL import Image
-    from PIL.ExifTags import IFD, Base
+    from .data.exif import read_exif
 
     facts = PhotoFacts()
     try:
         facts.mtime = path.stat().st_mtime
-        with Image.open(path) as img:
-            facts.width, facts.height = img.size
-            exif = img.getexif()
-            sub = exif.get_ifd(IFD.Exif)
-            raw = sub.get(Base.DateTimeOriginal) or exif.get(Base.DateTime)
-            facts.camera = " ".join(str(exif.get(t, "")).strip(" \x00") for t in (Base.Make, Base.Model)).strip()
-    except Exception:  # an unreadable header: the photo still takes part, with what is known
+    except OSError:  # gone since it was listed: it still takes part, with what is known
         return facts
-    if raw:
-        try:
-            facts.taken = _dt.datetime.strptime(str(raw).strip(" \x00")[:19], "%Y:%m:%d %H:%M:%S")
-        except ValueError:
-            pass
+    exif = read_exif(path)
+    facts.width, facts.height, facts.taken, facts.camera = exif.width, exif.height, exif.taken, exif.camera
     return facts
 
 

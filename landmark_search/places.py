@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .data.exif import read_exif
 from .errors import DataError
 
 PLACES_FILE = "places.csv"
@@ -106,50 +107,10 @@ def known_place(cls: str) -> Place | None:
 
 # ---------------------------------------------------------------------------------------------- EXIF
 
-def _rational(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError, ZeroDivisionError):
-        num, den = value
-        return float(num) / float(den)
-
-
-def _dms(values: Sequence[Any], ref: str) -> float:
-    deg, minutes, seconds = (_rational(v) for v in values)
-    sign = -1.0 if str(ref).upper() in ("S", "W") else 1.0
-    return sign * (deg + minutes / 60.0 + seconds / 3600.0)
-
-
 def photo_exif(path: Path) -> tuple[tuple[float, float] | None, datetime | None, str]:
-    """(GPS (lat, lon) or None, DateTimeOriginal or None, camera "make model") from a photo's EXIF; never raises."""
-    from PIL import Image
-    from PIL.ExifTags import GPS, IFD, Base
-
-    try:
-        with Image.open(path) as img:
-            exif = img.getexif()
-            gps_ifd = exif.get_ifd(IFD.GPSInfo)
-            sub = exif.get_ifd(IFD.Exif)
-            camera = " ".join(str(exif.get(t, "")).strip().strip("\x00") for t in (Base.Make, Base.Model)).strip()
-    except Exception:  # an unreadable photo has no place to give
-        return None, None, ""
-    gps = None
-    try:
-        if GPS.GPSLatitude in gps_ifd and GPS.GPSLongitude in gps_ifd:
-            lat = _dms(gps_ifd[GPS.GPSLatitude], gps_ifd.get(GPS.GPSLatitudeRef, "N"))
-            lon = _dms(gps_ifd[GPS.GPSLongitude], gps_ifd.get(GPS.GPSLongitudeRef, "E"))
-            if -90 <= lat <= 90 and -180 <= lon <= 180 and (lat, lon) != (0.0, 0.0):
-                gps = (lat, lon)
-    except (TypeError, ValueError, ZeroDivisionError):
-        gps = None
-    taken = None
-    raw = sub.get(Base.DateTimeOriginal) or exif.get(Base.DateTime)
-    if raw:
-        try:
-            taken = datetime.strptime(str(raw).strip().strip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
-        except ValueError:
-            taken = None
-    return gps, taken, camera
+    """(GPS (lat, lon) or None, capture time or None, camera "make model") of a photo; never raises."""
+    facts = read_exif(path)
+    return facts.gps, facts.taken, facts.camera
 
 
 # ----------------------------------------------------------------------------------------- geometry
