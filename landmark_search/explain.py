@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from .data.files import ErrorCallback, warn_skipped
 from .data.images import load_image
-from .data.transforms import normalize_uint8, resize_size
+from .data.transforms import center_crop_box, normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, LandmarkError
 from .fsutil import atomic_write_bytes
 from .models.base import LandmarkModel
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 Heatmap = npt.NDArray[np.float32]
 
-OVERLAY_MIN_SIDE = 256  # small training sizes (64 px) are upscaled so the overlay is readable
+PANEL = 480  # the long side of each half of a figure; smaller photos (a 64 px training set) are upscaled to it
 ALPHA = 0.45  # heat-map opacity: the landmark stays recognisable under the colours
 
 
@@ -109,16 +109,38 @@ def colorize(image: npt.NDArray[np.uint8], cam: Heatmap, alpha: float = ALPHA) -
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def overlay_image(image: npt.NDArray[np.uint8], cam: Heatmap, title: str) -> Image.Image:
-    """The blended photo under a title bar, upscaled to at least OVERLAY_MIN_SIDE pixels."""
-    side = max(OVERLAY_MIN_SIDE, image.shape[0])
-    photo = Image.fromarray(colorize(image, cam)).resize((side, side), Image.Resampling.BICUBIC)
-    font = load_font(15)
-    bar = 26
-    canvas = Image.new("RGB", (side, side + bar), (20, 20, 20))
-    canvas.paste(photo, (0, bar))
+def explain_figure(photo: Image.Image, box: tuple[float, float, float, float], cam: Heatmap,
+                   title: str) -> Image.Image:
+    """The whole photo and the heat map over it, side by side, PANEL pixels on the long side each.
+
+    Left: the photo with the square the model looks at (`box`, its center crop) framed. Right: the
+    heat map over that square, the rest of the photo dimmed: the model never saw it.
+    """
+    scale = PANEL / max(photo.size)
+    w, h = max(1, round(photo.width * scale)), max(1, round(photo.height * scale))
+    base = photo.resize((w, h), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+    x0, y0 = max(0, round(box[0] * scale)), max(0, round(box[1] * scale))
+    x1, y1 = min(w, max(x0 + 1, round(box[2] * scale))), min(h, max(y0 + 1, round(box[3] * scale)))
+    framed = base.copy()
+    ImageDraw.Draw(framed).rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 140, 0), width=3)
+    heat = base.point(lambda v: v * 2 // 5)
+    region = np.asarray(base.crop((x0, y0, x1, y1)))
+    cam_img = Image.fromarray(np.clip(cam * 255 + 0.5, 0, 255).astype(np.uint8)).resize((x1 - x0, y1 - y0),
+                                                                                       Image.Resampling.BILINEAR)
+    heat.paste(Image.fromarray(colorize(region, np.asarray(cam_img, dtype=np.float32) / 255)), (x0, y0))
+
+    font, small = load_font(16), load_font(13)
+    gap, bar, foot = 10, 32, 24
+    canvas = Image.new("RGB", (2 * w + 3 * gap, bar + h + foot), (20, 20, 20))
+    canvas.paste(framed, (gap, bar))
+    canvas.paste(heat, (2 * gap + w, bar))
     draw = ImageDraw.Draw(canvas)
-    draw.text((8, bar // 2), fit_text(draw, title, font, side - 16), fill=(255, 255, 255), font=font, anchor="lm")
+    draw.text((gap, bar // 2), fit_text(draw, title, font, canvas.width - 2 * gap), fill=(255, 255, 255), font=font,
+              anchor="lm")
+    for left, text in ((gap, "the photo (framed: what the model sees)"),
+                       (2 * gap + w, "where the evidence for the label is")):
+        draw.text((left, bar + h + foot // 2), fit_text(draw, text, small, w), fill=(200, 200, 200), font=small,
+                  anchor="lm")
     return canvas
 
 
@@ -137,9 +159,14 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 def explain_image(loaded: "LoadedModel", path: Path, class_index: int | None = None,
                   device: torch.device | None = None) -> tuple[npt.NDArray[np.uint8], Heatmap, int, float]:
     """Decode and crop one photo as evaluation does; (crop HxWx3, cam, class index, probability)."""
+    img = load_image(path, min_side=resize_size(loaded.image_size))
+    return _explain_decoded(loaded, img, class_index, device)
+
+
+def _explain_decoded(loaded: "LoadedModel", img: Image.Image, class_index: int | None,
+                     device: torch.device | None) -> tuple[npt.NDArray[np.uint8], Heatmap, int, float]:
     from .embeddings import prepare_uint8
 
-    img = load_image(path, min_side=resize_size(loaded.image_size))
     crop = prepare_uint8(img, loaded.image_size)
     x = normalize_uint8(crop[None], loaded.mean, loaded.std)
     if device is not None:
@@ -186,14 +213,18 @@ def explain_photos(paths: Sequence[Path], model_spec: "str | Path | LoadedModel 
     results: list[ExplainResult] = []
     for path in map(Path, paths):
         try:
-            crop, cam, index, prob = explain_image(loaded, path, class_index, dev)
+            # Decoded once, large enough for both the model's crop and a readable figure.
+            img = load_image(path, min_side=max(resize_size(loaded.image_size), PANEL))
+            _, cam, index, prob = _explain_decoded(loaded, img, class_index, dev)
         except BadImageError as exc:
             report(path, str(exc))
             continue
         label = loaded.class_names[index]
         stem = _unique_stem(path, taken)
         png = out_dir / f"{stem}.gradcam.png"
-        atomic_write_bytes(png, _png_bytes(overlay_image(crop, cam, f"{label}  p={prob:.2f}")))
+        figure = explain_figure(img, center_crop_box(img.width, img.height, loaded.image_size), cam,
+                                f"{path.name}: {label}  p={prob:.2f}")
+        atomic_write_bytes(png, _png_bytes(figure))
         npy = None
         if save_raw:
             npy = out_dir / f"{stem}.gradcam.npy"

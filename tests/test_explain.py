@@ -16,7 +16,7 @@ from landmark_search.data.synth import make_synthetic_dataset
 from landmark_search.data.transforms import resize_size
 from landmark_search.embeddings import LoadedModel, load_model
 from landmark_search.errors import CheckpointError, LandmarkError
-from landmark_search.explain import explain_image, explain_photos, gradcam, resolve_class
+from landmark_search.explain import PANEL, explain_image, explain_photos, gradcam, resolve_class
 from landmark_search.models import LandmarkModel, build_model, list_models
 from landmark_search.training import fit
 
@@ -177,10 +177,23 @@ def test_explain_photos_writes_overlays_and_skips_bad_photos(trained: tuple[Path
     assert [r.overlay_png.name for r in results] == ["0.gradcam.png", "0-2.gradcam.png"]
     for r in results:
         assert 0.0 < r.probability <= 1.0
-        with Image.open(r.overlay_png) as img:
-            assert img.format == "PNG" and img.width >= 256 and img.height > img.width  # title bar on top
+        with Image.open(r.overlay_png) as img:  # the photo and its map side by side, 480 px each, title on top
+            assert img.format == "PNG" and img.size == (2 * PANEL + 30, PANEL + 56)
         cam = np.load(r.raw_npy)
         assert cam.shape == (224, 224) and 0.0 <= cam.min() and cam.max() <= 1.0
+
+    # Issue 18 item 20: a wide photo is shown whole (not its 224 px centre crop), the map over the part the model
+    # saw and the rest dimmed.
+    with Image.open(photos[0]) as src:
+        wide = Image.new("RGB", (2 * src.width, src.height))
+        wide.paste(src, (0, 0))
+        wide.paste(src, (src.width, 0))
+    wide.save(tmp_path / "wide.png")
+    (figure,) = explain_photos([tmp_path / "wide.png"], best, None, tmp_path / "wide", save_raw=False)
+    with Image.open(figure.overlay_png) as img:
+        assert img.size == (2 * PANEL + 30, PANEL // 2 + 56)
+        photo_edge, map_edge = img.getpixel((14, 32 + PANEL // 4)), img.getpixel((PANEL + 24, 32 + PANEL // 4))
+        assert sum(map_edge) < 0.6 * sum(photo_edge)  # left of the crop: dimmed on the right, as it is on the left
 
     forced = explain_photos([photos[0]], best, "DOME", tmp_path / "forced", save_raw=False)
     assert forced[0].label == "Dome" and forced[0].raw_npy is None
