@@ -21,7 +21,8 @@ from landmark_search.report import MAX_MISTAKES, confused_pairs, write_report
 from landmark_search.training import fit
 
 CHROMIUM = Path("/usr/bin/chromium")
-HEADINGS = ["Configuration", "Training curves", "Test metrics", "Per-class precision, recall and F1",
+HEADINGS = ["Configuration", "Training curves", "Test metrics", "Photos of anything else (open set)",
+            "Per-class precision, recall and F1",
             "Confusion matrix", "Most-confused class pairs", "Misclassified test photos"]
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -194,7 +195,7 @@ def test_missing_pieces_say_why_and_never_crash(run: tuple[Path, Path], tmp_path
     # History alone is enough to re-plot the curves.
     shutil.copy(run_dir / "history.csv", bare / "history.csv")
     page = _parse(write_report(bare))
-    assert "epochs; lowest validation loss" in page.sections["curves"]
+    assert "epochs; best.pt holds epoch" in page.sections["curves"]
     assert sum(s.startswith("data:image/png;base64,") for s in page.imgs) == 1
     assert sorted(p.name for p in bare.iterdir()) == ["config.json", "history.csv", "report.html"], "no temp files left"
 
