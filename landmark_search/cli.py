@@ -257,6 +257,10 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Train a landmark classifier; writes best.pt, last.pt, history.csv, curves.png, metrics.json."""
+    # Paths are checked before torch is imported: a typo answers in a moment.
+    _must_exist(data, "--data", "make a dataset with `landmark data synth DIR` or `landmark data download DIR`")
+    _must_exist(resume, "--resume", "pass the run folder `landmark train` wrote")
+    _must_exist(places, "--places", "pass a CSV with columns class,latitude,longitude")
     from .config import TrainConfig
     from .training import fit
 
@@ -303,9 +307,12 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                  device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
+    _check_recall(recall)
+    _must_exist(checkpoint, "checkpoint", "pass RUN/best.pt or the run folder from `landmark train`")
+    _must_exist(data, "--data", "pass the dataset folder the model was trained on (with test/)")
+    _must_exist(distractors, "--distractors", "pass a folder of photos that show none of the landmarks")
     from .training import evaluate_checkpoint
 
-    _check_recall(recall)
     done = evaluate_checkpoint(checkpoint, data, split, out, device=device, precision=precision, quiet=quiet,
                                distractors=distractors, recall=recall)
     result, files = done.result, done.files
@@ -346,6 +353,12 @@ def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best
 
 
 # --------------------------------------------------------------------------------------------- classify
+
+def _must_exist(path: Optional[Path], what: str, fix: str) -> None:
+    """A path argument that is not there: one line, before anything heavy is imported."""
+    if path is not None and not Path(path).exists():
+        raise LandmarkError(f"{what} {path}: no such file or folder; {fix}")
+
 
 def _check_recall(recall: Optional[float]) -> Optional[float]:
     if recall is not None and not 0.0 < recall <= 1.0:
@@ -397,9 +410,6 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
                  strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
                  quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
     """Top-k landmark labels with probabilities for each photo."""
-    from .embeddings import load_model
-    from .tagging import classify
-
     if top_k < 1:
         raise LandmarkError(f"--top-k {top_k}: use 1 or more")
     _check_recall(recall)
@@ -408,6 +418,9 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
     if not found and not failed:
         _err(_no_photos())
         raise typer.Exit(code=1)
+    from .embeddings import load_model  # torch: only once the arguments are known to be good
+    from .tagging import classify
+
     loaded = load_model(model, trust_export=trust_export)
     cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
     results, bad = classify(found, loaded, cfg, top_k, recall=recall)
@@ -788,11 +801,16 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
                 raw: bool = typer.Option(False, "--raw", help="Also save the heat map as <photo>.gradcam.npy."),
                 device: str = typer.Option("auto")) -> None:
     """Grad-CAM heat maps: which part of each photo made the model choose its label."""
-    from .explain import explain_photos
-
     # Never explain our own overlays: a second `landmark explain .` would make a.gradcam.gradcam.png.
     found, failed = _collect_photos(photos, exclude=["*.gradcam.png"])
     found = [p for p in found if out.resolve() not in p.resolve().parents]
+    if not found:
+        _report_failures(failed)
+        if not failed:
+            _err(_no_photos())
+        raise typer.Exit(code=1)
+    from .explain import explain_photos  # torch: only once there are photos to explain
+
     results = explain_photos(found, model, class_label, out, raw, device=device,
                              on_error=lambda path, why: failed.append((path, why)))
     for r in results:
