@@ -19,8 +19,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/landmark demo --out demo-output
 
+# --durations=15: the slowest tests, so a test that grows slow is seen the day it does.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
