@@ -50,18 +50,39 @@ def confusion_png(confusion: Sequence[Sequence[int]], names: Sequence[str], titl
     return _png(fig)
 
 
-def curves_png(history: Sequence[Any]) -> bytes:
-    """Loss and accuracy per epoch, train vs validation, from rows with epoch, train_/valid_ loss and acc
-    (history.csv's rows: training.EpochStats)."""
-    plt = _pyplot()
+def curve_series(history: Sequence[Any], best_epoch: int | None = None) -> dict[str, Any]:
+    """What curves_png draws, as data: per metric, (x, y) of train and valid, and the best epoch.
+
+    A train value is the mean over its epoch, measured while the weights still moved (and with the
+    augmentation, mixing and dropout of training); a valid value is measured once, after the epoch.
+    So train points sit half an epoch earlier: plotted at the epoch's end, the lagging train loss looks
+    higher than the valid loss, as if the model underfitted.
+    """
     epochs = [h.epoch for h in history]
+    if best_epoch is None and history:
+        best_epoch = min(history, key=lambda h: h.valid_loss).epoch
+    series: dict[str, Any] = {"best_epoch": best_epoch}
+    for what in ("loss", "acc"):
+        series[what] = {"train": ([e - 0.5 for e in epochs], [getattr(h, f"train_{what}") for h in history]),
+                        "valid": (epochs, [getattr(h, f"valid_{what}") for h in history])}
+    return series
+
+
+def curves_png(history: Sequence[Any], best_epoch: int | None = None) -> bytes:
+    """Loss and accuracy per epoch, train vs validation (history.csv's rows: training.EpochStats), with the
+    epoch best.pt holds marked (default: the lowest validation loss)."""
+    plt = _pyplot()
+    data = curve_series(history, best_epoch)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     for ax, what in ((ax1, "loss"), (ax2, "acc")):
-        ax.plot(epochs, [getattr(h, f"train_{what}") for h in history], label="train")
-        ax.plot(epochs, [getattr(h, f"valid_{what}") for h in history], label="valid")
+        ax.plot(*data[what]["train"], label="train (mean over each epoch, augmented)")
+        ax.plot(*data[what]["valid"], label="valid (after each epoch)", marker="." if len(history) < 40 else None)
+        best = data["best_epoch"]
+        if best is not None:
+            ax.axvline(best, color="crimson", lw=1, ls="--", label=f"best.pt (epoch {best})")
         ax.set_title("loss" if what == "loss" else "accuracy")
         ax.set_xlabel("epoch")
-        ax.legend()
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     return _png(fig)
 

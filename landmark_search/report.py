@@ -107,17 +107,19 @@ def _read_history(path: Path) -> list:
 
 def _curves_section(paths: RunPaths) -> str:
     history = _read_history(paths.history) if paths.history.is_file() else []
+    best_epoch = _read_json_or(paths.metrics, {}).get("best_epoch")  # the epoch best.pt holds
     if paths.curves.is_file():
         png = paths.curves.read_bytes()
     else:
         if not history:
             raise _Missing("curves.png and history.csv are both missing from the run folder")
-        png = curves_png(history)
+        png = curves_png(history, best_epoch if isinstance(best_epoch, int) else None)
     summary = ""
     if history:
-        best = min(history, key=lambda h: h.valid_loss)
-        summary = (f"<p>{len(history)} epochs; lowest validation loss {best.valid_loss:.4f} at epoch {best.epoch} "
-                   f"(validation accuracy {best.valid_acc:.3f}).</p>")
+        best = next((h for h in history if h.epoch == best_epoch), None) or min(history, key=lambda h: h.valid_loss)
+        summary = (f"<p>{len(history)} epochs; best.pt holds epoch {best.epoch}: validation loss {best.valid_loss:.4f}, "
+                   f"accuracy {best.valid_acc:.3f}. Train values are means over each epoch while the weights moved "
+                   "(with augmentation), so they are drawn half an epoch earlier.</p>")
     return summary + _png_img(png, "loss and accuracy per epoch", "curves")
 
 

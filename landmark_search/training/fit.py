@@ -120,10 +120,17 @@ class _Run:
                          train_config=cfg.to_dict(), metrics=metrics)
 
     def config_record(self) -> dict[str, Any]:
-        """config.json: the options as given, plus what the recipe resolved."""
-        r = self.recipe
-        return {**self.cfg.to_dict(), "epochs": r.epochs, "lr": r.lr, "image_size": r.image_size, "family": r.family,
-                "batch_size": r.batch_size}
+        """config.json: what ran (the recipe's resolved values, the device and precision used), and under
+        "requested" the options that asked for a default or "auto"."""
+        r, given = self.recipe, self.cfg.to_dict()
+        ran = {"epochs": r.epochs, "lr": r.lr, "image_size": r.image_size, "family": r.family,
+               "batch_size": r.batch_size, "optimizer": r.optimizer, "scheduler": r.scheduler, "mix": r.mix,
+               "progressive": r.progressive, "time_limit": r.time_limit, "patience": r.patience,
+               "device": self.rt.device.type,
+               "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.rt.dtype,
+                                                                                            str(self.rt.dtype))}
+        requested = {k: given[k] for k in ran if k in given and given[k] != ran[k]}
+        return {**given, **ran, "requested": requested}
 
     def end_epoch(self, stats: EpochStats) -> bool:
         """Record an epoch and keep the run's files current; True when the run should stop."""
@@ -256,9 +263,11 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
         run.fit_head()
     else:
         run.fit_full()
-    atomic_write_bytes(paths.curves, curves_png(run.history))
+    # The epoch whose weights best.pt holds (the last that beat the best by the margin).
+    best_epoch = next((h.epoch for h in reversed(run.history) if h.valid_loss == run.best.loss), None)
+    atomic_write_bytes(paths.curves, curves_png(run.history, best_epoch))
     metrics: dict[str, Any] = {"train_seconds": round(time.time() - t0, 1), "epochs_run": len(run.history),
-                               "best_valid_loss": run.best.loss}
+                               "best_valid_loss": run.best.loss, "best_epoch": best_epoch}
     run.use_best_weights()
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
     openset = calibrate_model(run.model, run.meta(), run.train_samples, run.valid_samples, seed=cfg.seed,
