@@ -15,12 +15,42 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
+from .config import DEFAULT_MAX_PIXELS
 from .errors import LandmarkError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Recognise landmarks in photos, find similar ones, tag photo libraries.")
+
+class _OneLineErrors(TyperGroup):
+    """A mistyped command line (unknown option, missing argument, bad value) is one line on stderr and exit
+    code 2, like every other error is one line (exit 1), instead of a usage text and a boxed message."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.Abort:
+            _err("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):  # not a command-line error
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `landmark` or `landmark data` alone: the help
+                ctx = getattr(exc, "ctx", None)
+                if ctx is not None:
+                    typer.echo(ctx.get_help())
+                sys.exit(0)
+            ctx = getattr(exc, "ctx", None)
+            hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            _err(f"error: {exc.format_message().rstrip('.')}{hint}")
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Recognise landmarks in photos, find similar ones, tag photo libraries.")
 data_app = typer.Typer(no_args_is_help=True, help="Get datasets: the original 50 landmarks, or synthetic scenes.")
 app.add_typer(data_app, name="data")
 
@@ -31,6 +61,12 @@ PrecisionOpt = typer.Option("auto", help="auto (int8 for 256+ photos of a plain-
                             "where the CPU has it)|fp32|bf16|fp16|int8.")
 TrustOpt = typer.Option(False, "--trust-export", help="Allow a TorchScript export (from `landmark export`) as the "
                         "model. Risk: a TorchScript file can run code when loaded; only pass files you made or trust.")
+
+BatchOpt = typer.Option(32, "--batch-size", help="Photos per model batch; lower it if memory runs short.")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, else CPU)|cpu|cuda|mps.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+MaxPixelsOpt = typer.Option(None, "--max-pixels", help=f"Refuse larger images (decompression bombs); default "
+                            f"{DEFAULT_MAX_PIXELS} ({DEFAULT_MAX_PIXELS / 1e6:.0f} MP).")
 
 RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of true "
                          "landmark photos to keep (measured on its validation photos); lower it for fewer wrong tags. "
@@ -225,9 +261,11 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder with train/ (+ test/); "
                                                   "with --resume, the run's own unless given."),
               out: Optional[Path] = typer.Option(None, help="Run folder; default runs/<model>-<timestamp>. One that holds a run is refused (see --resume, --overwrite)."),
-              epochs: Optional[int] = typer.Option(None, help="Epochs (default per family)."),
+              epochs: Optional[int] = typer.Option(None, help="Epochs (default: 60 for a frozen backbone's head, 15 "
+                                                   "with --finetune, 120 from scratch, residual 60)."),
               batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
-              lr: Optional[float] = typer.Option(None, help="Learning rate (default per family)."),
+              lr: Optional[float] = typer.Option(None, help="Learning rate (default: 3e-3 head, 3e-4 with --finetune, "
+                                                 "2e-3 from scratch)."),
               optimizer: str = typer.Option("adamw", help="adamw (decoupled weight decay)|adam (L2 weight decay)|sgd (Nesterov momentum)."),
               weight_decay: float = typer.Option(5e-4, help="Weight decay."),
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
@@ -304,8 +342,8 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                                                             "precision-recall PNG."),
                  recall: Optional[float] = RecallOpt,
                  as_json: bool = typer.Option(False, "--json", help="Print the JSON report."),
-                 device: str = typer.Option("auto"), precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
-                 quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+                 device: str = DeviceOpt, precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
+                 quiet: bool = QuietOpt) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
     _check_recall(recall)
     _must_exist(checkpoint, "checkpoint", "pass RUN/best.pt or the run folder from `landmark train`")
@@ -372,10 +410,13 @@ def _warn_uncalibrated(loaded) -> None:
              "as one of its landmarks; retrain it to get 'unknown' for photos of anything else")
 
 
-def _no_photos() -> str:
-    from .data.files import PHOTO_EXTENSIONS
+def _no_photos(photos: Optional[List[Path]] = None) -> str:
+    from .data.files import PHOTO_EXTENSIONS, RAW_EXTENSIONS
 
-    return f"no photos found: give photo files or folders holding {', '.join(sorted(PHOTO_EXTENSIONS))} files"
+    where = f" in {', '.join(str(p) for p in photos)}" if photos else ""
+    return (f"no photos found{where}: give photo files or folders holding "
+            f"{', '.join(sorted(PHOTO_EXTENSIONS - RAW_EXTENSIONS))} or camera RAW ({', '.join(sorted(RAW_EXTENSIONS))}) "
+            "files")
 
 
 def _check_sheet(sheet: Optional[Path]) -> None:
@@ -404,11 +445,11 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
                  recall: Optional[float] = RecallOpt,
                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                  sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
-                 batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+                 batch_size: int = BatchOpt, device: str = DeviceOpt,
                  precision: str = PrecisionOpt,
-                 max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
+                 max_pixels: Optional[int] = MaxPixelsOpt,
                  strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
-                 quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+                 quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Top-k landmark labels with probabilities for each photo."""
     if top_k < 1:
         raise LandmarkError(f"--top-k {top_k}: use 1 or more")
@@ -416,7 +457,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
     _check_sheet(sheet)
     found, failed = _collect_photos(photos)
     if not found and not failed:
-        _err(_no_photos())
+        _err(_no_photos(photos))
         raise typer.Exit(code=1)
     from .embeddings import load_model  # torch: only once the arguments are known to be good
     from .tagging import classify
@@ -481,10 +522,10 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
             strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
-            batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+            batch_size: int = BatchOpt, device: str = DeviceOpt,
             precision: str = PrecisionOpt,
-            max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
-            quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+            max_pixels: Optional[int] = MaxPixelsOpt,
+            quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Write landmark tags into a sidecar JSON per photo (<photo>.json), keeping every existing key."""
     from .tagging import TagOptions, tag
 
@@ -526,7 +567,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
     if not (summary.failed or summary.tagged or summary.untagged or summary.unchanged):
-        _err(_no_photos())
+        _err(_no_photos(photos))
     if strict and summary.failed:
         raise typer.Exit(code=1)
     if summary.failed and not summary.tagged and not summary.untagged and not summary.unchanged:  # nothing worked: as classify does
@@ -559,7 +600,7 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
         typer.echo(f"{verb} {counts['cleaned']} photo(s) (sidecars deleted: {counts['sidecars_deleted']}), "
                    f"nothing of ours in {counts['untouched']}, failed {counts['failed']}")
     if not (summary.failed or summary.cleaned or summary.untouched):
-        _err(_no_photos())
+        _err(_no_photos(photos))
         raise typer.Exit(code=1)
     if summary.failed:
         raise typer.Exit(code=1)
@@ -572,19 +613,19 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
 def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders to index."),
               model: Optional[str] = ModelOpt,
               index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
-              recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
-              follow_links: bool = typer.Option(False, "--follow-links"),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+              follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
               exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
               index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
               prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
               rebuild: bool = typer.Option(False, "--rebuild", help="Start the index afresh from PHOTOS (the fix for a "
                                            "damaged index): deletes its manifest and vector cache first."),
-              batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
+              batch_size: int = BatchOpt, device: str = DeviceOpt,
               precision: str = PrecisionOpt,
-              max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs)."),
+              max_pixels: Optional[int] = MaxPixelsOpt,
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
-              quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+              quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
     from .index import INDEX_TYPES
     from .indexing import IndexOptions, build_index
@@ -604,7 +645,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
         typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
                    f"removed {s.removed}, failed {len(s.failed)}; {s.total} photos in total")
     if not (s.added or s.updated or s.unchanged or s.failed):
-        _err(_no_photos())
+        _err(_no_photos(photos))
     if strict and s.failed:
         raise typer.Exit(code=1)
 
@@ -619,8 +660,8 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                 min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
-                device: str = typer.Option("auto"), precision: str = PrecisionOpt,
-                max_pixels: Optional[int] = typer.Option(None),
+                device: str = DeviceOpt, precision: str = PrecisionOpt,
+                max_pixels: Optional[int] = MaxPixelsOpt,
                 trust_export: bool = typer.Option(False, "--trust-export", help="Query an index built with a "
                                                   "TorchScript export, loading it. Risk: a TorchScript file can run "
                                                   "code when loaded; only for exports you made or trust.")) -> None:
@@ -666,12 +707,12 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
                    to: Optional[Path] = typer.Option(None, "--to", help="Target folder DIR of link/move."),
                    as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...]} as JSON."),
                    sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet of the groups (.html or .png)."),
-                   recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
-                   follow_links: bool = typer.Option(False, "--follow-links"),
+                   recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+                   follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
                    exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
-                   batch_size: int = typer.Option(32), device: str = typer.Option("auto"),
-                   precision: str = PrecisionOpt, max_pixels: Optional[int] = typer.Option(None),
-                   quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+                   batch_size: int = BatchOpt, device: str = DeviceOpt,
+                   precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
+                   quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Exact copies, near duplicates (re-encoded, resized, cropped, edited) and same-scene bursts, with the one to keep."""
     from .duplicates import ACTIONS, TIERS, DuplicateOptions, apply_action, find_duplicates, report_json, \
         sheet_items, skip_patterns
@@ -721,7 +762,7 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
                                                            else "") + f" into {to}; nothing was deleted",
                    err=as_json)
     if not report.photos and not report.failed:
-        _err(_no_photos())
+        _err(_no_photos(photos))
 
 
 @app.command("group")
@@ -741,11 +782,11 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
                                                  "default groups/) to the landmark name given as the argument."),
               sheet: Optional[Path] = typer.Option(None, help="Contact sheet of the groups (.html or .png)."),
               as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...], \"ungrouped\": [...]}."),
-              recursive: bool = typer.Option(True, "--recursive/--no-recursive"),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
               exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
-              batch_size: int = typer.Option(32), device: str = typer.Option("auto"), precision: str = PrecisionOpt,
-              max_pixels: Optional[int] = typer.Option(None),
-              quiet: bool = typer.Option(False, "--quiet", "-q"), trust_export: bool = TrustOpt) -> None:
+              batch_size: int = BatchOpt, device: str = DeviceOpt, precision: str = PrecisionOpt,
+              max_pixels: Optional[int] = MaxPixelsOpt,
+              quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Cluster unlabelled photos into candidate landmarks; name each group once."""
     from .grouping import GroupOptions, group_photos, rename_group, write_group_links
     from .indexing import IndexOptions
@@ -799,7 +840,7 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
                                                           "class id, any case) instead of each photo's top class."),
                 out: Path = typer.Option(Path("explain"), "--out", "-o", help="Folder for <photo>.gradcam.png."),
                 raw: bool = typer.Option(False, "--raw", help="Also save the heat map as <photo>.gradcam.npy."),
-                device: str = typer.Option("auto")) -> None:
+                device: str = DeviceOpt) -> None:
     """Grad-CAM heat maps: which part of each photo made the model choose its label."""
     # Never explain our own overlays: a second `landmark explain .` would make a.gradcam.gradcam.png.
     found, failed = _collect_photos(photos, exclude=["*.gradcam.png"])
@@ -807,7 +848,7 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
     if not found:
         _report_failures(failed)
         if not failed:
-            _err(_no_photos())
+            _err(_no_photos(photos))
         raise typer.Exit(code=1)
     from .explain import explain_photos  # torch: only once there are photos to explain
 
@@ -819,7 +860,7 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
     _report_failures(failed)
     if not results:
         if not failed:
-            _err(_no_photos())
+            _err(_no_photos(photos))
         raise typer.Exit(code=1)
 
 
@@ -828,7 +869,7 @@ def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders
 def map_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (their EXIF GPS, or the place "
                                                 "`landmark tag --geotag` wrote)."),
             out: Path = typer.Option(Path("map.html"), "--out", "-o", help="The HTML page to write."),
-            max_pixels: Optional[int] = typer.Option(None, help="Refuse larger images (decompression bombs).")) -> None:
+            max_pixels: Optional[int] = MaxPixelsOpt) -> None:
     """One self-contained HTML map with a marker per place (works offline; OpenStreetMap tiles when online)."""
     from .config import DEFAULT_MAX_PIXELS
     from .placemap import write_map
@@ -863,7 +904,7 @@ def report_cmd(run: Path = typer.Argument(..., help="Run folder written by `land
 @app.command("demo")
 @handle_errors
 def demo_cmd(out: Path = typer.Option(Path("demo-output"), help="Folder for everything the demo makes."),
-             quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+             quiet: bool = QuietOpt) -> None:
     """Synthetic data -> train -> evaluate -> export -> classify -> index -> tag -> similar, with a summary."""
     from .demo import run_demo
 

@@ -102,3 +102,53 @@ def test_raw_files_are_read_through_their_embedded_preview(tmp_path):
         load_image(cr3)
     with pytest.raises(BadImageError, match="more than the limit of 1000"):
         load_image(nef, max_pixels=1000)
+
+
+def test_help_describes_every_option_with_its_default():
+    """Issue 18 item 22: flags shown as `--version <bool>`; --quiet, --device, --batch-size undescribed; no defaults."""
+    import typer.main
+
+    root = runner.invoke(app, ["--help"])
+    assert root.exit_code == 0 and "<bool>" not in root.output and "--version  Print the version" in root.output
+    group = typer.main.get_command(app)
+    commands = [(name, cmd) for name, cmd in group.commands.items()]
+    commands += [(f"data {n}", c) for n, c in group.commands["data"].commands.items()]
+    for name, cmd in commands:
+        for param in getattr(cmd, "params", []):
+            if param.param_type_name == "option":
+                assert (param.help or "").strip(), f"landmark {name} {param.opts[0]} has no help"
+    help_of = {name: runner.invoke(app, [*name.split(), "--help"]).output for name in ("index", "train")}
+    assert "--max-pixels" in help_of["index"] and "default 178956970" in help_of["index"]
+    assert "<bool>" not in help_of["index"] and "-q, --quiet" in help_of["index"]
+    assert "120 from scratch" in help_of["train"] and "3e-3" in help_of["train"]
+
+
+def test_readme_models_table_matches_the_models():
+    """Issue 18 item 22: the README said scratch embeds 512-d, `landmark models` 256."""
+    from landmark_search.models import build_model
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in ("scratch", "residual"):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        embed = int(row.split("|")[4].split()[0])
+        assert embed == build_model(name, 3, pretrained=False).embedding_dim, row
+
+
+def test_usage_mistakes_are_one_line(tmp_path):
+    """Issue 18 item 23: usage errors were a box on several lines (exit 2) while the README promised one line."""
+    for args, words in ((["index"], "Missing argument"), (["index", str(tmp_path), "--bogus"], "No such option: --bogus"),
+                        (["index", str(tmp_path), "--batch-size", "many"], "'--batch-size'")):
+        result = runner.invoke(app, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith("error: ") and words in lines[0] and "index --help`" in lines[0]
+    assert runner.invoke(app, []).exit_code == 0  # `landmark` alone prints the help
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"never read")
+    typo = runner.invoke(app, ["classify", str(photo), "-m", "efficientnet_lit0"])
+    one_line_error(typo, "unknown model 'efficientnet_lit0'; did you mean 'efficientnet_lite0'?")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = runner.invoke(app, ["untag", str(empty)])
+    assert nothing.exit_code == 1 and f"no photos found in {empty}:" in nothing.stderr

@@ -52,7 +52,12 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ModelNotFoundError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        import difflib
+
+        close = difflib.get_close_matches(str(name).lower(), list_models(), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ModelNotFoundError(f"unknown model {name!r}; {hint}known models: {', '.join(list_models())} "
+                                 "(or a checkpoint RUN/best.pt)") from None
 
 
 def list_models() -> list[str]:
