@@ -77,6 +77,11 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _count(n: int, noun: str) -> str:
+    """`1 photo`, `2 photos`, `0 photos`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def handle_errors(func):
     """Print a LandmarkError or an OS error (paths, permissions) as one line on stderr and exit 1; Ctrl-C exits 130."""
     @functools.wraps(func)
@@ -95,7 +100,10 @@ def handle_errors(func):
                      "needed, and is writable")
             raise typer.Exit(code=1)
         except KeyboardInterrupt:
-            _err("interrupted: finished work was saved; run the same command again to continue")
+            # Nothing is ever half-written (atomic writes, one transaction per batch), but the run may not have
+            # finished anything yet: say what holds either way.
+            _err("interrupted: no file was left half-written; run the same command again to go on from what had "
+                 "finished, if anything (`landmark train`: add --resume RUN)")
             raise typer.Exit(code=130)
     return wrapper
 
@@ -208,7 +216,7 @@ def data_from_gps(photos: List[Path] = typer.Argument(..., help="Photos or folde
     for c in summary.clusters:
         typer.echo(f"{c.name[:27]:<28}{len(c.photos):>7}{c.latitude:>11.5f}{c.longitude:>12.5f}{c.spread_m:>10.0f}"
                    f"  {c.city}, {c.country}")
-    typer.echo(f"{len(summary.clusters)} places from {summary.geotagged} geotagged photos ({summary.noise} in no "
+    typer.echo(f"{_count(len(summary.clusters), 'place')} from {summary.geotagged} geotagged photo(s) ({summary.noise} in no "
                f"place, {summary.without_gps} without GPS); next: landmark train --data {out}")
 
 
@@ -314,7 +322,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "test_accuracy" in m:
         typer.echo(f"test accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_macro_f1']:.4f}  "
-                   f"({m['n_test']} photos)")
+                   f"({_count(m['n_test'], 'photo')})")
     if report:
         _write_report(result.paths.root, None)
     typer.echo(f"best checkpoint: {result.paths.best}")
@@ -351,7 +359,8 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
     _must_exist(distractors, "--distractors", "pass a folder of photos that show none of the landmarks")
     from .training import evaluate_checkpoint
 
-    done = evaluate_checkpoint(checkpoint, data, split, out, device=device, precision=precision, quiet=quiet,
+    done = evaluate_checkpoint(checkpoint, data, split, out, device=device, precision=precision,
+                               quiet=quiet or not sys.stderr.isatty(),  # no progress bars in a log file
                                distractors=distractors, recall=recall)
     result, files = done.result, done.files
     if result.skipped:  # each was named on stderr as it was skipped
@@ -360,7 +369,7 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
         typer.echo(files["report"].read_text())
         return
     typer.echo(f"{split}: accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  "
-               f"weighted-F1 {result.weighted_f1:.4f}  ({len(result.y_true)} photos)")
+               f"weighted-F1 {result.weighted_f1:.4f}  ({_count(len(result.y_true), 'photo')})")
     typer.echo(f"{'class':<32}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>5}")
     for name, row in result.per_class.items():
         typer.echo(f"{name[:31]:<32}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1-score']:>8.3f}"
@@ -643,7 +652,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
         typer.echo(_json({**out, "failures": [{"path": str(p), "reason": str(r)} for p, r in s.failed]}))
     else:
         typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
-                   f"removed {s.removed}, failed {len(s.failed)}; {s.total} photos in total")
+                   f"removed {s.removed}, failed {len(s.failed)}; {_count(s.total, 'photo')} in total")
     if not (s.added or s.updated or s.unchanged or s.failed):
         _err(_no_photos(photos))
     if strict and s.failed:
@@ -746,7 +755,7 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
             for other in g.others:
                 typer.echo(f"      {other}")
         counts = {t: sum(1 for g in report.groups if g.tier == t) for t in TIERS}
-        typer.echo(f"{report.photos} photos: " + ", ".join(f"{counts[t]} {t}" for t in TIERS) + " group(s), "
+        typer.echo(f"{_count(report.photos, 'photo')}: " + ", ".join(f"{counts[t]} {t}" for t in TIERS) + " group(s), "
                    f"{sum(len(g.others) for g in report.groups)} photo(s) to review")
     if sheet:
         from .sheets import write_sheet
@@ -811,7 +820,7 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
                           "ungrouped": [str(p) for p in report.ungrouped]}))
     else:
         for g in report.groups:
-            typer.echo(f"{g.name}: {len(g.paths)} photos, e.g. {g.paths[0]}")
+            typer.echo(f"{g.name}: {_count(len(g.paths), 'photo')}, e.g. {g.paths[0]}")
         typer.echo(f"{len(report.groups)} group(s) of {report.considered} photo(s); {len(report.ungrouped)} in no "
                    f"group" + (f"; {report.named} already named by the model (--all groups them too)"
                                if report.named else ""))

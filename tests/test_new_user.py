@@ -152,3 +152,36 @@ def test_usage_mistakes_are_one_line(tmp_path):
     empty.mkdir()
     nothing = runner.invoke(app, ["untag", str(empty)])
     assert nothing.exit_code == 1 and f"no photos found in {empty}:" in nothing.stderr
+
+
+def test_small_things_a_new_user_notices(tmp_path, monkeypatch):
+    """Issue 18 item 24: export created a mistyped folder tree, synth made its folder 0700, "1 photos", and Ctrl-C
+    before anything finished said "finished work was saved"."""
+    import os
+
+    from landmark_search import tagging
+    from landmark_search.cli import _count
+    from landmark_search.data.synth import make_synthetic_dataset
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"only its path matters here")
+    result = runner.invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "typo" / "dir" / "m.pt")])
+    one_line_error(result, f"the folder {tmp_path / 'typo' / 'dir'} does not exist")
+    assert not (tmp_path / "typo").exists()
+
+    old = os.umask(0o022)
+    try:
+        data = make_synthetic_dataset(tmp_path / "synth", classes=2, per_class=2, image_size=32).root
+    finally:
+        os.umask(old)
+    assert (data.stat().st_mode & 0o777, (data / "train").stat().st_mode & 0o777) == (0o755, 0o755)
+
+    assert (_count(1, "photo"), _count(0, "photo"), _count(2, "place")) == ("1 photo", "0 photos", "2 places")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tagging, "untag", interrupted)
+    stopped = runner.invoke(app, ["untag", str(tmp_path)])
+    assert stopped.exit_code == 130 and "finished work was saved" not in stopped.output
+    assert "no file was left half-written" in stopped.output

@@ -536,6 +536,9 @@ def make_synthetic_dataset(
     # Build next to dest, then rename: dest is either complete or absent, never half-written.
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.synth-", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the dataset from everyone else once renamed
     try:
         boxes: dict[str, list[int]] = {}
         for split, offset, n in (("train", 0, n_train), ("test", n_train, n_test)):
