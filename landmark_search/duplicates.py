@@ -395,10 +395,11 @@ def apply_action(report: DuplicateReport, action: str, folder: Path, roots: Sequ
     roots = [Path(r) for r in roots if Path(r).is_dir()]
     if action == "move":
         moves = [(o, folder / relative_to_roots(o, roots)) for g in report.groups for o in g.others]
-        keys = {src: os.path.realpath(src) for src, _ in moves}
+        from .indexing import forget_photos, photo_key
+
+        keys = {src: photo_key(Path(src)) for src, _ in moves}  # as the index stores them (a link as the link)
         summary = move_photos(moves)
         if index is not None:
-            from .indexing import forget_photos
 
             forget_photos(index, [keys[src] for src, _ in summary.done])
         return summary

@@ -340,9 +340,9 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
     summary = build_index(photos, model_spec, index, opts, cfg, trust_export=trust_export)
     # build_index reported unreadable folders; this second walk only lists names (~1 s per 100k photos).
     found = [p for p in iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links,
-                                    exclude=opts.exclude) if _is_utf8(str(p.resolve()))]
+                                    exclude=opts.exclude) if _is_utf8(photo_key(p))]
     recorded = _read_model_file(summary.directory) or {}
-    by_key = {str(p.resolve()): p for p in found}
+    by_key = {photo_key(p): p for p in found}
     with PhotoIndex.open(summary.directory, model_id=recorded["model_id"], dim=int(recorded["embedding_dim"]),
                          create=False, lock=False) as idx:
         records, vectors = idx.lookup(list(by_key))
@@ -351,7 +351,7 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
 
 
 def forget_photos(index: str | Path, keys: Sequence[str]) -> int:
-    """Take photos (resolved paths, as the index stores them) out of the index; returns how many were there."""
+    """Take photos (their photo_key, as the index stores them) out of the index; returns how many were there."""
     from .index import PhotoIndex
 
     directory = index_dir(index)

@@ -332,6 +332,12 @@ def test_a_deleted_symlinked_photo_leaves_the_index(tmp_path, photos, fake_model
         assert str(photos.resolve() / "link.jpg") in idx.known()
     hits = json.loads(invoke("similar", target, "--index", index, "--json", "-k", "1").stdout)["hits"]
     assert hits[0]["path"] == str(photos.resolve() / "link.jpg") and hits[0]["score"] > 0.999
+    # duplicates and group read the index back under the same key.
+    from landmark_search.config import EmbedConfig
+    from landmark_search.indexing import IndexOptions, indexed_photos
+
+    found = indexed_photos([photos], None, index, IndexOptions(), EmbedConfig(progress=False))
+    assert link in found.paths and len(found.paths) == 13
 
     link.unlink()
     again = json.loads(invoke("index", photos, "--index", index, "--json").stdout)
