@@ -329,29 +329,52 @@ def _walk_ivf(w: _Walk, dim: int) -> int:
         pairs = np.frombuffer(w.take(8 * w.count(8, "ivf list sizes")), dtype="<u8")
         if len(pairs) % 2 or (len(pairs) and pairs[0::2].max() >= nlist):
             raise ValueError("ivf sparse list sizes are malformed")
-        sizes = pairs[1::2]
+        sizes = np.zeros(nlist, dtype="<u8")
+        sizes[pairs[0::2].astype(np.int64)] = pairs[1::2]
     else:
         raise ValueError("unexpected ivf list layout")
     # faiss sizes every list before reading any: together they must fit in the bytes that follow.
-    per_vector = 4 * dim + 8
-    if len(sizes) and float(sizes.astype(np.float64).sum()) * per_vector > w.size - w.pos:
+    code_size = 4 * dim
+    if len(sizes) and float(sizes.astype(np.float64).sum()) * (code_size + 8) > w.size - w.pos:
         raise ValueError("ivf lists claim more vectors than the file holds")
-    total = int(sizes.sum())
-    if total != n:
-        raise ValueError(f"ivf lists hold {total} vectors, its header says {n}")
-    w.skip(total * per_vector)
+    if int(sizes.sum()) != n:
+        raise ValueError(f"ivf lists hold {int(sizes.sum())} vectors, its header says {n}")
+    for size in map(int, sizes):  # each list: its codes, then its ids, which searches map through the id map
+        if size:
+            w.skip(size * code_size)
+            ids = np.frombuffer(w.take(8 * size), dtype="<i8")
+            if ids.min() < 0 or ids.max() >= n:
+                raise ValueError("an ivf list holds an id outside the index")
     return n
 
 
 def _walk_hnsw(w: _Walk, dim: int) -> int:
+    """The graph is checked as well as sized: a search follows its offsets and neighbour ids unchecked."""
     n = _walk_header(w, dim)
-    for itemsize, what, want in ((8, "hnsw level probabilities", None), (4, "hnsw neighbours per level", None),
-                                 (4, "hnsw levels", n), (8, "hnsw offsets", n + 1), (4, "hnsw neighbours", None)):
-        count = w.count(itemsize, what)
-        if want is not None and count != want:
-            raise ValueError(f"{what}: {count} entries for {n} vectors")
-        w.skip(itemsize * count)
-    w.skip(20)  # entry point, max level, efConstruction, efSearch, an unused int
+    w.skip(8 * w.count(8, "hnsw level probabilities"))
+    cum = np.frombuffer(w.take(4 * w.count(4, "hnsw neighbours per level")), dtype="<i4").astype(np.int64)
+    if w.count(4, "hnsw levels") != n:
+        raise ValueError("hnsw levels do not match the vector count")
+    levels = np.frombuffer(w.take(4 * n), dtype="<i4").astype(np.int64)
+    if w.count(8, "hnsw offsets") != n + 1:
+        raise ValueError("hnsw offsets do not match the vector count")
+    offsets = np.frombuffer(w.take(8 * (n + 1)), dtype="<u8")
+    links = w.count(4, "hnsw neighbours")
+    if not len(cum) or cum[0] != 0 or (np.diff(cum) < 0).any() or (n and (levels.min() < 1 or levels.max() >= len(cum))):
+        raise ValueError("hnsw levels are malformed")
+    if offsets[0] != 0 or int(offsets[-1]) != links or (n and (np.diff(offsets).astype(np.int64) != cum[levels]).any()):
+        raise ValueError("hnsw offsets do not match its levels")
+    left = links
+    while left:  # streamed: at 1M vectors the neighbour lists are ~300 MB
+        chunk = np.frombuffer(w.take(4 * min(left, 1 << 22)), dtype="<i4")
+        if chunk.min() < -1 or chunk.max() >= n:
+            raise ValueError("hnsw neighbours name vectors outside the index")
+        left -= len(chunk)
+    entry, max_level = w.num("i"), w.num("i")
+    w.skip(12)  # efConstruction, efSearch, an unused int
+    if (entry, max_level) != ((-1, -1) if not n else (entry, int(levels.max()) - 1)) or (
+            n and not (0 <= entry < n and levels[entry] - 1 == max_level)):
+        raise ValueError("hnsw entry point is malformed")
     if _walk_sub_flat(w, dim, "hnsw storage") != n:
         raise ValueError("hnsw storage differs from its graph in size")
     return n

@@ -380,3 +380,32 @@ def test_the_similar_sheet_names_its_scores_and_shows_the_query(built, photos, t
     png = tmp_path / "similar.png"
     assert invoke("similar", photos / "p02.jpg", "--index", built, "-k", "3", "--sheet", png).exit_code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_crafted_graph_or_list_id_is_refused_before_faiss_reads_it(tmp_path, kind, monkeypatch):
+    """Sizes right, CRC right, but an id past the end: a search would read outside the index's memory."""
+    n = 1000 if kind == "ivf" else 60
+    x = unit(np.random.default_rng(4).standard_normal((n, DIM)))
+    with PhotoIndex.open(tmp_path, model_id=MODEL_ID, dim=DIM, index_type=kind) as idx:
+        idx.add([PhotoRecord(f"/p/{i}.jpg", 1, 1, "h") for i in range(n)], x)
+    cache = tmp_path / CACHE_NAME
+    payload, tag = _payload_and_tag(cache)
+    if kind == "hnsw":
+        at = _field(kind, payload, n, "neighbours") + 8  # the first neighbour id of vector 0
+        assert struct.unpack_from("<i", payload, at)[0] in range(n)
+        struct.pack_into("<i", payload, at, n + 5)
+    else:
+        sizes = _field(kind, payload, n, "list size")
+        nlist = _u64(payload, sizes - 8)
+        first = next(i for i in range(nlist) if _u64(payload, sizes + 8 * i))
+        at = sizes + 8 * nlist + sum(_u64(payload, sizes + 8 * i) * (4 * DIM + 8) for i in range(first))
+        at += _u64(payload, sizes + 8 * first) * 4 * DIM  # past that list's codes: its first id
+        assert struct.unpack_from("<q", payload, at)[0] in range(n)
+        struct.pack_into("<q", payload, at, n + 7)
+    _reseal(cache, payload, tag)
+    calls = []
+    monkeypatch.setattr(vector_cache.faiss, "read_index", lambda *a: calls.append(a))
+    with pytest.raises(ValueError, match="outside the index"):
+        vector_cache.read_cache(cache, DIM)
+    assert calls == []
