@@ -16,6 +16,12 @@ it is rebuilt (or caught up) from the stored vectors. Manifest ids come from
 rows with larger ids are new, ids that left the manifest are deleted. A ``kill -9`` at any
 point therefore leaves an index that opens and answers as of its last committed batch.
 
+Damage: every SQLite error (a garbled page, a dropped table, a full disk) and every manifest value
+that is not what it should be becomes an ``IndexStoreError`` of one line naming the index and the
+fix (``landmark index PHOTOS --index DIR --rebuild``; for a full disk, free space and rerun: a failed
+batch is rolled back whole, committed ones stay). A cache file is checked before FAISS reads it (CRC,
+and every length, id and graph offset bounded by the file: vector_cache.check_layout).
+
 Index types (``index_type``: auto, flat, ivf, hnsw) are described in vector_cache.py; ivf and hnsw
 keep deleted vectors as tombstones, and ``save()`` rebuilds from the manifest once they exceed
 ``REBUILD_DELETED_FRACTION``. Rooms: manifest.py (the SQLite truth), vector_cache.py (the FAISS
