@@ -106,6 +106,8 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "torchscrip
     out = Path(out)
     if out.exists() and out.is_dir():
         raise LandmarkError(f"{out} is a folder; give a file name such as model.pt")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise LandmarkError(f"--out {out}: {out.parent} is a file, not a folder; pick another --out")
     if not out.parent.is_dir():  # a typo in the folder must not become a new folder tree
         raise LandmarkError(f"--out {out}: the folder {out.parent} does not exist; create it first or pick another")
     if fmt == "torchscript":

@@ -274,6 +274,10 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
 
     directory = index_dir(index)
     recorded = _read_model_file(directory)
+    if recorded is None and (directory / "manifest.sqlite").exists():
+        raise IndexStoreError(f"index {directory} has lost its {MODEL_FILE} (which model built it); `landmark index "
+                              f"PHOTOS --index {directory} --model MODEL` with that model writes it again, or rebuild "
+                              f"it with `landmark index PHOTOS --index {directory} --rebuild`")
     if recorded is None:
         raise IndexStoreError(f"no index at {directory}; build one with `landmark index PHOTOS` "
                               f"(add --index {index} for this name)")

@@ -208,8 +208,8 @@ def test_bad_output_paths_and_options_are_one_line_errors(trained_run, synth_dat
     a_file.write_text("user data")
     result = invoke("export", trained_run / "best.pt", "-o", a_file / "model.pt", ok=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.strip().splitlines() == [f"error: {a_file}: File exists; check that the path exists, is a "
-                                                  "folder where one is needed, and is writable"]
+    assert result.output.strip().splitlines() == [f"error: --out {a_file / 'model.pt'}: {a_file} is a file, not a "
+                                                  "folder; pick another --out"]
     assert a_file.read_text() == "user data"
     photo = sorted((synth_data / "test").rglob("*.jpg"))[0]
     for args, message in ((("--batch-size", "0"), "--batch-size 0: use 1 or more"),

@@ -178,6 +178,15 @@ def test_every_public_method_that_reads_the_manifest_turns_sqlite_errors_into_on
         assert hasattr(func, "__wrapped__"), f"PhotoIndex.{name} needs @_manifest_errors"
 
 
+def test_a_lost_model_json_is_named_and_written_again_by_the_next_index_run(built, photos, fake_model):
+    (built / "model.json").unlink()
+    lost = invoke("similar", photos / "p00.jpg", "--index", built)
+    one_line_error(lost, f"index {built} has lost its model.json", "--model MODEL", "--rebuild")
+    again = invoke("index", photos, "--index", built, "--model", "efficientnet_lite0", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["total"] == 312  # nothing re-embedded or lost
+    assert invoke("similar", photos / "p00.jpg", "--index", built).exit_code == 0
+
+
 def test_rebuild_of_a_healthy_index_starts_afresh_from_the_photos(built, photos, fake_model):
     before = json.loads(invoke("index", photos, "--index", built, "--json").stdout)
     assert before["total"] == 312 and before["unchanged"] == 12
