@@ -172,7 +172,8 @@ def test_classify(corpus, ckpt, vanish):
     expected = {**corpus.bad, **{p: "file not found" for p in corpus.vanishing}}
     lines = skipped_lines(result.stderr, expected)
     assert_reasons(lines, expected)
-    assert f"{len(done)} classified, {len(expected)} failed" in result.stderr
+    unknown = sum(r["unknown"] for r in done)  # corpus pictures are no landmark: the model may say so
+    assert f"{len(done)} classified ({unknown} unknown), {len(expected)} failed" in result.stderr
     assert snapshot(corpus.root, skip=(corpus.vanishing_dir,)) == before
 
     fifo = corpus.p("fifo.jpg")
@@ -252,21 +253,25 @@ def test_tag(corpus, ckpt, vanish, sources, tmp_path):
                 **{p: "cannot write" for p in corpus.readonly}}
     assert_reasons({Path(f["path"]): f["reason"] for f in summary["failures"]}, expected)
     tagged = corpus.good - set(expected)
-    assert (summary["tagged"], summary["failed"]) == (len(tagged), len(expected))
+    # a photo written without a tag (unknown to the model) is counted apart from the tagged ones
+    assert (summary["tagged"] + summary["no_tag"], summary["failed"]) == (len(tagged), len(expected))
     reasons = {Path(f["path"]): f["reason"] for f in summary["failures"]}
     assert all("write sidecars to an output folder" in reasons[p] for p in corpus.readonly)
 
     after = snapshot(corpus.root, skip=(corpus.vanishing_dir,))
     assert non_sidecars(after) == non_sidecars(before)  # photos, links, FIFO, notes, modes: untouched
     new = set(after) - set(before)
-    assert new == {str(p.relative_to(corpus.root)) + s for p in tagged for s in (".json", ".xmp")} - {
-        "user-keys.jpg.json"}
+    # every readable photo gets its JSON entry; an XMP only where there is a keyword (not for "unknown")
+    keyworded = {p for p in tagged if json.loads(Path(f"{p}.json").read_text())["landmark_search"]["tags"]}
+    assert new == ({str(p.relative_to(corpus.root)) + ".json" for p in tagged} - {"user-keys.jpg.json"}) | {
+        str(p.relative_to(corpus.root)) + ".xmp" for p in keyworded}
+    assert len(keyworded) == summary["tagged"]
     assert corpus.p("bad-sidecar.jpg.json").read_bytes() == BAD_SIDECAR
     mine = json.loads(Path(f"{user_keys}.json").read_text())
-    assert {k: mine[k] for k in USER_KEYS} == USER_KEYS and mine["landmark_search"]["tags"]
+    assert {k: mine[k] for k in USER_KEYS} == USER_KEYS and "tags" in mine["landmark_search"]
     for photo in tagged:
         entry = json.loads(Path(f"{photo}.json").read_text())["landmark_search"]
-        assert entry["tags"] and entry["source"]["fingerprint"]
+        assert (entry["tags"] or entry["unknown"]) and entry["source"]["fingerprint"]
 
     # A re-run rewrites nothing, fails the same photos again, and --strict turns that into exit 1.
     corpus.restore_vanishing(sources)
@@ -285,11 +290,12 @@ def test_tag(corpus, ckpt, vanish, sources, tmp_path):
     summary = json.loads(stdout(mirrored))
     expected = {**corpus.bad, **{p: "file not found" for p in corpus.vanishing}}
     assert_reasons({Path(f["path"]): f["reason"] for f in summary["failures"]}, expected)
-    assert summary["tagged"] == len(corpus.good - corpus.vanishing)
+    assert summary["tagged"] + summary["no_tag"] == len(corpus.good - corpus.vanishing)
     assert snapshot(corpus.root, skip=(corpus.vanishing_dir,)) == after
     for photo in corpus.good - corpus.vanishing:
-        for suffix in (".json", ".xmp"):
-            assert (out / photo.relative_to(corpus.root).parent / f"{photo.name}{suffix}").is_file()
+        mirror = out / photo.relative_to(corpus.root).parent / photo.name
+        entry = json.loads(Path(f"{mirror}.json").read_text())["landmark_search"]
+        assert Path(f"{mirror}.xmp").is_file() == bool(entry["tags"])  # an XMP where there is a keyword
 
 
 def test_training_on_a_dataset_with_the_corpus(corpus, synth_data, tmp_path):
