@@ -1,0 +1,237 @@
+"""`landmark index|similar|duplicates|group`: the similarity index and what it finds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import LandmarkError
+from . import (
+    BatchOpt, DEFAULT_INDEX, DeviceOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt, TrustOpt,
+    _check_sheet, _count, _embed_config, _err, _json, _no_photos, _report_failures, app, handle_errors,
+)
+
+
+# --------------------------------------------------------------------------------------- index, similar
+
+@app.command("index")
+@handle_errors
+def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders to index."),
+              model: Optional[str] = ModelOpt,
+              index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+              follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
+              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
+              prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
+              rebuild: bool = typer.Option(False, "--rebuild", help="Start the index afresh from PHOTOS (the fix for a "
+                                           "damaged index): deletes its manifest and vector cache first."),
+              batch_size: int = BatchOpt, device: str = DeviceOpt,
+              precision: str = PrecisionOpt,
+              max_pixels: Optional[int] = MaxPixelsOpt,
+              as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+              strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+              quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
+    """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
+    from ..index import INDEX_TYPES
+    from ..indexing import IndexOptions, build_index
+
+    if index_type not in INDEX_TYPES:
+        raise LandmarkError(f"--index-type {index_type!r}: use {', '.join(INDEX_TYPES)}")
+    opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
+                        index_type=index_type, prune=prune, rebuild=rebuild)
+    s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
+                                                              quiet=quiet), trust_export=trust_export)
+    _report_failures(s.failed)
+    out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
+           "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
+    if as_json:
+        typer.echo(_json({**out, "failures": [{"path": str(p), "reason": str(r)} for p, r in s.failed]}))
+    else:
+        typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
+                   f"removed {s.removed}, failed {len(s.failed)}; {_count(s.total, 'photo')} in total")
+    if not (s.added or s.updated or s.unchanged or s.failed):
+        _err(_no_photos(photos))
+    if strict and s.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command("similar")
+@handle_errors
+def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the index or not)."),
+                index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+                model: Optional[str] = typer.Option(None, "--model", "-m", help="The index's model where it moved "
+                                                    "since the index was built (the same file: checked by its hash)."),
+                k: int = typer.Option(10, "-k", "--top-k", help="Number of neighbours."),
+                min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
+                device: str = DeviceOpt, precision: str = PrecisionOpt,
+                max_pixels: Optional[int] = MaxPixelsOpt,
+                trust_export: bool = typer.Option(False, "--trust-export", help="Query an index built with a "
+                                                  "TorchScript export, loading it. Risk: a TorchScript file can run "
+                                                  "code when loaded; only for exports you made or trust.")) -> None:
+    """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
+    from ..indexing import find_similar
+
+    _check_sheet(sheet)
+    cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
+    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export, model_spec=model)
+    if as_json:
+        typer.echo(_json({"query": str(photo), "label": result.query_label,
+                          "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
+                                   for h in result.hits]}))
+    else:
+        typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
+                                           else "none of the model's landmarks") + ")")
+        for rank, h in enumerate(result.hits, 1):
+            typer.echo(f"{rank:>3}. similarity {h.score:.3f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
+        if not result.hits:
+            typer.echo("no hits (lower --min-score, or index more photos)")
+    if sheet:
+        from ..sheets import write_sheet
+
+        write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
+                    title=f"similar to {photo.name}", query=photo, max_pixels=cfg.max_pixels, score_name="similarity")
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+
+
+# --------------------------------------------------------------------------------- duplicates, group
+
+@app.command("duplicates")
+@handle_errors
+def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (with --action link|move "
+                                                       "and no --to, the last one is the target folder DIR)."),
+                   model: Optional[str] = ModelOpt,
+                   index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or "
+                                             "folder; updated incrementally, so a second run embeds nothing."),
+                   tier: Optional[List[str]] = typer.Option(None, "--tier", help="exact|near|same_scene "
+                                                            "(repeatable; default all three)."),
+                   action: str = typer.Option("list", help="list | link (a folder of links per group, to review) | "
+                                              "move (the others into DIR, keeping relative paths and sidecars). "
+                                              "Nothing is ever deleted."),
+                   to: Optional[Path] = typer.Option(None, "--to", help="Target folder DIR of link/move."),
+                   as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...]} as JSON."),
+                   sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet of the groups (.html or .png)."),
+                   recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+                   follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
+                   exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+                   batch_size: int = BatchOpt, device: str = DeviceOpt,
+                   precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
+                   quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
+    """Exact copies, near duplicates (re-encoded, resized, cropped, edited) and same-scene bursts, with the one to keep."""
+    from ..duplicates import ACTIONS, TIERS, DuplicateOptions, apply_action, find_duplicates, report_json, \
+        sheet_items, skip_patterns
+    from ..indexing import IndexOptions
+
+    if action not in ACTIONS:
+        raise LandmarkError(f"--action {action!r}: use {', '.join(ACTIONS)}")
+    if action != "list" and to is None:
+        if len(photos) < 2:
+            raise LandmarkError(f"--action {action} needs a target folder: PHOTOS... --action {action} DIR "
+                                "(or --to DIR)")
+        photos, to = photos[:-1], photos[-1]
+    if to is not None and to.exists() and not to.is_dir():
+        raise LandmarkError(f"{to} is a file; --action {action} needs a folder")
+    _check_sheet(sheet)
+    bad = [t for t in tier or () if t not in TIERS]
+    if bad:
+        raise LandmarkError(f"--tier {bad[0]!r}: use {', '.join(TIERS)}")
+    cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
+    skip = skip_patterns(to, photos) if to is not None else ()
+    iopts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()) + skip)
+    report, _ = find_duplicates(photos, model, index, DuplicateOptions(tiers=tuple(tier or TIERS),
+                                                                       max_pixels=cfg.max_pixels),
+                                cfg, index_opts=iopts, trust_export=trust_export)
+    _report_failures(report.failed)
+    if as_json:
+        typer.echo(_json(report_json(report)))
+    else:
+        for n, g in enumerate(report.groups, 1):
+            typer.echo(f"#{n} {g.tier} {g.score:.3f}  keep {g.keep}  ({g.reason})")
+            for other in g.others:
+                typer.echo(f"      {other}")
+        counts = {t: sum(1 for g in report.groups if g.tier == t) for t in TIERS}
+        typer.echo(f"{_count(report.photos, 'photo')}: " + ", ".join(f"{counts[t]} {t}" for t in TIERS) + " group(s), "
+                   f"{sum(len(g.others) for g in report.groups)} photo(s) to review")
+    if sheet:
+        from ..sheets import write_sheet
+
+        write_sheet(sheet, sheet_items(report), title=f"duplicates ({len(report.groups)} groups)",
+                    max_pixels=cfg.max_pixels)
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+    if action != "list" and report.groups:
+        done = apply_action(report, action, to, photos, index)
+        _report_failures(done.failed)
+        verb = "moved" if action == "move" else "linked"
+        typer.echo(f"{verb} {len(done.done)} photo(s)" + (f" and {len(done.sidecars)} sidecar(s)" if done.sidecars
+                                                           else "") + f" into {to}; nothing was deleted",
+                   err=as_json)
+    if not report.photos and not report.failed:
+        _err(_no_photos(photos))
+
+
+@app.command("group")
+@handle_errors
+def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos or folders (with --name: the new "
+                                                            "landmark name)."),
+              model: Optional[str] = ModelOpt,
+              index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+              min_size: int = typer.Option(5, help="Fewest photos in a group."),
+              method: str = typer.Option("hdbscan", help="hdbscan (density; leaves outliers ungrouped) | kmeans "
+                                         "(faiss k-means, centroids merged)."),
+              everything: bool = typer.Option(False, "--all", help="Group every photo, not only those the model "
+                                              "calls unknown (the built-in model: always every photo)."),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/train/group-NN/ links: rename "
+                                                 "the folders to landmark names, then `landmark train --data OUT`."),
+              name: Optional[str] = typer.Option(None, "--name", help="Rename group folder NAME (under --out, "
+                                                 "default groups/) to the landmark name given as the argument."),
+              sheet: Optional[Path] = typer.Option(None, help="Contact sheet of the groups (.html or .png)."),
+              as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...], \"ungrouped\": [...]}."),
+              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
+              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              batch_size: int = BatchOpt, device: str = DeviceOpt, precision: str = PrecisionOpt,
+              max_pixels: Optional[int] = MaxPixelsOpt,
+              quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
+    """Cluster unlabelled photos into candidate landmarks; name each group once."""
+    from ..grouping import GroupOptions, group_photos, rename_group, write_group_links
+    from ..indexing import IndexOptions
+
+    if name is not None:
+        if not photos or len(photos) != 1:
+            raise LandmarkError('--name NAME takes the new name as its one argument: '
+                                'landmark group --name group-07 "Eiffel Tower" --out DIR')
+        dest = rename_group(out or Path("groups"), name, str(photos[0]))
+        typer.echo(f"renamed {name} -> {dest}")
+        return
+    if not photos:
+        raise LandmarkError("give photos or folders to group")
+    _check_sheet(sheet)
+    cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
+    report = group_photos(photos, model, index, GroupOptions(min_size=min_size, method=method, everything=everything),
+                          cfg, index_opts=IndexOptions(recursive=recursive, exclude=tuple(exclude or ())),
+                          trust_export=trust_export)
+    _report_failures(report.failed)
+    if as_json:
+        typer.echo(_json({"groups": [{"name": g.name, "paths": [str(p) for p in g.paths]} for g in report.groups],
+                          "ungrouped": [str(p) for p in report.ungrouped]}))
+    else:
+        for g in report.groups:
+            typer.echo(f"{g.name}: {_count(len(g.paths), 'photo')}, e.g. {g.paths[0]}")
+        typer.echo(f"{len(report.groups)} group(s) of {report.considered} photo(s); {len(report.ungrouped)} in no "
+                   f"group" + (f"; {report.named} already named by the model (--all groups them too)"
+                               if report.named else ""))
+    if sheet:
+        from ..sheets import write_sheet
+
+        write_sheet(sheet, [(p, [(g.name, float(len(g.paths)))]) for g in report.groups for p in g.paths],
+                    title=f"{len(report.groups)} groups (score: photos in the group)", max_pixels=cfg.max_pixels)
+        typer.echo(f"contact sheet: {sheet}", err=as_json)
+    if out is not None and report.groups:
+        done = write_group_links(report, out)
+        _report_failures(done.failed)
+        typer.echo(f"{len(done.done)} link(s) in {out / 'train'}; rename each group-NN folder to its landmark "
+                   f"(or `landmark group --name group-01 NAME --out {out}`), then `landmark train --data {out}`",
+                   err=as_json)
