@@ -9,8 +9,9 @@ import typer
 
 from ..errors import LandmarkError
 from . import (
-    BatchOpt, DEFAULT_INDEX, DeviceOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt, TrustOpt,
-    _check_sheet, _count, _embed_config, _err, _json, _no_photos, _report_failures, app, handle_errors,
+    BatchOpt, DEFAULT_INDEX, DeviceOpt, ExcludeOpt, FollowLinksOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt,
+    QuietOpt, RecursiveOpt, TrustOpt, _check_sheet, _count, _embed_config, _err, _json, _no_photos,
+    _report_failures, app, handle_errors,
 )
 
 
@@ -21,9 +22,9 @@ from . import (
 def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders to index."),
               model: Optional[str] = ModelOpt,
               index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
-              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
-              follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
-              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              recursive: bool = RecursiveOpt,
+              follow_links: bool = FollowLinksOpt,
+              exclude: Optional[List[str]] = ExcludeOpt,
               index_type: str = typer.Option("auto", help="auto|flat|hnsw|ivf."),
               prune: bool = typer.Option(True, "--prune/--no-prune", help="Drop photos that disappeared under the given folders."),
               rebuild: bool = typer.Option(False, "--rebuild", help="Start the index afresh from PHOTOS (the fix for a "
@@ -115,9 +116,9 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
                    to: Optional[Path] = typer.Option(None, "--to", help="Target folder DIR of link/move."),
                    as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...]} as JSON."),
                    sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet of the groups (.html or .png)."),
-                   recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
-                   follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
-                   exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+                   recursive: bool = RecursiveOpt,
+                   follow_links: bool = FollowLinksOpt,
+                   exclude: Optional[List[str]] = ExcludeOpt,
                    batch_size: int = BatchOpt, device: str = DeviceOpt,
                    precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
                    quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
@@ -190,8 +191,8 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
                                                  "default groups/) to the landmark name given as the argument."),
               sheet: Optional[Path] = typer.Option(None, help="Contact sheet of the groups (.html or .png)."),
               as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...], \"ungrouped\": [...]}."),
-              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
-              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              recursive: bool = RecursiveOpt,
+              exclude: Optional[List[str]] = ExcludeOpt,
               batch_size: int = BatchOpt, device: str = DeviceOpt, precision: str = PrecisionOpt,
               max_pixels: Optional[int] = MaxPixelsOpt,
               quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:

@@ -9,9 +9,9 @@ import typer
 
 from ..errors import LandmarkError
 from . import (
-    BatchOpt, DeviceOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt, RecallOpt, TrustOpt, _check_recall,
-    _check_sheet, _collect_photos, _embed_config, _err, _json, _no_photos, _report_failures,
-    _warn_uncalibrated, app, handle_errors,
+    BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt,
+    RecallOpt, RecursiveOpt, TrustOpt, _check_recall, _check_sheet, _collect_photos, _embed_config, _err,
+    _json, _no_photos, _report_failures, _warn_uncalibrated, app, handle_errors,
 )
 
 
@@ -95,9 +95,9 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written; write nothing."),
             force: bool = typer.Option(False, "--force", help="Re-tag photos whose sidecar is current."),
             output_dir: Optional[Path] = typer.Option(None, help="Write sidecars into this mirror tree instead."),
-            recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
-            follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
-            exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+            recursive: bool = RecursiveOpt,
+            follow_links: bool = FollowLinksOpt,
+            exclude: Optional[List[str]] = ExcludeOpt,
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
             strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
             batch_size: int = BatchOpt, device: str = DeviceOpt,
@@ -158,9 +158,9 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
               xmp: bool = typer.Option(False, "--xmp", help="Also take this tool's keywords out of <photo>.xmp."),
               output_dir: Optional[Path] = typer.Option(None, help="The mirror tree given to `landmark tag --output-dir`."),
               dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; change nothing."),
-              recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders."),
-              follow_links: bool = typer.Option(False, "--follow-links", help="Follow symlinked folders."),
-              exclude: Optional[List[str]] = typer.Option(None, help="Glob of names/paths to skip (repeatable)."),
+              recursive: bool = RecursiveOpt,
+              follow_links: bool = FollowLinksOpt,
+              exclude: Optional[List[str]] = ExcludeOpt,
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
     from ..tagging import UntagOptions, untag
