@@ -289,7 +289,7 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
     threads = default_workers() if cfg.workers < 0 else cfg.workers
     threads = min(threads, len(paths))
     batches = _decoded_batches(_PhotoDecoder(paths, model.image_size, cfg.max_pixels), cfg.batch_size, threads)
-    with torch.inference_mode(), tqdm(total=len(paths), unit="img", disable=not cfg.progress,
+    with torch.inference_mode(), tqdm(total=len(paths), unit="img", disable=None if cfg.progress else True,
                                           desc=f"embedding ({'int8' if model.int8 else 'bf16' if dtype else 'fp32'})") as bar:
         for indices, tensor, bad in batches:
             failed = [(paths[i], reason) for i, reason in bad]

@@ -181,7 +181,8 @@ class _Run:
         loader = DataLoader(TensorDataset(train_f, train_y), batch_size=r.batch_size, shuffle=True, generator=gen,
                             drop_last=len(train_f) > r.batch_size)
         head = nn.Sequential(self.model.head, self.model.classifier).to(self.rt.device)
-        bar = tqdm(range(self.start_epoch, r.epochs + 1), desc="train head", disable=cfg.quiet)
+        # disable=None: no bar when stderr is not a terminal (a log file), as with --quiet
+        bar = tqdm(range(self.start_epoch, r.epochs + 1), desc="train head", disable=True if cfg.quiet else None)
         for epoch in bar:
             start = time.time()
             train = train_head_epoch(head, loader, self.optimizer, self.criterion, self.rt.device)
@@ -190,6 +191,8 @@ class _Run:
             bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{stats.valid_loss:.3f}",
                             val_acc=f"{stats.valid_acc:.3f}")
             if self.end_epoch(stats):
+                bar.total = bar.n = epoch - self.start_epoch + 1  # an early stop ends the bar full, not at 9/60
+                bar.refresh()
                 break
 
     def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

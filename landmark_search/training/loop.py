@@ -112,7 +112,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     """One pass over the photos; (mean loss, accuracy). Unreadable photos arrive as None batches."""
     model.train()
     tally = Tally()
-    bar = tqdm(loader, desc=desc, disable=quiet, leave=False)
+    bar = tqdm(loader, desc=desc, disable=True if quiet else None, leave=False)  # None: no bar into a log file
     for x, y in rt.batches(bar):
         x, target = augment(x, y) if augment else (x, y)
         with rt.autocast():
@@ -147,7 +147,7 @@ def extract_features(model: LandmarkModel, samples: Sequence[Sample], transform:
     model.body.eval()
     with torch.inference_mode():
         for batch in tqdm(make_loader(ds, batch_size, shuffle=False, workers=workers, seed=seed), desc=desc,
-                          disable=quiet, leave=False):
+                          disable=True if quiet else None, leave=False):
             if batch is None:
                 continue
             x, y = batch
