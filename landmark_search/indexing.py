@@ -177,10 +177,14 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                          lock=True, rebuild=opts.rebuild) as idx:
         if not recorded or (model_spec is not None and recorded.get("spec") != _portable_spec(ref)):
             # A new index, or its model file moved (same contents, as the model id says): record where it is now.
+            # The places of the model's landmarks travel with the index, keyed by the label each photo
+            # records, so that `similar` can say where its hits are without loading the model.
+            places = (recorded or {}).get("places") or (_label_places(model) if model is not None else {})
             atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "model_id": ref.model_id,
                                                        "name": ref.name, "kind": ref.kind, "embedding_dim": dim,
                                                        "precision": recorded.get("precision", cfg.precision)
-                                                       if recorded else cfg.precision})
+                                                       if recorded else cfg.precision,
+                                                       **({"places": places} if places else {})})
         known = idx.known()
         todo: dict[Path, tuple[int, int]] = {}
         for photo in found:
@@ -262,6 +266,11 @@ class SimilarResult:
     query: Path
     query_label: str | None
     hits: list
+    places: dict = field(default_factory=dict)  # label -> where that landmark is (Place.to_dict()), when known
+
+    def place(self, label: str | None) -> dict | None:
+        """Where a hit (or the query) with this label is, when the model knows."""
+        return self.places.get(label) if label else None
 
 
 def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: float = -1.0,
@@ -292,7 +301,8 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
         if stored is not None:  # indexed and unchanged: its own vector, no model, no torch
             record, vector = stored
             hits = idx.search(vector, k, exclude_paths=[own])[0]
-            return SimilarResult(photo, record.label, [h for h in hits if h.score >= min_score])
+            return SimilarResult(photo, record.label, [h for h in hits if h.score >= min_score],
+                                 recorded.get("places") or {})
         from .embeddings import embed_paths, load_model
 
         model = load_model(ref)
@@ -307,7 +317,13 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
     hits = [h for h in hits if h.score >= min_score]
     label = (model.predicted_label(result.probs[0], None if result.features is None else result.features[0])
              if len(result.probs) else None)
-    return SimilarResult(photo, label, hits)
+    return SimilarResult(photo, label, hits, recorded.get("places") or _label_places(model))
+
+
+def _label_places(model) -> dict:
+    """{display name: place} from a model's meta (its places are keyed by class id)."""
+    by_id = model.meta.get("places") or {}
+    return {name: by_id[cid] for cid, name in zip(model.class_ids, model.class_names) if cid in by_id}
 
 
 def _stored_query(idx, photo: Path, key: str):

@@ -22,6 +22,9 @@ def test_indexed_unchanged_query_uses_its_stored_vector_without_torch(synth_data
     shutil.copy(query, copy)
     by_model = [h.path for h in find_similar(copy, tmp_path / "idx", k=4, cfg=CFG).hits]
     assert by_model[0] == str(query.resolve())  # its twin first
+    stored = find_similar(query, tmp_path / "idx", k=3, cfg=CFG)
+    labelled = [h for h in stored.hits if h.label]
+    assert labelled and all(stored.place(h.label)["country"] for h in labelled)  # where each landmark is
     code = ("import sys; from pathlib import Path; from landmark_search.indexing import find_similar; "
             f"r = find_similar(Path({str(query)!r}), Path({str(tmp_path / 'idx')!r}), k=3); "
             "print([h.path for h in r.hits], r.query_label, 'torch' in sys.modules)")

@@ -82,13 +82,16 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
     result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export, model_spec=model)
     if as_json:
         typer.echo(_json({"query": str(photo), "label": result.query_label,
-                          "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label}
-                                   for h in result.hits]}))
+                          "place": result.place(result.query_label),
+                          "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label,
+                                    "place": result.place(h.label)} for h in result.hits]}))
     else:
         typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
                                            else "none of the model's landmarks") + ")")
         for rank, h in enumerate(result.hits, 1):
-            typer.echo(f"{rank:>3}. similarity {h.score:.3f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
+            where = result.place(h.label)
+            at = f" · {', '.join(v for v in (where.get('city'), where.get('country')) if v)}" if where else ""
+            typer.echo(f"{rank:>3}. similarity {h.score:.3f}  {h.path}" + (f"  [{h.label}{at}]" if h.label else ""))
         if not result.hits:
             typer.echo("no hits (lower --min-score, or index more photos)")
     if sheet:

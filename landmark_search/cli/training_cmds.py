@@ -151,6 +151,10 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
         typer.echo(f"with {o.n_distractors} distractors ({o.score}): GAP {o.gap:.4f}  false-tag rate "
                    f"{o.false_tag_rate:.3f}  recall {o.recall:.3f}  precision {o.precision:.3f}  "
                    f"(threshold {o.threshold:.3f})\nprecision-recall curve: {files['pr_curve']}")
+    if done.places:
+        typer.echo("places: " + "; ".join(f"{cls}: {p['latitude']:.4f},{p['longitude']:.4f}"
+                                          f" {p.get('city') or ''} {p.get('country') or ''} ({p.get('source')})"
+                                          .replace("  ", " ") for cls, p in done.places.items()))
     typer.echo(f"confusion matrix: {files['confusion']}\nreport: {files['report']}")
 
 

@@ -147,6 +147,7 @@ class CheckpointEvaluation:
     result: EvalResult
     files: dict[str, Path]
     open_set: "OpenSetResult | None" = None  # with --distractors
+    places: dict = field(default_factory=dict)  # class id -> where that landmark is, as the checkpoint records
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", out: Path | None = None, *,
@@ -185,7 +186,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         report.update({"gap": open_set.gap, "false_tag_rate": open_set.false_tag_rate, "recall": open_set.recall,
                        "open_set": open_set.summary()})
         atomic_write_json(files["report"], report)
-    return CheckpointEvaluation(checkpoint, split, result, files, open_set)
+    return CheckpointEvaluation(checkpoint, split, result, files, open_set, dict(loaded.meta.get("places") or {}))
 
 
 def _distractor_photos(folder: str | Path) -> list[Path]:
