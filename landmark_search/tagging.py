@@ -93,6 +93,10 @@ class WalkOptions:
     recursive: bool = True
     follow_links: bool = False
     exclude: tuple[str, ...] = ()
+    xmp_name: str = "photo"  # "photo": IMG_1.jpg.xmp (digiKam, darktable); "basename": IMG_1.xmp (Lightroom, RAW)
+
+
+XMP_NAMES = ("photo", "basename")
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,15 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
     jobs: list[_Job] = []
     folders: set[Path] = set()
     options = _recorded_options(opts)
+    xmp_owner: dict[Path, Path] = {}
     for photo, root, side in _walk(paths, opts, summary):
         folders.add(side.parent)
+        if opts.xmp and opts.xmp_name == "basename":
+            xmp = xmp_path(photo, root, opts)
+            if xmp_owner.setdefault(xmp, photo) != photo:  # IMG_1.jpg beside IMG_1.CR2
+                summary.failed.append((photo, f"{xmp} is already the XMP sidecar of {xmp_owner[xmp]} (same base "
+                                              "name); tag one of the pair, or use --xmp-name photo"))
+                continue
         try:
             existing = read_sidecar(side)
             fingerprint = photo_fingerprint(photo)
@@ -210,6 +221,8 @@ def _recorded_options(opts: TagOptions) -> dict:
                "object_keywords": opts.object_keywords}
     if opts.geotag:
         options.update(geotag=True, spread_minutes=opts.spread_minutes)
+    if opts.xmp_name != "photo":
+        options["xmp_name"] = opts.xmp_name
     return options
 
 
@@ -239,6 +252,8 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
     """Write a sidecar per photo with the model's confident tags; unchanged photos cost no model work."""
     if opts.top_k < 1:
         raise LandmarkError("--top-k must be at least 1")
+    if opts.xmp_name not in XMP_NAMES:
+        raise LandmarkError(f"--xmp-name {opts.xmp_name}: use photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)")
     if opts.recall is not None and not 0.0 < opts.recall <= 1.0:
         raise LandmarkError(f"--recall {opts.recall}: use a fraction of landmark photos to keep, in (0, 1] "
                             f"(default {DEFAULT_RECALL})")
@@ -308,8 +323,14 @@ def keywords(labels: Sequence[str], imagenet: bool, object_keywords: bool) -> tu
 
 
 def _xmp_path(job: _Job, opts: WalkOptions) -> Path:
+    return xmp_path(job.photo, job.root, opts)
+
+
+def xmp_path(photo: Path, root: Path, opts: WalkOptions) -> Path:
+    """The photo's XMP sidecar: IMG_1.jpg.xmp, or IMG_1.xmp with xmp_name "basename" (mirrored under output_dir)."""
     mirror = opts.output_dir is not None
-    return sidecar_path(job.photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir, root=job.root if mirror else None)
+    side = sidecar_path(photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir, root=root if mirror else None)
+    return side.with_name(photo.stem + XMP_SUFFIX) if opts.xmp_name == "basename" else side
 
 
 def _geotag(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], model: "LoadedModel",
@@ -342,7 +363,7 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
         record = xmp_record(xmp, current.get(SIDECAR_KEY))
         set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror,
                      properties=xmp_place_properties(place) if place else None)
-        entry = {**payload, "xmp": finish_xmp_record(xmp, record)}
+        entry = {**payload, "xmp": {**finish_xmp_record(xmp, record), "file": xmp.name}}
     merged = merge_sidecar(current, {**entry, **json_record(job.sidecar, current)}, path=job.sidecar)
     write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)
 
@@ -375,7 +396,11 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
             write_root = opts.output_dir if mirror else root
             try:
                 entry = read_sidecar(side).get(SIDECAR_KEY)
-                xmp = sidecar_path(photo, suffix=XMP_SUFFIX, output_dir=opts.output_dir, root=root if mirror else None)
+                record = entry.get("xmp") if isinstance(entry, dict) else None
+                named = record.get("file") if isinstance(record, dict) else None
+                # the XMP our entry says we wrote (either naming), else the one --xmp-name names
+                xmp = side.with_name(named) if isinstance(named, str) and "/" not in named else xmp_path(
+                    photo, root, opts)
                 results = []
                 if opts.xmp:
                     results.append(untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run))

@@ -139,3 +139,19 @@ def test_output_dir_overlapping_the_photos_is_refused(library, trained_run):
     root, mine, bare = library
     with pytest.raises(LandmarkError, match="overlaps the photo folder"):
         tag([root], str(trained_run / "best.pt"), TagOptions(output_dir=root / "tags"), CFG)
+
+
+def test_xmp_name_basename_for_lightroom(library, trained_run):
+    """Issue 18.17: IMG.xmp beside the photo (Lightroom Classic's name for RAW sidecars); a pair sharing it is refused."""
+    root, mine, bare = library
+    twin = root / "bare.png"  # bare.jpg and bare.png would share bare.xmp
+    from PIL import Image
+
+    Image.open(bare).save(twin)
+    summary = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0, xmp_name="basename"), CFG)
+    assert [p for p, _ in summary.failed] == [twin] and "same base name" in summary.failed[0][1]
+    seen = exiftool(root / "bare.xmp", "lr:HierarchicalSubject")
+    assert all(h.startswith("Landmarks|") for h in _as_list(seen["HierarchicalSubject"]))
+    assert not Path(f"{bare}.xmp").exists()
+    untag([root], UntagOptions(xmp=True))  # the JSON entry says which XMP it wrote
+    assert not (root / "bare.xmp").exists() and Path(f"{mine}.xmp").read_text(encoding="utf-8") == USER_XMP

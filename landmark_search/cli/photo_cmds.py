@@ -84,6 +84,9 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             xmp: bool = typer.Option(False, "--xmp", help="Also write keywords into <photo>.xmp (digiKam, darktable): "
                                      "Landmarks|NAME from a trained model, ImageNet|NAME from the built-in one; a re-run "
                                      "replaces the keywords this tool wrote before and never touches yours."),
+            xmp_name: str = typer.Option("photo", "--xmp-name", help="photo: IMG_1.jpg.xmp (digiKam, darktable read "
+                                         "it); basename: IMG_1.xmp (Lightroom Classic beside RAW files; darktable "
+                                         "and digiKam read it too)."),
             object_keywords: bool = typer.Option(False, "--object-keywords", help="With the built-in ImageNet model, "
                                                  "also write its object names as plain keywords (dc:subject)."),
             geotag: bool = typer.Option(False, "--geotag", help="Put the landmark's place (GPS, city, country) into the "
@@ -111,7 +114,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
         raise LandmarkError(f"--min-score {min_score}: use a probability between 0 and 1 (default 0.2)")
     _check_recall(recall)
     opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp or geotag,
-                      object_keywords=object_keywords, geotag=geotag, spread_minutes=spread_minutes,
+                      object_keywords=object_keywords, geotag=geotag, spread_minutes=spread_minutes, xmp_name=xmp_name,
                       dry_run=dry_run, force=force, output_dir=output_dir,
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet),
@@ -161,12 +164,14 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
               recursive: bool = RecursiveOpt,
               follow_links: bool = FollowLinksOpt,
               exclude: Optional[List[str]] = ExcludeOpt,
+              xmp_name: str = typer.Option("photo", "--xmp-name", help="Where to look when the JSON sidecar does not say: "
+                                           "photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)."),
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
     from ..tagging import UntagOptions, untag
 
     summary = untag(photos, UntagOptions(xmp=xmp, dry_run=dry_run, output_dir=output_dir, recursive=recursive,
-                                         follow_links=follow_links, exclude=tuple(exclude or ())))
+                                         follow_links=follow_links, exclude=tuple(exclude or ()), xmp_name=xmp_name))
     _report_failures(summary.failed)
     counts = {"cleaned": len(summary.cleaned), "sidecars_deleted": len(summary.deleted),
               "untouched": len(summary.untouched), "failed": len(summary.failed)}
