@@ -12,6 +12,7 @@ from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
 from .errors import LandmarkError, SidecarError
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
+from .embedded import can_embed, embed_keywords, restore_original
 from .geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_properties
 from .openset import DEFAULT_RECALL
 from .ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
@@ -94,6 +95,7 @@ class WalkOptions:
     follow_links: bool = False
     exclude: tuple[str, ...] = ()
     xmp_name: str = "photo"  # "photo": IMG_1.jpg.xmp (digiKam, darktable); "basename": IMG_1.xmp (Lightroom, RAW)
+    embed: bool = False  # tag: keywords inside JPEG/TIFF files too (the original kept beside); untag: put it back
 
 
 XMP_NAMES = ("photo", "basename")
@@ -223,6 +225,8 @@ def _recorded_options(opts: TagOptions) -> dict:
         options.update(geotag=True, spread_minutes=opts.spread_minutes)
     if opts.xmp_name != "photo":
         options["xmp_name"] = opts.xmp_name
+    if opts.embed:
+        options["embed"] = True
     return options
 
 
@@ -252,6 +256,9 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
     """Write a sidecar per photo with the model's confident tags; unchanged photos cost no model work."""
     if opts.top_k < 1:
         raise LandmarkError("--top-k must be at least 1")
+    if opts.embed and opts.output_dir is not None:
+        raise LandmarkError("--embed changes the photos themselves; it cannot go with --output-dir (a read-only "
+                            "library): use one or the other")
     if opts.xmp_name not in XMP_NAMES:
         raise LandmarkError(f"--xmp-name {opts.xmp_name}: use photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)")
     if opts.recall is not None and not 0.0 < opts.recall <= 1.0:
@@ -355,6 +362,13 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
     # Re-read right before writing: the user may have edited the sidecar since the run planned it.
     current = read_sidecar(job.sidecar)
     entry = payload
+    ours = current.get(SIDECAR_KEY) if isinstance(current.get(SIDECAR_KEY), dict) else {}
+    if opts.embed and can_embed(job.photo):
+        subjects, hierarchical = keywords([p.label for p in kept], imagenet, opts.object_keywords)
+        embedded = embed_keywords(job.photo, subjects, hierarchical, ours.get("embedded"))
+        if embedded is not None:
+            # the photo's bytes changed (its metadata, not its pixels): the entry describes it as it is now
+            entry = {**entry, "embedded": embedded, "source": {"fingerprint": photo_fingerprint(job.photo)}}
     if opts.xmp:
         # The XMP first: the JSON sidecar marks the photo done, so a run killed between the two writes
         # tags the photo again next time instead of leaving its XMP without the keywords.
@@ -363,7 +377,7 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
         record = xmp_record(xmp, current.get(SIDECAR_KEY))
         set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror,
                      properties=xmp_place_properties(place) if place else None)
-        entry = {**payload, "xmp": {**finish_xmp_record(xmp, record), "file": xmp.name}}
+        entry = {**entry, "xmp": {**finish_xmp_record(xmp, record), "file": xmp.name}}
     merged = merge_sidecar(current, {**entry, **json_record(job.sidecar, current)}, path=job.sidecar)
     write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)
 
@@ -404,6 +418,8 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                 results = []
                 if opts.xmp:
                     results.append(untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run))
+                if opts.embed and isinstance(entry, dict):
+                    results.append(restore_original(photo, entry.get("embedded"), dry_run=opts.dry_run))
                 results.append(untag_json(side, root=write_root, dry_run=opts.dry_run))
             except (SidecarError, OSError) as exc:
                 summary.failed.append((photo, str(exc)))

@@ -155,3 +155,21 @@ def test_xmp_name_basename_for_lightroom(library, trained_run):
     assert not Path(f"{bare}.xmp").exists()
     untag([root], UntagOptions(xmp=True))  # the JSON entry says which XMP it wrote
     assert not (root / "bare.xmp").exists() and Path(f"{mine}.xmp").read_text(encoding="utf-8") == USER_XMP
+
+
+def test_embed_keeps_the_original_and_untag_puts_it_back(library, trained_run):
+    """Issue 18.17: keywords inside the JPEG for apps that read nothing else, never without the backup rule."""
+    from landmark_search.embedded import backup_path
+
+    root, mine, bare = library
+    original = bare.read_bytes()
+    ckpt = str(trained_run / "best.pt")
+    summary = tag([root], ckpt, TagOptions(embed=True, recall=1.0), CFG)
+    assert not summary.failed and bare in summary.tagged
+    assert backup_path(bare).read_bytes() == original  # the original, byte for byte, beside it
+    inside = exiftool(bare, "dc:Subject", "lr:HierarchicalSubject")
+    assert _as_list(inside["HierarchicalSubject"])[0].startswith("Landmarks|")
+    again = tag([root], ckpt, TagOptions(embed=True, recall=1.0), CFG)
+    assert sorted(again.unchanged) == sorted([mine, bare]) and not again.model_loaded  # the new bytes are known
+    untag([root], UntagOptions(embed=True))
+    assert bare.read_bytes() == original and not backup_path(bare).exists()

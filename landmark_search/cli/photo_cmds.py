@@ -87,6 +87,10 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             xmp_name: str = typer.Option("photo", "--xmp-name", help="photo: IMG_1.jpg.xmp (digiKam, darktable read "
                                          "it); basename: IMG_1.xmp (Lightroom Classic beside RAW files; darktable "
                                          "and digiKam read it too)."),
+            embed: bool = typer.Option(False, "--embed", help="Also write the keywords into the JPEG/TIFF files "
+                                       "themselves (for apps that read only embedded metadata). Off by default; "
+                                       "each photo's original is first kept as .NAME.landmark-original beside it, "
+                                       "and `untag --embed` puts it back."),
             object_keywords: bool = typer.Option(False, "--object-keywords", help="With the built-in ImageNet model, "
                                                  "also write its object names as plain keywords (dc:subject)."),
             geotag: bool = typer.Option(False, "--geotag", help="Put the landmark's place (GPS, city, country) into the "
@@ -115,6 +119,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
     _check_recall(recall)
     opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp or geotag,
                       object_keywords=object_keywords, geotag=geotag, spread_minutes=spread_minutes, xmp_name=xmp_name,
+                      embed=embed,
                       dry_run=dry_run, force=force, output_dir=output_dir,
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet),
@@ -166,12 +171,15 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
               exclude: Optional[List[str]] = ExcludeOpt,
               xmp_name: str = typer.Option("photo", "--xmp-name", help="Where to look when the JSON sidecar does not say: "
                                            "photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)."),
+              embed: bool = typer.Option(False, "--embed", help="Put back the originals of photos `tag --embed` wrote "
+                                         "into (only when they are as it left them)."),
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
     from ..tagging import UntagOptions, untag
 
     summary = untag(photos, UntagOptions(xmp=xmp, dry_run=dry_run, output_dir=output_dir, recursive=recursive,
-                                         follow_links=follow_links, exclude=tuple(exclude or ()), xmp_name=xmp_name))
+                                         follow_links=follow_links, exclude=tuple(exclude or ()), xmp_name=xmp_name,
+                                         embed=embed))
     _report_failures(summary.failed)
     counts = {"cleaned": len(summary.cleaned), "sidecars_deleted": len(summary.deleted),
               "untouched": len(summary.untouched), "failed": len(summary.failed)}
