@@ -114,7 +114,7 @@ def test_tag_index_similar_round_trip(trained_run, synth_data, tmp_path):
     query = sorted(photos.rglob("*.jpg"))[0]
     hits = json.loads(invoke("similar", query, "--index", index, "--json", "-k", "3").stdout)
     assert hits["query"] == str(query) and len(hits["hits"]) == 3
-    assert all({"path", "score", "label"} == set(h) for h in hits["hits"])
+    assert all({"path", "score", "label", "place"} == set(h) for h in hits["hits"])
 
 
 def test_similar_without_an_index_says_how_to_build_one(synth_data, tmp_path, monkeypatch):

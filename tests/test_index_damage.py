@@ -45,6 +45,9 @@ class FakeModel:
     """What indexing needs of a loaded model."""
 
     embedding_dim = DIM
+    meta: dict = {}  # no places, no calibration
+    class_ids: list = []
+    class_names: list = []
 
     def predicted_label(self, probs, feats):
         return None
