@@ -85,7 +85,8 @@ def set_keywords(path: Path, subjects: Sequence[str], hierarchical: Sequence[str
     `subjects` go into dc:subject, `hierarchical` ("Landmarks|Taj Mahal") into lr:hierarchicalSubject,
     `properties` ({"{ns}GPSLatitude": "27,10.506N", ...}) become simple properties, each only where
     the file does not already have it. A missing file is created only when there is something to
-    write. Returns the bytes written, or None when the file did not need to change.
+    write; a file this tool created that would be left empty is deleted. Returns the bytes written, or
+    None when the file did not need to change (or was deleted).
     `root`/`create_parents` are as for sidecar.write_sidecar.
     """
     path = Path(path)
@@ -106,6 +107,10 @@ def set_keywords(path: Path, subjects: Sequence[str], hierarchical: Sequence[str
             doc.drop_empty(prop)
     added_props = {tag: text for tag, text in props.items() if not doc.has_property(tag)}
     if raw is not None and (after, added_props) == before:
+        return None
+    if raw is not None and created and not any(after.values()) and not added_props and doc.is_empty():
+        check_target(path, root)  # a file this tool created, with nothing left in it: gone, as untag would do
+        path.unlink()
         return None
     doc.record(home, after, created, added_props)
     packet = doc.serialize(path, raw)

@@ -173,3 +173,18 @@ def test_embed_keeps_the_original_and_untag_puts_it_back(library, trained_run):
     assert sorted(again.unchanged) == sorted([mine, bare]) and not again.model_loaded  # the new bytes are known
     untag([root], UntagOptions(embed=True))
     assert bare.read_bytes() == original and not backup_path(bare).exists()
+
+
+def test_a_retag_that_takes_back_every_keyword_deletes_the_xmp_it_created(library, trained_run, tmp_path):
+    """A photo the ImageNet model keyworded and the landmark model calls unknown keeps no empty XMP of ours."""
+    import numpy as np
+    from PIL import Image
+
+    root, mine, bare = library
+    noise = root / "noise.jpg"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(noise)
+    tag([root], None, TagOptions(xmp=True, min_score=0.0, top_k=1), CFG)
+    assert Path(f"{noise}.xmp").is_file()
+    again = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True), CFG)
+    assert noise in again.unknown and not Path(f"{noise}.xmp").exists()
+    assert "family" in _as_list(exiftool(Path(f"{mine}.xmp"), "dc:Subject").get("Subject"))  # the user's XMP stays
