@@ -39,6 +39,7 @@ class EvalResult:
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
     skipped: list[str] = field(default_factory=list)
+    features: np.ndarray | None = None  # pooled backbone features, when the model was asked for them (open set)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready metrics (no per-photo arrays)."""
@@ -103,12 +104,16 @@ def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Samp
                     meta: dict[str, Any] | None = None, **kwargs: Any
                     ) -> tuple[np.ndarray, list[int], list[str], list[str]]:
     """Class probabilities for labelled samples; returns (probs, labels, paths, skipped paths)."""
+    return _predict(model, samples, meta, **kwargs)[:4]
+
+
+def _predict(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], meta: dict[str, Any] | None = None,
+             **kwargs: Any) -> tuple[np.ndarray, list[int], list[str], list[str], np.ndarray | None]:
+    """(probs, labels, paths, skipped paths, backbone features or None) of the photos that decoded."""
     skipped: list[str] = []
-    paths: list[str] = []
-    _, probs, labels, _ = embed_samples(model, samples, meta, skipped=skipped, **kwargs)
+    _, probs, labels, features = embed_samples(model, samples, meta, skipped=skipped, **kwargs)
     bad = set(skipped)
-    paths = [str(path) for path, _ in samples if str(path) not in bad]
-    return probs, labels, paths, skipped
+    return probs, labels, [str(path) for path, _ in samples if str(path) not in bad], skipped, features
 
 
 def evaluate(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], meta: dict[str, Any] | None = None,
@@ -118,13 +123,14 @@ def evaluate(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], me
     `model` is a LoadedModel, or a bare model with its checkpoint meta; kwargs go to predict_samples.
     """
     loaded = _loaded(model, meta)
-    probs, y_true, paths, skipped = predict_samples(loaded, samples, **kwargs)
+    probs, y_true, paths, skipped, features = _predict(loaded, samples, **kwargs)
     if not y_true:
         raise DataError("no readable photos to evaluate")
     y_pred = probs.argmax(1).tolist()
     per_class, confusion, macro, weighted = class_metrics(y_true, y_pred, loaded.class_names)
     accuracy = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
-    return EvalResult(accuracy, macro, weighted, list(y_true), y_pred, probs, paths, per_class, confusion, skipped)
+    return EvalResult(accuracy, macro, weighted, list(y_true), y_pred, probs, paths, per_class, confusion, skipped,
+                      features)
 
 
 def write_eval_outputs(result: EvalResult, names: Sequence[str], out_dir: Path, split: str = "test") -> dict[str, Path]:
@@ -169,6 +175,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         raise DataError(f"{data}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
                         f"{len(loaded.class_ids)}); evaluate on the dataset the model was trained for")
     others = _distractor_photos(distractors) if distractors is not None else None
+    loaded.features = others is not None and loaded.openset is not None  # the open-set score needs them
     result = evaluate(loaded, samples, device=device, precision=precision, quiet=quiet)
     files = write_eval_outputs(result, loaded.class_names, out or checkpoint.parent, split)
     open_set = None
@@ -176,7 +183,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         from ..plots import precision_recall_png
         from .openset_eval import evaluate_open_set
 
-        open_set = evaluate_open_set(loaded, samples, others, recall, device=device, precision=precision, quiet=quiet)
+        open_set = evaluate_open_set(loaded, result, others, recall, device=device, precision=precision, quiet=quiet)
         files["pr_curve"] = files["report"].with_name(f"{split}_pr.png")
         atomic_write_bytes(files["pr_curve"], precision_recall_png(
             open_set.precision_curve, open_set.recall_curve,

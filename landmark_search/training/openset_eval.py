@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..data.datasets import Sample
 
 if TYPE_CHECKING:
     from ..embeddings import LoadedModel
+    from .metrics import EvalResult
 
 
 @dataclass(frozen=True)
@@ -76,23 +76,24 @@ def open_set_scores(confidence: npt.ArrayLike, correct: npt.ArrayLike, is_landma
                          precision_curve=precision.round(5).tolist(), recall_curve=recall.round(5).tolist())
 
 
-def evaluate_open_set(loaded: "LoadedModel", samples: Sequence[Sample], distractors: Sequence[Path],
+def evaluate_open_set(loaded: "LoadedModel", landmarks: "EvalResult", distractors: Sequence[Path],
                       recall: float | None = None, **kwargs: Any) -> OpenSetResult:
-    """Embed the landmark photos and the distractors once (the one inference path) and score them.
+    """Score the landmark photos already evaluated (`landmarks`, with their features) with the distractors,
+    which are embedded here through the one inference path; kwargs go to embed_samples.
 
     A model without open-set calibration is scored with its softmax and --min-score's default 0.2.
     """
     from .metrics import embed_samples
 
     loaded.features = loaded.openset is not None
-    _, probs, labels, feats = embed_samples(loaded, samples, **kwargs)
     _, dprobs, _, dfeats = embed_samples(loaded, [(Path(p), -1) for p in distractors], **kwargs)
-    all_probs = np.concatenate([probs, dprobs])
+    all_probs = np.concatenate([landmarks.probs, dprobs])
     pred = all_probs.argmax(1)
-    correct = np.concatenate([pred[:len(labels)] == np.asarray(labels, np.int64), np.zeros(len(dprobs), bool)])
-    is_landmark = np.arange(len(pred)) < len(labels)
+    n = len(landmarks.y_true)
+    correct = np.concatenate([pred[:n] == np.asarray(landmarks.y_true, np.int64), np.zeros(len(dprobs), bool)])
+    is_landmark = np.arange(len(pred)) < n
     if loaded.openset is None:
         return open_set_scores(all_probs.max(1), correct, is_landmark, 0.2, "softmax")
-    vectors = np.concatenate([f for f in (feats, dfeats) if f is not None])
+    vectors = np.concatenate([f for f in (landmarks.features, dfeats) if f is not None])
     conf = loaded.openset.confidence(vectors, pred)
     return open_set_scores(conf, correct, is_landmark, loaded.openset.threshold_for(recall), "open-set confidence")
