@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .places import Place, photo_exif, xmp_coordinate
+from .data.exif import read_exif
+from .places import Place, xmp_coordinate
 from .xmp import GPS_LATITUDE, GPS_LONGITUDE, NS_PHOTOSHOP, has_own_location
 
 DEFAULT_SPREAD_MINUTES = 30.0
@@ -36,10 +37,10 @@ def place_photos(candidates: Sequence[Candidate], places: Mapping[str, Mapping[s
     own: dict[Path, tuple[datetime | None, str]] = {}
     placed: dict[Path, dict[str, Any]] = {}
     for c in candidates:
-        gps, taken, camera = photo_exif(c.photo)
-        if gps is not None or has_own_location(c.xmp):
+        facts = read_exif(c.photo)
+        if facts.gps is not None or has_own_location(c.xmp):
             continue  # never overwrite a position the photo or the user already has
-        own[c.photo] = (taken, camera)
+        own[c.photo] = (facts.taken, facts.camera)
         if c.class_id is not None and c.class_id in places:
             placed[c.photo] = {**Place.from_dict(places[c.class_id]).to_dict(),
                                "confidence": round(float(c.confidence or 0.0), 6), "from": "landmark"}

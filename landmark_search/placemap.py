@@ -19,7 +19,8 @@ from .config import DEFAULT_MAX_PIXELS
 from .data.files import iter_photos
 from .errors import LandmarkError
 from .fsutil import atomic_write_text
-from .places import haversine_m, photo_exif
+from .data.exif import read_exif
+from .places import haversine_m
 from .sheets import image_data_uri, placeholder, thumbnail
 from .sidecar import SIDECAR_KEY, read_sidecar, sidecar_path
 
@@ -40,7 +41,7 @@ class MapPlace:
 
 
 def _position(photo: Path) -> tuple[float, float, str, str] | None:
-    gps, _, _ = photo_exif(photo)
+    gps = read_exif(photo).gps
     if gps is not None:
         return gps[0], gps[1], "", "exif"
     try:

@@ -10,10 +10,10 @@ names come from `reverse_geocoder` (GeoNames cities, offline) and `pycountry`; n
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -99,19 +99,17 @@ def _name_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name)
 
 
+@functools.lru_cache(maxsize=1)
+def _known_table() -> dict[str, Place]:
+    return {_name_key(k): v for k, v in read_places_csv(KNOWN_PLACES, source="known").items()}
+
+
 def known_place(cls: str) -> Place | None:
     """The shipped coordinates of a well-known landmark class, matched by name."""
-    table = {_name_key(k): v for k, v in read_places_csv(KNOWN_PLACES, source="known").items()}
-    return table.get(_name_key(cls))
+    return _known_table().get(_name_key(cls))
 
 
 # ---------------------------------------------------------------------------------------------- EXIF
-
-def photo_exif(path: Path) -> tuple[tuple[float, float] | None, datetime | None, str]:
-    """(GPS (lat, lon) or None, capture time or None, camera "make model") of a photo; never raises."""
-    facts = read_exif(path)
-    return facts.gps, facts.taken, facts.camera
-
 
 # ----------------------------------------------------------------------------------------- geometry
 
@@ -199,7 +197,7 @@ def resolve_places(classes: Sequence[str], samples: Sequence[tuple[Path, int]], 
     for path, label in samples:
         if classes[label] in places:
             continue
-        gps, _, _ = photo_exif(path)
+        gps = read_exif(path).gps
         if gps is not None:
             gps_by_class.setdefault(label, []).append(gps)
     for label, points in gps_by_class.items():

@@ -16,8 +16,8 @@ from PIL.ExifTags import GPS, IFD, Base
 from conftest import SYNTH_PLACES
 from landmark_search.config import EmbedConfig
 from landmark_search.errors import DataError
-from landmark_search.places import (geometric_median, haversine_m, photo_exif, read_places_csv,
-                                    xmp_coordinate)
+from landmark_search.data.exif import read_exif
+from landmark_search.places import geometric_median, haversine_m, read_places_csv, xmp_coordinate
 
 CFG = EmbedConfig(progress=False, workers=0)
 
@@ -68,7 +68,8 @@ def test_bad_places_csv_rows_are_one_line_errors_naming_the_row(tmp_path, text, 
 
 def test_exif_gps_and_the_robust_centre(tmp_path):
     photo = write_photo(tmp_path / "a.jpg", gps=(-33.8568, 151.2153), taken=datetime(2024, 5, 1, 12, 0))
-    gps, taken, camera = photo_exif(photo)
+    facts = read_exif(photo)
+    gps, taken, camera = facts.gps, facts.taken, facts.camera
     assert haversine_m(gps, (-33.8568, 151.2153)) < 2 and taken == datetime(2024, 5, 1, 12, 0)
     assert camera == "Acme Cam1"
     rng = np.random.default_rng(0)

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..fsutil import atomic_write_text
-from ..places import EARTH_RADIUS_M, PLACES_FILE, geometric_median, photo_exif, reverse_geocode
+from ..places import EARTH_RADIUS_M, PLACES_FILE, geometric_median, reverse_geocode
+from .exif import read_exif
 from .files import iter_photos
 
 DEFAULT_RADIUS_M = 300.0  # photos of one landmark lie within a few hundred metres of each other
@@ -102,7 +103,7 @@ def dataset_from_gps(photos: Sequence[Path], out: Path, *, radius_m: float = DEF
     found = list(iter_photos(photos, recursive=True, on_error=lambda p, why: summary.failed.append((p, why))))
     positions, located = [], []
     for photo in found:
-        gps, _, _ = photo_exif(photo)
+        gps = read_exif(photo).gps
         if progress:
             progress(1)
         if gps is None:
