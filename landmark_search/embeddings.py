@@ -64,6 +64,11 @@ class LoadedModel:
     openset: OpenSet | None = None  # says "not one of these landmarks"; None: built-in, or trained before it existed
     features: bool = False  # also return the pooled backbone features (the open-set score needs them)
 
+    @property
+    def uncalibrated(self) -> bool:
+        """A landmark model that cannot say "none of these" (trained before calibration, or an export)."""
+        return self.kind != "builtin" and self.openset is None
+
     def predicted_label(self, probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32] | None) -> str | None:
         """The top class's name; None when the open-set calibration says the photo is none of the landmarks."""
         if not len(probs):

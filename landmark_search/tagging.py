@@ -66,6 +66,11 @@ def confident(preds: Sequence[Prediction], model: "LoadedModel", min_score: floa
     return [p for p in preds if p.score >= min_score and (threshold is None or p.confidence >= threshold)]
 
 
+def is_unknown(preds: Sequence[Prediction], model: "LoadedModel", recall: float | None = None) -> bool:
+    """A calibrated model is not confident that the photo shows its top class at all."""
+    return model.openset is not None and not confident(preds[:1], model, 0.0, recall)
+
+
 def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", top_k: int = 5,
              recall: float | None = None) -> tuple[list[Classification], list[tuple[Path, str]]]:
     """Classify photos; returns (results in input order, failures with reasons).
@@ -80,7 +85,7 @@ def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", to
     feats = result.features if result.features is not None else [None] * len(result.paths)
     for p, f, pr in zip(result.paths, feats, result.probs):
         preds = scored_predictions(f, pr, model, top_k)
-        unknown = model.openset is not None and not confident(preds[:1], model, 0.0, recall)
+        unknown = is_unknown(preds, model, recall)
         out.append(Classification(p, preds, unknown))
     return out, result.failed
 
@@ -280,7 +285,7 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
 
         model = (load or load_model)(ref)
         summary.model_loaded = True
-        summary.uncalibrated = model.kind != "builtin" and model.openset is None
+        summary.uncalibrated = model.uncalibrated
         by_photo = {job.photo: job for job in jobs}
         decided: list[tuple[_Job, dict, list[Prediction], bool]] = []
         for batch in iter_embeddings([job.photo for job in jobs], model, cfg):
@@ -290,7 +295,7 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                 job = by_photo[photo]
                 preds = scored_predictions(f, probs, model, opts.top_k)
                 kept = confident(preds, model, opts.min_score, opts.recall)
-                unknown = model.openset is not None and not confident(preds[:1], model, 0.0, opts.recall)
+                unknown = is_unknown(preds, model, opts.recall)
                 payload = build_payload(model_name=model.name, model_sha256=ref.sha256,
                                         tags=[(p.label, p.id, p.score, p.confidence) for p in kept],
                                         photo_fingerprint=job.fingerprint, options=_recorded_options(opts),

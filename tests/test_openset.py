@@ -135,3 +135,20 @@ def test_evaluate_with_distractors_reports_gap_and_the_report_shows_it(trained_r
     assert (run / "test_pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = write_report(run, synth_data).read_text()
     assert "Photos of anything else" in html and f"{printed['gap']:.3f}" in html and "of 7 distractors tagged" in html
+
+
+def test_a_checkpoint_without_calibration_loads_and_warns(trained_run, synth_data, tmp_path):
+    """A best.pt trained before the open set: every photo gets a class, and the user is told why."""
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+    from landmark_search.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+    model, _ = load_checkpoint(trained_run / "best.pt")
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, model, read_checkpoint(trained_run / "best.pt")["meta"])  # no "openset" entry
+    others = _out_of_distribution(tmp_path / "others")
+    result = CliRunner().invoke(app, ["classify", str(others[0]), "--model", str(old), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "old.pt has no open-set calibration" in result.stderr
+    assert json.loads(result.stdout)[0]["unknown"] is False

@@ -202,10 +202,9 @@ def _check_recall(recall: Optional[float]) -> Optional[float]:
     return recall
 
 
-def _warn_uncalibrated(loaded) -> None:
-    if loaded.kind != "builtin" and loaded.openset is None:
-        _err(f"warning: {loaded.name} has no open-set calibration (trained before it existed): every photo is named "
-             "as one of its landmarks; retrain it to get 'unknown' for photos of anything else")
+def _warn_uncalibrated(name: str) -> None:
+    _err(f"warning: {name} has no open-set calibration (trained before it existed): every photo is named "
+         "as one of its landmarks; retrain it to get 'unknown' for photos of anything else")
 
 
 def _no_photos(photos: Optional[List[Path]] = None) -> str:

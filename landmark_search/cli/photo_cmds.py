@@ -43,7 +43,8 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
     loaded = load_model(model, trust_export=trust_export)
     cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
     results, bad = classify(found, loaded, cfg, top_k, recall=recall)
-    _warn_uncalibrated(loaded)
+    if loaded.uncalibrated:
+        _warn_uncalibrated(loaded.name)
     failed += bad
     if as_json:
         typer.echo(_json([{"path": str(r.path), "unknown": r.unknown,
@@ -126,8 +127,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                   trust_export=trust_export)
     _report_failures(summary.failed)
     if summary.uncalibrated:
-        _err("warning: this model has no open-set calibration (trained before it existed): every photo is named as "
-             "one of its landmarks; retrain it to get 'unknown' for photos of anything else")
+        _warn_uncalibrated(str(model or "this model"))
     if summary.no_places:
         _err("warning: --geotag placed nothing: this model knows no landmark's place (or cannot say 'unknown'); "
              "retrain it with a places.csv beside train/ (or --places FILE), or on geotagged photos")
