@@ -44,3 +44,30 @@ def trained_run(synth_data, tmp_path_factory) -> Path:
     fit(TrainConfig(model="efficientnet_lite0", data=str(synth_data), out=str(out), epochs=12, feature_views=2,
                     image_size=96, quiet=True, workers=0))
     return out
+
+
+def exiftool(*args: str) -> str:
+    """Run exiftool, the reference metadata reader (Debian libimage-exiftool-perl; .ci/run installs it)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("exiftool")
+    assert exe, "exiftool is needed as the reference XMP reader: apt-get install libimage-exiftool-perl"
+    return subprocess.run([exe, *args], capture_output=True, text=True, check=True).stdout
+
+
+def exiftool_json(path, *args: str) -> dict:
+    """What exiftool reads from one file (`-j`), as a dict."""
+    import json
+
+    return json.loads(exiftool("-j", *args, str(path)))[0]
+
+
+def one_line_error(result, *words: str) -> str:
+    """A CLI result that failed with exit code 1 and one line naming `words`; returns that line."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from landmark_search import vector_cache
 from landmark_search.cli import app
 from landmark_search.errors import IndexStoreError
@@ -77,15 +78,6 @@ def invoke(*args):
         __import__("traceback").format_exception(*result.exc_info))
     assert "Traceback" not in result.output
     return result
-
-
-def one_line_error(result, *words: str) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), lines
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 @pytest.fixture()
@@ -277,6 +269,16 @@ def _field(kind: str, payload: bytearray, n: int, which: str) -> int:
     return at + 8
 
 
+def _refused_before_faiss(monkeypatch, cache: Path, match: str) -> None:
+    """read_cache refuses the crafted file with `match`, and faiss.read_index is never called."""
+    calls = []
+    monkeypatch.setattr(vector_cache.faiss, "read_index", lambda *a: calls.append(a))
+    with pytest.raises(ValueError, match=match):
+        vector_cache.read_cache(cache, DIM)
+    assert calls == []
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize("kind,which", [("flat", "codes"), ("flat", "id map"), ("hnsw", "neighbours"),
                                         ("ivf", "list size")])
 def test_a_crafted_cache_is_refused_before_faiss_allocates(tmp_path, kind, which, monkeypatch, caplog):
@@ -294,12 +296,7 @@ def test_a_crafted_cache_is_refused_before_faiss_allocates(tmp_path, kind, which
     struct.pack_into("<Q", payload, _field(kind, payload, n, which), 2**30)  # 4-8 GiB if believed
     _reseal(cache, payload, tag)
 
-    calls = []
-    monkeypatch.setattr(vector_cache.faiss, "read_index", lambda *a: calls.append(a))
-    with pytest.raises(ValueError, match="than the file holds"):
-        vector_cache.read_cache(cache, DIM)
-    assert calls == []
-    monkeypatch.undo()
+    _refused_before_faiss(monkeypatch, cache, "than the file holds")
     # The index answers from its manifest instead, exactly.
     with PhotoIndex.open(index, model_id=MODEL_ID, dim=DIM, lock=False) as idx:
         got = [[h.path for h in row] for row in idx.search(q, 5)]
@@ -416,8 +413,4 @@ def test_a_crafted_graph_or_list_id_is_refused_before_faiss_reads_it(tmp_path, k
         assert struct.unpack_from("<q", payload, at)[0] in range(n)
         struct.pack_into("<q", payload, at, n + 7)
     _reseal(cache, payload, tag)
-    calls = []
-    monkeypatch.setattr(vector_cache.faiss, "read_index", lambda *a: calls.append(a))
-    with pytest.raises(ValueError, match="outside the index"):
-        vector_cache.read_cache(cache, DIM)
-    assert calls == []
+    _refused_before_faiss(monkeypatch, cache, "outside the index")

@@ -9,20 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from landmark_search.cli import app
 from landmark_search.data.datasets import discover
 from landmark_search.errors import DataError
 
 runner = CliRunner()
-
-
-def one_line_error(result, *words: str) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), lines
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 @pytest.fixture()

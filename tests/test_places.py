@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import GPS, IFD, Base
 
-from conftest import SYNTH_PLACES
+from conftest import SYNTH_PLACES, exiftool_json
 from landmark_search.config import EmbedConfig
 from landmark_search.errors import DataError
 from landmark_search.data.exif import read_exif
@@ -44,10 +42,7 @@ def write_photo(path: Path, source: Path | None = None, gps: tuple[float, float]
 
 def exif_gps(path: Path) -> tuple[float, float] | None:
     """exiftool as the reference reader of an XMP sidecar's position."""
-    exe = shutil.which("exiftool")
-    assert exe, "exiftool is needed as the reference XMP reader: apt-get install libimage-exiftool-perl"
-    out = json.loads(subprocess.run([exe, "-j", "-n", "-GPSLatitude", "-GPSLongitude", "-City", "-Country", str(path)],
-                                    capture_output=True, text=True, check=True).stdout)[0]
+    out = exiftool_json(path, "-n", "-GPSLatitude", "-GPSLongitude", "-City", "-Country")
     return (out["GPSLatitude"], out["GPSLongitude"]) if "GPSLatitude" in out else None
 
 

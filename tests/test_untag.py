@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import exiftool, exiftool_json
 from landmark_search.config import EmbedConfig
 from landmark_search.tagging import TagOptions, UntagOptions, tag, untag
 
@@ -31,13 +31,9 @@ USER_XMP = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def exiftool(path: Path, *tags: str) -> dict:
-    """The reference XMP reader (Debian libimage-exiftool-perl; .ci/run and `make test` as root install it)."""
-    exe = shutil.which("exiftool")
-    assert exe, "exiftool is needed as the reference XMP reader: apt-get install libimage-exiftool-perl"
-    out = subprocess.run([exe, "-j", "-struct", *[f"-XMP-{t}" for t in tags], str(path)], capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out)[0]
+def read_xmp(path: Path, *tags: str) -> dict:
+    """The XMP tags exiftool reads (structured), e.g. read_xmp(p, "dc:Subject")."""
+    return exiftool_json(path, "-struct", *[f"-XMP-{t}" for t in tags])
 
 
 def _as_list(value) -> list:
@@ -64,7 +60,7 @@ def test_default_model_writes_no_landmark_keywords_and_a_trained_one_replaces_th
 
     first = tag([root], None, TagOptions(xmp=True, min_score=0.0, top_k=2), CFG)  # the built-in ImageNet model
     assert not first.failed
-    seen = exiftool(Path(f"{mine}.xmp"), "dc:Subject", "lr:HierarchicalSubject", "xmp:Rating")
+    seen = read_xmp(Path(f"{mine}.xmp"), "dc:Subject", "lr:HierarchicalSubject", "xmp:Rating")
     assert _as_list(seen.get("Subject")) == ["family"]  # ImageNet words are not flat keywords by default
     hierarchical = _as_list(seen.get("HierarchicalSubject"))
     assert hierarchical and all(h.startswith("ImageNet|") for h in hierarchical)
@@ -72,7 +68,7 @@ def test_default_model_writes_no_landmark_keywords_and_a_trained_one_replaces_th
 
     second = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0), CFG)
     assert not second.failed and second.tagged
-    seen = exiftool(Path(f"{mine}.xmp"), "dc:Subject", "lr:HierarchicalSubject")
+    seen = read_xmp(Path(f"{mine}.xmp"), "dc:Subject", "lr:HierarchicalSubject")
     hierarchical = _as_list(seen.get("HierarchicalSubject"))
     assert not any(h.startswith("ImageNet|") for h in hierarchical)  # the earlier run's keywords are gone
     assert hierarchical and all(h.startswith("Landmarks|") for h in hierarchical)
@@ -91,17 +87,16 @@ def test_user_edits_after_tagging_survive_retag_and_untag(library, trained_run):
     root, mine, bare = library
     ckpt = str(trained_run / "best.pt")
     tag([root], ckpt, TagOptions(xmp=True, recall=1.0), CFG)
-    ours = _as_list(exiftool(Path(f"{bare}.xmp"), "lr:HierarchicalSubject").get("HierarchicalSubject"))
+    ours = _as_list(read_xmp(Path(f"{bare}.xmp"), "lr:HierarchicalSubject").get("HierarchicalSubject"))
     assert ours
     # The user adds their own keyword to the file this tool created, and a key to its JSON sidecar.
-    subprocess.run([shutil.which("exiftool"), "-q", "-overwrite_original", "-XMP-dc:Subject+=holiday",
-                    f"{bare}.xmp"], check=True)
+    exiftool("-q", "-overwrite_original", "-XMP-dc:Subject+=holiday", f"{bare}.xmp")
     data = json.loads(Path(f"{bare}.json").read_text())
     Path(f"{bare}.json").write_text(json.dumps({**data, "rating": 5}), encoding="utf-8")
 
     tag([root], ckpt, TagOptions(xmp=True, recall=1.0, top_k=1), CFG)  # other options: a re-tag
     untag([root], UntagOptions(xmp=True))
-    seen = exiftool(Path(f"{bare}.xmp"), "dc:Subject", "lr:HierarchicalSubject")
+    seen = read_xmp(Path(f"{bare}.xmp"), "dc:Subject", "lr:HierarchicalSubject")
     assert _as_list(seen.get("Subject")) == ["holiday"] and not seen.get("HierarchicalSubject")
     assert json.loads(Path(f"{bare}.json").read_text()) == {"rating": 5}
 
@@ -150,7 +145,7 @@ def test_xmp_name_basename_for_lightroom(library, trained_run):
     Image.open(bare).save(twin)
     summary = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0, xmp_name="basename"), CFG)
     assert [p for p, _ in summary.failed] == [twin] and "same base name" in summary.failed[0][1]
-    seen = exiftool(root / "bare.xmp", "lr:HierarchicalSubject")
+    seen = read_xmp(root / "bare.xmp", "lr:HierarchicalSubject")
     assert all(h.startswith("Landmarks|") for h in _as_list(seen["HierarchicalSubject"]))
     assert not Path(f"{bare}.xmp").exists()
     untag([root], UntagOptions(xmp=True))  # the JSON entry says which XMP it wrote
@@ -167,7 +162,7 @@ def test_embed_keeps_the_original_and_untag_puts_it_back(library, trained_run):
     summary = tag([root], ckpt, TagOptions(embed=True, recall=1.0), CFG)
     assert not summary.failed and bare in summary.tagged
     assert backup_path(bare).read_bytes() == original  # the original, byte for byte, beside it
-    inside = exiftool(bare, "dc:Subject", "lr:HierarchicalSubject")
+    inside = read_xmp(bare, "dc:Subject", "lr:HierarchicalSubject")
     assert _as_list(inside["HierarchicalSubject"])[0].startswith("Landmarks|")
     again = tag([root], ckpt, TagOptions(embed=True, recall=1.0), CFG)
     assert sorted(again.unchanged) == sorted([mine, bare]) and not again.model_loaded  # the new bytes are known
@@ -187,4 +182,4 @@ def test_a_retag_that_takes_back_every_keyword_deletes_the_xmp_it_created(librar
     assert Path(f"{noise}.xmp").is_file()
     again = tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True), CFG)
     assert noise in again.unknown and not Path(f"{noise}.xmp").exists()
-    assert "family" in _as_list(exiftool(Path(f"{mine}.xmp"), "dc:Subject").get("Subject"))  # the user's XMP stays
+    assert "family" in _as_list(read_xmp(Path(f"{mine}.xmp"), "dc:Subject").get("Subject"))  # the user's XMP stays
