@@ -287,7 +287,9 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
         summary.model_loaded = True
         summary.uncalibrated = model.uncalibrated
         by_photo = {job.photo: job for job in jobs}
-        decided: list[tuple[_Job, dict, list[Prediction], bool]] = []
+        # Sidecars are written batch by batch, so a killed run keeps what it finished; only --geotag waits for
+        # the whole run, since a photo may inherit its place from one taken later in the same trip.
+        pending: list[tuple[_Job, dict, list[Prediction], bool]] = []
         for batch in iter_embeddings([job.photo for job in jobs], model, cfg):
             summary.failed.extend(batch.failed)
             feats = batch.features if batch.features is not None else [None] * len(batch.paths)
@@ -302,25 +304,34 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                                         vocabulary="imagenet" if model.kind == "builtin" else "landmarks",
                                         unknown=unknown, nearest=(preds[0].label, preds[0].id, preds[0].score,
                                                                   preds[0].confidence) if unknown else None)
-                decided.append((job, payload, kept, unknown))
-        places = _geotag(decided, model, opts) if opts.geotag else {}
-        summary.no_places = opts.geotag and (model.openset is None or not model.meta.get("places"))
-        for job, payload, kept, unknown in decided:
-            place = places.get(job.photo)
-            try:
-                _write(job, {**payload, **({"place": place} if place else {})}, kept, model.kind == "builtin",
-                       opts, summary, place)
-            except (SidecarError, OSError) as exc:
-                summary.failed.append((job.photo, str(exc)))
-                continue
-            (summary.tagged if kept else summary.untagged).append(job.photo)
-            if unknown:
-                summary.unknown.append(job.photo)
-            if place:
-                summary.geotagged.append(job.photo)
+                pending.append((job, payload, kept, unknown))
+            if not opts.geotag:
+                _write_all(pending, model, opts, summary, {})
+                pending = []
+        if opts.geotag:
+            summary.no_places = model.openset is None or not model.meta.get("places")
+            _write_all(pending, model, opts, summary, _geotag(pending, model, opts))
         if not opts.dry_run:
             _sweep(folders, summary)
     return summary
+
+
+def _write_all(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], model: "LoadedModel",
+               opts: TagOptions, summary: TagSummary, places: dict[Path, dict]) -> None:
+    """Write the sidecars of decided photos (with their places, if any) and count each in the summary."""
+    for job, payload, kept, unknown in decided:
+        place = places.get(job.photo)
+        try:
+            _write(job, {**payload, **({"place": place} if place else {})}, kept, model.kind == "builtin",
+                   opts, summary, place)
+        except (SidecarError, OSError) as exc:
+            summary.failed.append((job.photo, str(exc)))
+            continue
+        (summary.tagged if kept else summary.untagged).append(job.photo)
+        if unknown:
+            summary.unknown.append(job.photo)
+        if place:
+            summary.geotagged.append(job.photo)
 
 
 def keywords(labels: Sequence[str], imagenet: bool, object_keywords: bool) -> tuple[list[str], list[str]]:
