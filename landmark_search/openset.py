@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 import numpy.typing as npt
 
+from .errors import LandmarkError
+
 OPENSET_VERSION = 1
 DEFAULT_RECALL = 0.95  # of true landmark photos kept, measured on the validation split
 # A bank larger than this per class is subsampled (seeded): the nearest neighbour of a class with
@@ -31,6 +33,14 @@ MAX_BANK_PER_CLASS = 400
 MIN_VALIDATION = 5  # fewer validation photos than this: the threshold comes from leave-one-out on train
 
 Array = npt.NDArray[np.float32]
+
+
+def check_recall(recall: float | None) -> float | None:
+    """A --recall value: a fraction of true landmark photos to keep, in (0, 1]; None means the model's own."""
+    if recall is not None and not 0.0 < recall <= 1.0:
+        raise LandmarkError(f"--recall {recall}: use a fraction of landmark photos to keep, in (0, 1] "
+                            f"(default {DEFAULT_RECALL})")
+    return recall
 
 
 @dataclass(frozen=True)

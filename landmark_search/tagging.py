@@ -14,7 +14,7 @@ from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
 from .embedded import can_embed, embed_keywords, restore_original
 from .geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_properties
-from .openset import DEFAULT_RECALL
+from .openset import check_recall
 from .ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
 from .sidecar import (SIDECAR_KEY, XMP_SUFFIX, build_payload, check_target, merge_sidecar, photo_fingerprint,
                       read_sidecar, sidecar_is_current, sidecar_path, sweep_stale_temps, write_sidecar)
@@ -266,9 +266,7 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                             "library): use one or the other")
     if opts.xmp_name not in XMP_NAMES:
         raise LandmarkError(f"--xmp-name {opts.xmp_name}: use photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)")
-    if opts.recall is not None and not 0.0 < opts.recall <= 1.0:
-        raise LandmarkError(f"--recall {opts.recall}: use a fraction of landmark photos to keep, in (0, 1] "
-                            f"(default {DEFAULT_RECALL})")
+    check_recall(opts.recall)
     if opts.spread_minutes < 0:
         raise LandmarkError(f"--spread-minutes {opts.spread_minutes}: use 0 (off) or more minutes")
     if opts.geotag and not opts.xmp:

@@ -152,3 +152,14 @@ def test_a_checkpoint_without_calibration_loads_and_warns(trained_run, synth_dat
     assert result.exit_code == 0, result.output
     assert "old.pt has no open-set calibration" in result.stderr
     assert json.loads(result.stdout)[0]["unknown"] is False
+
+
+@pytest.mark.parametrize("command", ["classify", "tag"])
+def test_a_recall_outside_0_1_is_one_line(command, tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import one_line_error
+    from landmark_search.cli import app
+
+    result = CliRunner().invoke(app, [command, str(tmp_path), "--recall", "1.5"])
+    one_line_error(result, "--recall 1.5", "(0, 1]")

@@ -196,12 +196,6 @@ def _must_exist(path: Optional[Path], what: str, fix: str) -> None:
         raise LandmarkError(f"{what} {path}: no such file or folder; {fix}")
 
 
-def _check_recall(recall: Optional[float]) -> Optional[float]:
-    if recall is not None and not 0.0 < recall <= 1.0:
-        raise LandmarkError(f"--recall {recall}: use a fraction of landmark photos to keep, in (0, 1] (e.g. 0.9)")
-    return recall
-
-
 def _warn_uncalibrated(name: str) -> None:
     _err(f"warning: {name} has no open-set calibration (trained before it existed): every photo is named "
          "as one of its landmarks; retrain it to get 'unknown' for photos of anything else")

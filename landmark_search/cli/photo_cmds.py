@@ -10,7 +10,7 @@ import typer
 from ..errors import LandmarkError
 from . import (
     BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt,
-    RecallOpt, RecursiveOpt, TrustOpt, _check_recall, _check_sheet, _collect_photos, _embed_config, _err,
+    RecallOpt, RecursiveOpt, TrustOpt, _check_sheet, _collect_photos, _embed_config, _err,
     _json, _no_photos, _report_failures, _warn_uncalibrated, app, handle_errors,
 )
 
@@ -31,7 +31,9 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
     """Top-k landmark labels with probabilities for each photo."""
     if top_k < 1:
         raise LandmarkError(f"--top-k {top_k}: use 1 or more")
-    _check_recall(recall)
+    from ..openset import check_recall  # numpy: not at `landmark --help`
+
+    check_recall(recall)
     _check_sheet(sheet)
     found, failed = _collect_photos(photos)
     if not found and not failed:
@@ -117,7 +119,9 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
 
     if not 0.0 <= min_score <= 1.0:
         raise LandmarkError(f"--min-score {min_score}: use a probability between 0 and 1 (default 0.2)")
-    _check_recall(recall)
+    from ..openset import check_recall  # numpy: not at `landmark --help`
+
+    check_recall(recall)
     opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp or geotag,
                       object_keywords=object_keywords, geotag=geotag, spread_minutes=spread_minutes, xmp_name=xmp_name,
                       embed=embed,

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from . import (
-    DeviceOpt, QuietOpt, RecallOpt, _check_recall, _count, _err, _json, _must_exist, _write_report, app,
+    DeviceOpt, QuietOpt, RecallOpt, _count, _err, _json, _must_exist, _write_report, app,
     handle_errors,
 )
 
@@ -125,7 +125,9 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                  device: str = DeviceOpt, precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  quiet: bool = QuietOpt) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
-    _check_recall(recall)
+    from ..openset import check_recall  # numpy: not at `landmark --help`
+
+    check_recall(recall)
     _must_exist(checkpoint, "checkpoint", "pass RUN/best.pt or the run folder from `landmark train`")
     _must_exist(data, "--data", "pass the dataset folder the model was trained on (with test/)")
     _must_exist(distractors, "--distractors", "pass a folder of photos that show none of the landmarks")
