@@ -113,7 +113,7 @@ def set_keywords(path: Path, subjects: Sequence[str], hierarchical: Sequence[str
         path.unlink()
         return None
     doc.record(home, after, created, added_props)
-    packet = doc.serialize(path, raw)
+    packet = doc.serialize(path)
     safe_write(path, packet, root=root, create_parents=create_parents)
     return packet
 
@@ -138,7 +138,7 @@ def remove_keywords(path: Path, *, root: Path | None = None) -> str:
         check_target(path, root)
         path.unlink()
         return "deleted"
-    safe_write(path, doc.serialize(path, raw), root=root, create_parents=False)
+    safe_write(path, doc.serialize(path), root=root, create_parents=False)
     return "removed"
 
 
@@ -182,8 +182,9 @@ def _read(path: Path) -> bytes | None:
 class _Doc:
     """A parsed XMP packet: the root element and its rdf:RDF."""
 
-    def __init__(self, top: ET.Element, rdf: ET.Element):
+    def __init__(self, top: ET.Element, rdf: ET.Element, layout: "_Layout | None" = None):
         self.top, self.rdf = top, rdf
+        self.layout = layout  # of the file it was parsed from (None: a new packet)
 
     @classmethod
     def new(cls) -> "_Doc":
@@ -206,14 +207,15 @@ class _Doc:
             raise SidecarError(f"{path} declares a DTD or XML entities, which XMP never does: {untouched}") from None
         except ET.ParseError as exc:
             raise SidecarError(f"{path} is not valid XMP (line {exc.position[0]}): {untouched}") from None
-        for prefix, uri in _Layout.of(raw).namespaces:
+        layout = _Layout.of(raw)
+        for prefix, uri in layout.namespaces:
             _register_prefix(prefix, uri)
         if top.tag == f"{{{NS_RDF}}}RDF":  # older writers omit the x:xmpmeta wrapper
-            return cls(top, top)
+            return cls(top, top, layout)
         rdf = top.find(f"{{{NS_RDF}}}RDF") if top.tag in {f"{{{NS_X}}}xmpmeta", f"{{{NS_X}}}xapmeta"} else None
         if rdf is None:
             raise SidecarError(f"{path} is XML but not an XMP packet (no x:xmpmeta/rdf:RDF): {untouched}")
-        return cls(top, rdf)
+        return cls(top, rdf, layout)
 
     def descriptions(self) -> list[ET.Element]:
         return self.rdf.findall(_RDF_DESCRIPTION)
@@ -313,13 +315,13 @@ class _Doc:
                    for d in self.descriptions()) and all(
             child.tag == _RDF_DESCRIPTION for child in self.rdf)
 
-    def serialize(self, path: Path, raw: bytes | None) -> bytes:
+    def serialize(self, path: Path) -> bytes:
         try:
             body = ET.tostring(self.top, encoding="unicode")
         except RecursionError:
             raise SidecarError(f"{path} is nested too deeply to rewrite: flatten or delete it; "
                                "it was left untouched") from None
-        outside = _Layout.of(raw).outside if raw is not None else None
+        outside = self.layout.outside if self.layout is not None else None
         if outside is None:
             return (_XPACKET_BEGIN + body + _XPACKET_END).encode("utf-8")
         return outside[0] + body.encode("utf-8") + outside[1]
