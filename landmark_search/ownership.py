@@ -93,20 +93,19 @@ def xmp_record(path: Path, entry: Any) -> dict[str, Any]:
     return {"restore": "text" if text is not None else None, "before": text}
 
 
-def finish_xmp_record(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record with the digest of the XMP as this run left it (None: no file)."""
-    raw = read_bytes(path)
+def finish_xmp_record(path: Path, record: Mapping[str, Any], written: bytes | None = None) -> dict[str, Any]:
+    """The record with the digest of the XMP as this run left it (None: no file); `written`: the bytes just
+    written, when this run wrote it."""
+    raw = written if written is not None else read_bytes(path)
     return {**record, "sha256": _sha256(raw) if raw is not None else None}
 
 
 def untag_json(path: Path, *, root: Path | None, dry_run: bool = False) -> str:
     """Take our entry out of a JSON sidecar: "missing", "unchanged", "removed", "restored" or "deleted"."""
-    if read_bytes(path) is None:
-        return "missing"
-    data = read_sidecar(path)
+    data = read_sidecar(path)  # {} when there is no file
     entry = data.get(SIDECAR_KEY)
     if entry is None:
-        return "unchanged"
+        return "unchanged" if path.exists() else "missing"
     others = _others(data)
     if isinstance(entry, dict) and entry.get("created") is True and not others:
         return _delete(path, root, dry_run)

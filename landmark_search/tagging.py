@@ -389,9 +389,9 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
         xmp = _xmp_path(job, opts)
         subjects, hierarchical = keywords([p.label for p in kept], imagenet, opts.object_keywords)
         record = xmp_record(xmp, current.get(SIDECAR_KEY))
-        set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror,
-                     properties=xmp_place_properties(place) if place else None)
-        entry = {**entry, "xmp": {**finish_xmp_record(xmp, record), "file": xmp.name}}
+        written = set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror,
+                               properties=xmp_place_properties(place) if place else None)
+        entry = {**entry, "xmp": {**finish_xmp_record(xmp, record, written), "file": xmp.name}}
     merged = merge_sidecar(current, {**entry, **json_record(job.sidecar, current)}, path=job.sidecar)
     write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)
 
