@@ -92,6 +92,7 @@ class PhotoRecord:
     mtime_ns: int
     content_hash: str
     label: str | None = None
+    confidence: float | None = None  # of the label (or, unknown, of the nearest class): LoadedModel.verdict
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ class PhotoIndex:
             conn = connect(manifest)
             try:
                 meta = ensure_manifest(conn, path, model_id=model_id, dim=int(dim),
-                                        index_type=index_type or "auto", create=create)
+                                        index_type=index_type or "auto", create=create, writer=lock)
                 if index_type is not None and index_type != meta["index_type"]:
                     if not lock:
                         raise IndexStoreError(
@@ -337,10 +338,10 @@ class PhotoIndex:
             new_ids = np.empty(len(vecs), dtype=np.int64)
             for i, (rec, path) in enumerate(zip(records, paths)):
                 cur = conn.execute(
-                    "INSERT INTO photos (path, size, mtime_ns, content_hash, label, vector)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO photos (path, size, mtime_ns, content_hash, label, vector, confidence)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (path, int(rec.size), int(rec.mtime_ns), str(rec.content_hash), rec.label,
-                     vecs[i].tobytes()),
+                     vecs[i].tobytes(), None if rec.confidence is None else float(rec.confidence)),
                 )
                 new_ids[i] = cur.lastrowid
             generation = bump_generation(conn)

@@ -218,8 +218,9 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 records = []
                 for i, (photo, probs) in enumerate(zip(batch.paths, batch.probs)):
                     key = photo_key(photo)
-                    label = model.predicted_label(probs, None if batch.features is None else batch.features[i])
-                    records.append(PhotoRecord(key, *todo[photo], _content_hash(photo), label))
+                    label, conf = model.verdict(probs, None if batch.features is None else batch.features[i])
+                    records.append(PhotoRecord(key, *todo[photo], _content_hash(photo), label,
+                                               None if conf is None else round(conf, 6)))
                     summary.updated += key in known
                     summary.added += key not in known
                 idx.add(records, batch.embeddings)
@@ -315,7 +316,7 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
             raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
         hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
-    label = (model.predicted_label(result.probs[0], None if result.features is None else result.features[0])
+    label = (model.verdict(result.probs[0], None if result.features is None else result.features[0])[0]
              if len(result.probs) else None)
     return SimilarResult(photo, label, hits, recorded.get("places") or _label_places(model))
 

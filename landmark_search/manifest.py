@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS photos (
     mtime_ns     INTEGER NOT NULL,
     content_hash TEXT NOT NULL,
     label        TEXT,
-    vector       BLOB NOT NULL
+    vector       BLOB NOT NULL,
+    confidence   REAL
 );
 """
 
@@ -139,8 +140,10 @@ def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
 
 
 def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str, dim: int,
-                     index_type: str, create: bool) -> dict[str, str]:
-    """Create the manifest if empty, then check it is ours, of a known format, whole and compatible."""
+                     index_type: str, create: bool, writer: bool = False) -> dict[str, str]:
+    """Create the manifest if empty, then check it is ours, of a known format, whole and compatible.
+
+    A writer adds the `confidence` column to a manifest from before it existed (nullable: old rows have none)."""
     not_ours = _not_ours(directory / MANIFEST_NAME)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -195,6 +198,12 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
         )
     if meta["index_type"] not in INDEX_TYPES:
         raise damaged(directory, f"unknown index type {meta['index_type']!r}")
+    if writer and "confidence" not in columns:
+        try:
+            with transaction(conn, write=True):
+                conn.execute("ALTER TABLE photos ADD COLUMN confidence REAL")
+        except sqlite3.Error as exc:
+            raise store_error(directory, exc) from None
     if not isinstance(meta["index_uuid"], str) or not meta["index_uuid"]:
         raise damaged(directory, "meta index_uuid is empty")
     return meta

@@ -50,8 +50,8 @@ class FakeModel:
     class_ids: list = []
     class_names: list = []
 
-    def predicted_label(self, probs, feats):
-        return None
+    def verdict(self, probs, feats):
+        return None, None
 
 
 class Batch:
