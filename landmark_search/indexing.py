@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 from .config import EmbedConfig
 from .data.files import iter_photos
@@ -18,6 +18,8 @@ from .modelref import ModelRef, resolve_model
 if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged folder stays light
     import numpy as np
     import numpy.typing as npt
+
+    from .embeddings import LoadedModel
 
 INDEX_HOME = Path("indexes")
 MODEL_FILE = "model.json"
@@ -135,14 +137,48 @@ class IndexSummary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class IndexBatch:
+    """What the index stores for a batch of photos (those that decoded), and the ones that failed."""
+
+    paths: list[Path]
+    vectors: npt.NDArray[np.float32]
+    labels: list[str | None]
+    confidences: list[float | None]
+    hashes: list[str]
+    failed: list[tuple[Path, str]]
+
+
+def index_batches(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig) -> Iterator[IndexBatch]:
+    """The one way from photos to index rows (vector, label, confidence, content hash), batch by batch: a local
+    run calls it here, the Ray engine (scaleout/ray_index.py) inside each of its workers."""
+    from .embeddings import iter_embeddings
+
+    for batch in iter_embeddings(paths, model, cfg):
+        verdicts = [model.verdict(probs, None if batch.features is None else batch.features[i])
+                    for i, probs in enumerate(batch.probs)]
+        yield IndexBatch(list(batch.paths), batch.embeddings, [label for label, _ in verdicts],
+                         [None if conf is None else round(conf, 6) for _, conf in verdicts],
+                         [_content_hash(p) for p in batch.paths], list(batch.failed))
+
+
+class Engine(Protocol):
+    """Where index_batches runs when not in this process (`landmark index --engine ray`)."""
+
+    def index_batches(self, paths: Sequence[Path], ref: ModelRef, model: LoadedModel,
+                      cfg: EmbedConfig) -> Iterator[IndexBatch]: ...
+
+
 def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: IndexOptions,
-                cfg: EmbedConfig, *, trust_export: bool = False) -> IndexSummary:
-    """Embed new or changed photos into the index; drop photos that vanished from the given folders."""
+                cfg: EmbedConfig, *, trust_export: bool = False, engine: Engine | None = None) -> IndexSummary:
+    """Embed new or changed photos into the index; drop photos that vanished from the given folders.
+
+    `engine` embeds elsewhere (Ray workers); this process alone writes the manifest, batch by batch, either way."""
     directory = index_dir(index)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        return _build_index(directory, photos, model_spec, opts, cfg, trust_export)
+        return _build_index(directory, photos, model_spec, opts, cfg, trust_export, engine)
     except BaseException:
         if created and not any(directory.iterdir()):  # a refused first run leaves no empty index behind
             directory.rmdir()
@@ -150,7 +186,7 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
 
 
 def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None, opts: IndexOptions,
-                 cfg: EmbedConfig, trust_export: bool = False) -> IndexSummary:
+                 cfg: EmbedConfig, trust_export: bool = False, engine: Engine | None = None) -> IndexSummary:
     from .index import PhotoIndex, PhotoRecord
 
     if opts.rebuild:
@@ -167,7 +203,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
                              on_error=lambda p, why: summary.failed.append((p, why))))
-    from .embeddings import iter_embeddings, load_model
+    from .embeddings import load_model
 
     cfg = _index_precision(recorded, cfg)
     model = None if recorded else load_model(ref)
@@ -206,7 +242,9 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
         if todo:
             model = model or load_model(ref)
             # Each batch is committed on its own: an interrupted run keeps what it finished.
-            for batch in iter_embeddings(list(todo), model, cfg):
+            batches = (index_batches(list(todo), model, cfg) if engine is None
+                       else engine.index_batches(list(todo), ref, model, cfg))
+            for batch in batches:
                 summary.failed.extend(batch.failed)
                 # A photo that changed and no longer decodes must not keep answering queries with its old vector.
                 stale = [key for key in (photo_key(p) for p, _ in batch.failed) if key in known]
@@ -216,14 +254,12 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 if not batch.paths:
                     continue
                 records = []
-                for i, (photo, probs) in enumerate(zip(batch.paths, batch.probs)):
+                for photo, digest, label, conf in zip(batch.paths, batch.hashes, batch.labels, batch.confidences):
                     key = photo_key(photo)
-                    label, conf = model.verdict(probs, None if batch.features is None else batch.features[i])
-                    records.append(PhotoRecord(key, *todo[photo], _content_hash(photo), label,
-                                               None if conf is None else round(conf, 6)))
+                    records.append(PhotoRecord(key, *todo[photo], digest, label, conf))
                     summary.updated += key in known
                     summary.added += key not in known
-                idx.add(records, batch.embeddings)
+                idx.add(records, batch.vectors)
         if opts.prune:
             summary.removed += _prune(idx, photos, {photo_key(p) for p in found}, known)
         idx.save()
