@@ -80,19 +80,28 @@ def move_photos(moves: Sequence[tuple[Path, Path]]) -> RelocateSummary:
         if clash is not None:
             summary.failed.append((src, f"{clash} already exists; {src} was left in place"))
             continue
-        try:
-            _move_one(src, dest)
-        except OSError as exc:
-            summary.failed.append((src, f"{src}: not moved ({exc.strerror or exc})"))
+        if not _attempt(summary, src, f"{src}: not moved", _move_one, src, dest):
             continue
         summary.done.append((src, dest))
         for side, target in sides:
-            try:
-                _move_one(side, target)
+            if _attempt(summary, side, f"{side}: sidecar not moved with its photo", _move_one, side, target):
                 summary.sidecars.append((side, target))
-            except OSError as exc:
-                summary.failed.append((side, f"{side}: sidecar not moved with its photo ({exc.strerror or exc})"))
     return summary
+
+
+def _attempt(summary: RelocateSummary, src: Path, what: str, action, *args) -> bool:
+    """Run action(*args); an OSError becomes src's failure ("what (reason)") instead of stopping the run."""
+    try:
+        action(*args)
+        return True
+    except OSError as exc:
+        summary.failed.append((src, f"{what} ({exc.strerror or exc})"))
+        return False
+
+
+def _link_one(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src.absolute(), dest)
 
 
 def link_photos(links: Sequence[tuple[Path, Path]]) -> RelocateSummary:
@@ -105,11 +114,6 @@ def link_photos(links: Sequence[tuple[Path, Path]]) -> RelocateSummary:
             else:
                 summary.failed.append((src, f"{dest} already exists and is not a link to {src}; left as it is"))
             continue
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(src.absolute(), dest)
-        except OSError as exc:
-            summary.failed.append((src, f"{dest}: cannot link ({exc.strerror or exc})"))
-            continue
-        summary.done.append((src, dest))
+        if _attempt(summary, src, f"{dest}: cannot link", _link_one, src, dest):
+            summary.done.append((src, dest))
     return summary

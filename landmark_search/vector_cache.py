@@ -255,19 +255,21 @@ class _Walk:
     def __init__(self, f: Any, size: int) -> None:
         self._f, self.pos, self.size = f, 0, size
 
-    def take(self, n: int) -> bytes:
+    def _advance(self, n: int) -> None:
+        """Move the count n bytes on, refused when the payload does not hold them."""
         if n > self.size - self.pos:
             raise ValueError(f"structure runs past the end of the data at byte {self.pos}")
         self.pos += n
+
+    def take(self, n: int) -> bytes:
+        self._advance(n)
         data = self._f.read(n)
         if len(data) != n:
             raise ValueError("file shorter than its trailer says")
         return data
 
     def skip(self, n: int) -> None:
-        if n > self.size - self.pos:
-            raise ValueError(f"structure runs past the end of the data at byte {self.pos}")
-        self.pos += n
+        self._advance(n)
         self._f.seek(n, os.SEEK_CUR)
 
     def rewind(self, pos: int) -> None:

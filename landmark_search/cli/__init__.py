@@ -180,6 +180,12 @@ def _report_failures(failed) -> None:
         _err(f"skipped {text}" if text.startswith(str(path)) else f"skipped {path}: {text}")
 
 
+def _exit_on_failures(failed, *, strict: bool, worked: bool) -> None:
+    """Exit 1 when a photo failed under --strict, or when photos failed and none worked."""
+    if failed and (strict or not worked):
+        raise typer.Exit(code=1)
+
+
 def _write_report(run: Path, data: Optional[Path], out: Optional[Path] = None) -> Optional[Path]:
     from ..report import write_report
 

@@ -11,7 +11,7 @@ from ..errors import LandmarkError
 from . import (
     BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt,
     RecallOpt, RecursiveOpt, TrustOpt, _check_sheet, _collect_photos, _embed_config, _err,
-    _json, _no_photos, _report_failures, _warn_uncalibrated, app, handle_errors,
+    _exit_on_failures, _json, _no_photos, _report_failures, _warn_uncalibrated, app, handle_errors,
 )
 
 
@@ -69,10 +69,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
     unknown = sum(r.unknown for r in results)
     if failed or unknown:
         _err(f"{len(results)} classified ({unknown} unknown), {len(failed)} failed")
-    if strict and failed:
-        raise typer.Exit(code=1)
-    if not results and failed:
-        raise typer.Exit(code=1)
+    _exit_on_failures(failed, strict=strict, worked=bool(results))
 
 
 # -------------------------------------------------------------------------------------------------- tag
@@ -156,12 +153,10 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
                    + f"unchanged {counts['unchanged']}, failed {counts['failed']}"
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
-    if not (summary.failed or summary.tagged or summary.untagged or summary.unchanged):
+    worked = bool(summary.tagged or summary.untagged or summary.unchanged)
+    if not (summary.failed or worked):
         _err(_no_photos(photos))
-    if strict and summary.failed:
-        raise typer.Exit(code=1)
-    if summary.failed and not summary.tagged and not summary.untagged and not summary.unchanged:  # nothing worked: as classify does
-        raise typer.Exit(code=1)
+    _exit_on_failures(summary.failed, strict=strict, worked=worked)
 
 
 @app.command("untag")

@@ -109,6 +109,13 @@ def _raw_orientation(path: Path) -> int:
         return 1
 
 
+# What a photo that cannot be opened is told, by the error that stopped it (first match wins).
+_WHY_UNREADABLE = ((FileNotFoundError, "file not found"),
+                   (PermissionError, "permission denied; make it readable (chmod u+r)"),
+                   (IsADirectoryError, "is a folder, not a photo"),
+                   (UnidentifiedImageError, "not a readable image (unknown or corrupt format)"))
+
+
 def load_image(path: str | Path, *, min_side: int | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode a photo upright in RGB, at reduced JPEG scale when only `min_side` pixels are needed.
@@ -144,13 +151,6 @@ def load_image(path: str | Path, *, min_side: int | None = None,
             return _to_rgb(upright if upright is not None else img)
     except BadImageError:
         raise
-    except FileNotFoundError:
-        raise BadImageError(f"{path}: file not found") from None
-    except PermissionError:
-        raise BadImageError(f"{path}: permission denied; make it readable (chmod u+r)") from None
-    except IsADirectoryError:
-        raise BadImageError(f"{path}: is a folder, not a photo") from None
-    except UnidentifiedImageError:
-        raise BadImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadImageError(f"{path}: cannot decode ({exc})") from None
+        why = next((text for kind, text in _WHY_UNREADABLE if isinstance(exc, kind)), f"cannot decode ({exc})")
+        raise BadImageError(f"{path}: {why}") from None
