@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from .config import DEFAULT_MAX_PIXELS
 from .data.files import ErrorCallback, warn_skipped
 from .data.images import load_image
 from .data.transforms import center_crop_box, normalize_uint8, resize_size
@@ -175,6 +176,24 @@ def _explain_decoded(loaded: "LoadedModel", img: Image.Image, class_index: int |
     return crop.permute(1, 2, 0).numpy(), cam, index, prob
 
 
+def _explained(loaded: "LoadedModel", path: Path, class_index: int | None, device: torch.device | None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, Heatmap, str, float]:
+    """(figure, cam, label, probability) of one photo; BadImageError when it cannot be read."""
+    # Decoded once, large enough for both the model's crop and a readable figure.
+    img = load_image(path, min_side=max(resize_size(loaded.image_size), PANEL), max_pixels=max_pixels)
+    _, cam, index, prob = _explain_decoded(loaded, img, class_index, device)
+    label = loaded.class_names[index]
+    figure = explain_figure(img, center_crop_box(img.width, img.height, loaded.image_size), cam,
+                            f"{path.name}: {label}  p={prob:.2f}")
+    return figure, cam, label, prob
+
+
+def explain_png(loaded: "LoadedModel", path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The Grad-CAM figure of a photo's top class as PNG bytes (the web app's photo page)."""
+    loaded.module = loaded.module.eval()
+    return _png_bytes(_explained(loaded, Path(path), None, None, max_pixels)[0])
+
+
 def load_explainable(model_spec: "str | Path | LoadedModel | None") -> "LoadedModel":
     """A checkpoint or built-in model; exports are refused because Grad-CAM needs the eager model."""
     from .embeddings import LoadedModel, load_model
@@ -213,17 +232,12 @@ def explain_photos(paths: Sequence[Path], model_spec: "str | Path | LoadedModel 
     results: list[ExplainResult] = []
     for path in map(Path, paths):
         try:
-            # Decoded once, large enough for both the model's crop and a readable figure.
-            img = load_image(path, min_side=max(resize_size(loaded.image_size), PANEL))
-            _, cam, index, prob = _explain_decoded(loaded, img, class_index, dev)
+            figure, cam, label, prob = _explained(loaded, path, class_index, dev)
         except BadImageError as exc:
             report(path, str(exc))
             continue
-        label = loaded.class_names[index]
         stem = _unique_stem(path, taken)
         png = out_dir / f"{stem}.gradcam.png"
-        figure = explain_figure(img, center_crop_box(img.width, img.height, loaded.image_size), cam,
-                                f"{path.name}: {label}  p={prob:.2f}")
         atomic_write_bytes(png, _png_bytes(figure))
         npy = None
         if save_raw:

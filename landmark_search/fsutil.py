@@ -52,11 +52,12 @@ def _keep_owner_and_mode(tmp: Path, old: os.stat_result | None, mode: int | None
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | Path, *, mode: int | None = None, durable: bool = True) -> Iterator[BinaryIO]:
     """A binary file that replaces `path` when the block ends, so readers see the old file or the new one.
 
     The replaced file keeps its permissions (and owner, where allowed); a new file gets what open() would
-    give, or `mode`. The data and the rename are fsynced; on an error the old file stays and the temp goes.
+    give, or `mode`. The data and the rename are fsynced (not with durable=False: a cache that can be made
+    again); on an error the old file stays and the temp goes.
     """
     path = Path(path)
     try:
@@ -68,7 +69,8 @@ def atomic_writer(path: str | Path, *, mode: int | None = None) -> Iterator[Bina
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         _keep_owner_and_mode(tmp, old, mode)
         os.replace(tmp, path)
     except OSError as exc:
@@ -79,12 +81,13 @@ def atomic_writer(path: str | Path, *, mode: int | None = None) -> Iterator[Bina
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None, durable: bool = True) -> None:
     """Replace `path` with `data` atomically (see atomic_writer)."""
-    with atomic_writer(path, mode=mode) as fh:
+    with atomic_writer(path, mode=mode, durable=durable) as fh:
         fh.write(data)
 
 
@@ -105,6 +108,13 @@ def file_sha256(path: str | Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def user_cache_dir(name: str) -> Path:
+    """~/.cache/landmark-search/NAME (or under $XDG_CACHE_HOME), created if missing."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "landmark-search" / name
+    base.mkdir(parents=True, exist_ok=True)
+    return base
 
 
 def human_size(n: float) -> str:

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -170,29 +170,40 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
 
 def write_group_links(report: GroupReport, out: Path):
     """OUT/train/group-NN/<photo name> links, ready to rename and train on (`landmark train --data OUT`)."""
+    return link_for_training(((group.name, group.paths) for group in report.groups), out)
+
+
+def link_for_training(groups: Iterable[tuple[str, Sequence[Path]]], out: Path):
+    """OUT/train/<name>/<photo name> links to each group's photos (`landmark train --data OUT` reads them)."""
     from .relocate import link_photos
 
     links = []
-    for group in report.groups:
+    for group_name, paths in groups:
         used: set[str] = set()
-        for path in group.paths:
+        for path in paths:
             name, n = path.name, 1
             while name.lower() in used:  # same name from two folders: IMG_0001.jpg, IMG_0001-2.jpg
                 n += 1
                 name = f"{path.stem}-{n}{path.suffix}"
             used.add(name.lower())
-            links.append((path, out / "train" / group.name / name))
+            links.append((path, out / "train" / group_name / name))
     return link_photos(links)
 
 
 _BAD_NAME = re.compile(r"[/\\\x00]")
 
 
+def check_folder_name(name: str) -> str:
+    """A landmark name that can be a class folder (stripped); LandmarkError for one that cannot."""
+    name = name.strip()
+    if not name or name in (".", "..") or _BAD_NAME.search(name):
+        raise LandmarkError(f"{name!r} cannot be a folder name; use a landmark name without slashes")
+    return name
+
+
 def rename_group(out: Path, name: str, new_name: str) -> Path:
     """OUT/train/<name> -> OUT/train/<new_name> (a landmark name); never over an existing folder."""
-    new_name = new_name.strip()
-    if not new_name or new_name in (".", "..") or _BAD_NAME.search(new_name):
-        raise LandmarkError(f"{new_name!r} cannot be a folder name; use a landmark name without slashes")
+    new_name = check_folder_name(new_name)
     src, dest = out / "train" / name, out / "train" / new_name
     if not src.is_dir():
         raise LandmarkError(f"no group folder {src}; run `landmark group PHOTOS --out {out}` first, "

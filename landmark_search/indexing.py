@@ -7,11 +7,11 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 from .config import EmbedConfig
 from .data.files import iter_photos
-from .errors import IndexStoreError, LandmarkError
+from .errors import BadImageError, IndexStoreError, LandmarkError
 from .fsutil import atomic_write_json
 from .modelref import ModelRef, resolve_model
 
@@ -309,6 +309,13 @@ class SimilarResult:
         """Where a hit (or the query) with this label is, when the model knows."""
         return self.places.get(label) if label else None
 
+    def to_json(self, query: str | None = None) -> dict:
+        """What `landmark similar --json` prints and the web app's /api/similar answers."""
+        return {"query": query if query is not None else str(self.query), "label": self.query_label,
+                "place": self.place(self.query_label),
+                "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label,
+                          "place": self.place(h.label)} for h in self.hits]}
+
 
 def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: float = -1.0,
                  cfg: EmbedConfig = EmbedConfig(), trust_export: bool = False,
@@ -319,6 +326,23 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
     from .index import PhotoIndex
 
     directory = index_dir(index)
+    recorded = recorded_model(directory)
+    if k < 1:
+        raise LandmarkError("-k must be at least 1")
+    ref = _index_model(directory, model_spec, trust_export, recorded=recorded)
+    # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
+    with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
+                         lock=False) as idx:
+        def load():
+            from .embeddings import load_model
+
+            return load_model(ref)
+
+        return query_index(idx, photo, recorded, load, k=k, min_score=min_score, cfg=cfg)
+
+
+def recorded_model(directory: Path) -> dict:
+    """An existing index's model.json; a one-line error naming the fix when there is no index or it lost it."""
     recorded = _read_model_file(directory)
     if recorded is None and (directory / "manifest.sqlite").exists():
         raise IndexStoreError(f"index {directory} has lost its {MODEL_FILE} (which model built it); `landmark index "
@@ -326,31 +350,32 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
                               f"it with `landmark index PHOTOS --index {directory} --rebuild`")
     if recorded is None:
         raise IndexStoreError(f"no index at {directory}; build one with `landmark index PHOTOS` "
-                              f"(add --index {index} for this name)")
-    if k < 1:
-        raise LandmarkError("-k must be at least 1")
-    ref = _index_model(directory, model_spec, trust_export, recorded=recorded)
-    # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
-    with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
-                         lock=False) as idx:
-        own = photo_key(photo)  # a name that is not UTF-8 is never indexed, so never its own hit
-        stored = _stored_query(idx, photo, own)
-        if stored is not None:  # indexed and unchanged: its own vector, no model, no torch
-            record, vector = stored
-            hits = idx.search(vector, k, exclude_paths=[own])[0]
-            return SimilarResult(photo, record.label, [h for h in hits if h.score >= min_score],
-                                 recorded.get("places") or {})
-        from .embeddings import embed_paths, load_model
+                              f"(add --index {directory.name} for this name)")
+    return recorded
 
-        model = load_model(ref)
-        if model.embedding_dim != idx.dim:
-            raise IndexStoreError(f"index {directory} holds {idx.dim}-dimensional vectors but {ref.spec} produces "
-                                  f"{model.embedding_dim}; rebuild the index with `landmark index PHOTOS --index "
-                                  f"{directory} --rebuild`")
-        result = embed_paths([photo], model, _index_precision(recorded, cfg))
-        if result.failed:
-            raise LandmarkError(f"cannot read the query photo: {result.failed[0][1]}")
-        hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
+
+def query_index(idx, photo: Path, recorded: dict, load_model: Callable[[], LoadedModel], *, k: int = 10,
+                min_score: float = -1.0, cfg: EmbedConfig = EmbedConfig()) -> SimilarResult:
+    """Hits of one photo in an open index: its stored vector when indexed and unchanged (no model, no torch),
+    else embedded by `load_model()` (called only then: the web app passes its warm model)."""
+    own = photo_key(photo)  # a name that is not UTF-8 is never indexed, so never its own hit
+    stored = _stored_query(idx, photo, own)
+    if stored is not None:
+        record, vector = stored
+        hits = idx.search(vector, k, exclude_paths=[own])[0]
+        return SimilarResult(photo, record.label, [h for h in hits if h.score >= min_score],
+                             recorded.get("places") or {})
+    from .embeddings import embed_paths
+
+    model = load_model()
+    if model.embedding_dim != idx.dim:
+        raise IndexStoreError(f"index {idx.directory} holds {idx.dim}-dimensional vectors but {model.name} produces "
+                              f"{model.embedding_dim}; rebuild the index with `landmark index PHOTOS --index "
+                              f"{idx.directory} --rebuild`")
+    result = embed_paths([photo], model, _index_precision(recorded, cfg))
+    if result.failed:
+        raise BadImageError(f"cannot read the query photo: {result.failed[0][1]}")
+    hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
     label = (model.verdict(result.probs[0], None if result.features is None else result.features[0])[0]
              if len(result.probs) else None)

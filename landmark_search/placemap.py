@@ -74,7 +74,7 @@ def collect_places(photos: Sequence[Path]) -> tuple[list[MapPlace], int]:
     return places, without
 
 
-def _xy(lat: float, lon: float) -> tuple[float, float]:
+def world_xy(lat: float, lon: float) -> tuple[float, float]:
     """Web Mercator pixels of the zoom-2 world (the projection OSM tiles use)."""
     lat = max(-85.05, min(85.05, lat))
     x = (lon + 180.0) / 360.0 * SIZE
@@ -82,13 +82,13 @@ def _xy(lat: float, lon: float) -> tuple[float, float]:
     return x, y
 
 
-def _graticule() -> str:
+def graticule_svg() -> str:
     lines = []
     for lon in range(-180, 181, 30):
-        x, _ = _xy(0, lon)
+        x, _ = world_xy(0, lon)
         lines.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{SIZE}"/>')
     for lat in range(-80, 81, 20):
-        _, y = _xy(lat, 0)
+        _, y = world_xy(lat, 0)
         lines.append(f'<line x1="0" y1="{y:.1f}" x2="{SIZE}" y2="{y:.1f}"/>')
         lines.append(f'<text x="4" y="{y - 3:.1f}">{lat}°</text>')
     return "".join(lines)
@@ -106,7 +106,7 @@ def write_map(photos: Sequence[Path], out: Path, title: str = "landmark map",
                     for x in range(4) for y in range(4))
     markers, cards = [], []
     for i, place in enumerate(places):
-        x, y = _xy(place.latitude, place.longitude)
+        x, y = world_xy(place.latitude, place.longitude)
         label = place.name or f"{place.latitude:.4f}, {place.longitude:.4f}"
         markers.append(f'<a class="marker" href="#place-{i}" style="left:{x:.1f}px;top:{y:.1f}px" '
                        f'title="{html.escape(label)}: {len(place.photos)} photo(s)">{len(place.photos)}</a>')
@@ -137,7 +137,7 @@ box-shadow:0 0 0 2px #fff}}
 .thumbs img{{margin:2px;border-radius:3px}}</style></head><body>
 <header><b>{html.escape(title)}</b> · {len(places)} place(s), {sum(len(p.photos) for p in places)} photo(s)
 with a position, {without} without</header>
-<div id="world">{tiles}<svg width="{SIZE}" height="{SIZE}">{_graticule()}</svg>{"".join(markers)}</div>
+<div id="world">{tiles}<svg width="{SIZE}" height="{SIZE}">{graticule_svg()}</svg>{"".join(markers)}</div>
 {"".join(cards)}
 <script type="application/json" id="places">{html.escape(json.dumps([
         {"latitude": p.latitude, "longitude": p.longitude, "name": p.name, "photos": len(p.photos)}

@@ -215,11 +215,45 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
         except (SidecarError, OSError) as exc:
             summary.failed.append((photo, str(exc)))
             continue
-        if not opts.force and _is_current(existing, ref.sha256, fingerprint, options):
+        if not opts.force and (_is_current(existing, ref.sha256, fingerprint, options) or is_named(existing)):
             summary.unchanged.append(photo)
             continue
         jobs.append(_Job(photo, root, side, existing, fingerprint))
     return jobs, folders
+
+
+def is_named(sidecar: dict) -> bool:
+    """A person named this photo (`landmark serve`'s review page): a model run keeps it unless forced."""
+    entry = sidecar.get(SIDECAR_KEY)
+    return isinstance(entry, dict) and entry.get("named") is True
+
+
+NAMED_BY_HAND = "named by hand"
+_MAX_NAME = 200
+
+
+def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummary:
+    """Tag photos with a landmark name a person gave: the sidecars `landmark tag` writes (JSON, and XMP keywords
+    `Landmarks|NAME` with opts.xmp), marked as named so that a later `landmark tag` keeps them (--force replaces)."""
+    name = " ".join(name.split())
+    if not name or len(name) > _MAX_NAME or not name.isprintable():
+        raise LandmarkError(f"{name[:40]!r} is not a landmark name: use 1-{_MAX_NAME} printable characters")
+    summary = TagSummary()
+    kept = [Prediction(name, name, 1.0)]
+    with _folder_lock(paths, opts.output_dir):
+        for photo, root, side in _walk(paths, opts, summary):
+            try:
+                fingerprint = photo_fingerprint(photo)
+                job = _Job(photo, root, side, read_sidecar(side), fingerprint)
+                payload = build_payload(model_name=NAMED_BY_HAND, model_sha256=NAMED_BY_HAND,
+                                        tags=[(name, name, 1.0)], photo_fingerprint=fingerprint,
+                                        options=_recorded_options(opts), vocabulary="landmarks")
+                _write(job, {**payload, "named": True}, kept, False, opts, summary)
+            except (SidecarError, OSError) as exc:
+                summary.failed.append((photo, str(exc)))
+                continue
+            summary.tagged.append(photo)
+    return summary
 
 
 def _recorded_options(opts: TagOptions) -> dict:

@@ -235,7 +235,7 @@ def _collect_photos(photos: List[Path], recursive: bool = True, follow_links: bo
 
 
 # The commands register themselves on `app` when their modules load (help lists them in this order).
-from . import data_cmds, training_cmds, photo_cmds, index_cmds  # noqa: E402,F401
+from . import data_cmds, training_cmds, photo_cmds, index_cmds, serve_cmd  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

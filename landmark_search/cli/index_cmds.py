@@ -34,6 +34,16 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               max_pixels: Optional[int] = MaxPixelsOpt,
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
               strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+              engine: str = typer.Option("local", "--engine", help="local (this process) | ray (a Ray Data actor "
+                                         "pool embeds; this process writes the index; pip install "
+                                         "'landmark-search[ray]')."),
+              address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: auto (the cluster "
+                                                    "on this machine) or ray://HOST:PORT; default: a local Ray "
+                                                    "started for this run."),
+              workers: int = typer.Option(2, "--workers", help="With --engine ray: embedding workers (actors), each "
+                                          "loading the model once."),
+              gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="With --engine ray: GPUs per "
+                                                    "worker (0.5: two workers share one GPU); 0 = CPU."),
               quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
     from ..index import INDEX_TYPES
@@ -41,10 +51,18 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
 
     if index_type not in INDEX_TYPES:
         raise LandmarkError(f"--index-type {index_type!r}: use {', '.join(INDEX_TYPES)}")
+    if engine not in ("local", "ray"):
+        raise LandmarkError(f"--engine {engine!r}: use local or ray")
+    runner = None
+    if engine == "ray":  # Ray is imported only here
+        from ..scaleout.ray_index import RayEngine, RayOptions
+
+        runner = RayEngine(RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker))
     opts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()),
                         index_type=index_type, prune=prune, rebuild=rebuild)
     s = build_index(photos, model, index, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels,
-                                                              quiet=quiet), trust_export=trust_export)
+                                                              quiet=quiet), trust_export=trust_export,
+                    engine=runner)
     _report_failures(s.failed)
     out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
            "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
@@ -81,10 +99,7 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
     cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
     result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export, model_spec=model)
     if as_json:
-        typer.echo(_json({"query": str(photo), "label": result.query_label,
-                          "place": result.place(result.query_label),
-                          "hits": [{"path": h.path, "score": round(h.score, 6), "label": h.label,
-                                    "place": result.place(h.label)} for h in result.hits]}))
+        typer.echo(_json(result.to_json()))
     else:
         typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
                                            else "none of the model's landmarks") + ")")

@@ -1,0 +1,280 @@
+"""`landmark serve`: the pages and the JSON API over one Library (FastAPI; Jinja2 templates; no build step, no CDN).
+
+Safety: only indexed photos are ever read (Library.photo_file); requests for another Host are refused (a page
+on another site cannot reach the app through DNS rebinding); requests that write (naming photos) are POSTs that
+carry the session's CSRF token; uploads are capped in bytes before they are read and in pixels when decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from .. import __version__
+from ..data.files import supported_extensions
+from ..errors import BadImageError, LandmarkError
+from ..sheets import placeholder
+from .catalog import Filter
+from .library import UPLOAD_MAX_BYTES, Library, NotInLibrary
+from .thumbs import LARGE_SIDE, THUMB_SIDE, jpeg_bytes
+
+HERE = Path(__file__).parent
+PAGE = 120  # tiles per library page
+SESSION_COOKIE = "landmark_session"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+_MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
+
+
+def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCAL_HOSTS) -> FastAPI:
+    """The web app over `library`; `allowed_hosts` None accepts any Host header (a non-local --host)."""
+    app = FastAPI(title="landmark-search", version=__version__, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["q"] = lambda value: quote(str(value), safe="")
+    secret = secrets.token_bytes(32)
+
+    def csrf_token(session: str) -> str:
+        return hmac.new(secret, session.encode(), hashlib.sha256).hexdigest()
+
+    @app.middleware("http")
+    async def session_cookie(request: Request, call_next):
+        session = request.cookies.get(SESSION_COOKIE)
+        fresh = not session or len(session) != 32
+        request.state.session = secrets.token_hex(16) if fresh else session
+        response = await call_next(request)
+        if fresh:
+            response.set_cookie(SESSION_COOKIE, request.state.session, httponly=True, samesite="strict")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    def check_csrf(request: Request, token: str | None) -> None:
+        expected = csrf_token(request.state.session)
+        if not token or not hmac.compare_digest(token, expected):
+            raise _Refused(403, "missing or wrong CSRF token: reload the page (API: GET /api/session first)")
+
+    @app.exception_handler(NotInLibrary)
+    async def not_in_library(request: Request, exc: NotInLibrary):
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.exception_handler(LandmarkError)
+    async def bad_request(request: Request, exc: LandmarkError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(_Refused)
+    async def refused(request: Request, exc: _Refused):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {"lib": library, "csrf": csrf_token(request.state.session),
+                                                          "version": __version__, **context},
+                                          status_code=status_code)
+
+    # ------------------------------------------------------------------------------ JSON API
+
+    @app.get("/api/session")
+    def api_session(request: Request) -> dict:
+        """The CSRF token of this session (sent back as X-CSRF-Token with requests that write)."""
+        return {"csrf": csrf_token(request.state.session)}
+
+    @app.get("/api/photos")
+    def api_photos(offset: int = 0, limit: int = PAGE, tag: str | None = None, unknown: bool = False,
+                   folder: str | None = None) -> dict:
+        """Indexed photos in path order: path, label (null: none of the model's landmarks), confidence."""
+        tiles, total = library.catalog.page(offset, limit, Filter(tag or None, unknown, folder or None))
+        return {"total": total, "offset": max(0, offset), "photos": [t.to_dict() for t in tiles]}
+
+    @app.get("/api/labels")
+    def api_labels() -> dict:
+        return {"labels": [{"label": lab, "count": n} for lab, n in library.catalog.labels()],
+                "folders": [{"folder": f, "count": n} for f, n in library.catalog.folders()]}
+
+    @app.get("/api/photo")
+    def api_photo(path: str) -> dict:
+        return library.details(path)
+
+    @app.get("/api/similar")
+    def api_similar(path: str, k: int = 10) -> dict:
+        """The same JSON as `landmark similar PATH --json`."""
+        return library.similar(path, _k(k)).to_json(path)
+
+    @app.post("/api/search")
+    async def api_search(request: Request) -> dict:
+        """Multipart field `file`: a photo (not stored); its most similar indexed photos."""
+        name, result = await _search(request)
+        return result.to_json(name)
+
+    @app.get("/api/thumb")
+    def api_thumb(request: Request, path: str, size: str = "thumb") -> Response:
+        """A JPEG of an indexed photo, upright: size=thumb (320 px) or large (1600 px)."""
+        side = LARGE_SIDE if size == "large" else THUMB_SIDE
+        photo = library.photo_file(path)
+        try:
+            data, etag = library.thumbs.get(photo, side)
+        except BadImageError:  # a photo that became unreadable: a placeholder, never a 500
+            return Response(jpeg_bytes(placeholder(side)), media_type="image/jpeg",
+                            headers={"Cache-Control": "no-store", "X-Landmark-Placeholder": "unreadable"})
+        tag = f'"{etag}"'
+        headers = {"ETag": tag, "Cache-Control": "private, max-age=86400"}
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    @app.get("/api/explain")
+    def api_explain(path: str) -> Response:
+        """Grad-CAM of the photo's top class (PNG)."""
+        try:
+            return Response(library.explain(path), media_type="image/png", headers={"Cache-Control": "no-store"})
+        except BadImageError:
+            return Response(jpeg_bytes(placeholder(THUMB_SIDE)), media_type="image/jpeg",
+                            headers={"Cache-Control": "no-store", "X-Landmark-Placeholder": "unreadable"})
+
+    @app.get("/api/groups")
+    def api_groups() -> dict:
+        """Photos no model named, grouped by visual similarity, to be named once per group."""
+        return library.review_groups()
+
+    @app.post("/api/name")
+    async def api_name(request: Request) -> dict:
+        """JSON {"paths": [...], "name": "...", "train": bool} with header X-CSRF-Token: tags the photos."""
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _Refused(400, 'send JSON: {"paths": [...], "name": "...", "train": false}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not isinstance(
+                body.get("name"), str) or not all(isinstance(p, str) for p in body["paths"]):
+            raise _Refused(400, 'send JSON: {"paths": [...], "name": "...", "train": false}')
+        return library.name_photos(body["paths"], body["name"], bool(body.get("train")))
+
+    @app.get("/api/duplicates")
+    def api_duplicates() -> dict:
+        return library.duplicates()
+
+    @app.get("/api/map")
+    def api_map() -> dict:
+        return library.places_map()
+
+    # ------------------------------------------------------------------------------ pages
+
+    @app.get("/", response_class=HTMLResponse)
+    def library_page(request: Request, offset: int = 0, tag: str | None = None, unknown: bool = False,
+                     folder: str | None = None) -> HTMLResponse:
+        flt = Filter(tag or None, unknown, folder or None)
+        tiles, total = library.catalog.page(offset, PAGE, flt)
+        query = {k: v for k, v in (("tag", flt.tag), ("unknown", "1" if unknown else None),
+                                   ("folder", flt.folder)) if v}
+        link = lambda off: "/?" + urlencode({**query, "offset": off})  # noqa: E731
+        labels = library.catalog.labels()
+        return page(request, "library.html", tiles=tiles, total=total, offset=max(0, offset), flt=flt,
+                    labels=labels, folders=library.catalog.folders(), all_count=sum(n for _, n in labels),
+                    unknown_count=sum(n for label, n in labels if label is None),
+                    prev=link(max(0, offset - PAGE)) if offset > 0 else None,
+                    next=link(offset + PAGE) if offset + PAGE < total else None, title="Library")
+
+    @app.get("/photo", response_class=HTMLResponse)
+    def photo_page(request: Request, path: str) -> HTMLResponse:
+        details = library.details(path)
+        try:
+            similar = library.similar(path, 24)
+            problem = None
+        except BadImageError as exc:
+            similar, problem = None, str(exc)
+        return page(request, "photo.html", photo=details, path=path, result=similar, problem=problem,
+                    title=details["name"])
+
+    @app.get("/search", response_class=HTMLResponse)
+    def search_page(request: Request) -> HTMLResponse:
+        return page(request, "search.html", result=None, problem=None, title="Search by photo",
+                    accept=",".join(sorted(supported_extensions())))
+
+    @app.post("/search", response_class=HTMLResponse)
+    async def search_post(request: Request) -> HTMLResponse:
+        try:
+            name, result = await _search(request)
+            problem = None
+        except (_Refused, LandmarkError) as exc:
+            name, result, problem = None, None, getattr(exc, "message", None) or str(exc)
+        return page(request, "search.html", result=result, problem=problem, upload_name=name,
+                    title="Search by photo", accept=",".join(sorted(supported_extensions())),
+                    status_code=200 if problem is None else 400)
+
+    @app.get("/review", response_class=HTMLResponse)
+    def review_page(request: Request, done: str | None = None) -> HTMLResponse:
+        return page(request, "review.html", review=library.review_groups(), done=done, title="Review")
+
+    @app.post("/review/name")
+    async def review_name(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=REVIEW_FIELDS)
+        check_csrf(request, str(form.get("csrf") or ""))
+        paths = [str(p) for p in form.getlist("paths")]
+        result = library.name_photos(paths, str(form.get("name") or ""), form.get("train") == "1")
+        done = f"named {len(result['named'])} photo(s) {str(form.get('name')).strip()!r}" + (
+            f", linked {len(result['linked'])} into {result.get('train_dir')}" if result["linked"] else "") + (
+            f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else "")
+        return RedirectResponse("/review?" + urlencode({"done": done}), status_code=303)
+
+    @app.get("/duplicates", response_class=HTMLResponse)
+    def duplicates_page(request: Request) -> HTMLResponse:
+        return page(request, "duplicates.html", report=library.duplicates(), title="Duplicates")
+
+    @app.get("/map", response_class=HTMLResponse)
+    def map_page(request: Request) -> HTMLResponse:
+        from ..placemap import SIZE, graticule_svg
+
+        return page(request, "map.html", world=library.places_map(), size=SIZE, graticule=graticule_svg(),
+                    title="Map")
+
+    async def _search(request: Request):
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise _Refused(411, "send the upload with a Content-Length")
+        if int(length) > UPLOAD_MAX_BYTES + _MULTIPART_SLACK:
+            raise _Refused(413, f"the upload is {int(length) // 1_000_000} MB; the limit is "
+                                f"{UPLOAD_MAX_BYTES // 1_000_000} MB")
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise _Refused(400, "send the photo as the multipart field `file`")
+        name = Path(upload.filename or "upload.jpg").name
+        suffix = Path(name).suffix.lower()
+        if suffix not in supported_extensions():
+            raise _Refused(415, f"{name}: not a photo type this tool reads ({', '.join(sorted(supported_extensions()))})")
+        data = await upload.read(UPLOAD_MAX_BYTES + 1)
+        if len(data) > UPLOAD_MAX_BYTES:
+            raise _Refused(413, f"{name}: more than {UPLOAD_MAX_BYTES // 1_000_000} MB")
+        k = _k(int(form.get("k") or 24) if str(form.get("k") or "24").isdigit() else 24)
+        try:
+            return name, library.search_upload(data, suffix, k)
+        except BadImageError as exc:
+            raise _Refused(400, f"{name}: {str(exc).split(': ', 2)[-1]}") from None
+
+    return app
+
+
+REVIEW_FIELDS = 5000  # a group's photos, one field each
+
+
+class _Refused(Exception):
+    """A request refused with an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _k(k: int) -> int:
+    return max(1, min(int(k), 200))

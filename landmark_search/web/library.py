@@ -1,0 +1,295 @@
+"""The web app's library: one index, its photos (only those), its model kept warm, and what the pages ask of them.
+
+Every read of a photo goes through `photo_file`, which admits only paths the index holds, whose file (symlinks
+followed) lies in a folder that holds indexed photos: `..`, absolute paths elsewhere, encoded variants and links
+out of the library all end as NotInLibrary. Index and model work runs on one worker thread: the SQLite
+connection and the FAISS structure are not thread-safe, and one model at a time is all two cores can feed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from ..config import DEFAULT_MAX_PIXELS, EmbedConfig
+from ..errors import LandmarkError
+from ..indexing import SimilarResult, _index_model, index_dir, photo_key, query_index, recorded_model
+from .catalog import Catalog, Filter, Tile
+from .thumbs import ThumbCache
+
+T = TypeVar("T")
+
+REVIEW_MAX = 3000  # photos clustered on the review page (HDBSCAN on 3,000 vectors: ~2 s here)
+UPLOAD_MAX_BYTES = 40 * 1024 * 1024  # a 100-megapixel JPEG is ~30 MB
+UPLOAD_MAX_PIXELS = 100_000_000
+
+
+class NotInLibrary(LandmarkError):
+    """A path that is not an indexed photo of this library (the server answers 404)."""
+
+
+@dataclass
+class ServeOptions:
+    """How `landmark serve` reads and writes."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    trust_export: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    xmp: bool = False  # naming writes XMP keywords too (as `landmark tag --xmp`)
+    train_dir: Path | None = None  # where named photos are linked for training; default INDEX/training
+    review_min_size: int = 3
+
+
+@dataclass
+class _Cached:
+    generation: int = -1
+    value: Any = None
+
+
+@dataclass
+class Library:
+    """One index opened for the web app."""
+
+    directory: Path
+    opts: ServeOptions = field(default_factory=ServeOptions)
+
+    def __post_init__(self) -> None:
+        self.recorded = recorded_model(self.directory)
+        self.ref = _index_model(self.directory, None, self.opts.trust_export, recorded=self.recorded)
+        self.catalog = Catalog(self.directory)
+        self.thumbs = ThumbCache(self.directory / "thumbs", self.opts.max_pixels)
+        self.places: dict = self.recorded.get("places") or {}
+        self.train_dir = self.opts.train_dir or self.directory / "training"
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="landmark-library")
+        self._idx = None
+        self._model = None
+        self._explainer = None
+        self._folders: set[str] = set()
+        self._cache: dict[str, _Cached] = {}
+        self._warm = threading.Event()
+
+    @classmethod
+    def open(cls, index: str | Path, opts: ServeOptions | None = None) -> Library:
+        return cls(index_dir(index), opts or ServeOptions())
+
+    # ------------------------------------------------------------------ the worker: index and model
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn on the library's one worker thread and wait for it."""
+        return self._worker.submit(fn, *args).result()
+
+    def _index(self):
+        from ..index import PhotoIndex
+
+        if self._idx is None:
+            self._idx = PhotoIndex.open(self.directory, model_id=self.ref.model_id,
+                                        dim=int(self.recorded["embedding_dim"]), create=False, lock=False)
+        return self._idx
+
+    def _loaded(self):
+        if self._model is None:
+            from ..embeddings import load_model
+
+            self._model = load_model(self.ref)
+            self._warm.set()
+        return self._model
+
+    def warm_up(self) -> None:
+        """Load the model and the vectors in the background, so the first query does not wait for them."""
+        def warm() -> None:
+            try:
+                self._loaded()
+                self._index()
+            except LandmarkError:
+                pass  # said again, with its fix, by the first request that needs it
+
+        self._worker.submit(warm)
+
+    @property
+    def is_warm(self) -> bool:
+        return self._warm.is_set()
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self._idx is not None:
+                self._idx.close()
+                self._idx = None
+
+        self._worker.submit(shut).result()
+        self._worker.shutdown(wait=True)
+
+    def generation(self) -> int:
+        return self.run(lambda: self._index().generation)
+
+    def _memo(self, name: str, compute: Callable[[], T]) -> T:
+        """compute() once per index generation (a `landmark index` run meanwhile makes it stale)."""
+        gen = self.generation()
+        entry = self._cache.setdefault(name, _Cached())
+        if entry.generation != gen:
+            entry.value, entry.generation = compute(), gen
+        return entry.value
+
+    # ------------------------------------------------------------------ which files may be served
+
+    def photo_file(self, path: str) -> Path:
+        """The file of an indexed photo of this library; NotInLibrary for anything else."""
+        if not path or "\x00" in path or not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise NotInLibrary(f"{path[:200]!r} is not a photo of this library")
+        if not self.catalog.has(path):
+            raise NotInLibrary(f"{path[:200]} is not a photo of this library")
+        real = os.path.realpath(path)
+        folder = os.path.dirname(real)
+        if folder not in self._folders:
+            self._folders = {f for f, _ in self.catalog.folders()}
+            if folder not in self._folders:  # a link that leads out of the library
+                raise NotInLibrary(f"{path} leads outside the library's folders")
+        return Path(path)
+
+    # ------------------------------------------------------------------ pages
+
+    def similar(self, path: str, k: int = 24) -> SimilarResult:
+        photo = self.photo_file(path)
+        return self.run(lambda: query_index(self._index(), photo, self.recorded, self._loaded, k=k,
+                                            cfg=self._cfg()))
+
+    def search_upload(self, data: bytes, suffix: str, k: int = 24) -> SimilarResult:
+        """Hits of a photo that is not in the library; the upload lives in a private temp folder until answered."""
+        with tempfile.TemporaryDirectory(prefix="landmark-upload-") as tmp:
+            photo = Path(tmp) / f"upload{suffix}"
+            photo.write_bytes(data)
+            cfg = self._cfg(max_pixels=min(self.opts.max_pixels, UPLOAD_MAX_PIXELS))
+            result = self.run(lambda: query_index(self._index(), photo, self.recorded, self._loaded, k=k, cfg=cfg))
+        return SimilarResult(Path("upload"), result.query_label, result.hits, result.places)
+
+    def _cfg(self, **changes: Any) -> EmbedConfig:
+        base = dict(batch_size=1, workers=0, device=self.opts.device, precision=self.opts.precision,
+                    max_pixels=self.opts.max_pixels, progress=False)
+        return EmbedConfig(**{**base, **changes})
+
+    def explain(self, path: str) -> bytes:
+        """Grad-CAM of the photo's top class, as a PNG (photo and heat map side by side)."""
+        photo = self.photo_file(path)
+
+        def run() -> bytes:
+            from ..explain import explain_png, load_explainable
+
+            if self._explainer is None:  # its own float copy: the warm model may be int8 or bf16
+                self._explainer = load_explainable(self.ref)
+            return explain_png(self._explainer, photo, self.opts.max_pixels)
+
+        return self.run(run)
+
+    def details(self, path: str) -> dict:
+        """What the photo page shows: its tile, its sidecar's tags, its place and its camera facts."""
+        from ..data.exif import read_exif
+        from ..sidecar import SIDECAR_KEY, read_sidecar, sidecar_path
+
+        photo = self.photo_file(path)
+        tile = self.catalog.tiles([path]).get(path) or Tile(path, None, None)
+        try:
+            entry = read_sidecar(sidecar_path(photo)).get(SIDECAR_KEY)
+        except (LandmarkError, OSError):
+            entry = None
+        entry = entry if isinstance(entry, dict) else {}
+        facts = read_exif(photo)
+        place = entry.get("place") if isinstance(entry.get("place"), dict) else self.places.get(tile.label or "")
+        return {**tile.to_dict(), "name": photo.name, "folder": str(photo.parent),
+                "tags": [t for t in entry.get("tags", []) if isinstance(t, dict)],
+                "named": entry.get("named") is True, "unknown": self.unknown_means_something and tile.label is None,
+                "place": place, "gps": list(facts.gps) if facts.gps else None,
+                "taken": facts.taken.isoformat() if facts.taken else None, "camera": facts.camera or None,
+                "size": [facts.width, facts.height] if facts.width else None}
+
+    @property
+    def unknown_means_something(self) -> bool:
+        """Only a calibrated landmark model says "none of these"; the built-in ImageNet model never does."""
+        return self.recorded.get("kind") != "builtin"
+
+    # ------------------------------------------------------------------ review: groups to name
+
+    def review_groups(self) -> dict:
+        """Groups of the photos no model named (all photos for the built-in model), not yet named by hand."""
+        return self._memo("review", self._review_groups)
+
+    def _review_groups(self) -> dict:
+        from ..grouping import cluster
+        from ..sidecar import read_sidecar, sidecar_path
+        from ..tagging import is_named
+
+        tiles, _ = self.catalog.page(0, REVIEW_MAX, Filter(unknown=self.unknown_means_something))
+        candidates = []
+        for tile in tiles:
+            try:
+                if is_named(read_sidecar(sidecar_path(Path(tile.path)))):
+                    continue
+            except (LandmarkError, OSError):
+                pass
+            candidates.append(tile.path)
+        records, vectors = self.run(lambda: self._index().lookup(candidates))
+        labels = cluster(vectors, self.opts.review_min_size) if len(records) else []
+        groups: dict[int, list[str]] = {}
+        for record, label in zip(records, labels):
+            if label >= 0:
+                groups.setdefault(int(label), []).append(record.path)
+        named = [{"name": f"group-{n + 1:02d}", "paths": paths} for n, paths in
+                 enumerate(sorted(groups.values(), key=len, reverse=True))]
+        grouped = {p for g in named for p in g["paths"]}
+        return {"groups": named, "ungrouped": [r.path for r in records if r.path not in grouped],
+                "considered": len(records), "capped": len(tiles) >= REVIEW_MAX}
+
+    def name_photos(self, paths: Sequence[str], name: str, train: bool) -> dict:
+        """Tag the photos with `name` (sidecars as `landmark tag` writes them); with train, link them into
+        TRAIN_DIR/train/<name>/ for the next `landmark train --data TRAIN_DIR`."""
+        from ..grouping import check_folder_name, link_for_training
+        from ..tagging import TagOptions, name_photos
+
+        photos = [self.photo_file(p) for p in dict.fromkeys(paths)]
+        if not photos:
+            raise LandmarkError("choose at least one photo to name")
+        if train:
+            name = check_folder_name(name)
+        summary = name_photos(photos, name, TagOptions(xmp=self.opts.xmp))
+        out = {"named": [str(p) for p in summary.tagged],
+               "failed": [{"path": str(p), "reason": why} for p, why in summary.failed], "linked": []}
+        if train and summary.tagged:
+            done = link_for_training([(" ".join(name.split()), summary.tagged)], self.train_dir)
+            out["linked"] = [str(dest) for _, dest in done.done]
+            out["failed"] += [{"path": str(p), "reason": why} for p, why in done.failed]
+            out["train_dir"] = str(self.train_dir)
+        self._cache.pop("review", None)
+        return out
+
+    # ------------------------------------------------------------------ duplicates and map
+
+    def duplicates(self) -> dict:
+        return self._memo("duplicates", self._duplicates)
+
+    def _duplicates(self) -> dict:
+        from ..duplicates import DuplicateOptions, find_groups, report_json
+
+        keys = self.catalog.all_paths()
+        records, vectors = self.run(lambda: self._index().lookup(keys))
+        report = find_groups([Path(r.path) for r in records], [(r.size, r.content_hash) for r in records], vectors,
+                             DuplicateOptions(max_pixels=self.opts.max_pixels))
+        return report_json(report)
+
+    def places_map(self) -> dict:
+        return self._memo("map", self._places_map)
+
+    def _places_map(self) -> dict:
+        from ..placemap import collect_places, world_xy
+
+        places, without = collect_places([Path(p) for p in self.catalog.all_paths()])
+        markers = []
+        for place in places:
+            x, y = world_xy(place.latitude, place.longitude)
+            markers.append({"name": place.name, "latitude": place.latitude, "longitude": place.longitude,
+                            "x": round(x, 1), "y": round(y, 1), "sources": sorted(place.sources),
+                            "paths": [photo_key(p) for p in place.photos]})
+        return {"places": markers, "without_position": without}

@@ -1,0 +1,331 @@
+"""`landmark serve`: the JSON API through the framework's test client, abuse of paths and uploads, naming a group
+(sidecars as `landmark tag` writes them), and one end-to-end run of the real server in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from landmark_search.cli import app as cli
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from landmark_search.web.app import create_app  # noqa: E402
+from landmark_search.web.library import Library, ServeOptions  # noqa: E402
+
+runner = CliRunner()
+BASE = "http://127.0.0.1"
+
+
+def _photo(path: Path, seed: int, size=(80, 60), orientation: int | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+    img = Image.fromarray(arr)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, quality=90, exif=exif.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def library_dir(synth_data, trained_run, tmp_path_factory):
+    """A library: the synthetic test photos (3 landmarks), a few noise photos, a link that leads outside, and a
+    photo that became unreadable after it was indexed; indexed with the trained (calibrated) model."""
+    root = tmp_path_factory.mktemp("web")
+    lib = root / "lib"
+    shutil.copytree(synth_data / "test", lib / "landmarks")
+    for i in range(4):
+        _photo(lib / "everyday" / f"noise{i}.jpg", i)
+    _photo(lib / "everyday" / "turned.jpg", 9, size=(90, 40), orientation=6)  # EXIF: rotate 90 degrees
+    outside = _photo(root / "private" / "secret.jpg", 99)
+    (lib / "everyday" / "link-out.jpg").symlink_to(outside)
+    broken = _photo(lib / "everyday" / "broken.jpg", 7)
+    index = root / "idx"
+    result = runner.invoke(cli, ["index", str(lib), "--index", str(index), "--model",
+                                 str(trained_run / "best.pt"), "-q"])
+    assert result.exit_code == 0, result.output
+    broken.write_bytes(b"not a jpeg any more")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(library_dir):
+    library = Library.open(library_dir / "idx")
+    with TestClient(create_app(library), base_url=BASE) as c:
+        yield c
+    library.close()
+
+
+def _paths(client, **params) -> list[dict]:
+    body = client.get("/api/photos", params={"limit": 500, **params}).json()
+    assert body["total"] == len(body["photos"])
+    return body["photos"]
+
+
+def test_api_photos_pages_and_filters(client, library_dir):
+    everything = _paths(client)
+    indexed = {p["path"] for p in everything}
+    assert len(everything) == 18 + 4 + 1 + 1 + 1  # landmarks, noise, turned, link-out, broken
+    assert [p["path"] for p in everything] == sorted(indexed)
+    page = client.get("/api/photos", params={"offset": 5, "limit": 4}).json()
+    assert page["total"] == len(everything) and [p["path"] for p in page["photos"]] == sorted(indexed)[5:9]
+    labels = {p["label"] for p in everything}
+    tag = next(label for label in labels if label)
+    assert {p["label"] for p in _paths(client, tag=tag)} == {tag}
+    unknown = _paths(client, unknown=True)
+    assert all(p["label"] is None for p in unknown)
+    assert len(unknown) == sum(p["label"] is None for p in everything)
+    assert all(0.0 <= p["confidence"] <= 1.0 for p in everything)
+    folder = str(Path(everything[0]["path"]).parent)
+    assert all(Path(p["path"]).parent == Path(folder) for p in _paths(client, folder=folder))
+
+
+def test_api_similar_is_what_landmark_similar_json_prints(client, library_dir):
+    query = next(p["path"] for p in _paths(client) if "/landmarks/" in p["path"])
+    api = client.get("/api/similar", params={"path": query, "k": 5})
+    assert api.status_code == 200
+    result = runner.invoke(cli, ["similar", query, "--index", str(library_dir / "idx"), "-k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert api.json() == json.loads(result.output)
+    assert len(api.json()["hits"]) == 5 and query not in {h["path"] for h in api.json()["hits"]}
+
+
+def test_search_by_upload_finds_the_photo_and_keeps_nothing(client, library_dir, tmp_path):
+    query = next(p["path"] for p in _paths(client) if "/landmarks/" in p["path"])
+    before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    reply = client.post("/api/search", files={"file": ("holiday.jpg", Path(query).read_bytes(), "image/jpeg")},
+                        data={"k": "3"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["query"] == "holiday.jpg" and len(body["hits"]) == 3
+    assert body["hits"][0]["path"] == query and body["hits"][0]["score"] > 0.99  # batch vs single: bf16 rounding
+    assert not {n for n in set(os.listdir(os.environ.get("TMPDIR", "/tmp"))) - before if "landmark-upload" in n}
+    page = client.post("/search", files={"file": ("holiday.jpg", Path(query).read_bytes(), "image/jpeg")})
+    assert page.status_code == 200 and query.rsplit("/", 1)[-1] in page.text
+
+
+@pytest.mark.parametrize("name, data, status, words", [
+    ("garbage.jpg", b"\xff\xd8\xff not really", 400, ["garbage.jpg", "not a readable image"]),
+    ("notes.txt", b"hello", 415, ["notes.txt", "not a photo type"]),
+    ("empty.png", b"", 400, ["empty.png"]),
+])
+def test_bad_uploads_are_refused_in_one_line(client, name, data, status, words):
+    reply = client.post("/api/search", files={"file": (name, data, "application/octet-stream")})
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert "\n" not in error and all(w in error for w in words), error
+
+
+def test_upload_limits_bytes_before_reading_and_pixels_when_decoding(library_dir):
+    library = Library.open(library_dir / "idx", ServeOptions(max_pixels=100 * 100))
+    with TestClient(create_app(library), base_url=BASE) as c:
+        big = io.BytesIO()
+        Image.new("RGB", (300, 200), (200, 100, 50)).save(big, format="JPEG")
+        reply = c.post("/api/search", files={"file": ("big.jpg", big.getvalue(), "image/jpeg")})
+        assert reply.status_code == 400 and "pixels" in reply.json()["error"], reply.text
+        huge = c.post("/api/search", content=b"x" * 10, headers={"Content-Type": "multipart/form-data; boundary=b",
+                                                                 "Content-Length": str(10**9)})
+        assert huge.status_code == 413
+    library.close()
+
+
+def test_thumbnails_upright_cached_and_revalidated(client, library_dir):
+    turned = next(p["path"] for p in _paths(client) if p["path"].endswith("turned.jpg"))
+    reply = client.get("/api/thumb", params={"path": turned})
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(reply.content))
+    assert img.height > img.width  # 90x40 stored, EXIF says rotate: shown 40x90
+    assert "max-age" in reply.headers["cache-control"]
+    assert list((library_dir / "idx" / "thumbs").rglob("*.jpg"))
+    again = client.get("/api/thumb", params={"path": turned}, headers={"If-None-Match": reply.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+
+
+def test_an_unreadable_photo_shows_a_placeholder_never_a_500(client):
+    broken = next(p["path"] for p in _paths(client) if p["path"].endswith("broken.jpg"))
+    thumb = client.get("/api/thumb", params={"path": broken})
+    assert thumb.status_code == 200 and thumb.headers["x-landmark-placeholder"] == "unreadable"
+    assert thumb.headers["cache-control"] == "no-store"
+    page = client.get("/photo", params={"path": broken})
+    assert page.status_code == 200 and "broken.jpg" in page.text and "not a readable image" in page.text
+
+
+ATTACKS = [
+    "/etc/passwd", "../../../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/passwd", "",
+    "{lib}", "{lib}/landmarks", "{lib}/landmarks/../everyday/noise0.jpg", "{lib}/./everyday/noise0.jpg",
+    "{lib}//everyday/noise0.jpg", "{lib}/everyday/noise0.jpg/..", "{lib}/everyday/noise0.jpg\x00.png",
+    "{lib}/everyday/link-out.jpg", "{root}/private/secret.jpg", "file://{lib}/everyday/noise0.jpg",
+    "everyday/noise0.jpg", "~/.ssh/id_rsa", "{lib}/everyday/noise0.jpg.json",
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_paths_outside_the_indexed_photos_are_404(client, library_dir, attack):
+    path = attack.format(lib=library_dir / "lib", root=library_dir)
+    for url in ("/api/thumb", "/api/similar", "/api/photo", "/photo", "/api/explain"):
+        reply = client.get(url, params={"path": path})
+        assert reply.status_code == 404, (url, path, reply.status_code)
+        assert b"root:" not in reply.content and b"\xff\xd8" not in reply.content[:2]
+
+
+def test_no_listing_no_static_escape_and_no_foreign_host(client):
+    for url in ("/static/", "/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/api/thumb"):
+        reply = client.get(url)
+        assert reply.status_code in (404, 422), (url, reply.status_code)
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 400  # DNS rebinding
+
+
+def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_dir, trained_run):
+    photos = [p["path"] for p in _paths(client) if "/everyday/noise" in p["path"]][:2]
+    assert client.post("/api/name", json={"paths": photos, "name": "Old Mill"}).status_code == 403
+    token = client.get("/api/session").json()["csrf"]
+    reply = client.post("/api/name", json={"paths": photos, "name": "Old Mill", "train": True},
+                        headers={"X-CSRF-Token": token})
+    assert reply.status_code == 200, reply.text
+    assert sorted(reply.json()["named"]) == sorted(photos) and not reply.json()["failed"]
+    outside = client.post("/api/name", json={"paths": ["/etc/passwd"], "name": "x"}, headers={"X-CSRF-Token": token})
+    assert outside.status_code == 404
+    named = json.loads(Path(photos[0] + ".json").read_text())["landmark_search"]
+    assert named["named"] is True and [t["label"] for t in named["tags"]] == ["Old Mill"]
+    train = library_dir / "idx" / "training" / "train" / "Old Mill"
+    assert sorted(os.readlink(p) for p in train.iterdir()) == sorted(photos)
+    # the same entry `landmark tag` writes, plus "named"; a later model run keeps the name
+    other = next(p["path"] for p in _paths(client) if p["path"].endswith("noise3.jpg"))
+    tagged = runner.invoke(cli, ["tag", photos[0], other, "--model", str(trained_run / "best.pt"), "-q"])
+    assert tagged.exit_code == 0, tagged.output
+    by_model = json.loads(Path(other + ".json").read_text())["landmark_search"]
+    assert set(named) - set(by_model) <= {"named"} and set(by_model) - set(named) <= {"unknown", "nearest"}
+    assert json.loads(Path(photos[0] + ".json").read_text())["landmark_search"] == named
+    review = client.get("/api/groups").json()
+    assert not {p for g in review["groups"] for p in g["paths"]} & set(photos)  # named: no longer to review
+    assert runner.invoke(cli, ["untag", *photos, other]).exit_code == 0
+    assert not Path(photos[0] + ".json").exists()
+
+
+def test_every_page_renders(client):
+    for url, words in [("/", ["Library", "photo(s)"]), ("/?unknown=1", ["unknown only"]), ("/search", ["Drop a photo"]),
+                       ("/review", ["Review"]), ("/duplicates", ["group(s) among"]), ("/map", ["place(s)"])]:
+        reply = client.get(url)
+        assert reply.status_code == 200 and all(w in reply.text for w in words), url
+    for url in ("/api/labels", "/api/groups", "/api/duplicates", "/api/map", "/api/openapi.json"):
+        assert client.get(url).status_code == 200, url
+
+
+def test_serve_refuses_a_missing_index_in_one_line(tmp_path):
+    from conftest import one_line_error
+
+    one_line_error(runner.invoke(cli, ["serve", "--index", str(tmp_path / "none")]), "no index", "landmark index")
+
+
+# ------------------------------------------------------------------------------------------ a real browser
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(library_dir, tmp_path_factory):
+    """`landmark serve` as a user starts it (a real uvicorn process), over an index built with the built-in
+    model, whose review page groups every photo."""
+    lib = library_dir / "lib" / "landmarks"
+    index = tmp_path_factory.mktemp("served") / "idx"
+    assert runner.invoke(cli, ["index", str(lib), "--index", str(index), "-q"]).exit_code == 0
+    port = _free_port()
+    landmark = Path(sys.executable).with_name("landmark")
+    proc = subprocess.Popen([str(landmark), "serve", "--index", str(index),
+                             "--port", str(port), "--xmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(url + "api/session", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"landmark serve did not start: {proc.stdout.read().decode()[-2000:]}")
+            time.sleep(0.3)
+    yield url, index
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir, tmp_path):
+    found = _chromium()
+    if found is None:
+        pytest.skip("no Chromium + chromedriver here (Debian: apt-get install chromium chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download a browser
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(url)
+        tiles = driver.find_elements(By.CSS_SELECTOR, "#library a.tile")
+        assert len(tiles) == 18
+        tiles[0].click()
+        hits = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".hits a.tile"))
+        assert len(hits) == 17  # every other indexed photo, k = 24
+        driver.find_element(By.ID, "explain").click()
+        wait.until(lambda d: d.execute_script("const i = document.getElementById('gradcam');"
+                                              "return i && !i.hidden && i.naturalWidth > 0;"))
+        driver.save_screenshot(str(tmp_path / "photo.png"))
+
+        query = _photo(tmp_path / "query.jpg", 123)
+        driver.get(url + "search")
+        driver.find_element(By.ID, "file").send_keys(str(query))  # choosing a file submits the form
+        wait.until(ec.presence_of_element_located((By.ID, "results")))
+        assert "query.jpg" in driver.find_element(By.ID, "results").text
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".hits a.tile")) == 18
+
+        driver.get(url + "review")
+        group = driver.find_element(By.CSS_SELECTOR, "form.group")
+        members = [box.get_attribute("value") for box in group.find_elements(By.NAME, "paths")]
+        assert len(members) >= 3
+        group.find_element(By.NAME, "name").send_keys("Stone Arch")
+        group.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        done = wait.until(ec.presence_of_element_located((By.ID, "done")))
+        assert f"named {len(members)} photo(s)" in done.text
+        driver.save_screenshot(str(tmp_path / "review.png"))
+    finally:
+        driver.quit()
+    for photo in members:  # the same sidecars `landmark tag --xmp` writes: JSON and XMP keywords
+        entry = json.loads(Path(photo + ".json").read_text())["landmark_search"]
+        assert [t["label"] for t in entry["tags"]] == ["Stone Arch"] and entry["named"] is True
+        assert "Landmarks|Stone Arch" in Path(photo + ".xmp").read_text()
+    assert runner.invoke(cli, ["untag", "--xmp", str(library_dir / "lib" / "landmarks")]).exit_code == 0
