@@ -67,6 +67,9 @@ class EmbedConfig:
     progress: bool = True
     # `--precision auto` may pick int8 for large CPU jobs; evaluation measures the float model instead.
     auto_int8: bool = True
+    # Which engine runs the model body on a CPU: auto (another runtime where it pays, see models/engine.py),
+    # torch, onnxruntime or openvino.
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)

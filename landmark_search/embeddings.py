@@ -27,6 +27,7 @@ from .errors import BadImageError, CheckpointError, ModelNotFoundError
 from .modelref import ModelRef, resolve_model, untrusted_export_error
 from .models import build_model, get_spec
 from .models.checkpoint import check_archive_sizes, load_checkpoint
+from .models.engine import Engine
 from .openset import OpenSet
 from .models.runtime import (autocast, cpu_has_fast_int8, default_workers, quiet_jit, select_device, select_precision,
                              use_channels_last)
@@ -63,6 +64,8 @@ class LoadedModel:
     int8: bool = False
     openset: OpenSet | None = None  # says "not one of these landmarks"; None: built-in, or trained before it existed
     features: bool = False  # also return the pooled backbone features (the open-set score needs them)
+    engine: Engine | None = None  # the body compiled by another runtime (models/engine.py); None: eager torch
+    _engines: dict = field(default_factory=dict, repr=False)  # routes -> Engine | None, each tried once
 
     @property
     def uncalibrated(self) -> bool:
@@ -81,15 +84,30 @@ class LoadedModel:
             return (self.class_names[top] if conf >= self.openset.threshold else None), conf
         return self.class_names[top], float(probs[top])
 
-    def prepare(self, device: torch.device, dtype: torch.dtype | None, int8: bool = False) -> None:
-        """Move to the device once; channels_last where it pays; int8 body when asked (CPU)."""
+    def prepare(self, device: torch.device, dtype: torch.dtype | None, int8: bool = False,
+                routes: tuple[str, ...] = ()) -> None:
+        """Move to the device once; channels_last where it pays; int8 body when asked (CPU); the body's
+        forward in the first engine of `routes` that loads (models/engine.py), else eager torch."""
+        self.engine = None
         if self.int8:
             return
         self.module = self.module.to(device).eval()
         if int8:
             self.quantize()
-        elif self.kind != "export" and use_channels_last(device, dtype):
+            return
+        if routes and device.type == "cpu" and self.kind != "export":
+            if routes not in self._engines:
+                from .models.engine import select_engine
+
+                self._engines[routes] = select_engine(self.module.body, self.image_size, self.mean, self.std, routes)
+            self.engine = self._engines[routes]
+        if self.engine is None and self.kind != "export" and use_channels_last(device, dtype):
             self.module = self.module.to(memory_format=torch.channels_last)
+
+    @property
+    def route(self) -> str:
+        """How the forward runs, for progress bars and reports: int8, bf16, fp32 or an engine's route."""
+        return "int8" if self.int8 else self.engine.route if self.engine else ""
 
     def quantize(self) -> None:
         """Swap the body for its int8 version (calibrated on fixed rendered scenes); once per model."""
@@ -111,6 +129,9 @@ class LoadedModel:
         if self.kind == "export":
             emb, probs = self.module.embed_and_probs(images)
             return emb.float(), probs.float(), None
+        if self.engine is not None:  # the body in its runtime; head and classifier (fp32, tiny) in torch
+            emb, feats, logits = self.module.from_features(self.engine(normalize_uint8(images, self.mean, self.std)))
+            return emb, logits.float().softmax(1), feats if self.features else None
         if use_channels_last(device, dtype):
             images = images.contiguous(memory_format=torch.channels_last)
         x = normalize_uint8(images, self.mean, self.std)
@@ -263,6 +284,29 @@ class Embedded:
     features: npt.NDArray[np.float32] | None = None  # pooled backbone features, when the model was asked for them
 
 
+def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int8: bool,
+                 count: int) -> tuple[str, ...]:
+    """The engine routes to try for the body (models/engine.py), best first; () runs eager torch.
+
+    `auto` uses another runtime only for depthwise-convolution bodies (EfficientNet, MobileNet), where
+    eager torch is far from the CPU's limit, and only for a job that pays for the one-off export
+    (ENGINE_MIN_PHOTOS photos) unless it is already cached. A backend named in cfg.backend or
+    LANDMARK_BACKEND is always tried; LANDMARK_BACKEND=torch turns the engines off.
+    """
+    from .models.engine import ENGINE_MIN_PHOTOS, has_depthwise, is_cached, requested_backend, routes_for
+
+    backend = requested_backend(cfg.backend)
+    if device.type != "cpu" or int8 or model.kind == "export":
+        return ()
+    routes = routes_for(backend, cfg.precision)
+    if backend != "auto" or not routes:
+        return routes
+    body = model.module.body
+    if not has_depthwise(body) or (count < ENGINE_MIN_PHOTOS and not is_cached(body, model.image_size, routes[0])):
+        return ()
+    return routes
+
+
 def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[torch.device, torch.dtype | None, bool]:
     """(device, autocast dtype, int8) for embedding `count` photos with `model`.
 
@@ -288,7 +332,7 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
     """Stream batches of (embeddings, probs); memory stays flat however many photos there are."""
     paths = [Path(p) for p in paths]
     device, dtype, int8 = embed_precision(cfg, model, len(paths))
-    model.prepare(device, dtype, int8)
+    model.prepare(device, dtype, int8, embed_routes(cfg, model, device, int8, len(paths)))
     if model.int8:  # quantized by this call or an earlier one: the body is int8, the rest fp32
         dtype = None
     if not paths:
@@ -297,7 +341,7 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
     threads = min(threads, len(paths))
     batches = _decoded_batches(_PhotoDecoder(paths, model.image_size, cfg.max_pixels), cfg.batch_size, threads)
     with torch.inference_mode(), tqdm(total=len(paths), unit="img", disable=None if cfg.progress else True,
-                                          desc=f"embedding ({'int8' if model.int8 else 'bf16' if dtype else 'fp32'})") as bar:
+                                          desc=f"embedding ({model.route or ('bf16' if dtype else 'fp32')})") as bar:
         for indices, tensor, bad in batches:
             failed = [(paths[i], reason) for i, reason in bad]
             feats = None

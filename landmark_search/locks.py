@@ -17,13 +17,12 @@ from types import TracebackType
 import filelock
 
 from .errors import LockedError
+from .fsutil import user_cache_dir
 
 
 def lock_dir() -> Path:
     """Per-user folder for locks that must not be written into the user's photo folders."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "landmark-search" / "locks"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
+    return user_cache_dir("locks")
 
 
 def _write_pid(fd: int) -> None:

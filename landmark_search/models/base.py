@@ -49,7 +49,10 @@ class LandmarkModel(nn.Module):
 
     def embed_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Embedding, L2-normalised pooled backbone features (the open-set score's space) and logits."""
-        feats = self.features(x)
+        return self.from_features(self.features(x))
+
+    def from_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """embed_features_logits from pooled features already computed (by this body or its compiled engine)."""
         emb = self.forward_head(feats, pre_logits=True)
         return F.normalize(emb.float(), dim=1), F.normalize(feats.float(), dim=1), self.classifier(emb)
 

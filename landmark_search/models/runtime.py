@@ -13,23 +13,24 @@ from ..errors import LandmarkError
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where there is none: macOS, Windows)."""
     try:
         with open("/proc/cpuinfo") as fh:
             line = next((line for line in fh if line.startswith("flags")), "")
     except OSError:
-        return set()
-    return set(line.split(":", 1)[-1].split())
+        return frozenset()
+    return frozenset(line.split(":", 1)[-1].split())
 
 
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with AVX512-BF16 or AMX-BF16, where bf16 matmuls are native (not emulated)."""
-    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def cpu_has_fast_int8() -> bool:
     """True on CPUs with VNNI (AVX512-VNNI, AVX-VNNI) or AMX-INT8 dot-product instructions."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
 def select_device(name: str = "auto") -> torch.device:
