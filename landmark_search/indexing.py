@@ -162,7 +162,7 @@ def index_batches(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig) -
                          [_content_hash(p) for p in batch.paths], list(batch.failed))
 
 
-class Engine(Protocol):
+class IndexEngine(Protocol):
     """Where index_batches runs when not in this process (`landmark index --engine ray`)."""
 
     def index_batches(self, paths: Sequence[Path], ref: ModelRef, model: LoadedModel,
@@ -170,7 +170,7 @@ class Engine(Protocol):
 
 
 def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: IndexOptions,
-                cfg: EmbedConfig, *, trust_export: bool = False, engine: Engine | None = None) -> IndexSummary:
+                cfg: EmbedConfig, *, trust_export: bool = False, engine: IndexEngine | None = None) -> IndexSummary:
     """Embed new or changed photos into the index; drop photos that vanished from the given folders.
 
     `engine` embeds elsewhere (Ray workers); this process alone writes the manifest, batch by batch, either way."""
@@ -186,7 +186,7 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
 
 
 def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None, opts: IndexOptions,
-                 cfg: EmbedConfig, trust_export: bool = False, engine: Engine | None = None) -> IndexSummary:
+                 cfg: EmbedConfig, trust_export: bool = False, engine: IndexEngine | None = None) -> IndexSummary:
     from .index import PhotoIndex, PhotoRecord
 
     if opts.rebuild:
