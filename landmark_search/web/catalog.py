@@ -58,6 +58,16 @@ class Catalog:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._manifest = directory / MANIFEST_NAME
+        self._memo: dict[str, tuple[str, object]] = {}
+
+    def _per_generation(self, name: str, compute):
+        """compute() again only when the manifest changed (its generation counts every committed change)."""
+        generation = self._query("SELECT value FROM meta WHERE key = 'generation'")
+        key = str(generation[0][0]) if generation else ""
+        cached = self._memo.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._memo[name] = (key, compute())
+        return cached[1]
 
     def _query(self, sql: str, args: list | tuple = ()) -> list[tuple]:
         if not self._manifest.exists():
@@ -97,7 +107,8 @@ class Catalog:
 
     def labels(self) -> list[tuple[str | None, int]]:
         """(label, photos) for every label, the most common first; None counts the unknown photos."""
-        rows = self._query("SELECT label, COUNT(*) FROM photos GROUP BY label ORDER BY COUNT(*) DESC, label")
+        rows = self._per_generation("labels", lambda: self._query(
+            "SELECT label, COUNT(*) FROM photos GROUP BY label ORDER BY COUNT(*) DESC, label"))
         return [(lab, int(n)) for lab, n in rows]
 
     def all_paths(self) -> list[str]:
@@ -106,11 +117,14 @@ class Catalog:
 
     def folders(self) -> list[tuple[str, int]]:
         """(folder, photos directly in it) for every folder that holds indexed photos."""
-        counts: dict[str, int] = {}
-        for path in self.all_paths():
-            folder = os.path.dirname(path)
-            counts[folder] = counts.get(folder, 0) + 1
-        return sorted(counts.items())
+        def count() -> list[tuple[str, int]]:
+            counts: dict[str, int] = {}
+            for path in self.all_paths():
+                folder = os.path.dirname(path)
+                counts[folder] = counts.get(folder, 0) + 1
+            return sorted(counts.items())
+
+        return self._per_generation("folders", count)
 
     def has(self, path: str) -> bool:
         return bool(self._query("SELECT 1 FROM photos WHERE path = ?", (path,)))
