@@ -125,8 +125,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         try:
             data, etag = library.thumbs.get(photo, side)
         except BadImageError:  # a photo that became unreadable: a placeholder, never a 500
-            return Response(jpeg_bytes(placeholder(side)), media_type="image/jpeg",
-                            headers={"Cache-Control": "no-store", "X-Landmark-Placeholder": "unreadable"})
+            return _placeholder(side)
         tag = f'"{etag}"'
         headers = {"ETag": tag, "Cache-Control": "private, max-age=86400"}
         if request.headers.get("if-none-match") == tag:
@@ -139,8 +138,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         try:
             return Response(library.explain(path), media_type="image/png", headers={"Cache-Control": "no-store"})
         except BadImageError:
-            return Response(jpeg_bytes(placeholder(THUMB_SIDE)), media_type="image/jpeg",
-                            headers={"Cache-Control": "no-store", "X-Landmark-Placeholder": "unreadable"})
+            return _placeholder(THUMB_SIDE)
 
     @app.get("/api/groups")
     def api_groups() -> dict:
@@ -274,6 +272,12 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def _placeholder(side: int) -> Response:
+    """The grey "unreadable" tile for a photo that cannot be decoded (never cached: it may be fixed)."""
+    return Response(jpeg_bytes(placeholder(side)), media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store", "X-Landmark-Placeholder": "unreadable"})
 
 
 def _k(k: int) -> int:
