@@ -103,4 +103,5 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
     lines.append(f"similar    {first.name}: {same}/{len(similar.hits)} of the top 5 are the same landmark "
                  f"(best {similar.hits[0].score:.3f} {Path(similar.hits[0].path).name})")
     lines.append(f"done in {time.time() - t0:.0f}s; try: landmark similar {first} --index {out / 'index'}")
+    lines.append(f"browse it: landmark serve --index {out / 'index'}  (then open http://127.0.0.1:8765/)")
     return "demo summary\n" + "\n".join("  " + line for line in lines)
