@@ -219,7 +219,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         form = await request.form(max_files=0, max_fields=REVIEW_FIELDS)
         check_csrf(request, str(form.get("csrf") or ""))
         paths = [str(p) for p in form.getlist("paths")]
-        result = library.name_photos(paths, str(form.get("name") or ""), form.get("train") == "1")
+        try:
+            result = library.name_photos(paths, str(form.get("name") or ""), form.get("train") == "1")
+        except LandmarkError as exc:  # nothing ticked, a name that cannot be a folder: said on the page
+            return RedirectResponse("/review?" + urlencode({"done": f"nothing named: {exc}"}), status_code=303)
         done = f"named {len(result['named'])} photo(s) {str(form.get('name')).strip()!r}" + (
             f", linked {len(result['linked'])} into {result.get('train_dir')}" if result["linked"] else "") + (
             f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else "")
