@@ -329,3 +329,12 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         assert [t["label"] for t in entry["tags"]] == ["Stone Arch"] and entry["named"] is True
         assert "Landmarks|Stone Arch" in Path(photo + ".xmp").read_text()
     assert runner.invoke(cli, ["untag", "--xmp", str(library_dir / "lib" / "landmarks")]).exit_code == 0
+
+
+def test_the_review_form_needs_its_token_and_says_what_it_refused(client):
+    assert client.post("/review/name", data={"name": "X", "paths": []}).status_code == 403
+    token = client.get("/api/session").json()["csrf"]
+    reply = client.post("/review/name", data={"csrf": token, "name": "Old Mill"}, follow_redirects=False)
+    assert reply.status_code == 303 and "nothing+named" in reply.headers["location"]
+    page = client.get(reply.headers["location"])
+    assert "nothing named: choose at least one photo" in page.text
