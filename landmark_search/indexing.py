@@ -323,6 +323,17 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
     """The k nearest indexed photos by cosine similarity; the query itself is never its own hit.
 
     ``model_spec`` names the index's model where it moved since the index was built (checked by its id)."""
+    return find_similar_many([photo], index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export,
+                             model_spec=model_spec)[0]
+
+
+def find_similar_many(photos: Sequence[Path], index: str | Path, *, k: int = 10, min_score: float = -1.0,
+                      cfg: EmbedConfig = EmbedConfig(), trust_export: bool = False,
+                      model_spec: str | None = None) -> list[SimilarResult]:
+    """find_similar for each photo, with one index opening and at most one model load (only when a photo is
+    not in the index unchanged)."""
+    import functools
+
     from .index import PhotoIndex
 
     directory = index_dir(index)
@@ -333,12 +344,13 @@ def find_similar(photo: Path, index: str | Path, *, k: int = 10, min_score: floa
     # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
                          lock=False) as idx:
+        @functools.cache
         def load():
             from .embeddings import load_model
 
             return load_model(ref)
 
-        return query_index(idx, photo, recorded, load, k=k, min_score=min_score, cfg=cfg)
+        return [query_index(idx, photo, recorded, load, k=k, min_score=min_score, cfg=cfg) for photo in photos]
 
 
 def recorded_model(directory: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,18 @@ def test_indexed_unchanged_query_uses_its_stored_vector_without_torch(synth_data
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False"), out  # no torch was imported
     assert out.startswith(str(by_model[1:]))  # then the same neighbours as the model gives
+    # Several queries in one call (the CLI), still torch-free while each is in the index unchanged.
+    second = sorted(photos.rglob("*.jpg"))[1]
+    code_many = ("import sys, json; from landmark_search.cli import app\n"
+                 f"try: app(['similar', {str(query)!r}, {str(second)!r}, '--index', {str(tmp_path / 'idx')!r}, "
+                 "'-k', '3', '--json'])\n"
+                 "except SystemExit: pass\n"
+                 "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code_many], capture_output=True, text=True, check=True).stdout
+    listing, torch_loaded = out.rsplit("\n", 2)[0], out.strip().rsplit("\n", 1)[1]
+    answers = json.loads(listing)
+    assert [a["query"] for a in answers] == [str(query), str(second)] and torch_loaded == "False", out
+    assert [h["path"] for h in answers[0]["hits"]] == by_model[1:]
     query.write_bytes(query.read_bytes() + b"\0")  # changed since indexed: the model embeds it again
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("True"), out

@@ -79,7 +79,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
 
 @app.command("similar")
 @handle_errors
-def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the index or not)."),
+def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (inside the index or not); the model "
+                                                   "loads once, and only for a photo the index does not hold."),
                 index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
                 model: Optional[str] = typer.Option(None, "--model", "-m", help="The index's model where it moved "
                                                     "since the index was built (the same file: checked by its hash)."),
@@ -92,26 +93,33 @@ def similar_cmd(photo: Path = typer.Argument(..., help="Query photo (inside the 
                 trust_export: bool = typer.Option(False, "--trust-export", help="Query an index built with a "
                                                   "TorchScript export, loading it. Risk: a TorchScript file can run "
                                                   "code when loaded; only for exports you made or trust.")) -> None:
-    """The photos in an index most similar to PHOTO, with cosine scores and predicted labels."""
-    from ..indexing import find_similar
+    """The photos in an index most similar to each PHOTO, with cosine scores and predicted labels."""
+    from ..indexing import find_similar_many
 
     _check_sheet(sheet)
+    if sheet and len(photos) > 1:
+        raise LandmarkError("--sheet draws one query's hits; pass one photo with it")
     cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
-    result = find_similar(photo, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export, model_spec=model)
-    if as_json:
-        typer.echo(_json(result.to_json()))
+    results = find_similar_many(photos, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export,
+                                model_spec=model)
+    if as_json:  # one photo: its object, as before; several: a list of them
+        out = [r.to_json(str(p)) for p, r in zip(photos, results)]
+        typer.echo(_json(out[0] if len(out) == 1 else out))
     else:
-        typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
-                                           else "none of the model's landmarks") + ")")
-        for rank, h in enumerate(result.hits, 1):
-            where = result.place(h.label)
-            at = f" · {', '.join(v for v in (where.get('city'), where.get('country')) if v)}" if where else ""
-            typer.echo(f"{rank:>3}. similarity {h.score:.3f}  {h.path}" + (f"  [{h.label}{at}]" if h.label else ""))
-        if not result.hits:
-            typer.echo("no hits (lower --min-score, or index more photos)")
+        for photo, result in zip(photos, results):
+            typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
+                                               else "none of the model's landmarks") + ")")
+            for rank, h in enumerate(result.hits, 1):
+                where = result.place(h.label)
+                at = f" · {', '.join(v for v in (where.get('city'), where.get('country')) if v)}" if where else ""
+                typer.echo(f"{rank:>3}. similarity {h.score:.3f}  {h.path}"
+                           + (f"  [{h.label}{at}]" if h.label else ""))
+            if not result.hits:
+                typer.echo("no hits (lower --min-score, or index more photos)")
     if sheet:
         from ..sheets import write_sheet
 
+        photo, result = photos[0], results[0]
         write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
                     title=f"similar to {photo.name}", query=photo, max_pixels=cfg.max_pixels, score_name="similarity")
         typer.echo(f"contact sheet: {sheet}", err=as_json)
