@@ -78,6 +78,9 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                                                     "saying where each landmark is (default: DATA/places.csv, else "
                                                     "the training photos' GPS, else the shipped table); used by "
                                                     "`tag --geotag`."),
+              nproc: int = typer.Option(1, "--nproc", help="Train with N processes on this machine "
+                                        "(DistributedDataParallel through torchrun: gloo on CPU, NCCL on CUDA); "
+                                        "the run folder is the one a single process writes."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (deletes only the files landmark wrote there)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
@@ -97,7 +100,14 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                       precision=precision, label_smoothing=label_smoothing, feature_views=feature_views,
                       workers=workers, seed=seed, quiet=quiet, time_limit=time_limit, mix=mix,
                       progressive=progressive, places=str(places) if places else None)
-    result = fit(cfg, resume=resume, overwrite=overwrite)
+    if nproc != 1:
+        from ..training.distributed import launch
+
+        result = launch(cfg, nproc, resume=resume, overwrite=overwrite)
+    else:
+        result = fit(cfg, resume=resume, overwrite=overwrite)
+    if not result.main:  # a torchrun rank other than 0: rank 0 reports
+        return
     m = result.metrics
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "test_accuracy" in m:

@@ -21,7 +21,9 @@ from ..errors import CheckpointError, LandmarkError
 from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
+from ..models.runtime import default_workers
 from ..places import resolve_places
+from . import distributed
 from .calibrate import calibrate_model
 from ..plots import curves_png
 from .loop import (Runtime, extract_features, make_loader, seed_everything, train_head_epoch, train_one_epoch,
@@ -45,6 +47,7 @@ class TrainResult:
     history: list[EpochStats]
     metrics: dict[str, Any]
     seconds: float
+    main: bool = True  # False on the torchrun ranks other than 0, which write nothing and report nothing
 
 
 @dataclass
@@ -59,8 +62,9 @@ class _Best:
 class _Run:
     """One training run: the model, its optimiser and schedule, and the files it keeps up to date."""
 
-    def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None):
-        self.cfg, self.layout, self.paths = cfg, layout, paths
+    def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None,
+                 ranks: distributed.Ranks = distributed.Ranks()):
+        self.cfg, self.layout, self.paths, self.ranks = cfg, layout, paths, ranks
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
         self.rt = Runtime.select(cfg.device, cfg.precision)
@@ -69,8 +73,9 @@ class _Run:
             self.norm = Normalization(tuple(resume["meta"]["mean"]), tuple(resume["meta"]["std"]))
         elif spec.mean is not None:
             self.norm = Normalization(tuple(spec.mean), tuple(spec.std))
-        else:  # scratch models: this dataset's own channel statistics
-            self.norm = cached_channel_stats(paths, self.train_samples, recipe.image_size, cfg.seed, layout.root)
+        else:  # scratch models: this dataset's own channel statistics (rank 0 computes and keeps them)
+            self.norm = distributed.from_main(ranks, lambda: cached_channel_stats(
+                paths, self.train_samples, recipe.image_size, cfg.seed, layout.root))
         self.model = build_model(cfg.model, len(layout.classes), pretrained=recipe.pretrained, head=cfg.head,
                                  embedding_dim=cfg.embedding_dim, dropout=cfg.dropout).to(self.rt.device)
         if self.rt.channels_last:
@@ -130,7 +135,7 @@ class _Run:
                "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.rt.dtype,
                                                                                             str(self.rt.dtype))}
         requested = {k: given[k] for k in ran if k in given and given[k] != ran[k]}
-        return {**given, **ran, "requested": requested}
+        return {**given, **ran, "processes": self.ranks.world, "requested": requested}
 
     def end_epoch(self, stats: EpochStats) -> bool:
         """Record an epoch and keep the run's files current; True when the run should stop."""
@@ -141,51 +146,76 @@ class _Run:
             raise LandmarkError(f"training diverged at epoch {stats.epoch} (loss {loss}); lower --lr")
         self.history.append(stats)
         self.schedule.epoch_done(stats.seconds, stats.valid_loss)
+        writes = self.ranks.main  # every rank keeps the same state; rank 0 alone writes the run folder
         if stats.valid_loss < self.best.loss * BEST_MARGIN:
             self.best = _Best(stats.valid_loss, 0, {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
-            save_checkpoint(self.paths.best, self.model, self.meta())  # a usable model even if the run is stopped
+            if writes:
+                save_checkpoint(self.paths.best, self.model, self.meta())  # a usable model even if the run is stopped
         else:
             self.best.bad_epochs += 1
-        train_state = {"epoch": stats.epoch, "optimizer": self.optimizer.state_dict(),
-                       "scheduler": self.schedule.state_dict(), "best_loss": self.best.loss,
-                       "bad_epochs": self.best.bad_epochs, "history": history_rows(self.history)}
-        save_checkpoint(self.paths.last, self.model, self.meta(), extra={"train_state": train_state})
-        write_history(self.history, self.paths.history)
+        if writes:
+            train_state = {"epoch": stats.epoch, "optimizer": self.optimizer.state_dict(),
+                           "scheduler": self.schedule.state_dict(), "best_loss": self.best.loss,
+                           "bad_epochs": self.best.bad_epochs, "history": history_rows(self.history)}
+            save_checkpoint(self.paths.last, self.model, self.meta(), extra={"train_state": train_state})
+            write_history(self.history, self.paths.history)
         return self.best.bad_epochs >= self.recipe.patience or self.progress.finished
 
     def _stats(self, epoch: int, start: float, train: tuple[float, float], valid: tuple[float, float]) -> EpochStats:
-        return EpochStats(epoch, *train, *valid, self.optimizer.param_groups[-1]["lr"], time.time() - start)
+        """The epoch's row; with several processes the losses are already means over the ranks, and rank 0's
+        clock counts for all, so that every rank takes the same early-stop and schedule decisions."""
+        stats = EpochStats(epoch, *train, *valid, self.optimizer.param_groups[-1]["lr"], time.time() - start)
+        return distributed.from_main(self.ranks, lambda: stats)
+
+    @property
+    def workers(self) -> int:
+        """DataLoader workers of this process: the machine's share when several processes train on it."""
+        if self.cfg.workers >= 0 or not self.ranks.active:
+            return self.cfg.workers
+        return default_workers() // self.ranks.world
 
     def fit_head(self) -> None:
         """Train head + classifier on cached frozen features (seconds instead of minutes)."""
-        cfg, r = self.cfg, self.recipe
-        common = dict(image_size=r.image_size, batch_size=r.batch_size, workers=cfg.workers, seed=cfg.seed,
-                      quiet=cfg.quiet)
+        cfg, r, ranks = self.cfg, self.recipe, self.ranks
+        common = dict(image_size=r.image_size, batch_size=r.batch_size, workers=self.workers,
+                      seed=cfg.seed + ranks.rank, quiet=cfg.quiet)
 
         def extract() -> dict[str, torch.Tensor]:
-            train_f, train_y = extract_features(self.model, self.train_samples, TrainPreset(r.image_size, self.norm),
-                                                max(1, cfg.feature_views), self.rt, desc="features (train views)",
-                                                **common)
-            valid_f, valid_y = (extract_features(self.model, self.valid_samples, EvalPreset(r.image_size, self.norm),
+            # Several processes: each extracts its share of the photos, and every rank gets them all.
+            train_f, train_y = extract_features(self.model, distributed.shard(self.train_samples, ranks),
+                                                TrainPreset(r.image_size, self.norm), max(1, cfg.feature_views),
+                                                self.rt, desc="features (train views)", **common)
+            valid = distributed.shard(self.valid_samples, ranks)
+            valid_f, valid_y = (extract_features(self.model, valid, EvalPreset(r.image_size, self.norm),
                                                  1, self.rt, desc="features (valid)", **common)
-                                if self.valid_samples else (train_f[:0], train_y[:0]))
-            return {"train_f": train_f, "train_y": train_y, "valid_f": valid_f, "valid_y": valid_y}
+                                if valid else (train_f[:0], train_y[:0]))
+            return {name: distributed.gather(t, ranks) for name, t in
+                    (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
 
         key = (f"{cfg.model}|{cfg.weights}|{max(1, cfg.feature_views)}|{self.norm}|{self.rt.device.type}|"
                f"{self.rt.dtype}|{stats_fingerprint(self.train_samples, r.image_size, cfg.seed)}|"
                f"{stats_fingerprint(self.valid_samples, r.image_size, cfg.seed)}")
-        feats = cached_features(self.paths.root, key, extract)  # --resume reuses them (float16 both times)
+        # --resume reuses them (float16 both times); rank 0 keeps them
+        feats = cached_features(self.paths.root, key, extract, write=ranks.main)
         train_f, train_y, valid_f, valid_y = (feats["train_f"].float(), feats["train_y"], feats["valid_f"].float(),
                                               feats["valid_y"])
         gen = torch.Generator().manual_seed(cfg.seed)
-        loader = DataLoader(TensorDataset(train_f, train_y), batch_size=r.batch_size, shuffle=True, generator=gen,
-                            drop_last=len(train_f) > r.batch_size)
+        data = TensorDataset(train_f, train_y)
+        sampler = distributed.sampler(data, ranks, seed=cfg.seed, drop_last=False)
+        batch = distributed.rank_batch(r.batch_size, ranks)
+        mine = len(sampler) if sampler is not None else len(data)
+        loader = DataLoader(data, batch_size=batch, shuffle=sampler is None, sampler=sampler, generator=gen,
+                            drop_last=mine > batch)
         head = nn.Sequential(self.model.head, self.model.classifier).to(self.rt.device)
+        trained = distributed.wrap(head, ranks)
         # disable=None: no bar when stderr is not a terminal (a log file), as with --quiet
         bar = tqdm(range(self.start_epoch, r.epochs + 1), desc="train head", disable=True if cfg.quiet else None)
         for epoch in bar:
             start = time.time()
-            train = train_head_epoch(head, loader, self.optimizer, self.criterion, self.rt.device)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            train = distributed.mean(train_head_epoch(trained, loader, self.optimizer, self.criterion,
+                                                      self.rt.device), mine, ranks)
             valid = validate_head(head, valid_f, valid_y, self.rt.device) if len(valid_f) else train
             stats = self._stats(epoch, start, train, valid)
             bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{stats.valid_loss:.3f}",
@@ -200,18 +230,30 @@ class _Run:
 
     def fit_full(self) -> None:
         """Train the whole network end to end (scratch models, --finetune, --weights none)."""
-        cfg, r = self.cfg, self.recipe
+        cfg, r, ranks = self.cfg, self.recipe, self.ranks
         small = len(self.train_samples) <= 20000
         train_ds = ImageDataset(self.train_samples, TrainPreset(r.image_size, self.norm), r.image_size, preload=small)
-        valid_ds = ImageDataset(self.valid_samples, EvalPreset(r.image_size, self.norm), r.image_size, preload=small)
-        train_loader = make_loader(train_ds, r.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
-                                   drop_last=len(train_ds) > r.batch_size)
-        valid_loader = make_loader(valid_ds, r.batch_size * 2, shuffle=False, workers=cfg.workers)
+        # Several processes: each validates its share, and the losses are averaged over the ranks.
+        valid_ds = ImageDataset(distributed.shard(self.valid_samples, ranks), EvalPreset(r.image_size, self.norm),
+                                r.image_size, preload=small)
+        sampler = distributed.sampler(train_ds, ranks, seed=cfg.seed, drop_last=False)
+        batch = distributed.rank_batch(r.batch_size, ranks)
+        mine = len(sampler) if sampler is not None else len(train_ds)
+        train_loader = make_loader(train_ds, batch, shuffle=True, workers=self.workers, seed=cfg.seed + ranks.rank,
+                                   drop_last=mine > batch, sampler=sampler)
+        valid_loader = make_loader(valid_ds, r.batch_size * 2, shuffle=False, workers=self.workers)
+        model = distributed.wrap(self.model, ranks)
+        if ranks.active:  # the same weights everywhere (DDP broadcast them), different augmentations per rank
+            seed_everything(cfg.seed + ranks.rank)
         for epoch in range(self.start_epoch, r.epochs + 1):
             start = time.time()
-            train = train_one_epoch(self.model, train_loader, self.optimizer, self.criterion, self.rt,
-                                    augment=self.augment, desc=f"epoch {epoch}", quiet=cfg.quiet)
-            valid = validate(self.model, valid_loader, self.rt) if len(valid_ds) else train
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            train = distributed.mean(train_one_epoch(model, train_loader, self.optimizer, self.criterion, self.rt,
+                                                     augment=self.augment, desc=f"epoch {epoch}", quiet=cfg.quiet),
+                                     mine, ranks)
+            valid = (distributed.mean(validate(self.model, valid_loader, self.rt), len(valid_ds), ranks)
+                     if self.valid_samples else train)
             stats = self._stats(epoch, start, train, valid)
             if not cfg.quiet:
                 log.info("epoch %d/%d: loss %.3f acc %.3f | valid loss %.3f acc %.3f | %.1fs", epoch, r.epochs,
@@ -240,8 +282,18 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     """Train a model on cfg.data, write the run directory, evaluate the best weights on test/ when present.
 
     A cfg.out that already holds a run is refused unless `overwrite` (which deletes only the files
-    landmark writes there); `resume` continues the run in that folder instead.
+    landmark writes there); `resume` continues the run in that folder instead. Under torchrun (WORLD_SIZE > 1)
+    the processes train together (distributed.py) and rank 0 alone writes the run; the others return empty
+    metrics.
     """
+    ranks = distributed.start(cfg.device)
+    try:
+        return _fit(cfg, resume, overwrite, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: distributed.Ranks) -> TrainResult:
     t0 = time.time()
     if resume and overwrite:
         raise LandmarkError("--resume continues a run and --overwrite replaces one; use one of them")
@@ -257,15 +309,20 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     paths = RunPaths(out)
     # Where each landmark is (places.py); a bad places.csv is refused before anything trains.
     places = resolve_places(layout.classes, layout.train, layout.root, Path(cfg.places) if cfg.places else None)
+    if not ranks.main:
+        cfg = replace(cfg, quiet=True)  # one progress bar, rank 0's
     if not resume:
-        prepare_run_dir(paths, overwrite)
-    run = _Run(cfg, layout, paths, payload)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(paths.config, run.config_record())
+        distributed.from_main(ranks, lambda: prepare_run_dir(paths, overwrite))
+    run = _Run(cfg, layout, paths, payload, ranks)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(paths.config, run.config_record())
     if run.recipe.frozen:
         run.fit_head()
     else:
         run.fit_full()
+    if not ranks.main:  # calibration, evaluation and best.pt are rank 0's
+        return TrainResult(paths, run.history, {}, time.time() - t0, main=False)
     # The epoch whose weights best.pt holds (the last that beat the best by the margin).
     best_epoch = next((h.epoch for h in reversed(run.history) if h.valid_loss == run.best.loss), None)
     atomic_write_bytes(paths.curves, curves_png(run.history, best_epoch))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from ..data.datasets import ImageDataset, Sample, collate_skip_bad
@@ -35,11 +35,13 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    """A DataLoader that skips bad photos and is seeded."""
+                drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
+    """A DataLoader that skips bad photos and is seeded; `sampler` (a rank's share, distributed.sampler) shuffles
+    instead of the loader."""
     workers = default_workers() if workers < 0 else workers
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers,
                       collate_fn=collate_skip_bad, worker_init_fn=_worker_init, generator=gen,
                       persistent_workers=workers > 0, drop_last=drop_last)
 

@@ -170,13 +170,14 @@ def cached_channel_stats(paths: RunPaths, samples: Sequence[Sample], image_size:
     return Normalization(mean, std)
 
 
-def cached_features(root: Path, key: str,
-                    compute: Callable[[], dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+def cached_features(root: Path, key: str, compute: Callable[[], dict[str, "torch.Tensor"]], *,
+                    write: bool = True) -> dict[str, "torch.Tensor"]:
     """Frozen-backbone features of a transfer run, computed once and kept in RUN/features.pt.
 
     They are reused (by --resume) only when `key` matches: the same photos, model, size, views, seed and
     normalisation give the same features, so extending a run by an epoch costs an epoch, not a re-extraction.
     Float tensors are kept (and returned) in float16, so a resumed run trains on exactly what the first one did.
+    `write=False` (a training process other than rank 0) computes them without keeping them.
     """
     import torch
 
@@ -191,6 +192,8 @@ def cached_features(root: Path, key: str,
     except Exception:  # unreadable or from another version: computed again
         pass
     fresh = {k: v.half() if v.is_floating_point() else v for k, v in compute().items()}
+    if not write:
+        return fresh
     buf = io.BytesIO()
     torch.save({"version": FEATURES_VERSION, "key": key, **fresh}, buf)
     root.mkdir(parents=True, exist_ok=True)
