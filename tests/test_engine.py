@@ -1,0 +1,128 @@
+"""Engines (models/engine.py): the body exported once to ONNX, reused by its key, refused by another, eager without it."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from landmark_search.config import EmbedConfig
+from landmark_search.data.synth import render_scene
+from landmark_search.embeddings import embed_paths, embed_routes, load_model, wrap_model
+from landmark_search.models import LandmarkModel
+from landmark_search.models.checkpoint import make_meta
+from landmark_search.models.engine import artefact_path, engine_key, read_key
+
+pytest.importorskip("onnxruntime")
+CPU = torch.device("cpu")
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def _engine_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDMARK_ENGINE_CACHE", str(tmp_path / "engines"))
+    monkeypatch.delenv("LANDMARK_BACKEND", raising=False)
+
+
+def _tiny(seed: int):
+    """A LoadedModel whose body has a depthwise convolution (the kind engines are for)."""
+    torch.manual_seed(seed)
+    body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU6(),
+                         nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+                         nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU6())
+    for m in body.modules():  # non-trivial batch-norm statistics, so folding them is exercised
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    model = LandmarkModel(body, 32, 3, embedding_dim=16).eval()
+    meta = make_meta(model, arch="tiny-dw", classes=["a", "b", "c"], display_names=["a", "b", "c"], image_size=SIZE,
+                     mean=(0.5,) * 3, std=(0.25,) * 3, head="embed", dropout=0.0)
+    return wrap_model(model, meta)
+
+
+def _images(n: int, size: int = SIZE) -> torch.Tensor:
+    rng = np.random.default_rng(7)
+    return torch.from_numpy(np.stack([np.asarray(render_scene(i % 6, rng, size=size)[0]) for i in range(n)])
+                            ).permute(0, 3, 1, 2).contiguous()
+
+
+def _vectors(model, images, routes=()) -> tuple[torch.Tensor, torch.Tensor]:
+    model.prepare(CPU, None, routes=routes)
+    with torch.inference_mode():
+        emb, probs, _ = model.infer(images, CPU, None)
+    return emb, probs
+
+
+def test_fp32_engine_matches_eager_and_its_export_is_reused():
+    images = _images(6)
+    eager, eager_probs = _vectors(_tiny(0), images)
+    first = _tiny(0)
+    emb, probs = _vectors(first, images, ("ort-fp32",))
+    assert first.route == "ort-fp32"
+    assert (emb - eager).abs().max() < 1e-4 and (probs - eager_probs).abs().max() < 1e-4
+    path = first.engine.path
+    before = path.stat()
+    second = _tiny(0)  # a new process would see the same: the same body gives the same key
+    emb2, _ = _vectors(second, images, ("ort-fp32",))
+    after = second.engine.path.stat()
+    assert second.engine.path == path and (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert torch.equal(emb2, emb)
+
+
+def test_an_artefact_whose_key_does_not_match_is_rebuilt_not_run():
+    images = _images(4)
+    other = _tiny(1)
+    other_emb, _ = _vectors(other, images, ("ort-fp32",))
+    mine = _tiny(0)
+    key = engine_key(mine.module.body, SIZE, "fp32")
+    # Another model's export placed where this model's belongs (a stale or copied cache).
+    target = artefact_path(key)
+    target.write_bytes(other.engine.path.read_bytes())
+    emb, _ = _vectors(mine, images, ("ort-fp32",))
+    eager, _ = _vectors(_tiny(0), images)
+    assert mine.route == "ort-fp32" and mine.engine.path == target
+    assert (emb - eager).abs().max() < 1e-4
+    assert (other_emb - eager).abs().max() > 0.1  # the foreign file would have given other vectors
+    assert read_key(target.read_bytes()) == key
+
+
+def test_without_onnxruntime_the_same_vectors_come_from_eager_torch(monkeypatch):
+    images = _images(4)
+    eager, _ = _vectors(_tiny(0), images)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets when it is not installed
+    model = _tiny(0)
+    emb, _ = _vectors(model, images, ("ort-fp32",))
+    assert model.engine is None and model.route == ""
+    assert torch.equal(emb, eager)
+
+
+def test_auto_exports_for_large_jobs_and_reuses_for_small_ones():
+    model = _tiny(0)
+    cfg = EmbedConfig(progress=False)
+    assert embed_routes(cfg, model, CPU, False, 3) == ()  # a small job does not pay for an export
+    routes = embed_routes(cfg, model, CPU, False, 1000)
+    assert routes and routes[0].startswith("ort")
+    model.prepare(CPU, None, routes=routes)
+    assert model.route == routes[0]
+    assert embed_routes(cfg, _tiny(0), CPU, False, 3) == routes  # now cached: small jobs use it too
+    assert embed_routes(cfg, _tiny(1), CPU, False, 3) == ()  # another body has no export yet
+    assert embed_routes(EmbedConfig(backend="torch"), model, CPU, False, 1000) == ()
+
+
+def test_default_model_embeds_the_same_through_its_fp32_engine(tmp_path):
+    """iter_embeddings end to end on generated JPEGs: the built-in model's ONNX Runtime route gives eager's vectors."""
+    paths = []
+    for i, img in enumerate(_images(4, 256).permute(0, 2, 3, 1).numpy()):
+        paths.append(tmp_path / f"p{i}.jpg")
+        Image.fromarray(img).save(paths[-1], quality=92)
+    model = load_model("efficientnet_lite0")
+    eager = embed_paths(paths, model, EmbedConfig(progress=False, precision="fp32", backend="torch"))
+    assert model.route == ""
+    fast = embed_paths(paths, model, EmbedConfig(progress=False, precision="fp32", backend="onnxruntime"))
+    assert model.route == "ort-fp32"
+    assert np.abs(fast.embeddings - eager.embeddings).max() < 1e-3
+    assert np.abs(fast.probs - eager.probs).max() < 1e-3
