@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import free_port
 from landmark_search.cli import app
 
 runner = CliRunner()
@@ -57,12 +57,6 @@ def test_two_processes_write_a_normal_run_that_resumes(easy_data, tmp_path):
     assert refused.exit_code == 1 and "already holds a training run" in refused.output  # rank 0's one line
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     return torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 3, (8,), generator=gen)
@@ -98,7 +92,7 @@ def _first_step(rank: int, world: int, port: int, out: str) -> None:
 def test_two_processes_give_the_first_step_gradients_of_one(tmp_path):
     from landmark_search.models import build_model
 
-    torch.multiprocessing.spawn(_first_step, args=(2, _free_port(), str(tmp_path / "r")), nprocs=2)
+    torch.multiprocessing.spawn(_first_step, args=(2, free_port(), str(tmp_path / "r")), nprocs=2)
     ranks = [torch.load(tmp_path / f"r.{r}", weights_only=True) for r in range(2)]
     assert sorted(ranks[0]["indices"] + ranks[1]["indices"]) == list(range(8))  # disjoint halves of the batch
     # One process, the same weights (rank 0's) and the same 8 photos. On the CPU, BatchNorm normalises over each
