@@ -26,8 +26,8 @@ from ..places import resolve_places
 from . import distributed
 from .calibrate import calibrate_model
 from ..plots import curves_png
-from .loop import (Runtime, extract_features, make_loader, seed_everything, train_head_epoch, train_one_epoch,
-                   validate, validate_head)
+from .loop import (Runtime, extract_features, feature_engine, make_loader, seed_everything,
+                   train_head_epoch, train_one_epoch, validate, validate_head)
 from .metrics import evaluate, write_eval_outputs
 from .recipe import Recipe, check_config
 from .run_dir import (EpochStats, cached_channel_stats, cached_features, dataset_dir, default_run_dir, history_rows,
@@ -177,8 +177,9 @@ class _Run:
     def fit_head(self) -> None:
         """Train head + classifier on cached frozen features (seconds instead of minutes)."""
         cfg, r, ranks = self.cfg, self.recipe, self.ranks
+        engine = feature_engine(self.model, r.image_size, self.norm.mean, self.norm.std, self.rt, cfg.precision)
         common = dict(image_size=r.image_size, batch_size=r.batch_size, workers=self.workers,
-                      seed=cfg.seed + ranks.rank, quiet=cfg.quiet)
+                      seed=cfg.seed + ranks.rank, quiet=cfg.quiet, engine=engine)
 
         def extract() -> dict[str, torch.Tensor]:
             # Several processes: each extracts its share of the photos, and every rank gets them all.
@@ -193,7 +194,8 @@ class _Run:
                     (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
 
         key = (f"{cfg.model}|{cfg.weights}|{max(1, cfg.feature_views)}|{self.norm}|{self.rt.device.type}|"
-               f"{self.rt.dtype}|{stats_fingerprint(self.train_samples, r.image_size, cfg.seed)}|"
+               f"{self.rt.dtype}|{engine.route if engine else 'torch'}|"
+               f"{stats_fingerprint(self.train_samples, r.image_size, cfg.seed)}|"
                f"{stats_fingerprint(self.valid_samples, r.image_size, cfg.seed)}")
         # --resume reuses them (float16 both times); rank 0 keeps them
         feats = cached_features(self.paths.root, key, extract, write=ranks.main)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ..data.datasets import ImageDataset, Sample, collate_skip_bad
 from ..errors import DataError
 from ..models import LandmarkModel
+from ..models.engine import Engine
 from ..models.runtime import autocast, default_workers, select_device, select_precision, use_channels_last
 
 Augment = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -140,10 +141,21 @@ def validate(model: nn.Module, loader: DataLoader, rt: Runtime) -> tuple[float, 
     return (loss_sum / total, correct / total) if total else (float("inf"), 0.0)
 
 
+def feature_engine(model: LandmarkModel, image_size: int, mean: Sequence[float], std: Sequence[float], rt: Runtime,
+                   precision: str) -> Engine | None:
+    """The frozen body in the runtime `landmark index` would use for it (models/engine.py), or None: eager."""
+    from ..models.engine import has_depthwise, requested_backend, routes_for, select_engine
+
+    if rt.device.type != "cpu" or not has_depthwise(model.body):
+        return None
+    return select_engine(model.body, image_size, mean, std, routes_for(requested_backend(), precision))
+
+
 def extract_features(model: LandmarkModel, samples: Sequence[Sample], transform: Callable, views: int, rt: Runtime, *,
                      image_size: int, batch_size: int, workers: int, seed: int, desc: str,
-                     quiet: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen-backbone features for `views` transformed copies of every sample (CPU tensors)."""
+                     quiet: bool = True, engine: Engine | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-backbone features for `views` transformed copies of every sample (CPU tensors); `engine` runs
+    the body when given (feature_engine)."""
     ds = ImageDataset(samples, transform, image_size, preload=views > 1, views=views)
     feats, labels = [], []
     model.body.eval()
@@ -153,8 +165,11 @@ def extract_features(model: LandmarkModel, samples: Sequence[Sample], transform:
             if batch is None:
                 continue
             x, y = batch
-            with rt.autocast():
-                f = model.features(rt.images(x))
+            if engine is not None:
+                f = engine(x)
+            else:
+                with rt.autocast():
+                    f = model.features(rt.images(x))
             feats.append(f.float().cpu())
             labels.append(y)
     if not feats:
