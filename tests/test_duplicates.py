@@ -143,6 +143,24 @@ def test_neighbour_pairs_match_brute_force():
         neighbour_pairs(x[0], 3, 0.5)
 
 
+def test_graph_grouping_sees_past_strong_shared_variation():
+    """Eight places that differ a little in every direction, photographed with a strong variation along two
+    directions shared by all places (light, framing): whitening on the photos weighs every direction the
+    same, so the graph method finds the places; plain-PCA HDBSCAN follows the strong variation instead."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, 16))
+    truth = np.repeat(np.arange(8), 12)
+    x = centres[truth] + 0.25 * rng.standard_normal((len(truth), 16))
+    x[:, :2] += 3.0 * rng.standard_normal((len(truth), 2))
+    x = x.astype(np.float32)
+    labels = cluster(x, min_size=5)
+    assert adjusted_rand_score(truth, labels) > 0.95
+    assert adjusted_rand_score(truth, cluster(x, min_size=5, method="hdbscan")) < 0.7
+    assert (cluster(x, min_size=5) == labels).all()  # seeded: the same groups every run
+
+
 @pytest.mark.parametrize("method", ["hdbscan", "kmeans"])
 def test_cluster_recovers_seeded_blobs(method):
     from sklearn.metrics import adjusted_rand_score
