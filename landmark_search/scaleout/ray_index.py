@@ -73,17 +73,27 @@ def worker_config(cfg: EmbedConfig, model: LoadedModel, count: int, gpus: float)
 
 
 class Embedder:
-    """One Ray actor: loads the model once, then turns batches of paths into index rows (index_batches)."""
+    """One Ray actor: loads the model once, then turns batches of paths into index rows (index_batches).
 
-    def __init__(self, ref: ModelRef, cfg: EmbedConfig) -> None:
+    `bound` gives each job its subclass holding the model and config as class attributes: Ray then keeps no
+    constructor arguments in its object store, which a restarted actor (one that died) could not get back."""
+
+    ref: ModelRef
+    cfg: EmbedConfig
+
+    @classmethod
+    def bound(cls, ref: ModelRef, cfg: EmbedConfig) -> type[Embedder]:
+        return type(cls.__name__, (cls,), {"ref": ref, "cfg": cfg})
+
+    def __init__(self) -> None:
         from ..embeddings import load_model
         from ..fsutil import file_sha256
 
+        ref = self.ref
         if ref.path is not None and file_sha256(ref.path) != ref.sha256:
             raise LandmarkError(f"{ref.path} on this Ray worker is not the file the driver read (sha256 differs); "
                                 "put the model on a filesystem every worker shares")
         self.model = load_model(ref)
-        self.cfg = cfg
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..indexing import index_batches
@@ -159,12 +169,14 @@ class RayEngine:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = cfg.progress
             ctx.print_on_execution_start = False
+            # Ray Data's own INFO lines ("execution finished") and, with --quiet, its warnings stay out of the output.
+            logging.getLogger("ray.data").setLevel(logging.WARNING if cfg.progress else logging.ERROR)
             import pyarrow as pa
 
             blocks = _blocks(paths, opts.workers)
             cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) // opts.workers)
             rows = ray.data.from_arrow([pa.table({"path": block}) for block in blocks]).map_batches(
-                Embedder, fn_constructor_args=(ref, worker_config(cfg, model, len(paths), opts.gpus_per_worker)),
+                Embedder.bound(ref, worker_config(cfg, model, len(paths), opts.gpus_per_worker)),
                 batch_size=cfg.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=opts.workers),
                 num_cpus=cpus, num_gpus=opts.gpus_per_worker or None)
             by_name = {str(p): p for p in paths}
