@@ -35,8 +35,12 @@ def index_dir(name_or_path: str | Path) -> Path:
 
 
 def _read_model_file(directory: Path) -> dict | None:
-    """The index's model.json (which model built it), checked; None when there is none yet."""
-    from .manifest import damaged
+    """The index's model.json (how to load the model that built it), checked, with the model id and vector
+    size its manifest records ("model_id", "embedding_dim"); None when there is none yet.
+
+    The manifest is the one record of whose vectors the index holds; model.json only says where that model
+    is and how it ran. Older indexes repeat both in model.json: the manifest's values win."""
+    from .manifest import damaged, stored_model
 
     path = directory / MODEL_FILE
     try:
@@ -48,20 +52,17 @@ def _read_model_file(directory: Path) -> dict | None:
     problem = _model_file_problem(recorded)
     if problem:
         raise damaged(directory, f"{MODEL_FILE} {problem}")
-    return recorded
+    model_id, dim = stored_model(directory)
+    return {**recorded, "model_id": model_id, "embedding_dim": dim}
 
 
 def _model_file_problem(recorded: object) -> str | None:
     if not isinstance(recorded, dict):
         return "is not a JSON object"
-    missing = [key for key in ("spec", "model_id", "embedding_dim") if key not in recorded]
-    if missing:
-        return f"lacks {', '.join(missing)}"
-    dim = recorded["embedding_dim"]
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        return f"has embedding_dim {dim!r}, not a positive whole number"
-    if not all(isinstance(recorded[k], str) and recorded[k] for k in ("spec", "model_id")):
-        return "has an empty or non-text spec or model_id"
+    if "spec" not in recorded:
+        return "lacks spec"
+    if not isinstance(recorded["spec"], str) or not recorded["spec"]:
+        return "has an empty or non-text spec"
     return None
 
 
@@ -216,8 +217,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             # The places of the model's landmarks travel with the index, keyed by the label each photo
             # records, so that `similar` can say where its hits are without loading the model.
             places = (recorded or {}).get("places") or (_label_places(model) if model is not None else {})
-            atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "model_id": ref.model_id,
-                                                       "name": ref.name, "kind": ref.kind, "embedding_dim": dim,
+            atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "name": ref.name, "kind": ref.kind,
                                                        "precision": recorded.get("precision", cfg.precision)
                                                        if recorded else cfg.precision,
                                                        **({"places": places} if places else {})})

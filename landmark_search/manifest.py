@@ -209,6 +209,23 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
     return meta
 
 
+def stored_model(directory: Path) -> tuple[str, int]:
+    """(model id, vector size) as the manifest records them: the one place an index says whose vectors it holds."""
+    manifest = directory / MANIFEST_NAME
+    if not manifest.is_file():  # connecting would create an empty one
+        raise damaged(directory, f"{MANIFEST_NAME} is missing")
+    conn = connect(manifest)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('model_id', 'dim')").fetchall())
+    except sqlite3.Error as exc:
+        raise store_error(directory, exc) from None
+    finally:
+        conn.close()
+    if not meta.get("model_id") or "dim" not in meta:
+        raise damaged(directory, f"meta lacks {'model_id' if not meta.get('model_id') else 'dim'}")
+    return str(meta["model_id"]), _meta_int(meta, "dim", directory)
+
+
 def _create_schema(conn: sqlite3.Connection) -> None:
     # executescript() would COMMIT the open transaction, so run the statements one by one.
     for statement in _SCHEMA.split(";"):

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from landmark_search.cli import app
+from landmark_search.indexing import recorded_model
 
 runner = CliRunner()
 
@@ -245,7 +246,7 @@ def test_demo_runs_end_to_end_and_again_into_the_same_folder(tmp_path):
             assert {p: p.stat().st_mtime_ns for p in sorted((out / "data").rglob("*.jpg"))} == photos
         # The index and the tags belong to this run's model, whichever run made them.
         model_id = _sha256(out / "run" / "best.pt")
-        assert json.loads((out / "index" / "model.json").read_text())["model_id"] == f"sha256:{model_id}"
+        assert recorded_model(out / "index")["model_id"] == f"sha256:{model_id}"
         tagged, untagged, example = re.search(r"tag +(\d+) tagged, (\d+) untagged, 0 unchanged; e\.g\. (\S+)\.json",
                                               summary).groups()
         assert int(tagged) + int(untagged) == 18, summary  # every photo (re)tagged by this run's model

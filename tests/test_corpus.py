@@ -206,7 +206,7 @@ def test_index_and_similar(corpus, ckpt, vanish, sources, tmp_path):
     assert (summary["added"], summary["failed"], summary["total"]) == (len(indexed), len(expected), len(indexed))
     assert f"is more than the limit of {DEFAULT_MAX_PIXELS}; raise it with --max-pixels" in next(
         f["reason"] for f in summary["failures"] if f["path"].endswith("bomb.png"))
-    model = json.loads((index / "model.json").read_text())
+    model = indexing.recorded_model(index)
     with PhotoIndex.open(index, model_id=model["model_id"], dim=model["embedding_dim"], create=False,
                          lock=False) as idx:
         assert set(idx.known()) == {str(p.resolve()) for p in indexed}

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from corpus import ForkServer, snapshot
 from landmark_search.cli import app
+from landmark_search.indexing import recorded_model
 
 runner = CliRunner()
 KILLS = 6  # per command; runs 0 and 3 start from nothing, the others re-do half the photos
@@ -143,7 +144,7 @@ def _check_index(index: Path, query: Path) -> int:
         assert result.exit_code == 1 and "no index at" in result.output, result.output
         return 0
     rows = _manifest(index)
-    model = json.loads((index / "model.json").read_text())
+    model = recorded_model(index)
     if (index / CACHE_NAME).exists():
         read_cache(index / CACHE_NAME)  # the FAISS file on disk is whole (it may lag the manifest)
     with PhotoIndex.open(index, model_id=model["model_id"], dim=model["embedding_dim"], create=False,

@@ -27,6 +27,7 @@ from landmark_search import vector_cache
 from landmark_search.cli import app
 from landmark_search.errors import IndexStoreError
 from landmark_search.index import CACHE_NAME, MANIFEST_NAME, PhotoIndex, PhotoRecord
+from landmark_search.indexing import recorded_model
 
 DIM = 8
 MODEL_ID = "builtin:efficientnet_lite0"
@@ -130,10 +131,11 @@ DAMAGE = {
     "size-column-text": lambda idx: _sql(idx, "UPDATE photos SET size = 'big' WHERE id = 1"),
     "vector-wrong-length": lambda idx: (_sql(idx, "UPDATE photos SET vector = x'00' WHERE id = 2"),
                                         (idx / CACHE_NAME).unlink()),
-    "model-json-without-dim": lambda idx: (idx / "model.json").write_text(json.dumps(
-        {k: v for k, v in json.loads((idx / "model.json").read_text()).items() if k != "embedding_dim"})),
-    "model-json-dim-text": lambda idx: (idx / "model.json").write_text(json.dumps(
-        {**json.loads((idx / "model.json").read_text()), "embedding_dim": "8"})),
+    "model-json-without-spec": lambda idx: (idx / "model.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((idx / "model.json").read_text()).items() if k != "spec"})),
+    "model-json-spec-a-number": lambda idx: (idx / "model.json").write_text(json.dumps(
+        {**json.loads((idx / "model.json").read_text()), "spec": 8})),
+    "manifest-deleted": lambda idx: (idx / "manifest.sqlite").unlink(),
     "model-json-not-json": lambda idx: (idx / "model.json").write_bytes(b"\x00{garbage"),
     "model-json-a-list": lambda idx: (idx / "model.json").write_text("[1, 2]"),
 }
@@ -158,7 +160,19 @@ def test_a_damaged_index_is_one_line_naming_it_and_the_rebuild(built, photos, da
     assert json.loads(fixed.stdout)["total"] == 12
     hits = json.loads(invoke("similar", photos / "p03.jpg", "--index", built, "--json", "-k", "3").stdout)["hits"]
     assert len(hits) == 3 and all(Path(h["path"]).parent == photos.resolve() for h in hits)
-    assert json.loads((built / "model.json").read_text())["embedding_dim"] == DIM
+    assert recorded_model(built)["embedding_dim"] == DIM
+
+
+def test_model_json_leaves_model_id_and_size_to_the_manifest_and_old_ones_still_load(built, photos, fake_model):
+    recorded = json.loads((built / "model.json").read_text())
+    assert "model_id" not in recorded and "embedding_dim" not in recorded  # the manifest's meta says them
+    assert recorded_model(built)["embedding_dim"] == DIM
+    # An index written before: model.json repeated both (the manifest's values are the ones used).
+    (built / "model.json").write_text(json.dumps({**recorded, "model_id": recorded_model(built)["model_id"],
+                                                  "embedding_dim": DIM}))
+    hits = json.loads(invoke("similar", photos / "p03.jpg", "--index", built, "--json", "-k", "3").stdout)["hits"]
+    assert len(hits) == 3
+    assert json.loads(invoke("index", photos, "--index", built, "--json").stdout)["unchanged"] == 12
 
 
 def test_every_public_method_that_reads_the_manifest_turns_sqlite_errors_into_one_line():
