@@ -73,23 +73,13 @@ def worker_config(cfg: EmbedConfig, model: LoadedModel, count: int, gpus: float)
 
 
 class Embedder:
-    """One Ray actor: loads the model once, then turns batches of paths into index rows (index_batches).
+    """One Ray actor: loads the model once, then turns batches of paths into index rows (index_batches)."""
 
-    `bound` gives each job its subclass holding the model and config as class attributes: Ray then keeps no
-    constructor arguments in its object store, which a restarted actor (one that died) could not get back."""
-
-    ref: ModelRef
-    cfg: EmbedConfig
-
-    @classmethod
-    def bound(cls, ref: ModelRef, cfg: EmbedConfig) -> type[Embedder]:
-        return type(cls.__name__, (cls,), {"ref": ref, "cfg": cfg})
-
-    def __init__(self) -> None:
+    def __init__(self, ref: ModelRef, cfg: EmbedConfig) -> None:
         from ..embeddings import load_model
         from ..fsutil import file_sha256
 
-        ref = self.ref
+        self.cfg = cfg
         if ref.path is not None and file_sha256(ref.path) != ref.sha256:
             raise LandmarkError(f"{ref.path} on this Ray worker is not the file the driver read (sha256 differs); "
                                 "put the model on a filesystem every worker shares")
@@ -176,7 +166,7 @@ class RayEngine:
             blocks = _blocks(paths, opts.workers)
             cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) // opts.workers)
             rows = ray.data.from_arrow([pa.table({"path": block}) for block in blocks]).map_batches(
-                Embedder.bound(ref, worker_config(cfg, model, len(paths), opts.gpus_per_worker)),
+                Embedder, fn_constructor_args=(ref, worker_config(cfg, model, len(paths), opts.gpus_per_worker)),
                 batch_size=cfg.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=opts.workers),
                 num_cpus=cpus, num_gpus=opts.gpus_per_worker or None)
             by_name = {str(p): p for p in paths}
