@@ -69,6 +69,7 @@ class PhotoGroup:
 
     name: str
     paths: tuple[Path, ...]
+    typicality: tuple[float, ...] = ()  # each photo's cosine to the group's mean vector
 
 
 @dataclass
@@ -255,8 +256,11 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
     for g, name in enumerate(names):
         rows = np.nonzero(labels == g)[0]
         centre = vectors[rows].mean(0)
-        rows = rows[np.argsort(-(vectors[rows] @ centre), kind="stable")]  # most typical first: the sheet's first row
-        groups.append(PhotoGroup(name, tuple(found.paths[chosen[r]] for r in rows)))
+        centre /= max(float(np.linalg.norm(centre)), 1e-12)
+        cos = vectors[rows] @ centre
+        order = np.argsort(-cos, kind="stable")  # most typical first: the sheet's first row
+        groups.append(PhotoGroup(name, tuple(found.paths[chosen[r]] for r in rows[order]),
+                                 tuple(round(float(c), 4) for c in cos[order])))
     ungrouped = [found.paths[chosen[r]] for r in np.nonzero(labels < 0)[0]]
     return GroupReport(groups, ungrouped, len(chosen), len(found.records) - len(chosen), list(found.summary.failed))
 

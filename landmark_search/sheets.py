@@ -101,6 +101,7 @@ def _caption_rows(labels: Sequence[tuple[str, float]], score_name: str | None) -
 _SHEET_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .3em}
+h2{font-size:1.1em;margin:1.2em 0 .5em}
 p.note{color:#666;margin:.2em 0 1em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;overflow:hidden}
@@ -136,14 +137,26 @@ def _html_figure(path: Path, labels: Sequence[tuple[str, float]], max_pixels: in
 
 
 def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int,
-                max_pixels: int, score_name: str | None = None) -> None:
+                max_pixels: int, score_name: str | None = None, sections: bool = False) -> None:
     figures = [_html_figure(Path(query), [], max_pixels, query=True)] if query is not None else []
-    figures += [_html_figure(Path(p), labels, max_pixels, rank=i if score_name else None, score_name=score_name)
-                for i, (p, labels) in enumerate(items, 1)]
+    if sections:  # a heading per run of photos sharing their first label; the tiles keep only their score
+        body, heading = [], None
+        for p, labels in items:
+            label, score = labels[0] if labels else ("", 0.0)
+            if label != heading or not body:
+                body.append(f'<h2>{html.escape(label)}</h2><div class="grid">' if not body
+                            else f'</div><h2>{html.escape(label)}</h2><div class="grid">')
+                heading = label
+            body.append(_html_figure(Path(p), [("", score)], max_pixels, score_name="likeness"))
+        grids = "".join(body) + ("</div>" if body else "")
+    else:
+        figures += [_html_figure(Path(p), labels, max_pixels, rank=i if score_name else None, score_name=score_name)
+                    for i, (p, labels) in enumerate(items, 1)]
+        grids = f'<div class="grid">{"".join(figures)}</div>'
     note = f"{len(items)} photos" + (f" (the first {len(items)} of {total})" if total > len(items) else "")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<style>{_SHEET_CSS}</style></head><body><h1>{html.escape(title)}</h1><p class="note">{note}</p>'
-            f'<div class="grid">{"".join(figures)}</div></body></html>\n')
+            f'{grids}</body></html>\n')
     atomic_write_text(path, page)
 
 
@@ -201,12 +214,13 @@ def check_sheet_path(path: Path) -> None:
 
 
 def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS, score_name: str | None = None) -> Path:
+                max_pixels: int = DEFAULT_MAX_PIXELS, score_name: str | None = None, sections: bool = False) -> Path:
     """Write a contact sheet: `.html` (self-contained, base64 thumbnails) or `.png` (a grid image);
     photos over `max_pixels` (the limit the command was given) show as unreadable tiles.
 
     `score_name` ("similarity") names the scores and ranks the photos: "#1", "similarity 0.768 · looks like X";
-    without it a score reads as its label's probability."""
+    without it a score reads as its label's probability. `sections` (HTML): a heading per run of photos that
+    share their first label (a group), each tile showing only its score."""
     path = Path(path)
     check_sheet_path(path)
     suffix = path.suffix.lower()
@@ -216,5 +230,5 @@ def write_sheet(path: Path, items: Sequence[SheetItem], title: str, query: Path 
     if suffix == ".png":
         _write_png(path, shown, title, query, total, max_pixels, score_name)
     else:
-        _write_html(path, shown, title, query, total, max_pixels, score_name)
+        _write_html(path, shown, title, query, total, max_pixels, score_name, sections)
     return path

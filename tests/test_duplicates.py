@@ -185,8 +185,10 @@ def test_group_cli_links_json_and_rename(tmp_path):
             base.crop((6 * k, 4 * k, 160 + 12 * k, 112 + 8 * k)).save(photos / f"f{family}_{k}.jpg", quality=90)
     out = tmp_path / "groups"
     data = json.loads(_run("group", str(photos), "--index", str(tmp_path / "idx"), "--min-size", "3",
-                           "--out", str(out), "--json", "-q").stdout)
+                           "--out", str(out), "--json", "-q", "--sheet", str(tmp_path / "groups.html")).stdout)
     assert set(data) == {"groups", "ungrouped"}
+    page = (tmp_path / "groups.html").read_text()  # the sheet: a heading per group, its photos under it
+    assert [h.split(":")[0] for h in page.split("<h2>")[1:]] == [g["name"] for g in data["groups"]]
     assert data["groups"] and all(set(g) == {"name", "paths"} for g in data["groups"])
     for g in data["groups"]:
         assert len({Path(p).name[:3] for p in g["paths"]}) == 1  # a group never mixes the two places

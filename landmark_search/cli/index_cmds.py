@@ -254,8 +254,10 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
     if sheet:
         from ..sheets import write_sheet
 
-        write_sheet(sheet, [(p, [(g.name, float(len(g.paths)))]) for g in report.groups for p in g.paths],
-                    title=f"{len(report.groups)} groups (score: photos in the group)", max_pixels=cfg.max_pixels)
+        write_sheet(sheet, [(p, [(f"{g.name}: {_count(len(g.paths), 'photo')}", t)]) for g in report.groups
+                            for p, t in zip(g.paths, g.typicality)],
+                    title=f"{len(report.groups)} groups (score: likeness to the group, most typical first)",
+                    max_pixels=cfg.max_pixels, sections=True)
         typer.echo(f"contact sheet: {sheet}", err=as_json)
     if out is not None and report.groups:
         done = write_group_links(report, out)
