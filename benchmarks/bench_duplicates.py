@@ -2,7 +2,7 @@
 baseline on the same photos, and the neighbour search at 100k photos. Usage:
 
     python benchmarks/bench_duplicates.py [--quick] [--originals 120] [--model NAME|RUN/best.pt]
-    python benchmarks/bench_duplicates.py --scale 100000   # synthetic vectors: time and memory only
+    python benchmarks/bench_duplicates.py --scale 10000 30000 100000   # synthetic vectors: time and memory
 
 The set (benchmarks/dupset.py) is made from wonders7 (+ the ImageNet distractors as photos of nothing):
 each chosen photo with an exact copy, JPEG q50, 50 % resize, 10 % crop, +20 % brightness, a screenshot
@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,19 +128,48 @@ def scale(n: int, dim: int, seed: int = 0) -> dict:
     from landmark_search.duplicates import CANDIDATE_MIN, NEIGHBOURS, neighbour_pairs
 
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n // 20, dim)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
-    x[: n // 10] = x[n // 10: n // 5] + 0.05 * rng.standard_normal((n // 10, dim)).astype(np.float32)  # copies
+    # float32 throughout, so that the peak RSS is the search's, not float64 temporaries of the generator
+    centres = rng.standard_normal((n // 20, dim), dtype=np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
+    x[: n // 10] = x[n // 10: n // 5] + 0.05 * rng.standard_normal((n // 10, dim), dtype=np.float32)  # copies
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     pairs = neighbour_pairs(x, NEIGHBOURS, CANDIDATE_MIN)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     found = sum(1 for i in range(n // 10) if (i, i + n // 10) in pairs)
-    return {"n": n, "dim": dim, "seconds": round(seconds, 1), "candidate_pairs": len(pairs),
-            "planted_copies_found": round(found / (n // 10), 4),
+    return {"n": n, "dim": dim, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+            "candidate_pairs": len(pairs), "planted_copies_found": round(found / (n // 10), 4),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "rss_before_mib": round(rss0 / 1024), "vectors_mib": round(x.nbytes / 2**20)}
+
+
+def pixel_check_ms(pairs: int = 300, seed: int = 0) -> float:
+    """CPU milliseconds of one candidate's pixel check (imagematch.match on two real photos' thumbnails)."""
+    from landmark_search import imagematch
+
+    photos = sorted(evaldata_set().glob("train/*/*.jpg"))
+    rng = np.random.default_rng(seed)
+    thumbs = [imagematch.thumbnail(p) for p in rng.choice(photos, 2 * pairs)]
+    cpu0 = time.process_time()
+    for a, b in zip(thumbs[::2], thumbs[1::2]):
+        imagematch.match(a, b)
+    return (time.process_time() - cpu0) / pairs * 1000
+
+
+def scaling(sizes: list[int], dim: int, seed: int) -> dict:
+    """scale() at each size in its own process (so each peak RSS is its own), side by side."""
+    runs = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--scale", str(n), "--dim", str(dim), "--seed", str(seed),
+                              "--no-save"], check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out))
+        print(json.dumps(runs[-1]), file=sys.stderr)
+    ms = pixel_check_ms()
+    for r in runs:  # what the candidates cost in pixel checks, from the measured per-pair CPU time
+        r["pixel_check_cpu_minutes_estimated"] = round(r["candidate_pairs"] * ms / 60000, 1)
+    return {"runs": runs, "pixel_check_cpu_ms_per_pair": round(ms, 2),
+            "search_cpu_seconds_per_1k_photos": [round(r["cpu_seconds"] / r["n"] * 1000, 2) for r in runs]}
 
 
 def main() -> None:
@@ -150,19 +180,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="default: the built-in efficientnet_lite0")
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "duplicates"))
-    parser.add_argument("--scale", type=int, default=0, help="only the neighbour search on N synthetic vectors")
+    parser.add_argument("--scale", type=int, nargs="+", default=[],
+                        help="only the neighbour search on N synthetic vectors (several N: side by side)")
     parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--no-save", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.originals, args.bursts = 20, 5
-    if args.scale:
-        result = scale(args.scale, args.dim, args.seed)
+    if len(args.scale) == 1:
+        result = scale(args.scale[0], args.dim, args.seed)
         key = "duplicates_scale"
+    elif args.scale:
+        result = scaling(args.scale, args.dim, args.seed)
+        key = "duplicates_scaling"
     else:
         result = quality(args)
         key = "duplicates" + ("_quick" if args.quick else "")
     print(json.dumps(result, indent=2))
-    if not args.quick:
+    if not (args.quick or args.no_save):
         update_results(key, result)
 
 
