@@ -58,7 +58,7 @@ class GroupOptions:
     """How `landmark group` clusters."""
 
     min_size: int = MIN_SIZE
-    method: str = "graph"
+    method: str = "auto"  # graph over every photo; hdbscan over a calibrated model's unknown ones (choose_method)
     everything: bool = False  # group every photo, not only the unknown ones
     seed: int = 0
 
@@ -115,8 +115,9 @@ def cluster(vectors: Embeddings, min_size: int = MIN_SIZE, method: str = "graph"
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise TypeError(f"vectors must be a 2-D (n, dim) array, got shape {vectors.shape}")
+    method = "graph" if method == "auto" else method  # no context here: group_photos chooses (choose_method)
     if method not in METHODS:
-        raise LandmarkError(f"--method {method!r}: use {' or '.join(METHODS)}")
+        raise LandmarkError(f"--method {method!r}: use auto, {', '.join(METHODS)}")
     if min_size < 2:
         raise LandmarkError(f"--min-size {min_size}: a group needs at least 2 photos")
     n = len(vectors)
@@ -241,6 +242,15 @@ def group_names(count: int) -> list[str]:
     return [f"{GROUP_PREFIX}{i + 1:0{width}d}" for i in range(count)]
 
 
+def choose_method(method: str, everything: bool) -> str:
+    """"auto": graph when every photo is grouped (candidate landmarks among landmark photos: 0.85 vs 0.66 ARI on
+    wonders7 train), hdbscan when only a calibrated model's unknown photos are (mostly everyday photos, where
+    graph's modularity merges the few landmark groups: 0.38 vs 0.90 on wonders7 test + 300 distractors)."""
+    if method != "auto":
+        return method
+    return "graph" if everything else "hdbscan"
+
+
 def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: GroupOptions,
                  cfg: EmbedConfig, *, index_opts=None, trust_export: bool = False) -> GroupReport:
     """Index `photos` (incrementally), pick the unknown ones (or all) and cluster them."""
@@ -250,7 +260,7 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
     everything = opts.everything or found.model_kind == "builtin"
     chosen = [i for i, r in enumerate(found.records) if everything or r.label is None]
     vectors = found.vectors[chosen]
-    labels = cluster(vectors, opts.min_size, opts.method, opts.seed)
+    labels = cluster(vectors, opts.min_size, choose_method(opts.method, everything), opts.seed)
     names = group_names(int(labels.max()) + 1 if len(labels) else 0)
     groups = []
     for g, name in enumerate(names):

@@ -161,6 +161,27 @@ def test_graph_grouping_sees_past_strong_shared_variation():
     assert (cluster(x, min_size=5) == labels).all()  # seeded: the same groups every run
 
 
+def test_auto_groups_every_photo_by_graph_and_unknown_photos_by_density():
+    """A few places among many photos of nothing in particular (a trained model's unknown photos): density
+    leaves the everyday photos out and keeps the places apart, which "auto" picks there."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from landmark_search.grouping import choose_method
+
+    assert choose_method("auto", everything=True) == "graph"
+    assert choose_method("auto", everything=False) == "hdbscan"
+    assert choose_method("kmeans", everything=False) == "kmeans"
+    rng = np.random.default_rng(2)
+    places = rng.standard_normal((3, 32))
+    x = np.concatenate([places[np.repeat(np.arange(3), 8)] + 0.15 * rng.standard_normal((24, 32)),
+                        rng.standard_normal((200, 32))]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = cluster(x, min_size=5, method=choose_method("auto", everything=False))
+    assert adjusted_rand_score(np.repeat(np.arange(3), 8), labels[:24]) > 0.95
+    assert (labels[24:] < 0).mean() > 0.7  # the everyday photos stay out of the groups (graph: 187 of 200 in)
+    assert (cluster(x, min_size=5, method="graph")[24:] >= 0).mean() > 0.5
+
+
 @pytest.mark.parametrize("method", ["hdbscan", "kmeans"])
 def test_cluster_recovers_seeded_blobs(method):
     from sklearn.metrics import adjusted_rand_score

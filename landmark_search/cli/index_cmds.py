@@ -207,9 +207,11 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
               model: Optional[str] = ModelOpt,
               index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
               min_size: int = typer.Option(5, help="Fewest photos in a group."),
-              method: str = typer.Option("graph", help="graph (whitened k-NN graphs, Louvain, majority vote) | "
-                                         "hdbscan (density; better when most photos are of no landmark: leaves "
-                                         "them ungrouped) | kmeans (faiss k-means, centroids merged)."),
+              method: str = typer.Option("auto", help="auto (graph when every photo is grouped, hdbscan for a "
+                                         "trained model's unknown photos) | graph (whitened k-NN graphs, Louvain, "
+                                         "majority vote) | hdbscan (density; better when most photos are of no "
+                                         "landmark: leaves them ungrouped) | kmeans (faiss k-means, centroids "
+                                         "merged)."),
               everything: bool = typer.Option(False, "--all", help="Group every photo, not only those the model "
                                               "calls unknown (the built-in model: always every photo)."),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/train/group-NN/ links: rename "

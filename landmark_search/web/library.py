@@ -218,7 +218,7 @@ class Library:
         return self._memo("review", self._review_groups)
 
     def _review_groups(self) -> dict:
-        from ..grouping import cluster
+        from ..grouping import choose_method, cluster
         from ..sidecar import read_sidecar, sidecar_path
         from ..tagging import is_named
 
@@ -232,7 +232,8 @@ class Library:
                 pass
             candidates.append(tile.path)
         records, vectors = self.run(lambda: self._index().lookup(candidates))
-        labels = cluster(vectors, self.opts.review_min_size) if len(records) else []
+        method = choose_method("auto", everything=not self.unknown_means_something)
+        labels = cluster(vectors, self.opts.review_min_size, method) if len(records) else []
         groups: dict[int, list[str]] = {}
         for record, label in zip(records, labels):
             if label >= 0:
