@@ -22,7 +22,7 @@ from .errors import BadImageError, CheckpointError, LandmarkError
 from .fsutil import atomic_write_bytes
 from .models.base import LandmarkModel
 from .models.runtime import select_device
-from .sheets import fit_text, load_font
+from .sheets import fit_text, image_bytes, load_font
 
 if TYPE_CHECKING:
     from .embeddings import LoadedModel
@@ -145,12 +145,6 @@ def explain_figure(photo: Image.Image, box: tuple[float, float, float, float], c
     return canvas
 
 
-def _png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
 def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
@@ -191,7 +185,7 @@ def _explained(loaded: "LoadedModel", path: Path, class_index: int | None, devic
 def explain_png(loaded: "LoadedModel", path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """The Grad-CAM figure of a photo's top class as PNG bytes (the web app's photo page)."""
     loaded.module = loaded.module.eval()
-    return _png_bytes(_explained(loaded, Path(path), None, None, max_pixels)[0])
+    return image_bytes(_explained(loaded, Path(path), None, None, max_pixels)[0], "PNG")
 
 
 def load_explainable(model_spec: "str | Path | LoadedModel | None") -> "LoadedModel":
@@ -238,7 +232,7 @@ def explain_photos(paths: Sequence[Path], model_spec: "str | Path | LoadedModel 
             continue
         stem = _unique_stem(path, taken)
         png = out_dir / f"{stem}.gradcam.png"
-        atomic_write_bytes(png, _png_bytes(figure))
+        atomic_write_bytes(png, image_bytes(figure, "PNG"))
         npy = None
         if save_raw:
             npy = out_dir / f"{stem}.gradcam.npy"

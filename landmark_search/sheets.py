@@ -60,14 +60,20 @@ def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def image_data_uri(img: Image.Image, fmt: str = "JPEG", quality: int = 85) -> str:
-    """Encode a PIL image as a JPEG (or PNG) data URI."""
+def image_bytes(img: Image.Image, fmt: str = "JPEG", quality: int = 85) -> bytes:
+    """Encode a PIL image as JPEG (RGB, at `quality`) or PNG bytes, optimised."""
     buf = io.BytesIO()
     if fmt.upper() == "JPEG":
         img.convert("RGB").save(buf, format="JPEG", quality=quality, optimize=True)
-        return data_uri(buf.getvalue(), "image/jpeg")
-    img.save(buf, format="PNG", optimize=True)
-    return data_uri(buf.getvalue(), "image/png")
+    else:
+        img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def image_data_uri(img: Image.Image, fmt: str = "JPEG", quality: int = 85) -> str:
+    """Encode a PIL image as a JPEG (or PNG) data URI."""
+    jpeg = fmt.upper() == "JPEG"
+    return data_uri(image_bytes(img, fmt, quality), "image/jpeg" if jpeg else "image/png")
 
 
 def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:

@@ -59,6 +59,7 @@ class Catalog:
         self.directory = directory
         self._manifest = directory / MANIFEST_NAME
         self._memo: dict[str, tuple[str, object]] = {}
+        self._confidence_column = False
 
     def _per_generation(self, name: str, compute):
         """compute() again only when the manifest changed (its generation counts every committed change)."""
@@ -82,7 +83,10 @@ class Catalog:
             raise store_error(self.directory, exc) from None
 
     def _has_confidence(self) -> bool:
-        return any(row[1] == "confidence" for row in self._query("PRAGMA table_info(photos)"))
+        # Asked again until seen: a writer adds the column to an older manifest, and never takes it away.
+        if not self._confidence_column:
+            self._confidence_column = any(row[1] == "confidence" for row in self._query("PRAGMA table_info(photos)"))
+        return self._confidence_column
 
     def page(self, offset: int = 0, limit: int = 100, flt: Filter = Filter()) -> tuple[list[Tile], int]:
         """(tiles of photos offset..offset+limit in path order, how many photos match in all)."""

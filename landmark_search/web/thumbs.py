@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
@@ -18,10 +17,11 @@ LARGE_SIDE = 1600  # the photo page: sharp on a laptop screen, a few hundred KB
 QUALITY = 82
 
 
-def jpeg_bytes(img: Image.Image, quality: int = QUALITY) -> bytes:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=quality, optimize=True)
-    return buf.getvalue()
+def jpeg_bytes(img: Image.Image) -> bytes:
+    """A thumbnail's JPEG bytes (sheets.image_bytes at the web app's quality)."""
+    from ..sheets import image_bytes
+
+    return image_bytes(img, "JPEG", QUALITY)
 
 
 class ThumbCache:
