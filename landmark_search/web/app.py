@@ -152,10 +152,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         try:
             body = await request.json()
         except ValueError:
-            raise _Refused(400, 'send JSON: {"paths": [...], "name": "...", "train": false}') from None
+            raise _Refused(400, NAME_USAGE) from None
         if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not isinstance(
                 body.get("name"), str) or not all(isinstance(p, str) for p in body["paths"]):
-            raise _Refused(400, 'send JSON: {"paths": [...], "name": "...", "train": false}')
+            raise _Refused(400, NAME_USAGE)
         return library.name_photos(body["paths"], body["name"], bool(body.get("train")))
 
     @app.get("/api/duplicates")
@@ -266,6 +266,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     return app
 
 
+NAME_USAGE = 'send JSON: {"paths": [...], "name": "...", "train": false}'
 REVIEW_FIELDS = 5000  # a group's photos, one field each
 
 
