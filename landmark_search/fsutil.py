@@ -1,4 +1,5 @@
-"""File utilities written once: atomic replacement (temp file, fsync, os.replace, folder fsync), streamed sha256."""
+"""File utilities written once: atomic replacement (temp file, fsync, os.replace, folder fsync), streamed sha256,
+reading a JSON file with a one-line error."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 _CHUNK = 1 << 20
 
@@ -99,6 +100,19 @@ def atomic_write_text(path: str | Path, text: str, **kwargs: Any) -> None:
 def atomic_write_json(path: str | Path, data: Any, **kwargs: Any) -> None:
     """Pretty JSON with a trailing newline, written atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", **kwargs)
+
+
+def read_json(path: str | Path, fail: Callable[[str], Exception]) -> Any:
+    """The JSON value in a UTF-8 file, or raise fail(why) when the file cannot be read or is not JSON.
+
+    A missing file raises FileNotFoundError as it is: to most callers "not there yet" is no damage.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: bad UTF-8 or bad JSON
+        raise fail(str(exc)) from None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 from .config import EmbedConfig
 from .data.files import iter_photos
 from .errors import BadImageError, IndexStoreError, LandmarkError
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, read_json
 from .modelref import ModelRef, resolve_model
 
 if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged folder stays light
@@ -44,11 +43,9 @@ def _read_model_file(directory: Path) -> dict | None:
 
     path = directory / MODEL_FILE
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded = read_json(path, lambda why: damaged(directory, f"{MODEL_FILE} is unreadable: {why}"))
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise damaged(directory, f"{MODEL_FILE} is unreadable: {exc}") from None
     problem = _model_file_problem(recorded)
     if problem:
         raise damaged(directory, f"{MODEL_FILE} {problem}")

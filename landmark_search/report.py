@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import RunPaths
 from .errors import BadImageError, DataError, LandmarkError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, read_json
 from .plots import confusion_png, curves_png
 from .sheets import THUMB, data_uri, image_data_uri, placeholder, thumbnail
 
@@ -52,10 +52,7 @@ def _esc(value: Any) -> str:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise _Missing(f"{path.name} is missing from the run folder")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise _Missing(f"{path.name} is unreadable ({exc})") from None
+    data = read_json(path, lambda why: _Missing(f"{path.name} is unreadable ({why})"))
     if not isinstance(data, dict):
         raise _Missing(f"{path.name} does not hold a JSON object")
     return data

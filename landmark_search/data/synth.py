@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from landmark_search.errors import DataError
-from landmark_search.fsutil import atomic_write_text
+from landmark_search.fsutil import atomic_write_text, read_json
 
 # Bump when rendering changes: an existing dataset with another version is not reused.
 SYNTH_VERSION = 1
@@ -517,10 +517,8 @@ def make_synthetic_dataset(
 
     marker = dest / "synth.json"
     if marker.is_file():
-        try:
-            existing = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{marker} is unreadable ({exc}); delete {dest} and run again") from exc
+        existing = read_json(marker, lambda why: DataError(f"{marker} is unreadable ({why}); delete {dest} and "
+                                                           "run again"))
         if existing != params:
             raise DataError(
                 f"{dest} holds a synthetic dataset made with other parameters ({existing}); "
