@@ -1,5 +1,5 @@
 """File utilities written once: atomic replacement (temp file, fsync, os.replace, folder fsync), streamed sha256,
-reading a JSON file with a one-line error."""
+reading a JSON file and making a folder with a one-line error."""
 
 from __future__ import annotations
 
@@ -113,6 +113,14 @@ def read_json(path: str | Path, fail: Callable[[str], Exception]) -> Any:
         raise
     except (OSError, ValueError) as exc:  # ValueError: bad UTF-8 or bad JSON
         raise fail(str(exc)) from None
+
+
+def make_dirs(path: str | Path, fail: Callable[[str], Exception]) -> None:
+    """mkdir -p, or raise fail(why) (the OS's reason, e.g. "Permission denied") when it cannot."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc)) from None
 
 
 def file_sha256(path: str | Path) -> str:

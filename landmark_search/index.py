@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from landmark_search.errors import IndexStoreError, LockedError
+from landmark_search.fsutil import make_dirs
 from landmark_search.locks import FileLock
 from landmark_search.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
                                       ensure_manifest, current_generation, marks, store_error, transaction)
@@ -217,10 +218,7 @@ class PhotoIndex:
                 raise IndexStoreError(
                     f"no index at {path}; build one with `landmark index PHOTOS --index NAME`"
                 )
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise IndexStoreError(f"cannot create the index directory {path}: {exc}") from exc
+            make_dirs(path, lambda why: IndexStoreError(f"cannot create the index directory {path}: {why}"))
 
         file_lock = None
         if lock:

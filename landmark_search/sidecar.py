@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from landmark_search.errors import SidecarError
-from landmark_search.fsutil import atomic_write_bytes
+from landmark_search.fsutil import atomic_write_bytes, make_dirs
 
 __all__ = [
     "JSON_SUFFIX",
@@ -321,10 +321,7 @@ def safe_write(path: Path, data: bytes, *, root: Path | None, create_parents: bo
     if create_parents and not folder.is_dir():
         if root is None:
             raise SidecarError(f"refusing to create {folder} without a root folder to contain it")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SidecarError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        make_dirs(folder, lambda why: SidecarError(f"cannot create {folder}: {why}"))
         check_target(path, root)  # a racing symlink could have appeared while creating folders
     elif not folder.is_dir():
         raise SidecarError(f"cannot write {path}: folder {folder} does not exist")
