@@ -70,12 +70,18 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MaxPixelsOpt = typer.Option(None, "--max-pixels", help=f"Refuse larger images (decompression bombs); default "
                             f"{DEFAULT_MAX_PIXELS} ({DEFAULT_MAX_PIXELS / 1e6:.0f} MP).")
 
+PhotosArg = typer.Argument(..., help="Photos or folders.")
 RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders.")
 FollowLinksOpt = typer.Option(False, "--follow-links", help="Follow symlinked folders.")
 ExcludeOpt = typer.Option(None, help="Glob of names/paths to skip (repeatable).")
 RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of true "
                          "landmark photos to keep (measured on its validation photos); lower it for fewer wrong tags. "
                          "Default: the model's own (0.95).")
+StrictOpt = typer.Option(False, help="Exit 1 when any photo failed.")
+SheetOpt = typer.Option(None, help="Write a contact sheet (.html or .png).")
+JsonOpt = typer.Option(False, "--json", help="Print JSON.")
+JsonSummaryOpt = typer.Option(False, "--json", help="Print the summary as JSON.")
+IndexOpt = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder.")
 
 
 def _err(message: str) -> None:

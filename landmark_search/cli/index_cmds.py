@@ -9,9 +9,9 @@ import typer
 
 from ..errors import LandmarkError
 from . import (
-    BatchOpt, DEFAULT_INDEX, DeviceOpt, ExcludeOpt, FollowLinksOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt,
-    QuietOpt, RecursiveOpt, TrustOpt, _check_sheet, _count, _embed_config, _err, _json, _no_photos,
-    _report_failures, app, handle_errors,
+    BatchOpt, DEFAULT_INDEX, DeviceOpt, ExcludeOpt, FollowLinksOpt, IndexOpt, JsonOpt, JsonSummaryOpt,
+    MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt, RecursiveOpt, SheetOpt, StrictOpt, TrustOpt, _check_sheet,
+    _count, _embed_config, _err, _json, _no_photos, _report_failures, app, handle_errors,
 )
 
 
@@ -21,7 +21,7 @@ from . import (
 @handle_errors
 def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders to index."),
               model: Optional[str] = ModelOpt,
-              index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+              index: str = IndexOpt,
               recursive: bool = RecursiveOpt,
               follow_links: bool = FollowLinksOpt,
               exclude: Optional[List[str]] = ExcludeOpt,
@@ -32,8 +32,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
               batch_size: int = BatchOpt, device: str = DeviceOpt,
               precision: str = PrecisionOpt,
               max_pixels: Optional[int] = MaxPixelsOpt,
-              as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-              strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+              as_json: bool = JsonSummaryOpt,
+              strict: bool = StrictOpt,
               engine: str = typer.Option("local", "--engine", help="local (this process) | ray (a Ray Data actor "
                                          "pool embeds; this process writes the index; pip install "
                                          "'landmark-search[ray]')."),
@@ -81,13 +81,13 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
 @handle_errors
 def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (inside the index or not); the model "
                                                    "loads once, and only for a photo the index does not hold."),
-                index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+                index: str = IndexOpt,
                 model: Optional[str] = typer.Option(None, "--model", "-m", help="The index's model where it moved "
                                                     "since the index was built (the same file: checked by its hash)."),
                 k: int = typer.Option(10, "-k", "--top-k", help="Number of neighbours."),
                 min_score: float = typer.Option(-1.0, help="Only hits with at least this cosine score."),
-                as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-                sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
+                as_json: bool = JsonOpt,
+                sheet: Optional[Path] = SheetOpt,
                 device: str = DeviceOpt, precision: str = PrecisionOpt,
                 max_pixels: Optional[int] = MaxPixelsOpt,
                 trust_export: bool = typer.Option(False, "--trust-export", help="Query an index built with a "
@@ -205,7 +205,7 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
 def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos or folders (with --name: the new "
                                                             "landmark name)."),
               model: Optional[str] = ModelOpt,
-              index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+              index: str = IndexOpt,
               min_size: int = typer.Option(5, help="Fewest photos in a group."),
               method: str = typer.Option("auto", help="auto (graph when every photo is grouped, hdbscan for a "
                                          "trained model's unknown photos) | graph (whitened k-NN graphs, Louvain, "

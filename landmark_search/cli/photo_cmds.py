@@ -9,24 +9,25 @@ import typer
 
 from ..errors import LandmarkError
 from . import (
-    BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt,
-    RecallOpt, RecursiveOpt, TrustOpt, _check_sheet, _collect_photos, _embed_config, _err,
-    _exit_on_failures, _json, _no_photos, _report_failures, _warn_uncalibrated, app, handle_errors,
+    BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, JsonOpt, JsonSummaryOpt, MaxPixelsOpt, ModelOpt, PhotosArg,
+    PrecisionOpt, QuietOpt, RecallOpt, RecursiveOpt, SheetOpt, StrictOpt, TrustOpt, _check_sheet, _collect_photos,
+    _embed_config, _err, _exit_on_failures, _json, _no_photos, _report_failures, _warn_uncalibrated, app,
+    handle_errors,
 )
 
 
 @app.command("classify")
 @handle_errors
-def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+def classify_cmd(photos: List[Path] = PhotosArg,
                  model: Optional[str] = ModelOpt,
                  top_k: int = typer.Option(5, "--top-k", "-k", help="Labels per photo."),
                  recall: Optional[float] = RecallOpt,
-                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-                 sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet (.html or .png)."),
+                 as_json: bool = JsonOpt,
+                 sheet: Optional[Path] = SheetOpt,
                  batch_size: int = BatchOpt, device: str = DeviceOpt,
                  precision: str = PrecisionOpt,
                  max_pixels: Optional[int] = MaxPixelsOpt,
-                 strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+                 strict: bool = StrictOpt,
                  quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Top-k landmark labels with probabilities for each photo."""
     if top_k < 1:
@@ -76,7 +77,7 @@ def classify_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folder
 
 @app.command("tag")
 @handle_errors
-def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+def tag_cmd(photos: List[Path] = PhotosArg,
             model: Optional[str] = ModelOpt,
             top_k: int = typer.Option(3, "--top-k", "-k", help="At most this many tags per photo."),
             min_score: float = typer.Option(0.2, help="Only tags with at least this probability among the model's classes."),
@@ -105,8 +106,8 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
             recursive: bool = RecursiveOpt,
             follow_links: bool = FollowLinksOpt,
             exclude: Optional[List[str]] = ExcludeOpt,
-            as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-            strict: bool = typer.Option(False, help="Exit 1 when any photo failed."),
+            as_json: bool = JsonSummaryOpt,
+            strict: bool = StrictOpt,
             batch_size: int = BatchOpt, device: str = DeviceOpt,
             precision: str = PrecisionOpt,
             max_pixels: Optional[int] = MaxPixelsOpt,
@@ -161,7 +162,7 @@ def tag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
 
 @app.command("untag")
 @handle_errors
-def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+def untag_cmd(photos: List[Path] = PhotosArg,
               xmp: bool = typer.Option(False, "--xmp", help="Also take this tool's keywords out of <photo>.xmp."),
               output_dir: Optional[Path] = typer.Option(None, help="The mirror tree given to `landmark tag --output-dir`."),
               dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; change nothing."),
@@ -172,7 +173,7 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
                                            "photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)."),
               embed: bool = typer.Option(False, "--embed", help="Put back the originals of photos `tag --embed` wrote "
                                          "into (only when they are as it left them)."),
-              as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+              as_json: bool = JsonSummaryOpt) -> None:
     """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
     from ..tagging import UntagOptions, untag
 
@@ -200,7 +201,7 @@ def untag_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."
 
 @app.command("explain")
 @handle_errors
-def explain_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders."),
+def explain_cmd(photos: List[Path] = PhotosArg,
                 model: Optional[str] = typer.Option(None, "--model", "-m", help="checkpoint (RUN/best.pt) or built-in "
                                                     "name (not an export); default: efficientnet_lite0 (ImageNet)"),
                 class_label: Optional[str] = typer.Option(None, "--class", help="Explain this class (display name or "

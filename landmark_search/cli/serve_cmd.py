@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import LandmarkError
-from . import DEFAULT_INDEX, DeviceOpt, MaxPixelsOpt, PrecisionOpt, TrustOpt, _err, app, handle_errors
+from . import DeviceOpt, IndexOpt, MaxPixelsOpt, PrecisionOpt, TrustOpt, _err, app, handle_errors
 
 
 def _is_loopback(host: str) -> bool:
@@ -23,7 +23,7 @@ def _is_loopback(host: str) -> bool:
 
 @app.command("serve")
 @handle_errors
-def serve_cmd(index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder."),
+def serve_cmd(index: str = IndexOpt,
               host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but this machine "
                                        "(127.0.0.1, localhost) lets other computers see your photos."),
               port: int = typer.Option(8765, help="Port to listen on."),

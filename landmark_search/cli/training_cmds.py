@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from . import (
-    DeviceOpt, QuietOpt, RecallOpt, _count, _err, _json, _must_exist, _write_report, app,
+    DeviceOpt, JsonOpt, QuietOpt, RecallOpt, _count, _err, _json, _must_exist, _write_report, app,
     handle_errors,
 )
 
@@ -18,7 +18,7 @@ from . import (
 
 @app.command("models")
 @handle_errors
-def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def models_cmd(as_json: bool = JsonOpt) -> None:
     """List the registered models: parameters, embedding size, pretrained source."""
     from ..models import build_model, get_spec, list_models
 
