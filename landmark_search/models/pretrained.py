@@ -47,17 +47,6 @@ def fetch_torchvision_weights(weights, *, progress: bool = True) -> dict:
         raise ModelNotFoundError(f"{cached} is not a valid weights file ({exc}); delete it and retry") from None
 
 
-class _TorchvisionBody(nn.Module):
-    """A torchvision classifier minus its pooling and final layer."""
-
-    def __init__(self, layers: nn.Module):
-        super().__init__()
-        self.layers = layers
-
-    def forward(self, x):
-        return self.layers(x)
-
-
 def resnet_body(arch: str, pretrained: bool) -> tuple[nn.Module, int, nn.Linear]:
     """ResNet stem + layer1..4 as the body; returns the ImageNet fc too."""
     import torchvision
