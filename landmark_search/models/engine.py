@@ -58,17 +58,6 @@ class Engine:
         return self.run(x)
 
 
-class _Pooled(nn.Module):
-    """What the engine computes: body, global average pooling, flatten."""
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
-
-
 def has_depthwise(body: nn.Module) -> bool:
     """Grouped/depthwise convolutions: where eager torch is far from the runtimes (ResNets are not)."""
     return any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in body.modules())
@@ -129,7 +118,9 @@ def _export_onnx(body: nn.Module, image_size: int) -> "onnx.ModelProto":  # noqa
     import onnx
 
     buf = io.BytesIO()
-    pooled = _Pooled(body).eval().float().to(memory_format=torch.contiguous_format)
+    # What the engine computes: body, global average pooling, flatten (LandmarkModel.features).
+    pooled = nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    pooled = pooled.eval().float().to(memory_format=torch.contiguous_format)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices
         torch.onnx.export(pooled, torch.zeros(1, 3, image_size, image_size), buf, input_names=["images"],
