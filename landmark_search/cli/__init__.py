@@ -186,6 +186,11 @@ def _report_failures(failed) -> None:
         _err(f"skipped {text}" if text.startswith(str(path)) else f"skipped {path}: {text}")
 
 
+def _failures_json(failed) -> list[dict]:
+    """The --json form of the photos that were skipped: [{"path", "reason"}]."""
+    return [{"path": str(path), "reason": str(reason)} for path, reason in failed]
+
+
 def _exit_on_failures(failed, *, strict: bool, worked: bool) -> None:
     """Exit 1 when a photo failed under --strict, or when photos failed and none worked."""
     if failed and (strict or not worked):

@@ -11,7 +11,7 @@ from ..errors import LandmarkError
 from . import (
     BatchOpt, DEFAULT_INDEX, DeviceOpt, ExcludeOpt, FollowLinksOpt, IndexOpt, JsonOpt, JsonSummaryOpt,
     MaxPixelsOpt, ModelOpt, PrecisionOpt, QuietOpt, RecursiveOpt, SheetOpt, StrictOpt, TrustOpt, _check_sheet,
-    _count, _embed_config, _err, _json, _no_photos, _report_failures, app, handle_errors,
+    _count, _embed_config, _err, _failures_json, _json, _no_photos, _report_failures, app, handle_errors,
 )
 
 
@@ -67,7 +67,7 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
     out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
            "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
     if as_json:
-        typer.echo(_json({**out, "failures": [{"path": str(p), "reason": str(r)} for p, r in s.failed]}))
+        typer.echo(_json({**out, "failures": _failures_json(s.failed)}))
     else:
         typer.echo(f"index {s.directory}: added {s.added}, updated {s.updated}, unchanged {s.unchanged}, "
                    f"removed {s.removed}, failed {len(s.failed)}; {_count(s.total, 'photo')} in total")

@@ -11,8 +11,8 @@ from ..errors import LandmarkError
 from . import (
     BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, JsonOpt, JsonSummaryOpt, MaxPixelsOpt, ModelOpt, PhotosArg,
     PrecisionOpt, QuietOpt, RecallOpt, RecursiveOpt, SheetOpt, StrictOpt, TrustOpt, _check_sheet, _collect_photos,
-    _embed_config, _err, _exit_on_failures, _json, _no_photos, _report_failures, _warn_uncalibrated, app,
-    handle_errors,
+    _embed_config, _err, _exit_on_failures, _failures_json, _json, _no_photos, _report_failures,
+    _warn_uncalibrated, app, handle_errors,
 )
 
 
@@ -139,7 +139,7 @@ def tag_cmd(photos: List[Path] = PhotosArg,
               "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
         typer.echo(_json({**counts, "dry_run": dry_run,
-                          "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed],
+                          "failures": _failures_json(summary.failed),
                           **({"planned": summary.planned} if dry_run else {})}))
     else:
         if dry_run:
@@ -185,7 +185,7 @@ def untag_cmd(photos: List[Path] = PhotosArg,
               "untouched": len(summary.untouched), "failed": len(summary.failed)}
     if as_json:
         typer.echo(_json({**counts, "dry_run": dry_run,
-                          "failures": [{"path": str(p), "reason": str(r)} for p, r in summary.failed]}))
+                          "failures": _failures_json(summary.failed)}))
     else:
         verb = "would clean" if dry_run else "cleaned"
         typer.echo(f"{verb} {counts['cleaned']} photo(s) (sidecars deleted: {counts['sidecars_deleted']}), "
