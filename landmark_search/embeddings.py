@@ -36,12 +36,15 @@ Embeddings = npt.NDArray[np.float32]
 EXPORT_MARKER = "landmark-search-export"
 
 
+# torchvision's ImageNet class names, copied into the package: importing torchvision costs ~2 s of
+# every command's start-up (it pulls in torch._dynamo), and the list never changes.
+IMAGENET_CATEGORIES = Path(__file__).with_name("resources") / "imagenet_categories.txt"
+
+
 @functools.lru_cache(maxsize=1)
 def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet class names (shipped inside torchvision, no download)."""
-    import torchvision
-
-    return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    """The 1000 ImageNet class names, in torchvision's order."""
+    return IMAGENET_CATEGORIES.read_text(encoding="utf-8").splitlines()
 
 
 @dataclass

@@ -91,8 +91,12 @@ def test_classify_default_model_gives_imagenet_labels_offline(synth_data):
     out = json.loads(invoke("classify", photo, "--json", "--top-k", "3").stdout)
     preds = out[0]["predictions"]
     assert len(preds) == 3 and preds[0]["score"] >= preds[1]["score"] >= preds[2]["score"]
+    import torchvision
+
     from landmark_search.embeddings import imagenet_categories
     assert preds[0]["label"] in imagenet_categories()
+    # The package's copy of the class names (read without importing torchvision) is torchvision's list.
+    assert imagenet_categories() == list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def test_classify_skips_a_corrupt_photo_and_names_it(synth_data, tmp_path):

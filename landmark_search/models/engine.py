@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from ..fsutil import atomic_write_bytes, user_cache_dir
 from .runtime import cpu_flags, cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENGINE_FORMAT = "landmark-search-engine"
 ENGINE_VERSION = 1
@@ -103,14 +104,17 @@ def is_cached(body: nn.Module, image_size: int, route: str) -> bool:
 
 
 def _exporter(kind: str) -> str:
-    """The version of what writes the artefact: onnx for the fp32 graph, ONNX Runtime's quantizer for int8."""
-    import onnx
+    """The version of what writes the artefact: onnx for the fp32 graph, ONNX Runtime's quantizer for int8.
+
+    Read from the installed package's metadata: importing onnx costs ~0.7 s, and a cached artefact never
+    needs it (a missing package raises PackageNotFoundError, an ImportError)."""
+    from importlib.metadata import version
 
     if kind == "int8":
         import onnxruntime
 
-        return f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}"
-    return f"onnx {onnx.__version__}"
+        return f"onnx {version('onnx')}, onnxruntime {onnxruntime.__version__}"
+    return f"onnx {version('onnx')}"
 
 
 def _export_onnx(body: nn.Module, image_size: int) -> "onnx.ModelProto":  # noqa: F821
@@ -179,28 +183,35 @@ def read_key(data: bytes) -> str | None:
     return next((p.value for p in model.metadata_props if p.key == KEY_FIELD), None)
 
 
-def artefact(body: nn.Module, image_size: int, kind: str, mean, std) -> tuple[Path, bytes]:
-    """The cached ONNX file (`kind` fp32 or int8) and its bytes, built once, and again when its key does not match."""
+def artefact(body: nn.Module, image_size: int, kind: str, mean, std,
+             open_: Callable[[bytes], tuple[T, str | None]]) -> tuple[Path, T]:
+    """The cached ONNX file (`kind` fp32 or int8) opened by `open_` (which also returns the key inside the
+    file), built once, and again when the file is unreadable or its key does not match this body."""
     key = engine_key(body, image_size, kind)
     path = artefact_path(key)
     try:
-        data = path.read_bytes()
-        if read_key(data) == key:  # checked against the body it is about to run for
-            return path, data
+        opened, found = open_(path.read_bytes())
+        if found == key:  # checked against the body it is about to run for
+            return path, opened
         log.info("%s: built for another model or version; rebuilding it", path)
-    except OSError:
+    except FileNotFoundError:
         pass
+    except Exception as exc:  # a truncated or foreign file: rebuilt, never run
+        log.info("%s: unreadable (%s); rebuilding it", path, exc)
     data = _build(body, image_size, kind, key, mean, std)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-    return path, data
+    opened, _ = open_(data)
+    return path, opened
 
 
 def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _ort_session(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+def _ort_session(data: bytes) -> tuple[Callable[[torch.Tensor], torch.Tensor], str | None]:
+    """An ONNX Runtime session's run function, and the key stored in the file (read by the runtime
+    itself, so checking a cached artefact costs no onnx import and no second parse)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -214,7 +225,7 @@ def _ort_session(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
         arr = x.detach().float().contiguous().cpu().numpy()
         return torch.from_numpy(session.run(None, {"images": arr})[0])
 
-    return run
+    return run, session.get_modelmeta().custom_metadata_map.get(KEY_FIELD)
 
 
 def _ov_compiled(path: Path, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -239,12 +250,12 @@ def _load(body: nn.Module, image_size: int, route: str, mean, std) -> Engine:
     if runtime == "ov":
         import openvino  # noqa: F401
 
-        path, _ = artefact(body, image_size, "fp32", mean, std)
+        path, _ = artefact(body, image_size, "fp32", mean, std, lambda data: (None, read_key(data)))
         return Engine(route, _ov_compiled(path, precision), path)
     import onnxruntime  # noqa: F401
 
-    path, data = artefact(body, image_size, precision, mean, std)
-    return Engine(route, _ort_session(data), path)
+    path, run = artefact(body, image_size, precision, mean, std, _ort_session)
+    return Engine(route, run, path)
 
 
 def requested_backend(backend: str = "auto") -> str:
