@@ -8,10 +8,12 @@ Three measurements, each side by side in this one run:
    "today" `iter_embeddings` with backend="torch" (eager bf16 + channels_last where the CPU has bf16,
    what `landmark index` did before the engines), "ours" `iter_embeddings` as `landmark index` runs it now
    (models/engine.py picks the route). Ratios are medians of the chunk ratios.
-2. Whole process: `landmark index wonders7 --index NEW` as a subprocess with LANDMARK_BACKEND=torch
-   (today) and without (ours), alternating, median of the rounds (interpreter start, imports, model
-   load, decode, model, writing the index: what a user waits for). The engine's one-off export is
-   made before the first round and timed apart (first_export_seconds).
+2. Whole process: `landmark index wonders7 --index NEW` as a subprocess, three sides in rotation, median
+   of the rounds (interpreter start, imports, model load, decode, model, writing the index: what a user
+   waits for): "filed" the code of main when issue 16 was filed (FILED_AT, run from a temporary git
+   worktree: the throughput the issue's 2x goal is measured against), "today" this code with
+   LANDMARK_BACKEND=torch (the eager path, with every other improvement since), "ours" this code as is.
+   The engine's one-off export is made before the first round and timed apart (first_run_seconds).
 3. Ceiling: the chosen route's pure forward on pre-decoded, pre-normalised tensors at batch 32
    (nothing else running: no decode, no Python around it). The model stage (LoadedModel.infer on the
    same photos as uint8 batches: normalisation, engine, head, softmax) is reported as a fraction of it,
@@ -27,6 +29,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +47,8 @@ from _common import evaldata_set, update_results  # noqa: E402
 from bench_indexing import measure_set, photo_set, run_ours  # noqa: E402
 from run_all import landmark_cmd, run_measured, summary_row, use_results_file  # noqa: E402
 
-GOAL_WHOLE = 2.0  # whole-process throughput vs today's path (issue 16)
+GOAL_WHOLE = 2.0  # whole-process throughput vs the code when issue 16 was filed
+FILED_AT = "d6ccef2"  # main when issue 16 ("... >= 2x its current whole-process throughput") was filed
 GOAL_CEILING = 0.8  # model stage as a fraction of the best route's pure forward
 BATCH = 32
 
@@ -135,15 +139,30 @@ def ceiling(paths: list[Path], model, reps: int) -> dict:
             "pipeline_img_s": round(pipeline, 1), "pipeline_fraction": round(pipeline / forward_s, 3)}
 
 
+def _worktree(rev: str, where: Path) -> Path | None:
+    """A checkout of `rev` at `where` (None where git or the revision is missing, e.g. a shallow clone)."""
+    run = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), rev],
+                         capture_output=True, text=True)
+    return where if run.returncode == 0 else None
+
+
 def whole_process(data: Path, rounds: int) -> dict:
-    """`landmark index DATA --index NEW` with LANDMARK_BACKEND=torch vs default, alternating; medians."""
+    """`landmark index DATA --index NEW`: the code at FILED_AT, LANDMARK_BACKEND=torch, default; in rotation."""
     work = Path(tempfile.mkdtemp(prefix="bench-default-"))
     base_env = {k: v for k, v in os.environ.items() if k != "LANDMARK_BACKEND"}
+    cmds = {"today": landmark_cmd(), "ours": landmark_cmd()}
     envs = {"today": {**base_env, "LANDMARK_BACKEND": "torch"}, "ours": base_env}
+    filed = _worktree(FILED_AT, work / "filed-src")
+    if filed is not None:  # its package first on the path (ahead of this checkout's editable install)
+        # -P: not the current folder's package ahead of PYTHONPATH; the assert proves which code ran.
+        cmds["filed"] = [sys.executable, "-P", "-c", "import os, sys, landmark_search; "
+                         "assert landmark_search.__file__.startswith(os.environ['PYTHONPATH']), landmark_search.__file__; "
+                         "from landmark_search.cli import app; sys.argv[0] = 'landmark'; app()"]
+        envs["filed"] = {**base_env, "PYTHONPATH": str(filed)}
     count = len(list(data.rglob("*.jpg")))
 
-    def once(side: str, i: int) -> dict:
-        run = run_measured([*landmark_cmd(), "index", str(data), "--index", str(work / f"{side}{i}"), "--quiet"],
+    def once(side: str, i: int, photos: Path = data) -> dict:
+        run = run_measured([*cmds[side], "index", str(photos), "--index", str(work / f"{side}{i}"), "--quiet"],
                            env=envs[side], capture=True)
         if run["rc"] != 0:
             raise SystemExit(f"landmark index ({side}) failed: {run['stderr'][-400:]}")
@@ -156,25 +175,29 @@ def whole_process(data: Path, rounds: int) -> dict:
         one = work / "one"
         one.mkdir()
         shutil.copy(next(data.rglob("*.jpg")), one / "photo.jpg")
-        startup = {side: statistics.median(
-            run_measured([*landmark_cmd(), "index", str(one), "--index", str(work / f"one-{side}{i}"), "--quiet"],
-                         env=envs[side], capture=True)["seconds"] for i in range(2)) for side in envs}
-        secs: dict[str, list[float]] = {"today": [], "ours": []}
+        startup = {side: statistics.median(once(side, 100 + i, one)["seconds"] for i in range(2)) for side in cmds}
+        secs: dict[str, list[float]] = {side: [] for side in cmds}
         foreign = 0.0
         for i in range(rounds):
-            for side in (("today", "ours") if i % 2 == 0 else ("ours", "today")):
+            order = list(cmds)[i % len(cmds):] + list(cmds)[:i % len(cmds)]
+            for side in order:
                 run = once(side, i + 1)
                 secs[side].append(run["seconds"])
                 foreign = max(foreign, run["foreign_cores"])
     finally:
+        if filed is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(filed)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    ratios = [t / o for t, o in zip(secs["today"], secs["ours"])]
+
+    def ratio(base: str) -> float:
+        return round(statistics.median(b / o for b, o in zip(secs[base], secs["ours"])), 2)
+
     return {"photos": count, "rounds": rounds, "first_run_seconds": round(first["seconds"], 1),
-            "today_seconds": [round(s, 1) for s in secs["today"]], "ours_seconds": [round(s, 1) for s in secs["ours"]],
-            "today_img_s": round(count / statistics.median(secs["today"]), 1),
-            "ours_img_s": round(count / statistics.median(secs["ours"]), 1),
-            "ratio": round(statistics.median(ratios), 2), "foreign_cores": round(foreign, 2),
-            "startup_seconds": {side: round(v, 2) for side, v in startup.items()}}
+            "filed_at": FILED_AT if filed is not None else None,
+            **{f"{side}_seconds": [round(s, 1) for s in v] for side, v in secs.items()},
+            **{f"{side}_img_s": round(count / statistics.median(v), 1) for side, v in secs.items()},
+            "ratio_vs_filed": ratio("filed") if filed is not None else None, "ratio_vs_today": ratio("today"),
+            "foreign_cores": round(foreign, 2), "startup_seconds": {side: round(v, 2) for side, v in startup.items()}}
 
 
 def main() -> None:
@@ -194,11 +217,17 @@ def main() -> None:
     load = inproc["max_foreign_cores"]
     route = inproc["ours_route"]
     result["summary"] = [
-        summary_row("default model", f"`landmark index` wonders7, whole process: ours ({route}) / today's eager path",
-                    whole["ratio"], f">= {GOAL_WHOLE:g}x", whole["ratio"] >= GOAL_WHOLE,
-                    f"{whole['ours_img_s']} vs {whole['today_img_s']} img/s incl. start-up (one photo: "
-                    f"{whole['startup_seconds']['ours']} vs {whole['startup_seconds']['today']} s), median of "
-                    f"{whole['rounds']} alternating rounds", foreign=whole["foreign_cores"]),
+        summary_row("default model", f"`landmark index` wonders7, whole process: ours ({route}) / main when "
+                    f"issue 16 was filed ({whole['filed_at']})", whole["ratio_vs_filed"], f">= {GOAL_WHOLE:g}x",
+                    None if whole["ratio_vs_filed"] is None else whole["ratio_vs_filed"] >= GOAL_WHOLE,
+                    f"{whole['ours_img_s']} vs {whole.get('filed_img_s')} img/s incl. start-up (one photo: "
+                    f"{whole['startup_seconds']['ours']} vs {whole['startup_seconds'].get('filed')} s), median of "
+                    f"{whole['rounds']} rounds in rotation", foreign=whole["foreign_cores"]),
+        summary_row("default model", f"`landmark index` wonders7, whole process: ours ({route}) / this code's "
+                    "eager path (LANDMARK_BACKEND=torch)", whole["ratio_vs_today"], "-", None,
+                    f"{whole['ours_img_s']} vs {whole['today_img_s']} img/s; one photo: "
+                    f"{whole['startup_seconds']['ours']} vs {whole['startup_seconds']['today']} s",
+                    foreign=whole["foreign_cores"]),
         summary_row("default model", f"embedding wonders7 in process: ours ({route}) / seed-style predictor",
                     inproc["ours_ratio"], "-", None, f"{inproc['ours_img_s']} vs {inproc['baseline_img_s']} img/s; "
                     f"today / seed-style {inproc['today_ratio']}x, ours / today {inproc['ours_vs_today_ratio']}x; "
@@ -209,7 +238,8 @@ def main() -> None:
                     f"{limit['model_stage_img_s']} vs {limit['ceiling_forward_img_s']} img/s; whole pipeline "
                     f"{limit['pipeline_img_s']} img/s = {limit['pipeline_fraction']:.2f} of the ceiling"),
     ]
-    print(f"default model ({route}): whole process {whole['ratio']}x today's ({whole['ours_img_s']} vs "
+    print(f"default model ({route}): whole process {whole['ratio_vs_filed']}x the code when issue 16 was filed, "
+          f"{whole['ratio_vs_today']}x this code's eager path ({whole['ours_img_s']} vs {whole.get('filed_img_s')} vs "
           f"{whole['today_img_s']} img/s); in process {inproc['ours_ratio']}x the seed-style predictor, "
           f"{inproc['ours_vs_today_ratio']}x today's; model stage {limit['model_stage_fraction']:.2f} of the ceiling "
           f"({limit['ceiling_forward_img_s']} img/s), pipeline {limit['pipeline_fraction']:.2f}", flush=True)
