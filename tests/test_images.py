@@ -131,6 +131,22 @@ def test_prepare_uint8_matches_resize_then_center_crop(size):
     assert diff.max() <= 1 and diff.mean() < 0.05
 
 
+def test_normalize_uint8_is_torchvisions_to_float_then_normalize_in_any_layout():
+    """The numpy path for CPU batches gives EvalPreset's numbers and keeps channels_last."""
+    import torch
+    from torchvision.transforms import v2 as T
+
+    from landmark_search.data.transforms import normalize_uint8
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 3, 9, 7), dtype=np.uint8))
+    expected = T.Normalize(mean, std)(T.ToDtype(torch.float32, scale=True)(images))
+    for x in (images, images.contiguous(memory_format=torch.channels_last)):
+        got = normalize_uint8(x, mean, std)
+        assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last) == (x is not images)
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_decode_threads_keep_order_report_failures_and_stay_bounded(tmp_path):
     import threading
 

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
@@ -45,6 +46,14 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: flo
 
 def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 NCHW pixels normalised with per-channel mean and std given in [0, 1] units."""
+    if images.device.type == "cpu":
+        # In numpy, on one thread: torch's two-thread elementwise region stalls whenever another
+        # process holds a core (a batch of 32 at 224 px: 11-26 ms vs 2-3 ms in numpy, loaded or not).
+        m, s = np.asarray(mean, np.float32).reshape(1, 3, 1, 1), np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+        out = images.numpy().astype(np.float32)  # keeps the memory layout (channels_last stays so)
+        out *= np.float32(1.0 / 255.0) / s
+        out -= m / s
+        return torch.from_numpy(out)
     m = torch.tensor(tuple(mean), dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(tuple(std), dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     return normalize(images, m, s)
