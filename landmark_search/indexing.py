@@ -68,7 +68,7 @@ def _short_id(model_id: str) -> str:
     return model_id if model_id.startswith("builtin:") else model_id[:19]
 
 
-def _index_model(directory: Path, model_spec: str | None, trust_export: bool = False, *,
+def index_model(directory: Path, model_spec: str | None, trust_export: bool = False, *,
                  recorded: dict | None = None, check: bool = True) -> ModelRef:
     """The model an index is built with; reusing an index without --model reuses its model.
 
@@ -193,11 +193,11 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             old = _read_model_file(directory)
         except IndexStoreError:
             old = None
-        ref = _index_model(directory, model_spec, trust_export, recorded=old, check=False)
+        ref = index_model(directory, model_spec, trust_export, recorded=old, check=False)
         recorded = None
     else:
         recorded = _read_model_file(directory)
-        ref = _index_model(directory, model_spec, trust_export, recorded=recorded)
+        ref = index_model(directory, model_spec, trust_export, recorded=recorded)
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
                              on_error=lambda p, why: summary.failed.append((p, why))))
@@ -337,7 +337,7 @@ def find_similar_many(photos: Sequence[Path], index: str | Path, *, k: int = 10,
     recorded = recorded_model(directory)
     if k < 1:
         raise LandmarkError("-k must be at least 1")
-    ref = _index_model(directory, model_spec, trust_export, recorded=recorded)
+    ref = index_model(directory, model_spec, trust_export, recorded=recorded)
     # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
                          lock=False) as idx:

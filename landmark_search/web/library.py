@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from ..config import DEFAULT_MAX_PIXELS, EmbedConfig
 from ..errors import LandmarkError
-from ..indexing import SimilarResult, _index_model, index_dir, photo_key, query_index, recorded_model
+from ..indexing import SimilarResult, index_model, index_dir, photo_key, query_index, recorded_model
 from .catalog import Catalog, Filter, Tile
 from .thumbs import ThumbCache
 
@@ -61,7 +61,7 @@ class Library:
 
     def __post_init__(self) -> None:
         self.recorded = recorded_model(self.directory)
-        self.ref = _index_model(self.directory, None, self.opts.trust_export, recorded=self.recorded)
+        self.ref = index_model(self.directory, None, self.opts.trust_export, recorded=self.recorded)
         self.catalog = Catalog(self.directory)
         self.thumbs = ThumbCache(self.directory / "thumbs", self.opts.max_pixels)
         self.places: dict = self.recorded.get("places") or {}
