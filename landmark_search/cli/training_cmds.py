@@ -68,7 +68,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               device: str = typer.Option("auto", help="auto|cpu|cuda|mps."),
               precision: str = typer.Option("auto", help="auto|fp32|bf16|fp16."),
               label_smoothing: float = typer.Option(0.1, help="Cross-entropy label smoothing."),
-              feature_views: int = typer.Option(4, help="Augmented views cached per photo (frozen backbone)."),
+              feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
               workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
               time_limit: Optional[float] = typer.Option(None, help="Training time budget in seconds (scratch models: 780 by default; 0 = none); the LR schedule anneals within it."),
               mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp for from-scratch runs of 40+ epochs)|none|mixup|cutmix|both."),
