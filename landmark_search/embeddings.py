@@ -305,7 +305,8 @@ def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int
     if backend != "auto" or not routes:
         return routes
     body = model.module.body
-    if not has_depthwise(body) or (count < ENGINE_MIN_PHOTOS and not is_cached(body, model.image_size, routes[0])):
+    if not has_depthwise(body) or (count < ENGINE_MIN_PHOTOS and
+                                   not is_cached(body, model.image_size, routes[0], model.mean, model.std)):
         return ()
     return routes
 

@@ -96,6 +96,12 @@ def test_an_artefact_whose_key_does_not_match_is_rebuilt_not_run():
     assert again.route == "ort-fp32" and read_key(target.read_bytes()) == key and torch.equal(emb3, emb)
 
 
+def test_an_int8_key_holds_the_normalisation_its_calibration_used():
+    body, other = _tiny(0).module.body, ((0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
+    assert engine_key(body, SIZE, "fp32") == engine_key(body, SIZE, "fp32", *other)  # fp32 does not depend on it
+    assert engine_key(body, SIZE, "int8", (0.5,) * 3, (0.25,) * 3) != engine_key(body, SIZE, "int8", *other)
+
+
 def test_without_onnxruntime_the_same_vectors_come_from_eager_torch(monkeypatch):
     images = _images(4)
     eager, _ = _vectors(_tiny(0), images)

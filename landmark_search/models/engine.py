@@ -74,12 +74,15 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def engine_key(body: nn.Module, image_size: int, kind: str, body_digest: str | None = None) -> str:
-    """The identity an artefact must carry to be used for this body, size, kind, torch, exporter and CPU."""
+def engine_key(body: nn.Module, image_size: int, kind: str, mean=None, std=None) -> str:
+    """The identity an artefact must carry to be used for this body, size, kind, torch, exporter and CPU;
+    for int8 also the normalisation its calibration images went through (mean, std)."""
     flags = cpu_flags()
     key = {"format": ENGINE_FORMAT, "version": ENGINE_VERSION, "kind": kind, "image_size": int(image_size),
-           "body": body_digest or weights_digest(body), "torch": torch.__version__, "exporter": _exporter(kind),
+           "body": weights_digest(body), "torch": torch.__version__, "exporter": _exporter(kind),
            "cpu": [f for f in _KEY_FLAGS if f in flags]}
+    if kind == "int8":
+        key["calibration"] = {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
     return json.dumps(key, sort_keys=True)
 
 
@@ -94,11 +97,11 @@ def artefact_path(key: str) -> Path:
     return engine_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
 
 
-def is_cached(body: nn.Module, image_size: int, route: str) -> bool:
+def is_cached(body: nn.Module, image_size: int, route: str, mean, std) -> bool:
     """The artefact `route` runs exists for this body (its key is checked again when it is loaded)."""
     kind = route.split("-")[1] if route.startswith("ort") else "fp32"
     try:
-        return artefact_path(engine_key(body, image_size, kind)).is_file()
+        return artefact_path(engine_key(body, image_size, kind, mean, std)).is_file()
     except ImportError:  # no onnx: nothing can be cached
         return False
 
@@ -187,7 +190,7 @@ def artefact(body: nn.Module, image_size: int, kind: str, mean, std,
              open_: Callable[[bytes], tuple[T, str | None]]) -> tuple[Path, T]:
     """The cached ONNX file (`kind` fp32 or int8) opened by `open_` (which also returns the key inside the
     file), built once, and again when the file is unreadable or its key does not match this body."""
-    key = engine_key(body, image_size, kind)
+    key = engine_key(body, image_size, kind, mean, std)
     path = artefact_path(key)
     try:
         opened, found = open_(path.read_bytes())
