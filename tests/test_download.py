@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import free_port
 from landmark_search.data.download import _extract, download_dataset, parse_size
 from landmark_search.errors import DataError
 
@@ -229,9 +230,7 @@ def test_local_zip(tmp_path: Path, as_url: bool) -> None:
 
 
 def test_network_errors_name_the_url(server: Server, tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port that was free a moment ago refuses connections
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port that was free a moment ago refuses connections
     url = f"http://127.0.0.1:{port}/landmark_images.zip"
     with pytest.raises(DataError, match=f"could not download {url}.*--url") as err:
         download_dataset(tmp_path / "a", url, progress=False, timeout=5)

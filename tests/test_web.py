@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import free_port
 from landmark_search.cli import app as cli
 
 pytest.importorskip("fastapi")
@@ -241,12 +241,6 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(library_dir, tmp_path_factory):
     """`landmark serve` as a user starts it (a real uvicorn process), over an index built with the built-in
@@ -254,7 +248,7 @@ def served(library_dir, tmp_path_factory):
     lib = library_dir / "lib" / "landmarks"
     index = tmp_path_factory.mktemp("served") / "idx"
     assert runner.invoke(cli, ["index", str(lib), "--index", str(index), "-q"]).exit_code == 0
-    port = _free_port()
+    port = free_port()
     landmark = Path(sys.executable).with_name("landmark")
     proc = subprocess.Popen([str(landmark), "serve", "--index", str(index),
                              "--port", str(port), "--xmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
