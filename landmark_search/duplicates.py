@@ -136,11 +136,12 @@ class _Components:
         return [sorted(g) for g in out.values() if len(g) > 1]
 
 
-def neighbour_pairs(vectors: Embeddings, k: int, min_score: float) -> dict[tuple[int, int], float]:
+def neighbour_pairs(vectors: Embeddings, k: int, min_score: float, *, exact: bool = False
+                    ) -> dict[tuple[int, int], float]:
     """(i, j) with i < j -> cosine, for each row's k nearest rows scoring at least min_score.
 
-    Exact inner-product search up to EXACT_SEARCH_MAX rows; above, an IVF index (vector_cache's
-    nlist/nprobe rules), so the cost grows ~linearly with the number of photos.
+    Exact inner-product search up to EXACT_SEARCH_MAX rows (any number with `exact`); above, an IVF
+    index (vector_cache's nlist/nprobe rules), so the cost grows ~linearly with the number of photos.
     """
     import faiss
 
@@ -154,7 +155,7 @@ def neighbour_pairs(vectors: Embeddings, k: int, min_score: float) -> dict[tuple
         return {}
     configure_threads()
     k = min(k + 1, n)  # each row finds itself first
-    if n <= EXACT_SEARCH_MAX:
+    if exact or n <= EXACT_SEARCH_MAX:
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
         scores, ids = index.search(vectors, k)

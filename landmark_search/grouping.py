@@ -83,6 +83,11 @@ class GroupReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows (or a single vector) scaled to length 1; an all-zero one stays zero."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def _reduce(vectors: Embeddings, dims: int, seed: int) -> Embeddings:
     from sklearn.decomposition import PCA
 
@@ -90,8 +95,7 @@ def _reduce(vectors: Embeddings, dims: int, seed: int) -> Embeddings:
     k = min(dims, x.shape[1], len(x) - 1)
     if k >= 2 and k < x.shape[1]:
         x = PCA(k, random_state=seed).fit_transform(x).astype(np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return _unit(x)
 
 
 def _attach(z: Embeddings, labels: npt.NDArray[np.int64], min_cos: float) -> npt.NDArray[np.int64]:
@@ -100,8 +104,7 @@ def _attach(z: Embeddings, labels: npt.NDArray[np.int64], min_cos: float) -> npt
     k = int(labels.max()) + 1
     if k == 0 or not (labels < 0).any():
         return labels
-    centres = np.stack([z[labels == c].mean(0) for c in range(k)])
-    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    centres = _unit(np.stack([z[labels == c].mean(0) for c in range(k)]))
     sims = z @ centres.T
     best = sims.argmax(1)
     take = (labels < 0) & (sims.max(1) >= min_cos)
@@ -115,7 +118,7 @@ def cluster(vectors: Embeddings, min_size: int = MIN_SIZE, method: str = "graph"
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise TypeError(f"vectors must be a 2-D (n, dim) array, got shape {vectors.shape}")
-    method = "graph" if method == "auto" else method  # no context here: group_photos chooses (choose_method)
+    method = choose_method(method, everything=True)  # callers that group only unknown photos choose first
     if method not in METHODS:
         raise LandmarkError(f"--method {method!r}: use auto, {', '.join(METHODS)}")
     if min_size < 2:
@@ -141,8 +144,7 @@ def cluster(vectors: Embeddings, min_size: int = MIN_SIZE, method: str = "graph"
 def _whitened(vectors: Embeddings) -> tuple[npt.NDArray[np.float64], int]:
     """The photos' principal-component scores, each component scaled to unit variance, strongest first,
     and how many components carry variance (PCA-whitening fitted on these photos: no labels)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = _unit(np.asarray(vectors, dtype=np.float64))
     x -= x.mean(0)
     if len(x) <= x.shape[1]:  # eigenvectors of the n x n Gram matrix are the unit-variance scores
         values, scores = np.linalg.eigh(x @ x.T)
@@ -152,21 +154,6 @@ def _whitened(vectors: Embeddings) -> tuple[npt.NDArray[np.float64], int]:
     order = np.argsort(values)[::-1]
     rank = int((values > values.max() * 1e-9).sum()) if len(values) else 0
     return scores[:, order], rank
-
-
-def _knn_edges(z: npt.NDArray[np.float32], k: int) -> dict[tuple[int, int], float]:
-    """(i, j) with i < j -> cosine, for each row's k nearest rows (exact faiss search)."""
-    import faiss
-
-    index = faiss.IndexFlatIP(z.shape[1])
-    index.add(z)
-    sims, ids = index.search(z, k + 1)  # each row finds itself too
-    edges: dict[tuple[int, int], float] = {}
-    for i, (row_ids, row_sims) in enumerate(zip(ids.tolist(), sims.tolist())):
-        for j, s in zip(row_ids, row_sims):
-            if j >= 0 and j != i:
-                edges[(i, j) if i < j else (j, i)] = max(s, 1e-6)  # Louvain needs positive weights
-    return edges
 
 
 def _louvain(n: int, edges: dict[tuple[int, int], float], seed: int) -> npt.NDArray[np.int64]:
@@ -193,12 +180,14 @@ def _graph_consensus(vectors: Embeddings, seed: int) -> npt.NDArray[np.int64] | 
         return None
     dims = sorted({min(d, rank, n // PHOTOS_PER_DIM) for d in WHITEN_DIMS})
     ks = sorted({min(k, n - 1) for k in GRAPH_NEIGHBOURS})
-    runs, union = [], {}
+    from .duplicates import neighbour_pairs
+
+    runs, union = [], {}  # every graph's edges, in the order first seen
     for d in dims:
-        z = scores[:, :d]
-        z = np.ascontiguousarray(z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+        z = np.ascontiguousarray(_unit(scores[:, :d]), dtype=np.float32)
         for k in ks:
-            edges = _knn_edges(z, k)
+            # Louvain needs positive weights.
+            edges = {p: max(s, 1e-6) for p, s in neighbour_pairs(z, k, -np.inf, exact=True).items()}
             runs.append(_louvain(n, edges, seed))
             union.update(edges)
     votes = np.stack(runs)
@@ -265,9 +254,7 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
     groups = []
     for g, name in enumerate(names):
         rows = np.nonzero(labels == g)[0]
-        centre = vectors[rows].mean(0)
-        centre /= max(float(np.linalg.norm(centre)), 1e-12)
-        cos = vectors[rows] @ centre
+        cos = vectors[rows] @ _unit(vectors[rows].mean(0))
         order = np.argsort(-cos, kind="stable")  # most typical first: the sheet's first row
         groups.append(PhotoGroup(name, tuple(found.paths[chosen[r]] for r in rows[order]),
                                  tuple(round(float(c), 4) for c in cos[order])))
