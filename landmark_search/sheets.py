@@ -6,6 +6,7 @@ import base64
 import functools
 import html
 import io
+import itertools
 from pathlib import Path
 from typing import Sequence
 
@@ -144,18 +145,13 @@ def _html_figure(path: Path, labels: Sequence[tuple[str, float]], max_pixels: in
 
 def _write_html(path: Path, items: Sequence[SheetItem], title: str, query: Path | None, total: int,
                 max_pixels: int, score_name: str | None = None, sections: bool = False) -> None:
-    figures = [_html_figure(Path(query), [], max_pixels, query=True)] if query is not None else []
     if sections:  # a heading per run of photos sharing their first label; the tiles keep only their score
-        body, heading = [], None
-        for p, labels in items:
-            label, score = labels[0] if labels else ("", 0.0)
-            if label != heading or not body:
-                body.append(f'<h2>{html.escape(label)}</h2><div class="grid">' if not body
-                            else f'</div><h2>{html.escape(label)}</h2><div class="grid">')
-                heading = label
-            body.append(_html_figure(Path(p), [("", score)], max_pixels, score_name="likeness"))
-        grids = "".join(body) + ("</div>" if body else "")
+        runs = itertools.groupby(items, key=lambda item: item[1][0][0] if item[1] else "")
+        grids = "".join(f'<h2>{html.escape(label)}</h2><div class="grid">' + "".join(
+            _html_figure(Path(p), [("", labels[0][1] if labels else 0.0)], max_pixels, score_name="likeness")
+            for p, labels in run) + "</div>" for label, run in runs)
     else:
+        figures = [_html_figure(Path(query), [], max_pixels, query=True)] if query is not None else []
         figures += [_html_figure(Path(p), labels, max_pixels, rank=i if score_name else None, score_name=score_name)
                     for i, (p, labels) in enumerate(items, 1)]
         grids = f'<div class="grid">{"".join(figures)}</div>'
@@ -205,9 +201,7 @@ def _write_png(path: Path, items: Sequence[SheetItem], title: str, query: Path |
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         sheet.paste(tile, (gap + c * (TILE + gap), header + r * (tile_h + gap)))
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, image_bytes(sheet, "PNG"))
 
 
 def check_sheet_path(path: Path) -> None:
