@@ -79,8 +79,8 @@ def _first_step(rank: int, world: int, port: int, out: str) -> None:
     torch.manual_seed(rank)  # different weights per process: DDP must hand rank 0's to all
     model = build_model("scratch", 3, pretrained=False, dropout=0.0)
     data = TensorDataset(*_batch())
-    sampler = distributed.sampler(data, ranks, seed=0, drop_last=False)
-    loader = DataLoader(data, batch_size=distributed.rank_batch(8, ranks), sampler=sampler)
+    sampler, batch, _ = distributed.share(data, 8, ranks, seed=0)
+    loader = DataLoader(data, batch_size=batch, sampler=sampler)
     trained = distributed.wrap(model, ranks)
     train_one_epoch(trained, loader, torch.optim.SGD(model.parameters(), lr=0.0), torch.nn.CrossEntropyLoss(),
                     Runtime(torch.device("cpu"), None))

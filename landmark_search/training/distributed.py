@@ -93,12 +93,15 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def sampler(dataset: Dataset, ranks: Ranks, *, seed: int, drop_last: bool) -> DistributedSampler | None:
-    """This rank's shuffled share of each epoch (call set_epoch); None for one process (the loader shuffles)."""
-    if not ranks.active:
-        return None
-    return DistributedSampler(dataset, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
-                              drop_last=drop_last)
+def share(dataset: Dataset, batch_size: int, ranks: Ranks, *, seed: int
+          ) -> tuple[DistributedSampler | None, int, int]:
+    """This rank's part of each epoch: its sampler (a shuffled share, call set_epoch; None for one process:
+    the loader shuffles), its batch (rank_batch) and how many samples it sees in an epoch."""
+    sampler = None
+    if ranks.active:
+        sampler = DistributedSampler(dataset, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
+                                     drop_last=False)
+    return sampler, rank_batch(batch_size, ranks), len(sampler) if sampler is not None else len(dataset)
 
 
 def rank_batch(batch_size: int, ranks: Ranks) -> int:

@@ -203,9 +203,7 @@ class _Run:
                                               feats["valid_y"])
         gen = torch.Generator().manual_seed(cfg.seed)
         data = TensorDataset(train_f, train_y)
-        sampler = distributed.sampler(data, ranks, seed=cfg.seed, drop_last=False)
-        batch = distributed.rank_batch(r.batch_size, ranks)
-        mine = len(sampler) if sampler is not None else len(data)
+        sampler, batch, mine = distributed.share(data, r.batch_size, ranks, seed=cfg.seed)
         loader = DataLoader(data, batch_size=batch, shuffle=sampler is None, sampler=sampler, generator=gen,
                             drop_last=mine > batch)
         head = nn.Sequential(self.model.head, self.model.classifier).to(self.rt.device)
@@ -238,9 +236,7 @@ class _Run:
         # Several processes: each validates its share, and the losses are averaged over the ranks.
         valid_ds = ImageDataset(distributed.shard(self.valid_samples, ranks), EvalPreset(r.image_size, self.norm),
                                 r.image_size, preload=small)
-        sampler = distributed.sampler(train_ds, ranks, seed=cfg.seed, drop_last=False)
-        batch = distributed.rank_batch(r.batch_size, ranks)
-        mine = len(sampler) if sampler is not None else len(train_ds)
+        sampler, batch, mine = distributed.share(train_ds, r.batch_size, ranks, seed=cfg.seed)
         train_loader = make_loader(train_ds, batch, shuffle=True, workers=self.workers, seed=cfg.seed + ranks.rank,
                                    drop_last=mine > batch, sampler=sampler)
         valid_loader = make_loader(valid_ds, r.batch_size * 2, shuffle=False, workers=self.workers)

@@ -37,7 +37,7 @@ def _worker_init(worker_id: int) -> None:
 
 def make_loader(dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int = 0,
                 drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
-    """A DataLoader that skips bad photos and is seeded; `sampler` (a rank's share, distributed.sampler) shuffles
+    """A DataLoader that skips bad photos and is seeded; `sampler` (a rank's share, distributed.share) shuffles
     instead of the loader."""
     workers = default_workers() if workers < 0 else workers
     gen = torch.Generator().manual_seed(seed)
