@@ -45,6 +45,11 @@ def machine() -> dict:
     return info
 
 
+def previous_result(key: str) -> dict:
+    """The entry `key` of the results file as the last run left it ({} when there is none)."""
+    return json.loads(RESULTS.read_text()).get(key, {}) if RESULTS.exists() else {}
+
+
 def update_results(key: str, value: dict) -> None:
     """Read-modify-write one entry of benchmarks/results.json."""
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from _common import evaldata_set, update_results  # noqa: E402
-from bench_indexing import measure_set, photo_set, run_ours  # noqa: E402
+from bench_indexing import measure_set, photo_set, run_baseline, run_ours, seed_transform  # noqa: E402
 from run_all import landmark_cmd, run_measured, summary_row, use_results_file  # noqa: E402
 
 GOAL_WHOLE = 2.0  # whole-process throughput vs the code when issue 16 was filed
@@ -54,25 +54,20 @@ BATCH = 32
 
 
 def make_seed_predictor():
-    """The original app's way of running a model, with the default model: fp32, batch 1, softmax."""
+    """The original app's way of running a model (bench_indexing's baseline loop and transforms), with the
+    default model: fp32, batch 1, softmax."""
     import torch
-    from torchvision import transforms as T
 
     from landmark_search.embeddings import load_model
 
     model = load_model(None).module.float().eval()
-    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
 
-    def run(paths: list[Path]) -> int:
-        from PIL import Image
-
+    def predictor(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            for p in paths:
-                torch.softmax(model(transform(Image.open(p).convert("RGB")).unsqueeze(0)), 1)
-        return len(paths)
+            return torch.softmax(model(x), 1)
 
-    return run
+    transform = seed_transform()
+    return lambda paths: run_baseline(paths, predictor, transform)
 
 
 def in_process(paths: list[Path], chunks: int) -> tuple[dict, object]:
@@ -112,7 +107,7 @@ def ceiling(paths: list[Path], model, reps: int) -> dict:
     images = torch.stack([prepare_uint8(load_image(p, min_side=resize_size(224)), 224) for p in some])
     x = normalize_uint8(images, model.mean, model.std)
     device = torch.device("cpu")
-    forward = model.engine if model.engine is not None else (lambda t: model.module.features(t))
+    forward = model.engine if model.engine is not None else model.module.features
 
     def best_of(fn) -> float:
         with torch.inference_mode():

@@ -113,7 +113,6 @@ def make_baseline():
     import torch.nn.functional as F
     import torchvision
     from torch import nn
-    from torchvision import transforms as T
 
     class Predictor(nn.Module):
         def __init__(self, model: nn.Module):
@@ -128,9 +127,15 @@ def make_baseline():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predictor = torch.jit.script(Predictor(torchvision.models.resnet34(weights=None, num_classes=50))).eval()
-    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    return predictor, transform
+    return predictor, seed_transform()
+
+
+def seed_transform():
+    """The original app's transforms: Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize (ImageNet)."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
 
 
 def run_baseline(paths: list[Path], predictor, transform) -> int:

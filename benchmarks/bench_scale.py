@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import evaldata_set, update_results  # noqa: E402
+from _common import evaldata_set, previous_result, update_results  # noqa: E402
 
 
 def _index_seconds(paths: list[Path], model: str | None, cfg: Any, engine: Any) -> float:
@@ -176,11 +176,7 @@ def main() -> None:
                                 tuple(args.rerank), seed=0)
         print(out["ivfpq"], flush=True)
     # A partial run (--skip-throughput, --ingest 0) keeps the parts it did not measure again.
-    from _common import RESULTS
-    import json
-
-    old = json.loads(RESULTS.read_text()).get("scale", {}) if RESULTS.exists() else {}
-    update_results("scale", {**{k: v for k, v in old.items() if k != "machine"}, **out})
+    update_results("scale", {**previous_result("scale"), **out})
 
 
 if __name__ == "__main__":

@@ -48,15 +48,14 @@ def tiny_copy(dest: Path, per_class: int) -> Path:
     return dest
 
 
-def synthetic(n: int) -> Path:
-    """N seeded rendered photos at 320 px in 50 classes (or fewer), generated once into _work/."""
-    classes = min(50, max(2, n // 20))
-    dest = WORK / f"synthetic_{n}"
-    if not (dest / "train").is_dir():
-        from landmark_search.data.synth import make_synthetic_dataset
+def synthetic(n: int):
+    """N seeded rendered photos at 320 px in 50 classes (or fewer), generated once into _work/ (a later call
+    reuses them, refusing a folder made with other parameters or left incomplete)."""
+    from landmark_search.data.synth import make_synthetic_dataset
 
-        make_synthetic_dataset(dest, classes=classes, per_class=n // classes, image_size=320, seed=0)
-    return dest
+    classes = min(50, max(2, n // 20))
+    return make_synthetic_dataset(WORK / f"synthetic_{n}", classes=classes, per_class=n // classes, image_size=320,
+                                  seed=0)
 
 
 def main() -> None:
@@ -68,7 +67,8 @@ def main() -> None:
     use_results_file(args.quick)
 
     if args.synthetic:
-        data = synthetic(args.synthetic)
+        made = synthetic(args.synthetic)
+        data = made.root
         out = WORK / "transfer_synthetic"
     else:
         data = tiny_copy(WORK / "transfer_quick_data", 5) if args.quick else evaldata_set()
@@ -98,7 +98,7 @@ def main() -> None:
     }
     acc = float(result["test_accuracy"] or 0.0)
     if args.synthetic:
-        n = sum(1 for _ in data.rglob("*.jpg"))
+        n = made.n_train + made.n_test
         result["photos"] = n
         result["summary"] = [summary_row("transfer", f"efficientnet_lite0 frozen-backbone train on {n} synthetic "
                                          "photos, wall seconds", result["wall_seconds"],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import update_results  # noqa: E402
+from _common import previous_result, update_results  # noqa: E402
 
 # Each side: the EmbedConfig it runs with. fp32/bf16/int8 are torch (eager; int8 = FX quantization);
 # the engine sides (models/engine.py) run the body in ONNX Runtime or OpenVINO (skipped when not installed).
@@ -53,14 +53,15 @@ def measure(spec: str, data: Path, sides: list[str]) -> dict:
         model = load_model(None if spec == "default" else spec)
         cfg = EmbedConfig(progress=False, auto_int8=False, **options)
         start = time.perf_counter()
-        gallery, queries = embed_paths(train, model, cfg), embed_paths(test, model, cfg)
+        gallery = embed_paths(train, model, cfg)
+        if side.startswith(("ort", "ov")) and model.route != side:  # known once the first call chose its route
+            print(f"{spec} {side}: not available here (ran {model.route or 'torch'}), skipped", flush=True)
+            continue
+        queries = embed_paths(test, model, cfg)
         seconds = time.perf_counter() - start
         g_labels = np.array([p.parent.name for p in gallery.paths])
         q_labels = np.array([p.parent.name for p in queries.paths])
         top = queries.probs.argmax(1)
-        if side.startswith(("ort", "ov")) and model.route != side:
-            print(f"{spec} {side}: not available here (ran {model.route or 'torch'}), skipped", flush=True)
-            continue
         runs[side] = {
             "route": model.route or options["precision"],
             "vectors": np.vstack([gallery.embeddings, queries.embeddings]),
@@ -92,11 +93,7 @@ def main() -> None:
     sides = ["fp32"] + [s for s in args.sides if s != "fp32"]
     results = {spec: measure(spec, args.data, sides) for spec in args.model}
     # Models measured by an earlier run (e.g. the built-in one alone) stay beside these.
-    import json
-
-    from _common import RESULTS
-
-    earlier = json.loads(RESULTS.read_text()).get("precision", {}) if RESULTS.exists() else {}
+    earlier = previous_result("precision")
     models = {**earlier.get("models", {}), **results} if earlier.get("data") == str(args.data) else results
     update_results("precision", {"data": str(args.data), "models": models,
                                  "command": "python benchmarks/precision_accuracy.py " + " ".join(sys.argv[1:])})
