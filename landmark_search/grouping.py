@@ -296,13 +296,22 @@ def check_folder_name(name: str) -> str:
 
 
 def rename_group(out: Path, name: str, new_name: str) -> Path:
-    """OUT/train/<name> -> OUT/train/<new_name> (a landmark name); never over an existing folder."""
+    """OUT/train/<name> -> OUT/train/<new_name> (a landmark name); never over an existing folder.
+
+    `name` is a group-NN folder or a name given earlier, one folder directly under OUT/train: a path
+    (`../x`, `/home/x`), or a link out of OUT/train, is refused before anything moves."""
     new_name = check_folder_name(new_name)
-    src, dest = out / "train" / name, out / "train" / new_name
-    if not src.is_dir():
+    train = out / "train"
+    try:
+        name = check_folder_name(name)
+    except LandmarkError:
+        raise LandmarkError(f"--name {name!r}: give a group folder under {train} (group-01, or a name given "
+                            f"earlier), not a path; ls {train}") from None
+    src, dest = train / name, train / new_name
+    if not src.is_dir() or src.is_symlink():
         raise LandmarkError(f"no group folder {src}; run `landmark group PHOTOS --out {out}` first, "
-                            f"or check the name (ls {out / 'train'})")
-    if dest.exists():
+                            f"or check the name (ls {train})")
+    if dest.exists() or dest.is_symlink():
         raise LandmarkError(f"{dest} already exists; choose another name or move its photos by hand")
     os.rename(src, dest)
     return dest
