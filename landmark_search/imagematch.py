@@ -33,11 +33,23 @@ SHARPNESS_SIDE = 256
 Gray = npt.NDArray[np.float32]
 
 
+# The matcher's settings: remembered scores (pairmemory) are reused only under the same ones.
+MATCHER = f"gradient-ncc thumb={THUMB_SIDE} scales={','.join(map(str, SCALES))} margin={TEMPLATE_MARGIN} v1"
+
+
 def thumbnail(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Gray:
     """The photo upright, in grayscale, longer side THUMB_SIDE, flat borders trimmed; raises BadImageError."""
+    return framed_thumbnail(path, max_pixels)[0]
+
+
+def framed_thumbnail(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Gray, float]:
+    """thumbnail(path) and the share of its area left once flat borders are trimmed (a screenshot's bars
+    are picture pixels of no worth: the keep rule counts the picture, not the canvas)."""
     img = load_image(path, min_side=THUMB_SIDE, max_pixels=max_pixels).convert("L")
     img = ImageOps.contain(img, (THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
-    return trim_borders(np.asarray(img, dtype=np.float32))
+    full = np.asarray(img, dtype=np.float32)
+    trimmed = trim_borders(full)
+    return trimmed, trimmed.size / full.size
 
 
 def trim_borders(gray: Gray) -> Gray:

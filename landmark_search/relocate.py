@@ -1,14 +1,20 @@
 """Move photos (with their sidecars) or link them into a review folder; nothing is ever deleted or overwritten.
 
-Used by `landmark duplicates --action move|link` and `landmark group --out`. A target that already
-exists is never replaced: that photo is skipped and reported. A move is `os.rename` on one file
-system; across file systems `shutil.move` copies, checks the size and only then removes the source.
+Used by `landmark duplicates --action move|link`, the web app's Duplicates page and `landmark group --out`.
+A target that already exists is never replaced: that photo is skipped and reported. A move is `os.rename`
+on one file system; across file systems it copies, checks the size and only then removes the source.
+
+A move into a review folder is recorded first in that folder's journal (JOURNAL_NAME, one JSON line per
+photo: where it came from, where it went, its sidecars), flushed to disk before the photo moves, so
+`undo_moves` can put everything back even after a crash midway; the journal names only files inside
+its folder as targets and is read as untrusted input.
 """
 
 from __future__ import annotations
 
 import errno
 import glob
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -16,6 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .data.files import supported_extensions
+from .errors import LandmarkError
+from .fsutil import atomic_write_text
 from .sidecar import JSON_SUFFIX, XMP_SUFFIX
 
 
@@ -69,9 +77,13 @@ def _move_one(src: Path, dest: Path) -> None:
         src.unlink()
 
 
-def move_photos(moves: Sequence[tuple[Path, Path]]) -> RelocateSummary:
+JOURNAL_NAME = ".landmark-moves.jsonl"
+
+
+def move_photos(moves: Sequence[tuple[Path, Path]], *, journal: Path | None = None) -> RelocateSummary:
     """Move each photo to its target, then its sidecars beside it; a photo whose target (or whose
-    sidecar's target) exists stays where it is."""
+    sidecar's target) exists stays where it is. journal: the review folder (holding every target) whose
+    journal records each move before it is made, for undo_moves."""
     summary = RelocateSummary()
     for src, dest in moves:
         sides = [(s, dest.with_name(dest.name + s.name[len(src.name):]) if s.name.startswith(src.name)
@@ -80,12 +92,90 @@ def move_photos(moves: Sequence[tuple[Path, Path]]) -> RelocateSummary:
         if clash is not None:
             summary.failed.append((src, f"{clash} already exists; {src} was left in place"))
             continue
+        if journal is not None and not _attempt(summary, src, f"{src}: not moved, the journal in {journal} cannot be written",
+                                    _record, journal, src, dest, sides):
+            continue
         if not _attempt(summary, src, f"{src}: not moved", _move_one, src, dest):
             continue
         summary.done.append((src, dest))
         for side, target in sides:
             if _attempt(summary, side, f"{side}: sidecar not moved with its photo", _move_one, side, target):
                 summary.sidecars.append((side, target))
+    return summary
+
+
+def _record(folder: Path, src: Path, dest: Path, sides: Sequence[tuple[Path, Path]]) -> None:
+    """Append one move to the folder's journal and flush it to disk before the move is made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"from": str(Path(src).absolute()), "to": str(Path(dest).absolute()),
+                       "sidecars": [[str(Path(s).absolute()), str(Path(t).absolute())] for s, t in sides]})
+    with open(folder / JOURNAL_NAME, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _journal_entries(folder: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """The journal's well-formed moves whose targets lie inside `folder`, and a reason for each line refused."""
+    path = folder / JOURNAL_NAME
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise LandmarkError(f"{folder} holds no record of moves ({JOURNAL_NAME}): nothing to undo there") from None
+    except OSError as exc:
+        raise LandmarkError(f"{path}: cannot read the record of moves ({exc.strerror or exc})") from None
+    inside = os.path.realpath(folder) + os.sep
+    entries, refused = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            pairs = [(entry["from"], entry["to"])] + [tuple(p) for p in entry.get("sidecars", [])]
+            if not all(len(p) == 2 and all(isinstance(x, str) and os.path.isabs(x) for x in p) for p in pairs):
+                raise ValueError("not a pair of absolute paths")
+        except (ValueError, KeyError, TypeError) as exc:
+            refused.append((path, f"line {n} is not a move this tool wrote ({exc}); skipped"))
+            continue
+        outside = [b for _, b in pairs if not (os.path.realpath(os.path.dirname(b)) + os.sep).startswith(inside)]
+        if outside:
+            refused.append((Path(outside[0]), f"line {n} names a file outside {folder}; skipped"))
+            continue
+        entries.append({"line": line, "moves": [(Path(a), Path(b)) for a, b in pairs]})
+    return entries, refused
+
+
+def undo_moves(folder: Path) -> RelocateSummary:
+    """Put back every photo (and sidecar) the journal of `folder` records as moved there, newest first; a
+    photo whose old place is taken again stays in `folder` and is reported. The journal keeps only what
+    is still to undo (gone when everything went back)."""
+    folder = Path(folder)
+    entries, refused = _journal_entries(folder)
+    summary = RelocateSummary(failed=list(refused))
+    left = []
+    for entry in reversed(entries):
+        (src, dest), *sides = entry["moves"]
+        if not (dest.exists() or dest.is_symlink()):
+            if not (src.exists() or src.is_symlink()):
+                summary.failed.append((dest, f"{dest} is gone from {folder}; nothing to put back at {src}"))
+            continue  # already back (an earlier undo) or never moved (a crash before the move)
+        if src.exists() or src.is_symlink():
+            summary.failed.append((dest, f"{src} exists again; {dest} stays in {folder}"))
+            left.append(entry["line"])
+            continue
+        if not _attempt(summary, dest, f"{dest}: not put back", _move_one, dest, src):
+            left.append(entry["line"])
+            continue
+        summary.done.append((dest, src))
+        for side_src, side_dest in sides:
+            if (side_dest.exists() or side_dest.is_symlink()) and not (side_src.exists() or side_src.is_symlink()):
+                if _attempt(summary, side_dest, f"{side_dest}: sidecar not put back", _move_one, side_dest, side_src):
+                    summary.sidecars.append((side_dest, side_src))
+    journal = folder / JOURNAL_NAME
+    if left:
+        atomic_write_text(journal, "".join(line + "\n" for line in reversed(left)))
+    else:
+        journal.unlink()
     return summary
 
 

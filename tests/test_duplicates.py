@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from typer.testing import CliRunner
 
 from landmark_search.cli import app
-from landmark_search.duplicates import PhotoFacts, _keep_order, neighbour_pairs
+from conftest import exiftool_json, one_line_error
+from landmark_search.data.exif import read_exif
+from landmark_search.duplicates import PhotoFacts, keep_key, neighbour_pairs, stars
 from landmark_search.grouping import cluster
 
 
@@ -65,40 +69,146 @@ def _run(*args: str):
     return result
 
 
-def test_tiers_keep_rule_and_json_shape(indexed):
+def test_copies_form_one_group_with_one_keeper_and_json_shape(indexed):
     _, _, out = indexed
-    assert set(out) >= {"groups", "photos"} and out["photos"] == 6
-    by_tier = {g["tier"]: g for g in out["groups"]}
-    assert sorted(by_tier) == ["exact", "near"]
-    for g in out["groups"]:
-        assert set(g) >= {"tier", "score", "keep", "others"} and 0 < g["score"] <= 1
-    exact = by_tier["exact"]
-    assert exact["score"] == 1.0
-    assert exact["keep"].endswith("sub/a_copy.jpg") and [Path(p).name for p in exact["others"]] == ["a.jpg"]
-    assert "oldest" in exact["reason"]
-    near = by_tier["near"]
-    # the exact pair's keeper stands for both; the largest picture wins over the crop and the small copy
-    assert near["keep"].endswith("sub/a_copy.jpg") and "largest" in near["reason"]
-    assert sorted(Path(p).name for p in near["others"]) == ["a_crop.jpg", "a_small.jpg"]
+    assert set(out) >= {"groups", "photos", "pixel_checks"} and out["photos"] == 6
+    (group,) = out["groups"]  # exact and near copies of one picture: one group, one keeper
+    assert group["tier"] == "near" and 0 < group["score"] <= 1
+    # a.jpg and its exact copy tie on everything the header and the file say but time: the older file
+    assert group["keep"].endswith("sub/a_copy.jpg") and "oldest" in group["reason"]
+    assert sorted(Path(p).name for p in group["others"]) == ["a.jpg", "a_crop.jpg", "a_small.jpg"]
+    members = {Path(m["path"]).name: m for m in group["members"]}
+    assert [m["relation"] for m in group["members"]][0] == "keep"
+    assert members["a.jpg"]["relation"] == "exact" and members["a_small.jpg"]["relation"] == "near"
+    assert members["a_small.jpg"]["jpeg_quality"] == 50 and members["a_copy.jpg"]["jpeg_quality"] == 92
+    assert (members["a_small.jpg"]["width"], members["a_small.jpg"]["height"]) == (80, 56)
+    assert members["a_crop.jpg"]["lost_on"] == "pixels" and members["a.jpg"]["lost_on"] == "capture time"
+    assert all(m["file_size"] > 0 for m in group["members"])
     named = {Path(p).name for g in out["groups"] for p in [g["keep"], *g["others"]]}
     assert not named & {"b.jpg", "c.jpg"}  # distinct photos are nobody's duplicates
 
 
-def test_move_keeps_sidecars_deletes_nothing_and_second_run_finds_nothing(library, tmp_path):
+def _derivatives(root: Path) -> dict[str, Path]:
+    """An original with camera EXIF and its usual copies: exact, q50, q75, half size, 10 % crop, EXIF stripped
+    (re-saved at the original's quality), and a screenshot of it (more pixels, grey bars)."""
+    root.mkdir(parents=True)
+    img = scene(11, (320, 224))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "EOS 5D"
+    exif[0x0132] = "2021:06:01 10:00:00"
+    out = {n: root / f"{n}.jpg" for n in ("original", "exact", "q50", "q75", "half", "crop", "stripped", "shot")}
+    img.save(out["original"], quality=90, exif=exif.tobytes())
+    out["exact"].write_bytes(out["original"].read_bytes())
+    img.save(out["q50"], quality=50)
+    img.save(out["q75"], quality=75, exif=exif.tobytes())
+    img.resize((160, 112), Image.LANCZOS).save(out["half"], quality=90)
+    img.crop((10, 7, 310, 217)).save(out["crop"], quality=90)
+    img.save(out["stripped"], quality=90)
+    shot = Image.new("RGB", (340, 300), (250, 250, 250))
+    shot.paste((20, 20, 20), (0, 0, 340, 14))
+    shot.paste(img, (10, 30))
+    shot.save(out["shot"], quality=95)
+    for n, p in enumerate(out.values()):  # the original is the oldest file; every copy came later
+        os.utime(p, (1_600_000_000 + n, 1_600_000_000 + n))
+    return out
+
+
+def test_the_keeper_is_the_original_never_a_derivative(tmp_path):
+    files = _derivatives(tmp_path / "photos")
+    out = json.loads(_run("duplicates", str(tmp_path / "photos"), "--index", str(tmp_path / "idx"), "--json",
+                          "-q").stdout)
+    (group,) = out["groups"]
+    assert Path(group["keep"]) == files["original"], group
+    assert {Path(p).name for p in group["others"]} == {p.name for n, p in files.items() if n != "original"}
+    lost = {Path(m["path"]).stem: m["lost_on"] for m in group["members"]}
+    assert lost == {"original": None, "exact": "capture time", "q50": "quality", "q75": "quality",
+                    "half": "pixels", "crop": "pixels", "stripped": "camera facts", "shot": "pixels"}
+    quality = {Path(m["path"]).stem: m["jpeg_quality"] for m in group["members"]}
+    assert quality["original"] == 90 and quality["q50"] == 50 and quality["q75"] == 75 and quality["shot"] == 95
+
+    # pixel checks are remembered per content: a second run checks nothing, a new copy only its own pairs
+    assert out["pixel_checks"] > 0
+    again = json.loads(_run("duplicates", str(tmp_path / "photos"), "--index", str(tmp_path / "idx"), "--json",
+                            "-q").stdout)
+    assert again["pixel_checks"] == 0 and again["groups"] == out["groups"]
+    shutil.copy(files["q75"], tmp_path / "photos" / "renamed.jpg")  # known bytes under a new name
+    scene(11, (320, 224)).save(tmp_path / "photos" / "q60.jpg", quality=60)
+    third = json.loads(_run("duplicates", str(tmp_path / "photos"), "--index", str(tmp_path / "idx"), "--json",
+                            "-q").stdout)
+    assert 0 < third["pixel_checks"] <= 10  # q60's candidates only (10 neighbours at most)
+    (group,) = third["groups"]
+    assert Path(group["keep"]) == files["original"] and {"renamed.jpg", "q60.jpg"} <= {Path(p).name for p in
+                                                                                       group["others"]}
+
+
+def test_keep_rule_order():
+    """Picture pixels, then JPEG quality, then camera facts, then file size, then capture time."""
+    def best(*candidates: PhotoFacts) -> int:
+        return min(range(len(candidates)), key=lambda i: keep_key(candidates[i], Path(f"/p/{i}.jpg")))
+
+    taken = datetime(2020, 1, 1)
+    assert best(PhotoFacts(100, 100, quality=50), PhotoFacts(200, 100, quality=40)) == 1
+    assert best(PhotoFacts(200, 100, quality=50, file_size=9), PhotoFacts(200, 100, quality=92, file_size=5)) == 1
+    assert best(PhotoFacts(200, 100, quality=92, file_size=9), PhotoFacts(200, 100, quality=92, file_size=5,
+                                                                          camera="Canon")) == 1
+    assert best(PhotoFacts(200, 100, quality=92, file_size=5), PhotoFacts(200, 100, quality=92, file_size=9)) == 1
+    assert best(PhotoFacts(200, 100, file_size=9, mtime=5), PhotoFacts(200, 100, file_size=9, mtime=1)) == 1
+    assert best(PhotoFacts(200, 100, taken=taken, mtime=1), PhotoFacts(200, 100, taken=taken.replace(year=2019),
+                                                                       mtime=9)) == 1
+    # a screenshot with bars: its canvas is larger, its picture is not
+    assert best(PhotoFacts(200, 100, quality=85), PhotoFacts(220, 130, quality=95, kept=0.7)) == 0
+    assert best(PhotoFacts(100, 50, quality=85), PhotoFacts(220, 130, quality=95, kept=0.7)) == 1
+
+
+def test_groups_are_stars_not_chains():
+    """b matches a and c, a and c do not match: one wrong match joins one pair, never a chain."""
+    order = {0: 0, 1: 1, 2: 2, 3: 3}
+    edges = {(0, 1): 0.9, (1, 2): 0.95, (2, 3): 0.9}
+    assert stars(order, edges, lambda i: (order[i],)) == [(0, [(1, 0.9)]), (2, [(3, 0.9)])]
+    edges = {(0, 1): 0.9, (0, 2): 0.85, (1, 2): 0.95}
+    assert stars(order, edges, lambda i: (order[i],)) == [(0, [(1, 0.9), (2, 0.85)])]
+    assert stars(order, edges, lambda i: (order[i],), may_join=lambda i: i != 2) == [(0, [(1, 0.9)])]
+
+
+def test_jpeg_quality_agrees_with_exiftool(tmp_path):
+    img = scene(4, (64, 48))
+    for q in (30, 50, 75, 90, 95):
+        img.save(tmp_path / f"q{q}.jpg", quality=q)
+        assert read_exif(tmp_path / f"q{q}.jpg").quality == q
+        assert int(exiftool_json(tmp_path / f"q{q}.jpg", "-JPEGQualityEstimate")["JPEGQualityEstimate"]) == q
+    img.save(tmp_path / "lossless.png")
+    assert read_exif(tmp_path / "lossless.png").quality is None
+
+
+def test_move_needs_to_outside_the_photos_keep_chooses_and_undo_puts_everything_back(library, tmp_path):
     index = str(tmp_path / "idx")
-    before = sorted(p.name for p in library.rglob("*") if p.is_file())
-    dest = library / "dupes"  # inside the scanned folder: must not be found again
-    result = _run("duplicates", str(library), "--index", index, "--action", "move", str(dest), "-q")
-    assert "nothing was deleted" in result.output
-    assert (dest / "a.jpg").is_file() and (dest / "a_crop.jpg").is_file()
-    assert (dest / "sub" / "a_small.jpg").is_file()
-    assert json.loads((dest / "sub" / "a_small.jpg.json").read_text()) == {"mine": 1}
-    assert not (library / "sub" / "a_small.jpg").exists() and (library / "sub" / "a_copy.jpg").is_file()
-    after = sorted(p.name for p in library.rglob("*") if p.is_file() and p.name != ".lock")
-    assert after == before  # every file still exists, somewhere under the library
-    again = json.loads(_run("duplicates", str(library), "--index", index, "--action", "move", str(dest), "--json",
-                            "-q").stdout)  # the same command again: the target folder is never walked
+    before = {p.relative_to(library): p.read_bytes() for p in library.rglob("*") if p.is_file()}
+    refused = CliRunner().invoke(app, ["duplicates", str(library), str(tmp_path / "review"), "--index", index,
+                                       "--action", "move", "-q"])
+    one_line_error(refused, "--to")
+    for inside in (library, library / "dupes", tmp_path):  # the folder itself, inside it, holding it
+        one_line_error(CliRunner().invoke(app, ["duplicates", str(library), "--index", index, "--action", "move",
+                                                "--to", str(inside), "-q"]), "scanned folder")
+    assert {p.relative_to(library) for p in library.rglob("*") if p.is_file()} == set(before)
+    one_line_error(CliRunner().invoke(app, ["duplicates", str(library), "--index", index, "--keep",
+                                            str(library / "b.jpg"), "-q"]), "b.jpg", "no duplicate group")
+    review, crop = tmp_path / "review", str(library / "a_crop.jpg")
+    out = json.loads(_run("duplicates", str(library), "--index", index, "--keep", crop, "--json", "-q").stdout)
+    assert out["groups"][0]["keep"] == crop and out["groups"][0]["reason"] == "chosen by you"
+    result = _run("duplicates", str(library), "--index", index, "--keep", crop, "--action", "move", "--to",
+                  str(review), "-q")
+    assert "nothing was deleted" in result.output and f"--undo {review}" in result.output
+    assert (review / "a.jpg").is_file() and (review / "sub" / "a_copy.jpg").is_file()
+    assert json.loads((review / "sub" / "a_small.jpg.json").read_text()) == {"mine": 1}
+    assert not (library / "sub" / "a_small.jpg").exists() and (library / "a_crop.jpg").is_file()
+    again = json.loads(_run("duplicates", str(library), "--index", index, "--json", "-q").stdout)
     assert again["groups"] == [] and again["photos"] == 3
+    undone = _run("duplicates", "--undo", str(review))
+    assert "put back 3 photo(s) and 1 sidecar(s)" in undone.output
+    after = {p.relative_to(library): p.read_bytes() for p in library.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # every byte back where it was
+    assert not [p for p in review.rglob("*") if p.is_file()]  # the journal goes once all is back
+    one_line_error(CliRunner().invoke(app, ["duplicates", "--undo", str(review)]), "nothing to undo")
 
 
 def test_link_makes_review_folders_and_sheet(indexed, tmp_path):
@@ -109,22 +219,25 @@ def test_link_makes_review_folders_and_sheet(indexed, tmp_path):
     (box,) = sorted(review.iterdir())
     assert box.name.endswith("-near")
     links = sorted(p.name for p in box.iterdir())
-    assert links == ["a_crop.jpg", "a_small.jpg", "keep--a_copy.jpg"]
+    assert links == ["a.jpg", "a_crop.jpg", "a_small.jpg", "keep--a_copy.jpg"]
     assert all((box / n).is_symlink() and (box / n).resolve().is_file() for n in links)
     assert (library / "sub" / "a_small.jpg").is_file()  # links, not moves
-    assert sheet.read_text().count("<figure") == 3
+    page = sheet.read_text()
+    assert page.count("<figure") == 4 and "80x56 q50" in page and "lost on pixels" in page
 
 
-def test_keep_rule_largest_then_sharpest_then_oldest():
-    paths = [Path(f"/p/{n}.jpg") for n in "abcd"]
-    facts = {0: PhotoFacts(100, 100, mtime=5), 1: PhotoFacts(200, 100, mtime=9), 2: PhotoFacts(200, 100, mtime=1),
-             3: PhotoFacts(50, 50, mtime=0)}
-    order, why = _keep_order([0, 1, 2, 3], paths, facts, lambda i: {1: 900.0, 2: 100.0}[i])
-    assert order[:2] == [1, 2] and why.startswith("sharpest")  # same size: the sharper one, though newer
-    order, why = _keep_order([0, 1, 2, 3], paths, facts, lambda i: 500.0)
-    assert order[0] == 2 and why.startswith("oldest")  # same size, same sharpness: the older file
-    order, why = _keep_order([0, 3], paths, facts, None)
-    assert order == [0, 3] and why == "largest (100x100)"
+def test_undo_reads_its_journal_as_untrusted(tmp_path):
+    from landmark_search.relocate import JOURNAL_NAME, undo_moves
+
+    review, victim = tmp_path / "review", tmp_path / "elsewhere" / "victim.jpg"
+    victim.parent.mkdir()
+    victim.write_bytes(b"precious")
+    review.mkdir()
+    (review / JOURNAL_NAME).write_text(json.dumps({"from": str(tmp_path / "x.jpg"), "to": str(victim)}) + "\n"
+                                       + "not json\n")
+    done = undo_moves(review)
+    assert done.done == [] and len(done.failed) == 2 and victim.read_bytes() == b"precious"
+    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_neighbour_pairs_match_brute_force():

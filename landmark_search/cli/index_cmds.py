@@ -129,17 +129,22 @@ def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (ins
 
 @app.command("duplicates")
 @handle_errors
-def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (with --action link|move "
-                                                       "and no --to, the last one is the target folder DIR)."),
+def duplicates_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos or folders."),
                    model: Optional[str] = ModelOpt,
                    index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or "
-                                             "folder; updated incrementally, so a second run embeds nothing."),
+                                             "folder; updated incrementally, so a second run embeds nothing and "
+                                             "checks on pixels only pairs it has not checked before."),
                    tier: Optional[List[str]] = typer.Option(None, "--tier", help="exact|near|same_scene "
                                                             "(repeatable; default all three)."),
                    action: str = typer.Option("list", help="list | link (a folder of links per group, to review) | "
-                                              "move (the others into DIR, keeping relative paths and sidecars). "
-                                              "Nothing is ever deleted."),
-                   to: Optional[Path] = typer.Option(None, "--to", help="Target folder DIR of link/move."),
+                                              "move (the others into --to DIR, keeping relative paths and "
+                                              "sidecars; `--undo DIR` puts them back). Nothing is ever deleted."),
+                   to: Optional[Path] = typer.Option(None, "--to", help="Target folder of link/move: outside the "
+                                                     "scanned folders."),
+                   keep: Optional[List[Path]] = typer.Option(None, "--keep", help="Keep this photo of its group "
+                                                             "instead of the keep rule's choice (repeatable)."),
+                   undo: Optional[Path] = typer.Option(None, "--undo", help="Put back every photo (and sidecar) "
+                                                       "that --action move moved into this folder."),
                    as_json: bool = typer.Option(False, "--json", help="Print {\"groups\": [...]} as JSON."),
                    sheet: Optional[Path] = typer.Option(None, help="Write a contact sheet of the groups (.html or .png)."),
                    recursive: bool = RecursiveOpt,
@@ -149,37 +154,50 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
                    precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
                    quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Exact copies, near duplicates (re-encoded, resized, cropped, edited) and same-scene bursts, with the one to keep."""
-    from ..duplicates import ACTIONS, TIERS, DuplicateOptions, apply_action, find_duplicates, report_json, \
-        sheet_items, skip_patterns
+    from ..duplicates import ACTIONS, TIERS, DuplicateOptions, apply_action, check_target, choose_keepers, \
+        find_duplicates, member_line, report_json, sheet_items
     from ..indexing import IndexOptions
 
+    if undo is not None:
+        if photos or action != "list" or to is not None:
+            raise LandmarkError("--undo DIR puts moved photos back and takes no PHOTOS, --action or --to")
+        from ..relocate import undo_moves
+
+        done = undo_moves(undo)
+        _report_failures(done.failed)
+        typer.echo(f"put back {len(done.done)} photo(s)" + (f" and {len(done.sidecars)} sidecar(s)" if done.sidecars
+                                                             else "") + f" from {undo}")
+        if done.failed:
+            raise typer.Exit(code=1)
+        return
+    if not photos:
+        raise LandmarkError("give the photos or folders to look in: landmark duplicates PHOTOS... "
+                            "(or --undo DIR to put moved photos back)")
     if action not in ACTIONS:
         raise LandmarkError(f"--action {action!r}: use {', '.join(ACTIONS)}")
     if action != "list" and to is None:
-        if len(photos) < 2:
-            raise LandmarkError(f"--action {action} needs a target folder: PHOTOS... --action {action} DIR "
-                                "(or --to DIR)")
-        photos, to = photos[:-1], photos[-1]
-    if to is not None and to.exists() and not to.is_dir():
-        raise LandmarkError(f"{to} is a file; --action {action} needs a folder")
+        raise LandmarkError(f"--action {action} needs --to DIR, a folder outside the photos; nothing was "
+                            f"{'moved' if action == 'move' else 'linked'}")
+    if to is not None:
+        check_target(to, photos)
     _check_sheet(sheet)
     bad = [t for t in tier or () if t not in TIERS]
     if bad:
         raise LandmarkError(f"--tier {bad[0]!r}: use {', '.join(TIERS)}")
     cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
-    skip = skip_patterns(to, photos) if to is not None else ()
-    iopts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()) + skip)
+    iopts = IndexOptions(recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     report, _ = find_duplicates(photos, model, index, DuplicateOptions(tiers=tuple(tier or TIERS),
                                                                        max_pixels=cfg.max_pixels),
                                 cfg, index_opts=iopts, trust_export=trust_export)
+    report = choose_keepers(report, keep or ())
     _report_failures(report.failed)
     if as_json:
         typer.echo(_json(report_json(report)))
     else:
         for n, g in enumerate(report.groups, 1):
             typer.echo(f"#{n} {g.tier} {g.score:.3f}  keep {g.keep}  ({g.reason})")
-            for other in g.others:
-                typer.echo(f"      {other}")
+            for m in g.members[1:]:
+                typer.echo(f"      {m.path}  [{member_line(m)}]")
         counts = {t: sum(1 for g in report.groups if g.tier == t) for t in TIERS}
         typer.echo(f"{_count(report.photos, 'photo')}: " + ", ".join(f"{counts[t]} {t}" for t in TIERS) + " group(s), "
                    f"{sum(len(g.others) for g in report.groups)} photo(s) to review")
@@ -194,7 +212,8 @@ def duplicates_cmd(photos: List[Path] = typer.Argument(..., help="Photos or fold
         _report_failures(done.failed)
         verb = "moved" if action == "move" else "linked"
         typer.echo(f"{verb} {len(done.done)} photo(s)" + (f" and {len(done.sidecars)} sidecar(s)" if done.sidecars
-                                                           else "") + f" into {to}; nothing was deleted",
+                                                           else "") + f" into {to}; nothing was deleted" +
+                   (f" (undo: landmark duplicates --undo {to})" if action == "move" and done.done else ""),
                    err=as_json)
     if not report.photos and not report.failed:
         _err(_no_photos(photos))

@@ -1,4 +1,4 @@
-"""What a photo's header says without decoding its pixels: GPS, capture time, camera, size."""
+"""What a photo's header says without decoding its pixels: GPS, capture time, camera, size, JPEG quality."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,49 @@ class ExifFacts:
     camera: str = ""  # "Make Model"
     width: int = 0
     height: int = 0
+    quality: int | None = None  # JPEG quality estimated from the quantisation tables (None: not a JPEG)
+
+    @property
+    def has_camera_facts(self) -> bool:
+        """The header still says which camera took the photo, or when (a stripped copy says neither)."""
+        return bool(self.camera or self.taken)
+
+
+# The IJG (libjpeg) example tables of the JPEG standard (Annex K), in natural (row-major) order: every
+# encoder that takes a 1-100 quality (libjpeg, Pillow, ImageMagick, Photoshop's export in part) scales these.
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+_IJG_CHROMA = np.array([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, dtype=np.float64)
+
+
+def _ijg_tables(base: np.ndarray) -> np.ndarray:
+    """(100, 64): the table libjpeg writes at each quality 1..100 (jcparam.c: jpeg_quality_scaling)."""
+    q = np.arange(1, 101, dtype=np.float64)[:, None]
+    scale = np.where(q < 50, np.floor(5000 / q), 200 - 2 * q)
+    return np.clip(np.floor((base * scale + 50) / 100), 1, 255)
+
+
+_SCALED = (_ijg_tables(_IJG_LUMA), _ijg_tables(_IJG_CHROMA))
+
+
+def jpeg_quality(tables: dict[int, Sequence[int]]) -> int | None:
+    """The 1-100 quality whose scaled standard tables come closest to `tables` (Pillow's `quantization`,
+    natural order); None without a luminance table. Exact for libjpeg-family encoders; for a camera's own
+    tables it is the nearest standard quality, as ImageMagick's and exiftool's estimates are."""
+    luma = tables.get(0)
+    if luma is None or len(luma) != 64:
+        return None
+    error = np.abs(_SCALED[0] - np.asarray(luma, dtype=np.float64)).sum(axis=1)
+    chroma = tables.get(1)
+    if chroma is not None and len(chroma) == 64:
+        error = error + np.abs(_SCALED[1] - np.asarray(chroma, dtype=np.float64)).sum(axis=1)
+    # the highest quality among equally close ones: at q 98-100 several qualities write all-ones tables
+    best = error.min()
+    return int(np.nonzero(error == best)[0].max()) + 1
 
 
 def _rational(value: Any) -> float:
@@ -45,6 +90,7 @@ def read_exif(path: Path) -> ExifFacts:
             gps_ifd = exif.get_ifd(IFD.GPSInfo)
             raw_time = exif.get_ifd(IFD.Exif).get(Base.DateTimeOriginal) or exif.get(Base.DateTime)
             camera = " ".join(str(exif.get(t, "")).strip(" \x00") for t in (Base.Make, Base.Model)).strip()
+            tables = getattr(img, "quantization", None) if img.format == "JPEG" else None
     except Exception:  # an unreadable photo has no facts to give
         return ExifFacts()
     gps = None
@@ -62,4 +108,4 @@ def read_exif(path: Path) -> ExifFacts:
             taken = datetime.strptime(str(raw_time).strip(" \x00")[:19], "%Y:%m:%d %H:%M:%S")
         except ValueError:
             taken = None
-    return ExifFacts(gps, taken, camera, width, height)
+    return ExifFacts(gps, taken, camera, width, height, jpeg_quality(tables) if tables else None)
