@@ -170,7 +170,7 @@ def _why(keeper: PhotoFacts, runner_up: PhotoFacts | None, criterion: str) -> st
         return f"the largest file at the same size and quality ({keeper.file_size:,} vs {runner_up.file_size:,} bytes)"
     if criterion == "capture time":
         when = f"taken {keeper.taken.isoformat(sep=' ')}" if keeper.taken else "file time"
-        return f"the oldest of equal copies ({when})"
+        return f"the oldest of equal copies: {when}"
     return "equal copies: the shortest path"
 
 

@@ -171,6 +171,14 @@ def undo_moves(folder: Path) -> RelocateSummary:
             if (side_dest.exists() or side_dest.is_symlink()) and not (side_src.exists() or side_src.is_symlink()):
                 if _attempt(summary, side_dest, f"{side_dest}: sidecar not put back", _move_one, side_dest, side_src):
                     summary.sidecars.append((side_dest, side_src))
+    for dest, _ in summary.done + summary.sidecars:  # folders the moves made, once empty again
+        parent = dest.parent
+        while parent != folder and folder in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
     journal = folder / JOURNAL_NAME
     if left:
         atomic_write_text(journal, "".join(line + "\n" for line in reversed(left)))
