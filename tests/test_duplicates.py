@@ -308,28 +308,3 @@ def test_cluster_recovers_seeded_blobs(method):
     assert adjusted_rand_score(truth, labels) > 0.95
     assert all((labels == g).sum() >= 5 for g in set(labels.tolist()) - {-1})
     assert (cluster(x[:4], min_size=5) == -1).all()  # fewer photos than a group needs: no group
-
-
-def test_group_cli_links_json_and_rename(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for family in (10, 20):  # two places, four shots each (shifted, zoomed crops of one scene)
-        base = scene(family, (240, 168))
-        for k in range(4):
-            base.crop((6 * k, 4 * k, 160 + 12 * k, 112 + 8 * k)).save(photos / f"f{family}_{k}.jpg", quality=90)
-    out = tmp_path / "groups"
-    data = json.loads(_run("group", str(photos), "--index", str(tmp_path / "idx"), "--min-size", "3",
-                           "--out", str(out), "--json", "-q", "--sheet", str(tmp_path / "groups.html")).stdout)
-    assert set(data) == {"groups", "ungrouped"}
-    page = (tmp_path / "groups.html").read_text()  # the sheet: a heading per group, its photos under it
-    assert [h.split(":")[0] for h in page.split("<h2>")[1:]] == [g["name"] for g in data["groups"]]
-    assert data["groups"] and all(set(g) == {"name", "paths"} for g in data["groups"])
-    for g in data["groups"]:
-        assert len({Path(p).name[:3] for p in g["paths"]}) == 1  # a group never mixes the two places
-        folder = out / "train" / g["name"]
-        assert sorted(p.name for p in folder.iterdir()) == sorted(Path(p).name for p in g["paths"])
-    first = data["groups"][0]["name"]
-    _run("group", "--name", first, "Eiffel Tower", "--out", str(out))
-    assert (out / "train" / "Eiffel Tower").is_dir() and not (out / "train" / first).exists()
-    bad = CliRunner().invoke(app, ["group", "--name", "group-99", "X", "--out", str(out)])
-    assert bad.exit_code == 1 and "no group folder" in bad.output

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from landmark_search.cli import app
+from test_duplicates import _run, scene
 
 
 @pytest.mark.parametrize("old", ["../../victim", "../victim", "..", "/tmp/victim", "link"])
@@ -23,3 +26,115 @@ def test_name_accepts_only_a_folder_under_out_train(tmp_path, old):
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
     assert (victim / "keep.txt").read_text() == "mine" and (out / "train" / "link").is_symlink()
     assert sorted(p.name for p in (out / "train").iterdir()) == ["group-01", "link"]  # nothing moved
+
+
+def test_group_cli_links_json_and_rename(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for family in (10, 20):  # two places, four shots each (shifted, zoomed crops of one scene)
+        base = scene(family, (240, 168))
+        for k in range(4):
+            base.crop((6 * k, 4 * k, 160 + 12 * k, 112 + 8 * k)).save(photos / f"f{family}_{k}.jpg", quality=90)
+    out = tmp_path / "groups"
+    data = json.loads(_run("group", str(photos), "--index", str(tmp_path / "idx"), "--min-size", "3",
+                           "--out", str(out), "--json", "-q", "--any-subject",
+                           "--sheet", str(tmp_path / "groups.html")).stdout)
+    assert set(data) == {"groups", "ungrouped"}
+    page = (tmp_path / "groups.html").read_text()  # the sheet: a heading per group, its photos under it
+    assert [h.split(":")[0] for h in page.split("<h2>")[1:]] == [g["name"] for g in data["groups"]]
+    assert data["groups"] and all(set(g) == {"name", "paths"} for g in data["groups"])
+    for g in data["groups"]:
+        assert len({Path(p).name[:3] for p in g["paths"]}) == 1  # a group never mixes the two places
+        folder = out / "train" / g["name"]
+        assert sorted(p.name for p in folder.iterdir()) == sorted(Path(p).name for p in g["paths"])
+    first = data["groups"][0]["name"]
+    _run("group", "--name", first, "Eiffel Tower", "--out", str(out))
+    assert (out / "train" / "Eiffel Tower").is_dir() and not (out / "train" / first).exists()
+    bad = CliRunner().invoke(app, ["group", "--name", "group-99", "X", "--out", str(out)])
+    assert bad.exit_code == 1 and "no group folder" in bad.output
+
+
+def test_only_groups_of_buildings_and_landforms_survive_the_built_in_model():
+    from landmark_search.grouping import keep_landmarks
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 32))
+    x = np.concatenate([c + 0.05 * rng.normal(size=(12, 32)) for c in centres]).astype(np.float32)
+    labels = np.repeat(np.arange(3), 12)
+    classes = ["palace"] * 12 + ["golden retriever"] * 12 + ["mosque"] * 10 + ["fur coat"] * 2
+    classes[5] = "pizza"  # a meal photo the clustering put among the palace photos, with no palace near it
+    x[5] = -centres[0] + 0.05 * rng.normal(size=32)
+    kept = keep_landmarks(x, labels, classes, min_size=5)
+    assert (kept[12:24] == -1).all()  # a group of dogs is no landmark
+    assert kept[5] == -1 and (kept[[i for i in range(12) if i != 5]] == kept[0]).all()
+    assert (kept[24:] == kept[24]).all() and kept[24] != kept[0]  # "fur coat" among mosque photos: a statue, kept
+    assert sorted(set(kept.tolist())) == [-1, 0, 1] and kept[24] == 0  # numbered largest first
+
+
+def _families(root: Path, families=(10, 20, 30), shots=4) -> Path:
+    """Photos of a few places, a few shots each (shifted, zoomed crops of one scene per place)."""
+    root.mkdir(parents=True)
+    for family in families:
+        base = scene(family, (240, 168))
+        for k in range(shots):
+            base.crop((6 * k, 4 * k, 160 + 12 * k, 112 + 8 * k)).save(root / f"f{family}_{k}.jpg", quality=90)
+    return root
+
+
+def test_the_web_review_groups_are_landmark_groups_and_a_naming_renumbers_nothing(tmp_path):
+    from landmark_search.grouping import GroupOptions
+    from landmark_search.web.library import Library, ServeOptions
+
+    photos = _families(tmp_path / "photos")
+    args = ["group", str(photos), "--index", str(tmp_path / "idx"), "--min-size", "3", "--any-subject", "--json",
+            "-q"]
+    cli = json.loads(_run(*args).stdout)
+    cli_groups = {g["name"]: sorted(str(Path(p).resolve()) for p in g["paths"]) for g in cli["groups"]}
+    assert len(cli_groups) >= 2
+    library = Library.open(tmp_path / "idx", ServeOptions(group=GroupOptions(min_size=3, any_subject=True)))
+    try:
+        web = library.review_groups(wait=60)
+        assert web["state"] == "ready"
+        assert {g["name"]: sorted(g["paths"]) for g in web["groups"]} == cli_groups
+        assert sorted(web["ungrouped"]) == sorted(str(Path(p).resolve()) for p in cli["ungrouped"])
+        first = web["groups"][0]
+        library.name_photos(first["paths"], "Old Mill", train=False)
+        after = library.review_groups()
+        assert {g["name"]: sorted(g["paths"]) for g in after["groups"]} == {
+            n: p for n, p in cli_groups.items() if n != first["name"]}  # the others keep their numbers
+    finally:
+        library.close()
+    again = json.loads(_run(*args).stdout)  # the CLI, after a naming: the same groups under the same numbers
+    assert {g["name"]: sorted(str(Path(p).resolve()) for p in g["paths"]) for g in again["groups"]} == cli_groups
+
+
+def test_the_review_answers_at_once_while_a_large_library_is_grouped(tmp_path):
+    import time
+
+    from landmark_search.index import PhotoIndex, PhotoRecord
+    from landmark_search.indexing import recorded_model
+    from landmark_search.web.library import Library
+
+    _run("index", str(_families(tmp_path / "photos", (1,), 1)), "--index", str(tmp_path / "idx"), "-q")
+    model = recorded_model(tmp_path / "idx")
+    rng = np.random.default_rng(1)
+    n, dim = 1500, int(model["embedding_dim"])
+    x = (rng.normal(size=(40, dim))[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+    records = [PhotoRecord(str(tmp_path / "many" / f"{i:05d}.jpg"), 1, 1, f"{i:032x}", "palace", 0.5)
+               for i in range(n)]
+    with PhotoIndex.open(tmp_path / "idx", model_id=model["model_id"], dim=dim, create=False) as idx:
+        idx.add(records, x / np.linalg.norm(x, axis=1, keepdims=True))
+        idx.save()
+    library = Library.open(tmp_path / "idx")
+    try:
+        t0 = time.perf_counter()
+        first = library.review_groups(wait=0.5)
+        assert time.perf_counter() - t0 < 1.5 and first == {"state": "computing", "progress": first["progress"]}
+        deadline = time.monotonic() + 60
+        while library.review_groups()["progress"] <= 0.05:  # the grouping reports how far it got
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        t0 = time.perf_counter()
+        library.close()  # stops the grouping at its next progress report
+        assert time.perf_counter() - t0 < 10

@@ -212,7 +212,8 @@ def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_
     by_model = json.loads(Path(other + ".json").read_text())["landmark_search"]
     assert set(named) - set(by_model) <= {"named"} and set(by_model) - set(named) <= {"unknown", "nearest"}
     assert json.loads(Path(photos[0] + ".json").read_text())["landmark_search"] == named
-    review = client.get("/api/groups").json()
+    review = client.get("/api/groups", params={"wait": 60}).json()
+    assert review["state"] == "ready"
     assert not {p for g in review["groups"] for p in g["paths"]} & set(photos)  # named: no longer to review
     assert runner.invoke(cli, ["untag", *photos, other]).exit_code == 0
     assert not Path(photos[0] + ".json").exists()
@@ -250,8 +251,8 @@ def served(library_dir, tmp_path_factory):
     assert runner.invoke(cli, ["index", str(lib), "--index", str(index), "-q"]).exit_code == 0
     port = free_port()
     landmark = Path(sys.executable).with_name("landmark")
-    proc = subprocess.Popen([str(landmark), "serve", "--index", str(index),
-                             "--port", str(port), "--xmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(landmark), "serve", "--index", str(index), "--port", str(port), "--xmp",
+                             "--any-subject", "--min-size", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
     while True:
@@ -307,14 +308,24 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         assert "query.jpg" in driver.find_element(By.ID, "results").text
         assert len(driver.find_elements(By.CSS_SELECTOR, ".hits a.tile")) == 18
 
-        driver.get(url + "review")
-        group = driver.find_element(By.CSS_SELECTOR, "form.group")
-        members = [box.get_attribute("value") for box in group.find_elements(By.NAME, "paths")]
-        assert len(members) >= 3
+        driver.get(url + "review")  # grouped in the background: the page shows progress, then reloads itself
+        group = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#groups form.group")))
+        names = [h.text.split(" · ")[0] for h in driver.find_elements(By.CSS_SELECTOR, "#groups form.group h2")]
+        boxes = group.find_elements(By.NAME, "paths")
+        members = [box.get_attribute("value") for box in boxes]
+        assert len(members) >= 3 and all(box.is_selected() for box in boxes)
+        group.find_element(By.CLASS_NAME, "pick-none").click()
+        assert not any(box.is_selected() for box in boxes)
+        group.find_element(By.CLASS_NAME, "pick-all").click()
+        assert all(box.is_selected() for box in boxes)
+        alone = driver.find_elements(By.CSS_SELECTOR, "#alone-section form input[name=paths]")
+        assert not any(box.is_selected() for box in alone)  # alike to no other: its own section, nothing ticked
         group.find_element(By.NAME, "name").send_keys("Stone Arch")
         group.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         done = wait.until(ec.presence_of_element_located((By.ID, "done")))
         assert f"named {len(members)} photo(s)" in done.text
+        left = [h.text.split(" · ")[0] for h in driver.find_elements(By.CSS_SELECTOR, "#groups form.group h2")]
+        assert left == names[1:]  # the other groups keep their numbers
         driver.save_screenshot(str(tmp_path / "review.png"))
     finally:
         driver.quit()

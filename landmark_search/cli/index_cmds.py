@@ -233,6 +233,8 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
                                          "merged)."),
               everything: bool = typer.Option(False, "--all", help="Group every photo, not only those the model "
                                               "calls unknown (the built-in model: always every photo)."),
+              any_subject: bool = typer.Option(False, "--any-subject", help="Built-in model: keep groups of any "
+                                               "subject (pets, meals, ...), not only of buildings and landforms."),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/train/group-NN/ links: rename "
                                                  "the folders to landmark names, then `landmark train --data OUT`."),
               name: Optional[str] = typer.Option(None, "--name", help="Rename group folder NAME (under --out, "
@@ -259,7 +261,8 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
         raise LandmarkError("give photos or folders to group")
     _check_sheet(sheet)
     cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
-    report = group_photos(photos, model, index, GroupOptions(min_size=min_size, method=method, everything=everything),
+    report = group_photos(photos, model, index, GroupOptions(min_size=min_size, method=method, everything=everything,
+                                                              any_subject=any_subject),
                           cfg, index_opts=IndexOptions(recursive=recursive, exclude=tuple(exclude or ())),
                           trust_export=trust_export)
     _report_failures(report.failed)

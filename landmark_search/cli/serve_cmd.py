@@ -33,10 +33,16 @@ def serve_cmd(index: str = IndexOpt,
               train_dir: Optional[Path] = typer.Option(None, "--train-dir", help="Where the review page links named "
                                                       "photos for training (TRAIN_DIR/train/NAME/); default "
                                                       "INDEX/training. Then `landmark train --data TRAIN_DIR`."),
+              min_size: int = typer.Option(5, help="Fewest photos in a review group (as `landmark group "
+                                           "--min-size`)."),
+              any_subject: bool = typer.Option(False, "--any-subject", help="Built-in model: review groups of any "
+                                               "subject, not only of buildings and landforms (as `landmark group "
+                                               "--any-subject`)."),
               device: str = DeviceOpt, precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
               trust_export: bool = TrustOpt) -> None:
     """Browse, search and review a photo library in your browser (a local web app; JSON API under /api/)."""
     from ..config import DEFAULT_MAX_PIXELS
+    from ..grouping import GroupOptions
     from ..indexing import index_dir, recorded_model
 
     if not 0 < port < 65536:
@@ -54,7 +60,8 @@ def serve_cmd(index: str = IndexOpt,
 
     library = Library.open(index, ServeOptions(max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                                                trust_export=trust_export, device=device, precision=precision,
-                                               xmp=xmp, train_dir=train_dir))
+                                               xmp=xmp, train_dir=train_dir,
+                                               group=GroupOptions(min_size=min_size, any_subject=any_subject)))
     library.warm_up()
     web = create_app(library, allowed_hosts=(*LOCAL_HOSTS, host) if local else None)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"

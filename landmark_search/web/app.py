@@ -141,9 +141,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
             return _placeholder(THUMB_SIDE)
 
     @app.get("/api/groups")
-    def api_groups() -> dict:
-        """Photos no model named, grouped by visual similarity, to be named once per group."""
-        return library.review_groups()
+    def api_groups(wait: float = 0.0) -> dict:
+        """`landmark group`'s groups of this index, less photos named by hand: {"state": "computing", "progress"}
+        while they are computed in the background (waiting up to `wait` seconds, at most 60), then "ready"."""
+        return library.review_groups(wait=min(max(wait, 0.0), 60.0))
 
     @app.post("/api/name")
     async def api_name(request: Request) -> dict:
@@ -212,7 +213,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.get("/review", response_class=HTMLResponse)
     def review_page(request: Request, done: str | None = None) -> HTMLResponse:
-        return page(request, "review.html", review=library.review_groups(), done=done, title="Review")
+        return page(request, "review.html", review=library.review_groups(wait=REVIEW_WAIT), done=done, title="Review")
 
     @app.post("/review/name")
     async def review_name(request: Request) -> Response:
@@ -268,6 +269,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
 NAME_USAGE = 'send JSON: {"paths": [...], "name": "...", "train": false}'
 REVIEW_FIELDS = 5000  # a group's photos, one field each
+REVIEW_WAIT = 0.5  # seconds the Review page waits for the groups before it shows their progress instead
 
 
 class _Refused(Exception):

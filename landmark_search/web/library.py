@@ -18,13 +18,13 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from ..config import DEFAULT_MAX_PIXELS, EmbedConfig
 from ..errors import LandmarkError
+from ..grouping import GroupOptions
 from ..indexing import SimilarResult, index_model, index_dir, photo_key, query_index, recorded_model
-from .catalog import Catalog, Filter, Tile
+from .catalog import Catalog, Tile
 from .thumbs import ThumbCache
 
 T = TypeVar("T")
 
-REVIEW_MAX = 3000  # photos clustered on the review page (HDBSCAN on 3,000 vectors: ~2 s here)
 UPLOAD_MAX_BYTES = 40 * 1024 * 1024  # a 100-megapixel JPEG is ~30 MB
 UPLOAD_MAX_PIXELS = 100_000_000
 
@@ -43,13 +43,28 @@ class ServeOptions:
     precision: str = "auto"
     xmp: bool = False  # naming writes XMP keywords too (as `landmark tag --xmp`)
     train_dir: Path | None = None  # where named photos are linked for training; default INDEX/training
-    review_min_size: int = 3
+    group: GroupOptions = field(default_factory=GroupOptions)  # the Review page's groups, as `landmark group`'s
 
 
 @dataclass
 class _Cached:
     generation: int = -1
     value: Any = None
+
+
+class _Closed(Exception):
+    """The library closed while a background job ran: the job stops."""
+
+
+@dataclass
+class _Job:
+    """Work that runs on its own thread while pages answer: its progress, then its value or its error."""
+
+    generation: int
+    progress: float = 0.0
+    value: Any = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -72,6 +87,10 @@ class Library:
         self._explainer = None
         self._folders: set[str] = set()
         self._cache: dict[str, _Cached] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._jobs_lock = threading.Lock()
+        self._closing = threading.Event()  # background jobs stop at their next progress report
+        self._named: set[str] = set()  # named on the Review page since its groups were computed
         self._warm = threading.Event()
 
     @classmethod
@@ -116,6 +135,7 @@ class Library:
         return self._warm.is_set()
 
     def close(self) -> None:
+        self._closing.set()
         def shut() -> None:
             if self._idx is not None:
                 self._idx.close()
@@ -134,6 +154,36 @@ class Library:
         if entry.generation != gen:
             entry.value, entry.generation = compute(), gen
         return entry.value
+
+    def _background(self, name: str, compute: Callable[[Callable[[float], None]], T]) -> _Job:
+        """compute(progress) once per index generation on a thread of its own; the job as it stands now.
+
+        A job of an older generation keeps running until it ends (one at a time: two cores), and is shown
+        meanwhile; the next request after it ends starts the current one."""
+        gen = self.generation()
+        with self._jobs_lock:
+            job = self._jobs.get(name)
+            if job is not None and (job.generation == gen or not job.done.is_set()):
+                return job
+            job = self._jobs[name] = _Job(gen)
+
+        def progress(share: float) -> None:
+            if self._closing.is_set():
+                raise _Closed
+            job.progress = min(max(float(share), 0.0), 1.0)
+
+        def work() -> None:
+            try:
+                job.value = compute(progress)
+            except _Closed:
+                pass
+            except Exception as exc:  # noqa: BLE001 - said on the page instead of dying unseen in a thread
+                job.error = str(exc) or type(exc).__name__
+            finally:
+                job.done.set()
+
+        threading.Thread(target=work, name=f"landmark-{name}", daemon=True).start()
+        return job
 
     # ------------------------------------------------------------------ which files may be served
 
@@ -213,36 +263,45 @@ class Library:
 
     # ------------------------------------------------------------------ review: groups to name
 
-    def review_groups(self) -> dict:
-        """Groups of the photos no model named (all photos for the built-in model), not yet named by hand."""
-        return self._memo("review", self._review_groups)
+    def review_groups(self, wait: float = 0.0) -> dict:
+        """The Review page's groups: `landmark group`'s over this index's photos (grouping.group_indexed), less
+        the photos named by hand. The grouping runs in the background: until it is done (waiting at most `wait`
+        seconds) the answer is {"state": "computing", "progress": 0-1}; then {"state": "ready", "groups", ...}."""
+        job = self._background("review", self._review_groups)
+        if wait > 0:
+            job.done.wait(wait)
+        if not job.done.is_set():
+            return {"state": "computing", "progress": round(job.progress, 3)}
+        if job.error is not None:
+            return {"state": "failed", "error": job.error}
+        named = self._named | job.value["named"]
+        groups = []
+        for group in job.value["groups"]:  # numbers as `landmark group` gives them: a naming renumbers nothing
+            paths = [p for p in group["paths"] if p not in named]
+            if paths:
+                groups.append({"name": group["name"], "paths": paths})
+        return {"state": "ready", "groups": groups, "ungrouped": [p for p in job.value["ungrouped"] if p not in named],
+                "considered": job.value["considered"]}
 
-    def _review_groups(self) -> dict:
-        from ..grouping import choose_method, cluster
+    def _review_groups(self, progress: Callable[[float], None]) -> dict:
+        from ..grouping import group_indexed
         from ..sidecar import read_sidecar, sidecar_path
         from ..tagging import is_named
 
-        tiles, _ = self.catalog.page(0, REVIEW_MAX, Filter(unknown=self.unknown_means_something))
-        candidates = []
-        for tile in tiles:
+        keys = self.catalog.all_paths()
+        records, vectors = self.run(lambda: self._index().lookup(keys))
+        progress(0.05)
+        report = group_indexed([r.path for r in records], records, vectors, str(self.recorded.get("kind", "")),
+                               self.opts.group, progress=lambda share: progress(0.05 + 0.9 * share))
+        named = set()
+        for photo in [p for g in report.groups for p in g.paths] + report.ungrouped:
             try:
-                if is_named(read_sidecar(sidecar_path(Path(tile.path)))):
-                    continue
+                if is_named(read_sidecar(sidecar_path(photo))):
+                    named.add(str(photo))
             except (LandmarkError, OSError):
                 pass
-            candidates.append(tile.path)
-        records, vectors = self.run(lambda: self._index().lookup(candidates))
-        method = choose_method("auto", everything=not self.unknown_means_something)
-        labels = cluster(vectors, self.opts.review_min_size, method) if len(records) else []
-        groups: dict[int, list[str]] = {}
-        for record, label in zip(records, labels):
-            if label >= 0:
-                groups.setdefault(int(label), []).append(record.path)
-        named = [{"name": f"group-{n + 1:02d}", "paths": paths} for n, paths in
-                 enumerate(sorted(groups.values(), key=len, reverse=True))]
-        grouped = {p for g in named for p in g["paths"]}
-        return {"groups": named, "ungrouped": [r.path for r in records if r.path not in grouped],
-                "considered": len(records), "capped": len(tiles) >= REVIEW_MAX}
+        return {"groups": [{"name": g.name, "paths": [str(p) for p in g.paths]} for g in report.groups],
+                "ungrouped": [str(p) for p in report.ungrouped], "considered": report.considered, "named": named}
 
     def name_photos(self, paths: Sequence[str], name: str, train: bool) -> dict:
         """Tag the photos with `name` (sidecars as `landmark tag` writes them); with train, link them into
@@ -263,7 +322,7 @@ class Library:
             out["linked"] = [str(dest) for _, dest in done.done]
             out["failed"] += [{"path": str(p), "reason": why} for p, why in done.failed]
             out["train_dir"] = str(self.train_dir)
-        self._cache.pop("review", None)
+        self._named.update(out["named"])
         return out
 
     # ------------------------------------------------------------------ duplicates and map

@@ -1,4 +1,5 @@
-// landmark-search web app: drag and drop on the search page, Grad-CAM on request. Every page works without it.
+// landmark-search web app: drag and drop on the search page, Grad-CAM on request, select all/none and the grouping's
+// progress on the review page. Every page works without it.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -30,5 +31,32 @@ document.addEventListener("DOMContentLoaded", () => {
       img.onerror = () => { explain.textContent = "Grad-CAM failed for this photo"; };
       img.src = explain.href;
     });
+  }
+
+  for (const form of document.querySelectorAll("form.group")) {
+    const tick = (on) => { for (const box of form.querySelectorAll("input[name=paths]")) box.checked = on; };
+    const all = form.querySelector(".pick-all");
+    const none = form.querySelector(".pick-none");
+    if (all) all.addEventListener("click", () => tick(true));
+    if (none) none.addEventListener("click", () => tick(false));
+  }
+
+  const computing = document.getElementById("computing");
+  if (computing) {
+    const bar = document.getElementById("grouping-progress");
+    const poll = () => {
+      fetch(computing.dataset.poll, { headers: { Accept: "application/json" } })
+        .then((r) => r.json())
+        .then((state) => {
+          if (state.state === "computing") {
+            bar.value = state.progress;
+            setTimeout(poll, 1000);
+          } else {
+            window.location.reload();
+          }
+        })
+        .catch(() => setTimeout(poll, 3000));
+    };
+    setTimeout(poll, 1000);
   }
 });
