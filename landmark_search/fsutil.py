@@ -9,8 +9,11 @@ import json
 import os
 import secrets
 import stat
+import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
+
+from .errors import LandmarkError
 
 _CHUNK = 1 << 20
 
@@ -132,11 +135,51 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+APP_NAME = "landmark-search"
+
+
 def user_cache_dir(name: str) -> Path:
-    """~/.cache/landmark-search/NAME (or under $XDG_CACHE_HOME), created if missing."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "landmark-search" / name
+    """The user's cache folder NAME (~/.cache/landmark-search/NAME on Linux, $XDG_CACHE_HOME honoured), created
+    if missing."""
+    import platformdirs
+
+    base = platformdirs.user_cache_path(APP_NAME) / name
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def user_config_file() -> Path:
+    """The user's settings file: ~/.config/landmark-search/config.toml on Linux ($XDG_CONFIG_HOME honoured),
+    ~/Library/Application Support/landmark-search/config.toml on macOS, %LOCALAPPDATA%\\landmark-search on
+    Windows."""
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def user_setting(key: str) -> str | None:
+    """A text setting from user_config_file() (`key = "value"`); None when the file or the key is absent.
+
+    A file that is not TOML, or a value that is not text, is a one-line error naming the file and the key.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    path = user_config_file()
+    try:
+        with open(path, "rb") as fh:
+            settings = tomllib.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LandmarkError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc}); fix the file "
+                            f"(TOML, e.g. {key} = \"...\") or delete it") from None
+    value = settings.get(key)
+    if value is not None and not isinstance(value, str):
+        raise LandmarkError(f"{path}: {key} must be text in quotes, e.g. {key} = \"...\"")
+    return value
 
 
 def human_size(n: float) -> str:

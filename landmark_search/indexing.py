@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 from .config import EmbedConfig
 from .data.files import iter_photos
 from .errors import BadImageError, IndexStoreError, LandmarkError
-from .fsutil import atomic_write_json, read_json
+from .fsutil import atomic_write_json, read_json, user_config_file, user_setting
 from .modelref import ModelRef, resolve_model
 
 if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged folder stays light
@@ -21,16 +21,46 @@ if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged f
     from .embeddings import LoadedModel
 
 INDEX_HOME = Path("indexes")
+INDEX_HOME_ENV = "LANDMARK_INDEX_HOME"
+INDEX_HOME_SETTING = "index_home"
 MODEL_FILE = "model.json"
 
 
+def index_home() -> tuple[Path, str]:
+    """(the absolute folder that holds named indexes, what chose it): $LANDMARK_INDEX_HOME, else `index_home` in
+    the user's config.toml, else indexes/ in the current folder."""
+    given = os.environ.get(INDEX_HOME_ENV)
+    if given:
+        return Path(given).expanduser().absolute(), INDEX_HOME_ENV
+    setting = user_setting(INDEX_HOME_SETTING)
+    if setting:
+        home = Path(setting).expanduser()
+        if not home.is_absolute():  # relative to whichever folder a command runs in would defeat the setting
+            raise LandmarkError(f"{user_config_file()}: {INDEX_HOME_SETTING} = {setting!r} is relative; give an "
+                                f"absolute folder such as \"~/landmark-indexes\"")
+        return home, f"{INDEX_HOME_SETTING} in {user_config_file()}"
+    return INDEX_HOME.absolute(), "the current folder's indexes/"
+
+
 def index_dir(name_or_path: str | Path) -> Path:
-    """A bare name lives under indexes/; anything with a slash (or an existing folder) is a path."""
+    """The absolute folder of an index: a bare name lives under index_home(); anything with a slash (or an
+    existing index folder) is a path."""
     text = str(name_or_path)
     path = Path(text).expanduser()
     if "/" in text or os.sep in text or path.is_dir() and (path / MODEL_FILE).exists():
-        return path
-    return INDEX_HOME / text
+        return path.absolute()
+    return index_home()[0] / text
+
+
+def _no_index(directory: Path) -> str:
+    """Why there is no index at `directory`, with the absolute path tried and how to build or find one."""
+    home, chosen_by = index_home()
+    text = f"no index at {directory.absolute()}; build one with `landmark index PHOTOS`"
+    if directory.absolute().parent != home:  # a folder the user named
+        return text + f" --index {directory.absolute()}"
+    return (text + f" (add --index {directory.name} for this name). Named indexes live in {home} "
+            f"({chosen_by}); to keep them in one place whatever the current folder, set {INDEX_HOME_ENV} or "
+            f"{INDEX_HOME_SETTING} in {user_config_file()}")
 
 
 def _read_model_file(directory: Path) -> dict | None:
@@ -358,8 +388,7 @@ def recorded_model(directory: Path) -> dict:
                               f"PHOTOS --index {directory} --model MODEL` with that model writes it again, or rebuild "
                               f"it with `landmark index PHOTOS --index {directory} --rebuild`")
     if recorded is None:
-        raise IndexStoreError(f"no index at {directory}; build one with `landmark index PHOTOS` "
-                              f"(add --index {directory.name} for this name)")
+        raise IndexStoreError(_no_index(directory))
     return recorded
 
 

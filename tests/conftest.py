@@ -16,6 +16,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+    # nor the user's settings (config.toml, where named indexes live)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
+    monkeypatch.delenv("LANDMARK_INDEX_HOME", raising=False)
 
 
 SYNTH_PLACES = {"00.Tower": (48.8584, 2.2945), "01.Stone_Arch": (-33.8568, 151.2153), "02.Dome": (27.1751, 78.0421)}

@@ -38,6 +38,19 @@ def test_models_lists_every_architecture():
     assert {"resnet18", "resnet34", "resnet50", "mobilenet_v2"} <= set(names)
     eff = next(r for r in rows if r["name"] == "efficientnet_lite0")
     assert eff["feature_dim"] == 1280 and "PyPI" in eff["pretrained"]
+    assert eff["params_m"] == 3.71  # a 50-class embedding head on the 3.37 M body
+
+
+def test_models_prints_its_table_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from landmark_search.cli import app\n"
+            "try: app(['models'])\n"
+            "except SystemExit as e: assert e.code == 0\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "efficientnet_lite0" in out.stdout and out.stdout.split()[-1] == "False", out.stderr
 
 
 def test_data_synth(tmp_path):
@@ -46,11 +59,13 @@ def test_data_synth(tmp_path):
     assert len(list((tmp_path / "d" / "train").iterdir())) == 3
 
 
-def test_train_command_writes_a_run(synth_data, tmp_path):
+def test_train_command_writes_a_run_and_says_when_it_stopped_early(synth_data, tmp_path):
+    # a learning rate too small to move the loss: no 1 % gain after the first epoch, so --patience 1 stops at 2
     out = invoke("train", "--model", "efficientnet_lite0", "--data", synth_data, "--out", tmp_path / "run",
-                 "--epochs", "2", "--feature-views", "1", "--image-size", "64", "--quiet", "--workers", "0",
-                 "--no-report").output
+                 "--epochs", "5", "--patience", "1", "--lr", "1e-12", "--feature-views", "1", "--image-size", "64",
+                 "--quiet", "--workers", "0", "--no-report").output
     assert "test accuracy" in out and (tmp_path / "run" / "best.pt").is_file()
+    assert "stopped early at epoch 2 of 5 (no validation gain for 1 epoch)" in out
 
 
 def test_train_unknown_model_is_one_clear_line(synth_data):
@@ -109,24 +124,42 @@ def test_classify_skips_a_corrupt_photo_and_names_it(synth_data, tmp_path):
     assert invoke("classify", good, bad, "--strict", ok=False).exit_code == 1
 
 
-def test_tag_index_similar_round_trip(trained_run, synth_data, tmp_path):
+def test_tag_index_similar_round_trip(trained_run, synth_data, tmp_path, monkeypatch):
     photos = tmp_path / "photos"
     shutil.copytree(synth_data / "test", photos)
-    out = invoke("tag", photos, "--model", trained_run / "best.pt", "--json").stdout
-    assert json.loads(out)["tagged"] == len(list(photos.rglob("*.jpg")))
-    index = tmp_path / "idx"
-    invoke("index", synth_data / "train", "--model", trained_run / "best.pt", "--index", index)
+    counts = json.loads(invoke("tag", photos, "--model", trained_run / "best.pt", "--json").stdout)
+    assert counts["tagged"] + counts["no_tag"] == len(list(photos.rglob("*.jpg"))) and counts["tagged"] > 0
+    # Named indexes live where LANDMARK_INDEX_HOME says, whatever the current folder.
+    monkeypatch.setenv("LANDMARK_INDEX_HOME", str(tmp_path / "indexes"))
+    invoke("index", synth_data / "train", "--model", trained_run / "best.pt", "--index", "trip")
+    assert (tmp_path / "indexes" / "trip" / "model.json").is_file()
     query = sorted(photos.rglob("*.jpg"))[0]
-    hits = json.loads(invoke("similar", query, "--index", index, "--json", "-k", "3").stdout)
-    assert hits["query"] == str(query) and len(hits["hits"]) == 3
+    monkeypatch.chdir(query.parent)
+    hits = json.loads(invoke("similar", query.name, "--index", "trip", "--json", "-k", "3").stdout)
+    assert hits["query"] == str(query) and len(hits["hits"]) == 3  # absolute, as the hits are
     assert all({"path", "score", "label", "place"} == set(h) for h in hits["hits"])
+    assert all(Path(h["path"]).is_absolute() for h in hits["hits"])
+    lines = invoke("similar", query.name, "--index", "trip", "-k", "1").stdout.splitlines()
+    assert lines[0].startswith(f"query: {query}  (") and f"  {hits['hits'][0]['path']}" in lines[1]
+    # ... or where index_home in the user's config.toml says
+    monkeypatch.delenv("LANDMARK_INDEX_HOME")
+    config = tmp_path / "xdg-config" / "landmark-search" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'index_home = "{tmp_path / "indexes"}"\n', encoding="utf-8")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    assert json.loads(invoke("similar", query.name, "--index", "trip", "--json", "-k", "3").stdout) == hits
+    config.write_text('index_home = "indexes"\n', encoding="utf-8")
+    relative = invoke("similar", query.name, "--index", "trip", ok=False)
+    assert relative.exit_code == 1 and f"{config}: index_home = 'indexes' is relative" in relative.output
 
 
-def test_similar_without_an_index_says_how_to_build_one(synth_data, tmp_path, monkeypatch):
+def test_similar_without_an_index_says_where_it_looked_and_how_to_move_it(synth_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     photo = sorted((synth_data / "test").rglob("*.jpg"))[0]
     result = invoke("similar", photo, ok=False)
     assert result.exit_code == 1 and "landmark index PHOTOS" in result.output
+    assert f"no index at {tmp_path / 'indexes' / 'default'};" in result.output  # the absolute path tried
+    assert "LANDMARK_INDEX_HOME" in result.output and "config.toml" in result.output
 
 
 def test_data_download_bad_url_is_one_line(tmp_path):

@@ -26,12 +26,15 @@ def test_every_model_has_logits_and_normalised_embeddings(name):
     assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
     assert torch.allclose(emb, emb2, atol=1e-5) and torch.allclose(logits, logits2, atol=1e-5)
     assert model.feature_dim == get_spec(name).feature_dim
+    # `landmark models` prints these counts from the spec alone
+    assert sum(p.numel() for p in model.parameters()) == get_spec(name).params(5, embedding_dim=32)
 
 
 def test_linear_head_embeds_backbone_features():
     model = build_model("scratch", 4, head="linear").eval()
     assert model.embedding_dim == 512
     assert model.embed(torch.randn(1, 3, 64, 64)).shape == (1, 512)
+    assert sum(p.numel() for p in model.parameters()) == get_spec("scratch").params(4, head="linear")
 
 
 def test_offline_efficientnet_is_an_imagenet_classifier():

@@ -176,4 +176,13 @@ def test_small_things_a_new_user_notices(tmp_path, monkeypatch):
     monkeypatch.setattr(tagging, "untag", interrupted)
     stopped = runner.invoke(app, ["untag", str(tmp_path)])
     assert stopped.exit_code == 130 and "finished work was saved" not in stopped.output
-    assert "no file was left half-written" in stopped.output
+    assert "no file was left half-written" in stopped.output and "--resume" not in stopped.output
+    monkeypatch.setattr(tagging, "tag", interrupted)
+    stopped = runner.invoke(app, ["tag", str(tmp_path)])
+    assert stopped.exit_code == 130 and "--resume" not in stopped.output
+
+    import landmark_search.training as training
+
+    monkeypatch.setattr(training, "fit", interrupted)
+    stopped = runner.invoke(app, ["train", "--data", str(data)])
+    assert stopped.exit_code == 130 and "landmark train --resume RUN" in stopped.output

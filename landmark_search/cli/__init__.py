@@ -81,7 +81,8 @@ StrictOpt = typer.Option(False, help="Exit 1 when any photo failed.")
 SheetOpt = typer.Option(None, help="Write a contact sheet (.html or .png).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 JsonSummaryOpt = typer.Option(False, "--json", help="Print the summary as JSON.")
-IndexOpt = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or folder.")
+IndexOpt = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (kept in $LANDMARK_INDEX_HOME, else "
+                        "index_home in the user's config.toml, else ./indexes/) or folder.")
 
 
 def _err(message: str) -> None:
@@ -93,8 +94,19 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def handle_errors(func):
-    """Print a LandmarkError or an OS error (paths, permissions) as one line on stderr and exit 1; Ctrl-C exits 130."""
+# Nothing is ever half-written (atomic writes, one transaction per batch), but the run may not have finished
+# anything yet: the message says what holds either way.
+INTERRUPTED = ("interrupted: no file was left half-written; run the same command again to go on from what had "
+               "finished, if anything")
+
+
+def handle_errors(func=None, *, interrupted: str = INTERRUPTED):
+    """Print a LandmarkError or an OS error (paths, permissions) as one line on stderr and exit 1; Ctrl-C prints
+    `interrupted` and exits 130. Use as @handle_errors, or @handle_errors(interrupted=...) for a command whose
+    interrupted work is continued some other way."""
+    if func is None:
+        return functools.partial(handle_errors, interrupted=interrupted)
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -111,10 +123,7 @@ def handle_errors(func):
                      "needed, and is writable")
             raise typer.Exit(code=1)
         except KeyboardInterrupt:
-            # Nothing is ever half-written (atomic writes, one transaction per batch), but the run may not have
-            # finished anything yet: say what holds either way.
-            _err("interrupted: no file was left half-written; run the same command again to go on from what had "
-                 "finished, if anything (`landmark train`: add --resume RUN)")
+            _err(interrupted)
             raise typer.Exit(code=130)
     return wrapper
 

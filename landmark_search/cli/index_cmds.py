@@ -94,7 +94,7 @@ def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (ins
                                                   "TorchScript export, loading it. Risk: a TorchScript file can run "
                                                   "code when loaded; only for exports you made or trust.")) -> None:
     """The photos in an index most similar to each PHOTO, with cosine scores and predicted labels."""
-    from ..indexing import find_similar_many
+    from ..indexing import find_similar_many, photo_key
 
     _check_sheet(sheet)
     if sheet and len(photos) > 1:
@@ -102,12 +102,14 @@ def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (ins
     cfg = _embed_config(1, device, precision, workers=0, max_pixels=max_pixels, quiet=True)
     results = find_similar_many(photos, index, k=k, min_score=min_score, cfg=cfg, trust_export=trust_export,
                                 model_spec=model)
-    if as_json:  # one photo: its object, as before; several: a list of them
-        out = [r.to_json(str(p)) for p, r in zip(photos, results)]
+    # The query in the form of the hits (absolute, as the index holds paths), whatever form it was given in.
+    queries = [photo_key(p) for p in photos]
+    if as_json:  # one photo: its object; several: a list of them
+        out = [r.to_json(q) for q, r in zip(queries, results)]
         typer.echo(_json(out[0] if len(out) == 1 else out))
     else:
-        for photo, result in zip(photos, results):
-            typer.echo(f"query: {photo}  (" + (f"looks like: {result.query_label}" if result.query_label
+        for query, result in zip(queries, results):
+            typer.echo(f"query: {query}  (" + (f"looks like: {result.query_label}" if result.query_label
                                                else "none of the model's landmarks") + ")")
             for rank, h in enumerate(result.hits, 1):
                 where = result.place(h.label)
@@ -131,9 +133,10 @@ def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (ins
 @handle_errors
 def duplicates_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos or folders."),
                    model: Optional[str] = ModelOpt,
-                   index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (under indexes/) or "
-                                             "folder; updated incrementally, so a second run embeds nothing and "
-                                             "checks on pixels only pairs it has not checked before."),
+                   index: str = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index name (see "
+                                             "`landmark index --help`) or folder; updated incrementally, so a "
+                                             "second run embeds nothing and checks on pixels only pairs it has "
+                                             "not checked before."),
                    tier: Optional[List[str]] = typer.Option(None, "--tier", help="exact|near|same_scene "
                                                             "(repeatable; default all three)."),
                    action: str = typer.Option("list", help="list | link (a folder of links per group, to review) | "

@@ -20,15 +20,15 @@ from . import (
 @handle_errors
 def models_cmd(as_json: bool = JsonOpt) -> None:
     """List the registered models: parameters, embedding size, pretrained source."""
-    from ..models import build_model, get_spec, list_models
+    from ..config import TrainConfig
+    from ..models import get_spec, list_models
 
+    dim = TrainConfig().embedding_dim
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        model = build_model(name, 50, pretrained=False)
-        params = sum(p.numel() for p in model.parameters())
-        rows.append({"name": name, "params_m": round(params / 1e6, 2), "feature_dim": spec.feature_dim,
-                     "embedding_dim": model.embedding_dim, "image_size": spec.image_size,
+        rows.append({"name": name, "params_m": round(spec.params(50, embedding_dim=dim) / 1e6, 2),
+                     "feature_dim": spec.feature_dim, "embedding_dim": dim, "image_size": spec.image_size,
                      "pretrained": spec.pretrained_source or "none (trains from scratch)",
                      "description": spec.description})
     if as_json:
@@ -44,7 +44,8 @@ def models_cmd(as_json: bool = JsonOpt) -> None:
 # ------------------------------------------------------------------------------------------------ train
 
 @app.command("train")
-@handle_errors
+@handle_errors(interrupted="interrupted: the run folder keeps its last finished epoch (last.pt); go on with "
+                           "`landmark train --resume RUN`")
 def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Architecture (see `landmark models`)."),
               data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder with train/ (+ test/); "
                                                   "with --resume, the run's own unless given."),
@@ -110,6 +111,9 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
         return
     m = result.metrics
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
+    if "stopped_early_at" in m:
+        typer.echo(f"stopped early at epoch {m['stopped_early_at']} of {m['epochs_planned']} (no validation gain "
+                   f"for {_count(m['patience'], 'epoch')})")
     if "test_accuracy" in m:
         typer.echo(f"test accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_macro_f1']:.4f}  "
                    f"({_count(m['n_test'], 'photo')})")

