@@ -161,6 +161,11 @@ def _builtin(ref: ModelRef) -> LoadedModel:
 def _from_meta(ref: ModelRef, module: nn.Module, meta: dict) -> LoadedModel:
     """A checkpoint's or export's model with what its meta says about feeding and naming it."""
     openset = OpenSet.from_state(meta["openset"]) if meta.get("openset") else None
+    if isinstance(meta.get("places"), dict):
+        # One name per class, its display name, in its place too (a checkpoint may name them apart).
+        places = meta["places"]
+        meta = {**meta, "places": {c: {**places[c], "name": name} for c, name in
+                                   zip(meta["classes"], meta["display_names"]) if isinstance(places.get(c), dict)}}
     return LoadedModel(name=ref.name, kind=ref.kind, model_id=ref.model_id, sha256=ref.sha256,
                        image_size=meta["image_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
                        class_ids=list(meta["classes"]), class_names=list(meta["display_names"]),

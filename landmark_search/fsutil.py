@@ -135,6 +135,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def is_utf8(path: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (surrogate escapes), which SQLite text cannot hold."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 APP_NAME = "landmark-search"
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 from .config import EmbedConfig
 from .data.files import iter_photos
 from .errors import BadImageError, IndexStoreError, LandmarkError
-from .fsutil import atomic_write_json, read_json, user_config_file, user_setting
+from .fsutil import atomic_write_json, is_utf8, read_json, user_config_file, user_setting
 from .modelref import ModelRef, resolve_model
 
 if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged folder stays light
@@ -257,7 +257,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 summary.failed.append((photo, f"{photo}: {exc.strerror or exc}"))
                 continue
             key = photo_key(photo)
-            if not _is_utf8(key):
+            if not is_utf8(key):
                 summary.failed.append((photo, f"{photo}: the file name is not valid UTF-8, which the index "
                                               "cannot store; rename the file"))
                 continue
@@ -298,15 +298,6 @@ def photo_key(photo: Path) -> str:
     """The path a photo is indexed under: absolute, its folders resolved, but a symlinked file kept as the link,
     so deleting the link (or the file it points to) removes it from the index on the next run."""
     return os.path.join(os.path.realpath(photo.parent), photo.name)
-
-
-def _is_utf8(path: str) -> bool:
-    """False for a name with bytes that are not UTF-8 (surrogate escapes), which SQLite text cannot hold."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _portable_spec(ref: ModelRef) -> str:
@@ -413,7 +404,7 @@ def query_index(idx, photo: Path, recorded: dict, load_model: Callable[[], Loade
     result = embed_paths([photo], model, _index_precision(recorded, cfg))
     if result.failed:
         raise BadImageError(f"cannot read the query photo: {result.failed[0][1]}")
-    hits = idx.search(result.embeddings, k, exclude_paths=[own if _is_utf8(own) else None])[0]
+    hits = idx.search(result.embeddings, k, exclude_paths=[own if is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
     label = (model.verdict(result.probs[0], None if result.features is None else result.features[0])[0]
              if len(result.probs) else None)
@@ -428,7 +419,7 @@ def _label_places(model) -> dict:
 
 def _stored_query(idx, photo: Path, key: str):
     """(record, 1 x dim vector) of a query photo the index holds unchanged (same size and mtime), else None."""
-    if not _is_utf8(key):
+    if not is_utf8(key):
         return None
     try:
         st = os.stat(photo)
@@ -460,7 +451,7 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
     summary = build_index(photos, model_spec, index, opts, cfg, trust_export=trust_export)
     # build_index reported unreadable folders; this second walk only lists names (~1 s per 100k photos).
     found = [p for p in iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links,
-                                    exclude=opts.exclude) if _is_utf8(photo_key(p))]
+                                    exclude=opts.exclude) if is_utf8(photo_key(p))]
     recorded = _read_model_file(summary.directory) or {}
     by_key = {photo_key(p): p for p in found}
     with PhotoIndex.open(summary.directory, model_id=recorded["model_id"], dim=int(recorded["embedding_dim"]),

@@ -176,6 +176,20 @@ def reverse_geocode(points: Sequence[tuple[float, float]]) -> list[tuple[str, st
     return out
 
 
+# ------------------------------------------------------------------------------------- class names
+
+def clean_name(class_id: str) -> str:
+    """A name from a class folder: `09.Golden_Gate_Bridge` -> `Golden Gate Bridge`."""
+    name = re.sub(r"^\d+[._\-\s]+", "", class_id)
+    return re.sub(r"[_\s]+", " ", name).strip() or class_id
+
+
+def display_names(classes: Sequence[str], places: Mapping[str, Place]) -> list[str]:
+    """The one name of each class, for keywords, the XMP location, the map and the web app alike: its place's
+    name (the `name` column of places.csv, or the shipped table's) when it has one, else the cleaned folder name."""
+    return [places[c].name if c in places and places[c].name else clean_name(c) for c in classes]
+
+
 # ------------------------------------------------------------------------------------- class places
 
 def resolve_places(classes: Sequence[str], samples: Sequence[tuple[Path, int]], data_dir: Path,

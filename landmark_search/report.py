@@ -1,4 +1,4 @@
-"""One self-contained HTML report for a training run: config, curves, metrics, confusions, mistakes."""
+"""One self-contained HTML report for a training run: curves, metrics, confusions, mistakes, then the config."""
 
 from __future__ import annotations
 
@@ -412,8 +412,8 @@ def write_report(run_dir: Path, data: Path | None = None, out: Path | None = Non
             raise _Missing(no_test)
         return value
 
+    # Results first; the configuration (30-odd rows) is reference, at the end.
     sections = [
-        _section("config", "Configuration", lambda: _config_section(paths)),
         _section("curves", "Training curves", lambda: _curves_section(paths)),
         _section("metrics", "Test metrics", lambda: _metrics_section(paths, test_report, evaluation)),
         _section("open-set", "Photos of anything else (open set)", lambda: _open_set_section(paths, test_report)),
@@ -421,6 +421,7 @@ def write_report(run_dir: Path, data: Path | None = None, out: Path | None = Non
         _section("confusion", "Confusion matrix", lambda: _confusion_section(paths, confusion, names)),
         _section("pairs", "Most-confused class pairs", lambda: _pairs_section(need(confusion), need(names))),
         _section("mistakes", "Misclassified test photos", lambda: _mistakes_section(evaluation, why_no_eval, device)),
+        _section("config", "Configuration", lambda: _config_section(paths)),
     ]
     cfg = _read_json_or(paths.config, {})
     n_classes = len(names) if names is not None else "?"

@@ -6,10 +6,11 @@ import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
 from .errors import LandmarkError, SidecarError
+from .checked import CheckedPhotos, options_key
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
 from .embedded import can_embed, embed_keywords, restore_original
@@ -125,7 +126,8 @@ class TagSummary:
     """What a tag run did: counts and the reason for every failure."""
 
     tagged: list[Path] = field(default_factory=list)  # got at least one tag
-    untagged: list[Path] = field(default_factory=list)  # written, but no tag passed (unknown, or below --min-score)
+    untagged: list[Path] = field(default_factory=list)  # no tag passed (unknown, or below --min-score)
+    not_written: list[Path] = field(default_factory=list)  # of those: nothing to record (no place either), no sidecar
     unknown: list[Path] = field(default_factory=list)  # of those: not one of the model's landmarks
     unchanged: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
@@ -194,12 +196,14 @@ def _check_mirror(args: Sequence[Path], output_dir: Path) -> None:
                                 "outside the photos (e.g. ~/tags)")
 
 
-def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSummary
+def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSummary, checked: CheckedPhotos
           ) -> tuple[list[_Job], set[Path]]:
-    """Walk the photos; keep those whose sidecar is missing or stale (or all, with --force), and every sidecar folder."""
+    """Walk the photos; keep those whose sidecar is missing or stale and that were not checked already with
+    nothing to record (or all, with --force), and every sidecar folder."""
     jobs: list[_Job] = []
     folders: set[Path] = set()
     options = _recorded_options(opts)
+    said_nothing: list[_Job] = []
     xmp_owner: dict[Path, Path] = {}
     for photo, root, side in _walk(paths, opts, summary):
         folders.add(side.parent)
@@ -215,11 +219,30 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
         except (SidecarError, OSError) as exc:
             summary.failed.append((photo, str(exc)))
             continue
-        if not opts.force and (_is_current(existing, ref.sha256, fingerprint, options) or is_named(existing)):
+        if not opts.force and is_named(existing):
+            summary.unchanged.append(photo)
+            continue
+        if not opts.force and _is_current(existing, ref.sha256, fingerprint, options):
+            if _says_something(existing[SIDECAR_KEY]):
+                summary.unchanged.append(photo)
+            else:  # a current entry with nothing in it (written by an earlier version): taken back, no model
+                said_nothing.append(_Job(photo, root, side, existing, fingerprint))
+            continue
+        if not opts.force and SIDECAR_KEY not in existing and checked.is_checked(
+                photo, fingerprint, ref.sha256, options_key(options)):
             summary.unchanged.append(photo)
             continue
         jobs.append(_Job(photo, root, side, existing, fingerprint))
+    if said_nothing:
+        checked.remember([(job.photo, job.fingerprint) for job in said_nothing
+                          if _nothing_to_record(job, opts, summary)], ref.sha256, options_key(options))
+        summary.unchanged.extend(job.photo for job in said_nothing)
     return jobs, folders
+
+
+def _says_something(entry: Mapping[str, Any]) -> bool:
+    """An entry worth a sidecar: a tag, a place, or a name a person gave."""
+    return bool(entry.get("tags")) or bool(entry.get("place")) or entry.get("named") is True
 
 
 def is_named(sidecar: dict) -> bool:
@@ -307,8 +330,8 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
         opts = replace(opts, xmp=True)  # the place goes where photo apps read it: the XMP sidecar
     summary = TagSummary()
     ref = resolve_model(model_spec, trust_export=trust_export)
-    with _folder_lock(paths, opts.output_dir):
-        jobs, folders = _plan(paths, ref, opts, summary)
+    with _folder_lock(paths, opts.output_dir), CheckedPhotos() as checked:
+        jobs, folders = _plan(paths, ref, opts, summary, checked)
         if not jobs:
             if not opts.dry_run:
                 _sweep(folders, summary)
@@ -338,24 +361,32 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                                                                   preds[0].confidence) if unknown else None)
                 pending.append((job, payload, kept, unknown))
             if not opts.geotag:
-                _write_all(pending, model, opts, summary, {})
+                _write_all(pending, model, opts, summary, {}, checked)
                 pending = []
         if opts.geotag:
             summary.no_places = model.openset is None or not model.meta.get("places")
-            _write_all(pending, model, opts, summary, _geotag(pending, model, opts))
+            _write_all(pending, model, opts, summary, _geotag(pending, model, opts), checked)
         if not opts.dry_run:
             _sweep(folders, summary)
     return summary
 
 
 def _write_all(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], model: "LoadedModel",
-               opts: TagOptions, summary: TagSummary, places: dict[Path, dict]) -> None:
-    """Write the sidecars of decided photos (with their places, if any) and count each in the summary."""
+               opts: TagOptions, summary: TagSummary, places: dict[Path, dict], checked: CheckedPhotos) -> None:
+    """Write the sidecars of decided photos that have something to record (a tag, a place), remember the others
+    as checked, and count each in the summary."""
+    said_nothing: list[_Job] = []
     for job, payload, kept, unknown in decided:
         place = places.get(job.photo)
+        ours = job.existing.get(SIDECAR_KEY)
+        # An entry that holds the original of a photo it embedded keywords into stays (untag needs it).
+        embedded = isinstance(ours, dict) and bool(ours.get("embedded"))
         try:
-            _write(job, {**payload, **({"place": place} if place else {})}, kept, model.kind == "builtin",
-                   opts, summary, place)
+            if kept or place or embedded:
+                _write(job, {**payload, **({"place": place} if place else {})}, kept, model.kind == "builtin",
+                       opts, summary, place)
+            elif _nothing_to_record(job, opts, summary):
+                said_nothing.append(job)
         except (SidecarError, OSError) as exc:
             summary.failed.append((job.photo, str(exc)))
             continue
@@ -364,6 +395,33 @@ def _write_all(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], mod
             summary.unknown.append(job.photo)
         if place:
             summary.geotagged.append(job.photo)
+    if not opts.dry_run:
+        options = options_key(_recorded_options(opts))
+        checked.remember([(job.photo, job.fingerprint) for job in said_nothing], model.sha256, options)
+        nothing = {job.photo for job in said_nothing}
+        checked.forget([job.photo for job, *_ in decided if job.photo not in nothing], model.sha256, options)
+
+
+def _nothing_to_record(job: _Job, opts: TagOptions, summary: TagSummary) -> bool:
+    """No sidecar for a photo with nothing to record; an entry of ours an earlier run left (with its XMP
+    keywords) is taken back. True when the photo can be remembered as checked."""
+    summary.not_written.append(job.photo)
+    if opts.dry_run:
+        return False
+    root = opts.output_dir if opts.output_dir is not None else job.root
+    entry = read_sidecar(job.sidecar).get(SIDECAR_KEY)  # as it is now: the user may have edited it
+    if isinstance(entry, dict):
+        if isinstance(entry.get("xmp"), dict):
+            untag_xmp(recorded_xmp_path(job.photo, job.root, job.sidecar, entry, opts), entry, root=root)
+        untag_json(job.sidecar, root=root)
+    return True
+
+
+def recorded_xmp_path(photo: Path, root: Path, side: Path, entry: Any, opts: WalkOptions) -> Path:
+    """The XMP sidecar our JSON entry says we wrote (either naming), else the one opts.xmp_name names."""
+    record = entry.get("xmp") if isinstance(entry, dict) else None
+    named = record.get("file") if isinstance(record, dict) else None
+    return side.with_name(named) if isinstance(named, str) and "/" not in named else xmp_path(photo, root, opts)
 
 
 def keywords(labels: Sequence[str], imagenet: bool, object_keywords: bool) -> tuple[list[str], list[str]]:
@@ -458,11 +516,7 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
             write_root = opts.output_dir if mirror else root
             try:
                 entry = read_sidecar(side).get(SIDECAR_KEY)
-                record = entry.get("xmp") if isinstance(entry, dict) else None
-                named = record.get("file") if isinstance(record, dict) else None
-                # the XMP our entry says we wrote (either naming), else the one --xmp-name names
-                xmp = side.with_name(named) if isinstance(named, str) and "/" not in named else xmp_path(
-                    photo, root, opts)
+                xmp = recorded_xmp_path(photo, root, side, entry, opts)
                 results = []
                 if opts.xmp:
                     results.append(untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run))

@@ -22,6 +22,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 SYNTH_PLACES = {"00.Tower": (48.8584, 2.2945), "01.Stone_Arch": (-33.8568, 151.2153), "02.Dome": (27.1751, 78.0421)}
+# places.csv's name column: a trained model's one name per class (one differs from its cleaned folder name)
+SYNTH_NAMES = {"00.Tower": "Tower", "01.Stone_Arch": "Harbour Arch", "02.Dome": "Dome"}
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +35,7 @@ def synth_data(tmp_path_factory) -> Path:
     make_synthetic_dataset(root, classes=3, per_class=30, image_size=64, seed=0)
     # Where each synthetic landmark "is" (landmark train reads DATA/places.csv; tag --geotag writes it).
     (root / "places.csv").write_text("class,latitude,longitude,name\n" + "".join(
-        f"{c},{lat},{lon},{c[3:]}\n" for c, (lat, lon) in SYNTH_PLACES.items()), encoding="utf-8")
+        f"{c},{lat},{lon},{SYNTH_NAMES[c]}\n" for c, (lat, lon) in SYNTH_PLACES.items()), encoding="utf-8")
     return root
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import GPS, IFD, Base
 
-from conftest import SYNTH_PLACES, exiftool_json
+from conftest import SYNTH_NAMES, SYNTH_PLACES, exiftool_json
 from landmark_search.config import EmbedConfig
 from landmark_search.errors import DataError
 from landmark_search.data.exif import read_exif
@@ -137,6 +137,39 @@ def test_geotag_places_photos_without_gps_and_never_overwrites(trained_run, synt
     assert not Path(f"{placed}.xmp").exists() and not Path(f"{same_trip}.xmp").exists()
     assert exif_gps(Path(f"{users_xmp}.xmp")) == pytest.approx((1.5, 2.0))
     assert sorted(summary.geotagged) == sorted([placed, same_trip])
+
+
+def test_one_name_per_class_for_keyword_location_and_map(trained_run, synth_data, tmp_path):
+    """places.csv names 01.Stone_Arch "Harbour Arch": the model, its keywords, the XMP location and the map all say
+    that, never the folder's "Stone Arch"."""
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+    from landmark_search.embeddings import load_model
+
+    model = load_model(trained_run / "best.pt")
+    assert model.class_names == [SYNTH_NAMES[c] for c in model.class_ids]
+    assert all(model.meta["places"][c]["name"] == SYNTH_NAMES[c] for c in model.class_ids)
+    lib = tmp_path / "lib"
+    for i, src in enumerate(sorted((synth_data / "test" / "01.Stone_Arch").glob("*.jpg"))[:3]):
+        write_photo(lib / f"arch_{i}.jpg", src)
+    run = CliRunner().invoke(app, ["tag", str(lib), "--model", str(trained_run / "best.pt"), "--geotag",
+                                   "--recall", "1.0", "--min-score", "0", "--top-k", "1"])
+    assert run.exit_code == 0, run.output
+    placed = [p for p in sorted(lib.glob("*.jpg")) if Path(f"{p}.xmp").exists()]
+    assert placed, run.output
+    for photo in placed:
+        xmp = exiftool_json(Path(f"{photo}.xmp"))
+        entry = json.loads(Path(f"{photo}.json").read_text())["landmark_search"]
+        label = entry["tags"][0]["label"]
+        assert label in SYNTH_NAMES.values() and label != "Stone Arch"
+        assert xmp["Subject"] in (label, [label]) and xmp["Location"] == label == entry["place"]["name"]
+    result = CliRunner().invoke(app, ["map", str(lib), "--out", str(tmp_path / "map.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "map.html").read_text()
+    markers = json.loads(page.split('id="places">')[1].split("</script>")[0].replace("&quot;", '"'))
+    labels = {json.loads(Path(f"{p}.json").read_text())["landmark_search"]["tags"][0]["label"] for p in placed}
+    assert {m["name"] for m in markers} == labels
 
 
 def test_map_has_a_marker_per_place(tmp_path):

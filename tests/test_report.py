@@ -21,9 +21,10 @@ from landmark_search.report import MAX_MISTAKES, confused_pairs, write_report
 from landmark_search.training import fit
 
 CHROMIUM = Path("/usr/bin/chromium")
-HEADINGS = ["Configuration", "Training curves", "Test metrics", "Photos of anything else (open set)",
+# Results first, the configuration dump last.
+HEADINGS = ["Training curves", "Test metrics", "Photos of anything else (open set)",
             "Per-class precision, recall and F1",
-            "Confusion matrix", "Most-confused class pairs", "Misclassified test photos"]
+            "Confusion matrix", "Most-confused class pairs", "Misclassified test photos", "Configuration"]
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 

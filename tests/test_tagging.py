@@ -59,7 +59,8 @@ def test_rerun_does_no_model_work_and_rewrites_nothing(photos, trained_run):
     tag([photos], ckpt, TagOptions(), CFG)
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.json")}
     again = tag([photos], ckpt, TagOptions(), CFG)
-    assert not again.model_loaded and not again.tagged and len(again.unchanged) == len(before)
+    # every photo: those with a sidecar, and those remembered as checked with nothing to record
+    assert not again.model_loaded and not again.tagged and len(again.unchanged) == len(list(photos.rglob("*.jpg")))
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.json")} == before
     forced = tag([photos], ckpt, TagOptions(force=True), CFG)
     assert forced.model_loaded and len(forced.tagged) == len(before)
@@ -95,10 +96,11 @@ def test_dry_run_writes_nothing(photos, trained_run):
 
 def test_output_dir_mirrors_the_tree(photos, trained_run, tmp_path):
     out = tmp_path / "tags"
-    tag([photos], str(trained_run / "best.pt"), TagOptions(output_dir=out), CFG)
-    assert not list(photos.rglob("*.json"))
-    jpgs = sorted(photos.rglob("*.jpg"))
-    assert all((out / j.relative_to(photos).parent / f"{j.name}.json").is_file() for j in jpgs)
+    summary = tag([photos], str(trained_run / "best.pt"), TagOptions(output_dir=out), CFG)
+    assert not list(photos.rglob("*.json")) and summary.tagged
+    mirrored = {j: out / j.relative_to(photos).parent / f"{j.name}.json" for j in photos.rglob("*.jpg")}
+    assert all(mirrored[j].is_file() for j in summary.tagged)
+    assert not any(mirrored[j].exists() for j in summary.not_written)
 
 
 def test_second_concurrent_run_is_refused(photos, trained_run):
@@ -180,7 +182,7 @@ def test_changed_options_retag_and_same_options_skip(synth_data, trained_run, tm
     ckpt, side = str(trained_run / "best.pt"), Path(f"{photo}.json")
     none = tag([photo.parent], ckpt, TagOptions(min_score=1.01), CFG)
     assert none.untagged == [photo] and not none.tagged and not none.unknown  # counted as "no tag", not tagged
-    assert json.loads(side.read_text())["landmark_search"]["tags"] == []
+    assert none.not_written == [photo] and not side.exists()  # nothing to record: no sidecar
     wider = TagOptions(min_score=0.0, top_k=2, xmp=True, recall=1.0)
     assert tag([photo.parent], ckpt, wider, CFG).tagged == [photo]
     entry = json.loads(side.read_text())["landmark_search"]
@@ -193,6 +195,36 @@ def test_changed_options_retag_and_same_options_skip(synth_data, trained_run, tm
     # The XMP already written serves a run without --xmp; a smaller --top-k is a different output.
     assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=2, recall=1.0), CFG).unchanged == [photo]
     assert tag([photo.parent], ckpt, TagOptions(min_score=0.0, top_k=1, recall=1.0), CFG).tagged == [photo]
+
+
+def test_photos_with_nothing_to_record_get_no_sidecar_and_are_remembered(synth_data, trained_run, tmp_path):
+    """No tag and no place: no JSON, no XMP; the next run with the same model and options skips them without the
+    model (or torch); a changed photo, model or option checks it again."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "family"
+    folder.mkdir()
+    for i, src in enumerate(_two_classes(synth_data)):
+        shutil.copy(src, folder / f"{i}.jpg")
+    ckpt, nothing = str(trained_run / "best.pt"), TagOptions(xmp=True, min_score=1.01)
+    first = tag([folder], ckpt, nothing, CFG)
+    assert sorted(first.not_written) == sorted(folder.glob("*.jpg")) and first.model_loaded
+    assert sorted(p.name for p in folder.iterdir()) == ["0.jpg", "1.jpg"]  # no .json, no .xmp
+    code = ("import sys; from landmark_search.tagging import tag, TagOptions; "
+            "from landmark_search.config import EmbedConfig; "
+            f"s = tag([{str(folder)!r}], {ckpt!r}, TagOptions(xmp=True, min_score=1.01), EmbedConfig(progress=False)); "
+            "print(len(s.unchanged), len(s.not_written), s.model_loaded, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["2", "0", "False", "False"]
+    os.utime(folder / "0.jpg", ns=(1, 1))  # a changed photo is checked again
+    assert tag([folder], ckpt, nothing, CFG).not_written == [folder / "0.jpg"]
+    tagged = tag([folder], ckpt, TagOptions(xmp=True, min_score=0.0, recall=1.0), CFG)  # other options
+    assert sorted(tagged.tagged) == sorted(folder.glob("*.jpg")) and Path(f"{folder / '0.jpg'}.json").is_file()
+    # A later run that has nothing to say takes back what an earlier run wrote (JSON and XMP alike).
+    again = tag([folder], ckpt, TagOptions(xmp=True, min_score=1.01, top_k=1), CFG)
+    assert len(again.not_written) == 2 and sorted(p.name for p in folder.iterdir()) == ["0.jpg", "1.jpg"]
 
 
 def test_unchanged_rerun_never_imports_torch(synth_data, trained_run, tmp_path):
@@ -229,3 +261,21 @@ def test_a_photo_named_several_ways_is_tagged_once(photos, trained_run, monkeypa
     named = [folder, jpgs[0], Path(".") / "photos" / folder.name]  # as in `tag t2 t2/a.jpg ./t2`
     summary = tag(named, str(trained_run / "best.pt"), TagOptions(), CFG)
     assert sorted(summary.tagged) == jpgs and not summary.failed
+
+
+def test_checked_photos_start_afresh_from_a_damaged_file(tmp_path):
+    from landmark_search.checked import CheckedPhotos
+
+    path = tmp_path / "checked.sqlite"
+    path.write_bytes(b"not an SQLite file " * 100)
+    photo = tmp_path / "a.jpg"
+    with CheckedPhotos(path) as checked:
+        assert not checked.is_checked(photo, "1:2", "model", "{}")
+        checked.remember([(photo, "1:2")], "model", "{}")
+    with CheckedPhotos(path) as checked:
+        assert checked.is_checked(photo, "1:2", "model", "{}")
+        assert not checked.is_checked(photo, "1:3", "model", "{}")  # the photo changed
+        assert not checked.is_checked(photo, "1:2", "other model", "{}")
+        assert not checked.is_checked(photo, "1:2", "model", '{"top_k":1}')
+        checked.forget([photo], "model", "{}")
+        assert not checked.is_checked(photo, "1:2", "model", "{}")

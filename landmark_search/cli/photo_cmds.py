@@ -11,7 +11,7 @@ from ..errors import LandmarkError
 from . import (
     BatchOpt, DeviceOpt, ExcludeOpt, FollowLinksOpt, JsonOpt, JsonSummaryOpt, MaxPixelsOpt, ModelOpt, PhotosArg,
     PrecisionOpt, QuietOpt, RecallOpt, RecursiveOpt, SheetOpt, StrictOpt, TrustOpt, _check_sheet, _collect_photos,
-    _embed_config, _err, _exit_on_failures, _failures_json, _json, _no_photos, _report_failures,
+    _count, _embed_config, _err, _exit_on_failures, _failures_json, _json, _no_photos, _report_failures,
     _warn_uncalibrated, app, handle_errors,
 )
 
@@ -134,6 +134,7 @@ def tag_cmd(photos: List[Path] = PhotosArg,
         _err("warning: --geotag placed nothing: this model knows no landmark's place (or cannot say 'unknown'); "
              "retrain it with a places.csv beside train/ (or --places FILE), or on geotagged photos")
     counts = {"tagged": len(summary.tagged), "no_tag": len(summary.untagged), "unknown": len(summary.unknown),
+              "no_sidecar": len(summary.not_written),
               **({"geotagged": len(summary.geotagged)} if geotag else {}),
               "unchanged": len(summary.unchanged), "failed": len(summary.failed),
               "stale_temps_removed": summary.stale_temps_removed}
@@ -152,6 +153,8 @@ def tag_cmd(photos: List[Path] = PhotosArg,
         typer.echo(f"{verb} {counts['tagged']}, no tag {counts['no_tag']} (unknown {counts['unknown']}), "
                    + (f"geotagged {counts['geotagged']}, " if geotag else "")
                    + f"unchanged {counts['unchanged']}, failed {counts['failed']}"
+                   + (f"; {_count(counts['no_sidecar'], 'photo')} with nothing to record got no sidecar (remembered "
+                      "as checked)" if counts["no_sidecar"] else "")
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
     worked = bool(summary.tagged or summary.untagged or summary.unchanged)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,12 +18,6 @@ from .images import load_image
 from .transforms import resize_size
 
 Sample = tuple[Path, int]
-
-
-def clean_name(class_id: str) -> str:
-    """Display name from a class folder: `09.Golden_Gate_Bridge` -> `Golden Gate Bridge`."""
-    name = re.sub(r"^\d+[._\-\s]+", "", class_id)
-    return re.sub(r"[_\s]+", " ", name).strip() or class_id
 
 
 @dataclass(frozen=True)
@@ -42,11 +35,6 @@ class DatasetLayout:
         if self.train_split is None:
             raise DataError(_no_train(self.root))
         return self.train_split
-
-    @property
-    def display_names(self) -> tuple[str, ...]:
-        """Cleaned class names in class-index order."""
-        return tuple(clean_name(c) for c in self.classes)
 
 
 def _list_split(split_dir: Path, classes: Sequence[str]) -> tuple[Sample, ...]:

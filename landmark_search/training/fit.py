@@ -22,7 +22,7 @@ from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
 from ..models.runtime import default_workers
-from ..places import resolve_places
+from ..places import display_names, resolve_places
 from . import distributed
 from .calibrate import calibrate_model
 from ..plots import curves_png
@@ -63,8 +63,9 @@ class _Run:
     """One training run: the model, its optimiser and schedule, and the files it keeps up to date."""
 
     def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None,
-                 ranks: distributed.Ranks = distributed.Ranks()):
+                 display_names: list[str], ranks: distributed.Ranks = distributed.Ranks()):
         self.cfg, self.layout, self.paths, self.ranks = cfg, layout, paths, ranks
+        self.display_names = display_names  # places.display_names: the one name of each class
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
         self.rt = Runtime.select(cfg.device, cfg.precision)
@@ -121,7 +122,7 @@ class _Run:
         """Checkpoint meta for the current model."""
         cfg = self.cfg
         return make_meta(self.model, arch=cfg.model, classes=list(self.layout.classes),
-                         display_names=list(self.layout.display_names), image_size=self.recipe.image_size,
+                         display_names=self.display_names, image_size=self.recipe.image_size,
                          mean=self.norm.mean, std=self.norm.std, head=cfg.head, dropout=cfg.dropout,
                          train_config=cfg.to_dict(), metrics=metrics)
 
@@ -310,11 +311,13 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     paths = RunPaths(out)
     # Where each landmark is (places.py); a bad places.csv is refused before anything trains.
     places = resolve_places(layout.classes, layout.train, layout.root, Path(cfg.places) if cfg.places else None)
+    names = display_names(layout.classes, places)
+    places = {c: replace(p, name=names[layout.classes.index(c)]) for c, p in places.items()}
     if not ranks.main:
         cfg = replace(cfg, quiet=True)  # one progress bar, rank 0's
     if not resume:
         distributed.from_main(ranks, lambda: prepare_run_dir(paths, overwrite))
-    run = _Run(cfg, layout, paths, payload, ranks)
+    run = _Run(cfg, layout, paths, payload, names, ranks)
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.config, run.config_record())
@@ -342,7 +345,7 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     if layout.test:
         result = evaluate(run.model, layout.test, run.meta(), device=cfg.device, precision=cfg.precision,
                           batch_size=run.recipe.batch_size, workers=cfg.workers, quiet=cfg.quiet)
-        write_eval_outputs(result, layout.display_names, out, "test")
+        write_eval_outputs(result, names, out, "test")
         metrics.update({"test_accuracy": result.accuracy, "test_macro_f1": result.macro_f1,
                         "test_weighted_f1": result.weighted_f1, "n_test": len(result.y_true),
                         "test_skipped": result.skipped})
