@@ -33,3 +33,8 @@ class SidecarError(LandmarkError):
 
 class LockedError(LandmarkError):
     """Another landmark run holds the lock on this index or folder."""
+
+
+class PhotoLeftAlone(SidecarError):
+    """A photo `--embed` will not write into or put a backup over (a link, read-only, a backup that is not its own);
+    the run counts it as skipped and says why in one line."""

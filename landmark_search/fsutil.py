@@ -56,25 +56,10 @@ def _keep_owner_and_mode(tmp: Path, old: os.stat_result | None, mode: int | None
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path, *, mode: int | None = None, durable: bool = True) -> Iterator[BinaryIO]:
-    """A binary file that replaces `path` when the block ends, so readers see the old file or the new one.
-
-    The replaced file keeps its permissions (and owner, where allowed); a new file gets what open() would
-    give, or `mode`. The data and the rename are fsynced (not with durable=False: a cache that can be made
-    again); on an error the old file stays and the temp goes.
-    """
-    path = Path(path)
+def _replacing(tmp: Path, path: Path, old: os.stat_result | None, mode: int | None, durable: bool) -> Iterator[None]:
+    """Rename `tmp` over `path` when the block ends (keeping `old`'s mode and owner); on an error drop `tmp`."""
     try:
-        old: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        old = None
-    fd, tmp = _open_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
+        yield
         _keep_owner_and_mode(tmp, old, mode)
         os.replace(tmp, path)
     except OSError as exc:
@@ -87,6 +72,49 @@ def atomic_writer(path: str | Path, *, mode: int | None = None, durable: bool = 
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, *, mode: int | None = None, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` when the block ends, so readers see the old file or the new one.
+
+    The replaced file keeps its permissions (and owner, where allowed); a new file gets what open() would
+    give, or `mode`. The data and the rename are fsynced (not with durable=False: a cache that can be made
+    again); on an error the old file stays and the temp goes.
+    """
+    path = Path(path)
+    old = _stat_or_none(path)
+    fd, tmp = _open_temp(path)
+    with _replacing(tmp, path, old, mode, durable), os.fdopen(fd, "wb") as fh:
+        yield fh
+        fh.flush()
+        if durable:
+            os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, mode: int | None = None, durable: bool = True) -> Iterator[Path]:
+    """atomic_writer for a writer that needs a file name (exiv2 edits a file by its path): yields an empty temp
+    file beside `path` that replaces it when the block ends."""
+    path = Path(path)
+    old = _stat_or_none(path)
+    fd, tmp = _open_temp(path)
+    os.close(fd)
+    with _replacing(tmp, path, old, mode, durable):
+        yield tmp
+        if durable:  # the writer may have replaced the temp's inode: sync what the name holds now
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None, durable: bool = True) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .data.files import supported_extensions
+from .embedded import moved_backup
 from .errors import LandmarkError
 from .fsutil import atomic_write_text
 from .sidecar import JSON_SUFFIX, XMP_SUFFIX
@@ -87,7 +88,7 @@ def move_photos(moves: Sequence[tuple[Path, Path]], *, journal: Path | None = No
     summary = RelocateSummary()
     for src, dest in moves:
         sides = [(s, dest.with_name(dest.name + s.name[len(src.name):]) if s.name.startswith(src.name)
-                  else dest.with_name(dest.stem + s.suffix)) for s in sidecars_of(src)]
+                  else dest.with_name(dest.stem + s.suffix)) for s in sidecars_of(src)] + moved_backup(src, dest)
         clash = next((t for t in [dest, *(t for _, t in sides)] if t.exists() or t.is_symlink()), None)
         if clash is not None:
             summary.failed.append((src, f"{clash} already exists; {src} was left in place"))

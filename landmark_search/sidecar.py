@@ -335,12 +335,13 @@ def safe_write(path: Path, data: bytes, *, root: Path | None, create_parents: bo
         ) from None
 
 
-_TEMP_NAME = re.compile(r"^\.(.+\.(?:json|xmp))\.[0-9a-f]{8}\.tmp$")
+# fsutil's temp names beside what this tool writes: sidecars, and with --embed photos and their backups
+_TEMP_NAME = re.compile(r"^\.(.+\.(?:json|xmp|jpe?g|tiff?|landmark-original))\.[0-9a-f]{8}\.tmp$", re.IGNORECASE)
 STALE_TEMP_SECONDS = 600.0
 
 
 def sweep_stale_temps(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
-    """Delete this module's own temp files (`.NAME.json.1a2b3c4d.tmp`) that a killed run left behind.
+    """Delete our own temp files (`.NAME.json.1a2b3c4d.tmp`, `.IMG.jpg.1a2b3c4d.tmp`) that a killed run left behind.
 
     Only names of that exact shape and at least `older_than` seconds old go, so a write in progress
     (by this run or another one) is never touched. Returns how many were removed.

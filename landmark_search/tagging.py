@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
-from .errors import LandmarkError, SidecarError
+from .errors import LandmarkError, PhotoLeftAlone, SidecarError
 from .checked import CheckedPhotos, options_key
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
-from .embedded import can_embed, embed_keywords, restore_original
+from .embedded import backup_path, can_embed, embedding, refusal, take_back
 from .geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_properties
 from .openset import check_recall
 from .ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
@@ -131,6 +131,7 @@ class TagSummary:
     unknown: list[Path] = field(default_factory=list)  # of those: not one of the model's landmarks
     unchanged: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # left alone on purpose (--embed), with the reason
     planned: dict[str, dict] = field(default_factory=dict)  # dry run: sidecar path -> our entry
     model_loaded: bool = False
     uncalibrated: bool = False  # a landmark model without open-set calibration: every photo gets a class
@@ -207,6 +208,8 @@ def _plan(paths: Sequence[Path], ref: ModelRef, opts: TagOptions, summary: TagSu
     xmp_owner: dict[Path, Path] = {}
     for photo, root, side in _walk(paths, opts, summary):
         folders.add(side.parent)
+        if _embed_refused(photo, opts, summary):
+            continue
         if opts.xmp and opts.xmp_name == "basename":
             xmp = xmp_path(photo, root, opts)
             if xmp_owner.setdefault(xmp, photo) != photo:  # IMG_1.jpg beside IMG_1.CR2
@@ -245,6 +248,14 @@ def _says_something(entry: Mapping[str, Any]) -> bool:
     return bool(entry.get("tags")) or bool(entry.get("place")) or entry.get("named") is True
 
 
+def _embed_refused(photo: Path, opts: TagOptions, summary: TagSummary) -> bool:
+    """A photo --embed must leave alone (a link, read-only) is skipped before any work, with the reason."""
+    why = refusal(photo) if opts.embed and can_embed(photo) else None
+    if why:
+        summary.skipped.append((photo, why))
+    return why is not None
+
+
 def is_named(sidecar: dict) -> bool:
     """A person named this photo (`landmark serve`'s review page): a model run keeps it unless forced."""
     entry = sidecar.get(SIDECAR_KEY)
@@ -265,6 +276,8 @@ def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummar
     kept = [Prediction(name, name, 1.0)]
     with _folder_lock(paths, opts.output_dir):
         for photo, root, side in _walk(paths, opts, summary):
+            if _embed_refused(photo, opts, summary):
+                continue
             try:
                 fingerprint = photo_fingerprint(photo)
                 job = _Job(photo, root, side, read_sidecar(side), fingerprint)
@@ -272,6 +285,9 @@ def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummar
                                         tags=[(name, name, 1.0)], photo_fingerprint=fingerprint,
                                         options=_recorded_options(opts), vocabulary="landmarks")
                 _write(job, {**payload, "named": True}, kept, False, opts, summary)
+            except PhotoLeftAlone as exc:
+                summary.skipped.append((photo, str(exc)))
+                continue
             except (SidecarError, OSError) as exc:
                 summary.failed.append((photo, str(exc)))
                 continue
@@ -387,6 +403,9 @@ def _write_all(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], mod
                        opts, summary, place)
             elif _nothing_to_record(job, opts, summary):
                 said_nothing.append(job)
+        except PhotoLeftAlone as exc:
+            summary.skipped.append((job.photo, str(exc)))
+            continue
         except (SidecarError, OSError) as exc:
             summary.failed.append((job.photo, str(exc)))
             continue
@@ -471,10 +490,17 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
     ours = current.get(SIDECAR_KEY) if isinstance(current.get(SIDECAR_KEY), dict) else {}
     if opts.embed and can_embed(job.photo):
         subjects, hierarchical = keywords([p.label for p in kept], imagenet, opts.object_keywords)
-        embedded = embed_keywords(job.photo, subjects, hierarchical, ours.get("embedded"))
-        if embedded is not None:
+        with embedding(job.photo, subjects, hierarchical, ours.get("embedded")) as done:
+            if done is not None:
+                # Recorded before the new bytes replace the photo, so that untag gives it back after a kill at
+                # any point; "pending" matches no photo, so the next run tags it again.
+                _write_entry(job.sidecar, {**(ours or entry), "embedded": done.ahead,
+                                           "source": {"fingerprint": "pending"}}, root, mirror)
+        if done is not None:
             # the photo's bytes changed (its metadata, not its pixels): the entry describes it as it is now
-            entry = {**entry, "embedded": embedded, "source": {"fingerprint": photo_fingerprint(job.photo)}}
+            entry = {**entry, "embedded": done.record, "source": {"fingerprint": photo_fingerprint(job.photo)}}
+    elif isinstance(ours.get("embedded"), dict):
+        entry = {**entry, "embedded": ours["embedded"]}  # kept until `untag --embed` has given the photo back
     if opts.xmp:
         # The XMP first: the JSON sidecar marks the photo done, so a run killed between the two writes
         # tags the photo again next time instead of leaving its XMP without the keywords.
@@ -484,8 +510,14 @@ def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opt
         written = set_keywords(xmp, subjects, hierarchical, root=root, create_parents=mirror,
                                properties=xmp_place_properties(place) if place else None)
         entry = {**entry, "xmp": {**finish_xmp_record(xmp, record, written), "file": xmp.name}}
-    merged = merge_sidecar(current, {**entry, **json_record(job.sidecar, current)}, path=job.sidecar)
-    write_sidecar(job.sidecar, merged, root=root, create_parents=mirror)
+    _write_entry(job.sidecar, entry, root, mirror)
+
+
+def _write_entry(side: Path, entry: dict, root: Path, mirror: bool) -> None:
+    """Put our entry into the JSON sidecar as it is now (read again: the user may have saved it meanwhile)."""
+    current = read_sidecar(side)
+    merged = merge_sidecar(current, {**entry, **json_record(side, current)}, path=side)
+    write_sidecar(side, merged, root=root, create_parents=mirror)
 
 
 # ------------------------------------------------------------------------------------------------ untag
@@ -505,6 +537,8 @@ class UntagSummary:
     untouched: list[Path] = field(default_factory=list)  # nothing of ours there
     deleted: list[Path] = field(default_factory=list)  # sidecars this tool created and that are now gone
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # left alone on purpose, with the reason
+    kept_backups: list[Path] = field(default_factory=list)  # originals not put back: the photo changed since
 
 
 def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
@@ -520,9 +554,18 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                 results = []
                 if opts.xmp:
                     results.append(untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run))
-                if opts.embed and isinstance(entry, dict):
-                    results.append(restore_original(photo, entry.get("embedded"), dry_run=opts.dry_run))
+                embedded = entry.get("embedded") if isinstance(entry, dict) else None
+                if embedded is not None and not opts.embed:
+                    raise PhotoLeftAlone(f"{photo} holds keywords `tag --embed` wrote into it: run `landmark untag "
+                                         "--embed` to take them out (and put its original back)")
+                if opts.embed:
+                    results.append(take_back(photo, embedded, dry_run=opts.dry_run))
+                    if results[-1] != "restored" and embedded is not None and backup_path(photo).exists():
+                        summary.kept_backups.append(backup_path(photo))
                 results.append(untag_json(side, root=write_root, dry_run=opts.dry_run))
+            except PhotoLeftAlone as exc:
+                summary.skipped.append((photo, str(exc)))
+                continue
             except (SidecarError, OSError) as exc:
                 summary.failed.append((photo, str(exc)))
                 continue

@@ -91,7 +91,8 @@ def tag_cmd(photos: List[Path] = PhotosArg,
             embed: bool = typer.Option(False, "--embed", help="Also write the keywords into the JPEG/TIFF files "
                                        "themselves (for apps that read only embedded metadata). Off by default; "
                                        "each photo's original is first kept as .NAME.landmark-original beside it, "
-                                       "and `untag --embed` puts it back."),
+                                       "and `untag --embed` puts it back. Symlinked, hard-linked and read-only "
+                                       "photos are skipped."),
             object_keywords: bool = typer.Option(False, "--object-keywords", help="With the built-in ImageNet model, "
                                                  "also write its object names as plain keywords (dc:subject)."),
             geotag: bool = typer.Option(False, "--geotag", help="Put the landmark's place (GPS, city, country) into the "
@@ -127,7 +128,7 @@ def tag_cmd(photos: List[Path] = PhotosArg,
                       recursive=recursive, follow_links=follow_links, exclude=tuple(exclude or ()))
     summary = tag(photos, model, opts, _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet),
                   trust_export=trust_export)
-    _report_failures(summary.failed)
+    _report_failures(summary.failed + summary.skipped)
     if summary.uncalibrated:
         _warn_uncalibrated(str(model or "this model"))
     if summary.no_places:
@@ -136,11 +137,12 @@ def tag_cmd(photos: List[Path] = PhotosArg,
     counts = {"tagged": len(summary.tagged), "no_tag": len(summary.untagged), "unknown": len(summary.unknown),
               "no_sidecar": len(summary.not_written),
               **({"geotagged": len(summary.geotagged)} if geotag else {}),
-              "unchanged": len(summary.unchanged), "failed": len(summary.failed),
-              "stale_temps_removed": summary.stale_temps_removed}
+              "unchanged": len(summary.unchanged), **({"skipped": len(summary.skipped)} if embed else {}),
+              "failed": len(summary.failed), "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
         typer.echo(_json({**counts, "dry_run": dry_run,
                           "failures": _failures_json(summary.failed),
+                          **({"skips": _failures_json(summary.skipped)} if embed else {}),
                           **({"planned": summary.planned} if dry_run else {})}))
     else:
         if dry_run:
@@ -152,13 +154,14 @@ def tag_cmd(photos: List[Path] = PhotosArg,
         verb = "would tag" if dry_run else "tagged"
         typer.echo(f"{verb} {counts['tagged']}, no tag {counts['no_tag']} (unknown {counts['unknown']}), "
                    + (f"geotagged {counts['geotagged']}, " if geotag else "")
-                   + f"unchanged {counts['unchanged']}, failed {counts['failed']}"
+                   + f"unchanged {counts['unchanged']}, "
+                   + (f"skipped {counts['skipped']}, " if embed else "") + f"failed {counts['failed']}"
                    + (f"; {_count(counts['no_sidecar'], 'photo')} with nothing to record got no sidecar (remembered "
                       "as checked)" if counts["no_sidecar"] else "")
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
     worked = bool(summary.tagged or summary.untagged or summary.unchanged)
-    if not (summary.failed or worked):
+    if not (summary.failed or summary.skipped or worked):
         _err(_no_photos(photos))
     _exit_on_failures(summary.failed, strict=strict, worked=worked)
 
@@ -174,8 +177,9 @@ def untag_cmd(photos: List[Path] = PhotosArg,
               exclude: Optional[List[str]] = ExcludeOpt,
               xmp_name: str = typer.Option("photo", "--xmp-name", help="Where to look when the JSON sidecar does not say: "
                                            "photo (IMG_1.jpg.xmp) or basename (IMG_1.xmp)."),
-              embed: bool = typer.Option(False, "--embed", help="Put back the originals of photos `tag --embed` wrote "
-                                         "into (only when they are as it left them)."),
+              embed: bool = typer.Option(False, "--embed", help="Give back the photos `tag --embed` wrote into: the "
+                                         "original is put back when the photo is byte for byte as tag left it; "
+                                         "otherwise only our keywords are taken out and your edits stay."),
               as_json: bool = JsonSummaryOpt) -> None:
     """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
     from ..tagging import UntagOptions, untag
@@ -183,17 +187,21 @@ def untag_cmd(photos: List[Path] = PhotosArg,
     summary = untag(photos, UntagOptions(xmp=xmp, dry_run=dry_run, output_dir=output_dir, recursive=recursive,
                                          follow_links=follow_links, exclude=tuple(exclude or ()), xmp_name=xmp_name,
                                          embed=embed))
-    _report_failures(summary.failed)
+    _report_failures(summary.failed + summary.skipped)
+    for backup in summary.kept_backups:
+        _err(f"kept {backup}: its photo changed after it was tagged, so the photo stays as it is (less our "
+             "keywords); delete this original if you do not need it")
     counts = {"cleaned": len(summary.cleaned), "sidecars_deleted": len(summary.deleted),
-              "untouched": len(summary.untouched), "failed": len(summary.failed)}
+              "untouched": len(summary.untouched), "skipped": len(summary.skipped), "failed": len(summary.failed)}
     if as_json:
         typer.echo(_json({**counts, "dry_run": dry_run,
-                          "failures": _failures_json(summary.failed)}))
+                          "failures": _failures_json(summary.failed), "skips": _failures_json(summary.skipped),
+                          "kept_backups": [str(p) for p in summary.kept_backups]}))
     else:
         verb = "would clean" if dry_run else "cleaned"
         typer.echo(f"{verb} {counts['cleaned']} photo(s) (sidecars deleted: {counts['sidecars_deleted']}), "
-                   f"nothing of ours in {counts['untouched']}, failed {counts['failed']}")
-    if not (summary.failed or summary.cleaned or summary.untouched):
+                   f"nothing of ours in {counts['untouched']}, skipped {counts['skipped']}, failed {counts['failed']}")
+    if not (summary.failed or summary.skipped or summary.cleaned or summary.untouched):
         _err(_no_photos(photos))
         raise typer.Exit(code=1)
     if summary.failed:
