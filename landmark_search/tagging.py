@@ -560,7 +560,8 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                                          "--embed` to take them out (and put its original back)")
                 if opts.embed:
                     results.append(take_back(photo, embedded, dry_run=opts.dry_run))
-                    if results[-1] != "restored" and embedded is not None and backup_path(photo).exists():
+                    if (not opts.dry_run and results[-1] != "restored" and embedded is not None
+                            and backup_path(photo).exists()):
                         summary.kept_backups.append(backup_path(photo))
                 results.append(untag_json(side, root=write_root, dry_run=opts.dry_run))
             except PhotoLeftAlone as exc:

@@ -163,7 +163,7 @@ def tag_cmd(photos: List[Path] = PhotosArg,
     worked = bool(summary.tagged or summary.untagged or summary.unchanged)
     if not (summary.failed or summary.skipped or worked):
         _err(_no_photos(photos))
-    _exit_on_failures(summary.failed, strict=strict, worked=worked)
+    _exit_on_failures(summary.failed + summary.skipped, strict=strict, worked=worked)
 
 
 @app.command("untag")
