@@ -272,3 +272,18 @@ def test_untag_leaves_a_photo_that_became_read_only_alone(tmp_path):
     photo.chmod(0o644)
     untag([tmp_path], UNTAG)
     assert "Tower" not in _keywords(photo) and not backup_path(photo).exists()
+
+
+def test_cli_says_why_each_photo_was_skipped_and_counts_it(tmp_path):
+    """e) `landmark tag --embed`: one stderr line per photo left alone, `skipped N` in the summary, no model loaded."""
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+
+    locked = _photo(tmp_path / "locked.jpg")
+    locked.chmod(0o444)
+    result = CliRunner().invoke(app, ["tag", "--embed", str(locked), "--json"])
+    assert result.exit_code == 1  # nothing could be done
+    assert json.loads(result.stdout)["skipped"] == 1
+    assert result.stderr.strip() == f"skipped {locked} is read-only: --embed leaves it alone; make it writable " \
+                                    "(chmod u+w) and run again"
