@@ -25,20 +25,18 @@ What holds, whatever happens (an edit, a kill -9, a move, a new photo under an o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import LandmarkError, PhotoLeftAlone, SidecarError
 from .fsutil import atomic_path, atomic_writer, file_sha256, fsync_dir
 
 EMBED_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")
 _FIELDS = (("Xmp.dc.subject", "subject"), ("Xmp.lr.hierarchicalSubject", "hierarchical"))
-_CHUNK = 1 << 20
 
 
 def backup_path(photo: Path) -> Path:
@@ -138,16 +136,6 @@ def _read_keywords(photo: Path) -> dict[str, Any]:
                            "it was left untouched") from None
 
 
-def _copy_hashed(src: Path, dest: BinaryIO) -> str:
-    """Copy src into dest; the sha256 of the bytes copied."""
-    digest = hashlib.sha256()
-    with open(src, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            dest.write(chunk)
-    return digest.hexdigest()
-
-
 def _write_backup(photo: Path, sha: str, previous: Mapping[str, Any]) -> str:
     """Write the photo's original atomically beside it: itself, less any keywords of ours (`previous`) an editor
     carried over. Returns the backup's sha256."""
@@ -160,7 +148,7 @@ def _write_backup(photo: Path, sha: str, previous: Mapping[str, Any]) -> str:
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
             return file_sha256(tmp)
     with atomic_writer(backup, mode=stat.S_IMODE(st.st_mode)) as fh:
-        copied = _copy_hashed(photo, fh)
+        copied = file_sha256(photo, copy_to=fh)
         if copied != sha:
             raise SidecarError(f"{photo} changed while its original was copied; it was left untouched: "
                                "tag it again once nothing else writes to it")

@@ -154,12 +154,15 @@ def make_dirs(path: str | Path, fail: Callable[[str], Exception]) -> None:
         raise fail(exc.strerror or str(exc)) from None
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed in 1 MiB chunks."""
+def file_sha256(path: str | Path, copy_to: BinaryIO | None = None) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB chunks (each also written to `copy_to` when given: one read for
+    a copy and its digest)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
+            if copy_to is not None:
+                copy_to.write(chunk)
     return digest.hexdigest()
 
 

@@ -11,12 +11,10 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageDraw
 
 from conftest import exiftool_json
