@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from conftest import exiftool_json
 from landmark_search.embedded import backup_path
-from landmark_search.relocate import move_photos
+from landmark_search.relocate import move_photos, undo_moves
 from landmark_search.sidecar import sweep_stale_temps
 from landmark_search.tagging import TagOptions, UntagOptions, name_photos, untag
 
@@ -204,18 +204,23 @@ def test_the_json_sidecar_left_behind_does_not_bind_the_old_backup_to_a_new_phot
 
 
 def test_moving_a_photo_takes_its_backup_along(tmp_path):
-    """c) `duplicates --action move` moves the backup with the photo: untag in the new folder restores it."""
+    """c) `duplicates --action move` moves the backup with the photo, and `--undo` brings it back: untag in
+    either folder restores the original."""
     library, review = tmp_path / "library", tmp_path / "review"
     library.mkdir()
-    photo = _photo(library / "a.jpg")
-    original = photo.read_bytes()
-    name_photos([photo], "Tower", EMBED)
-    moved = review / "a.jpg"
-    summary = move_photos([(photo, moved)])
-    assert summary.done == [(photo, moved)] and not summary.failed
-    assert not backup_path(photo).exists() and backup_path(moved).is_file()
-    assert not untag([review], UNTAG).failed
-    assert moved.read_bytes() == original and not backup_path(moved).exists()
+    photo, twin = _photo(library / "a.jpg"), _photo(library / "b.jpg", colour=(90, 90, 10))
+    original, twin_original = photo.read_bytes(), twin.read_bytes()
+    name_photos([photo, twin], "Tower", EMBED)
+    summary = move_photos([(photo, review / "a.jpg"), (twin, review / "b.jpg")], journal=review)
+    assert not summary.failed
+    assert not backup_path(photo).exists() and backup_path(review / "a.jpg").is_file()
+    assert not untag([review / "a.jpg"], UNTAG).failed
+    assert (review / "a.jpg").read_bytes() == original and not backup_path(review / "a.jpg").exists()
+
+    back = undo_moves(review)
+    assert not back.failed and sorted(src for _, src in back.done) == [photo, twin]
+    assert backup_path(twin).is_file() and not backup_path(review / "b.jpg").exists()
+    assert not untag([twin], UNTAG).failed and twin.read_bytes() == twin_original
 
 
 def test_a_sidecar_edit_made_while_the_photo_is_rewritten_is_kept(tmp_path, monkeypatch):
