@@ -159,6 +159,45 @@ def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, se
     return truth
 
 
+KEEPER_VARIANTS = ("exact", "q50", "q75", "half", "crop10", "stripped")
+
+
+def make_keeper_set(src: Path, out: Path, *, originals: int = 40, seed: int = 0) -> list[list[str]]:
+    """Derivative sets for the keep rule: each original (the source re-saved at q92 with a camera's EXIF:
+    make, model, capture time) beside its exact copy, q50 and q75 re-saves, a 50 % resize and a 10 % crop
+    (q92), and the original with its EXIF stripped (same pixels and quality, other bytes). Every copy is
+    newer on disk than its original. Returns [[original, copies...]] (the original first)."""
+    import os
+
+    rng = random.Random(seed)
+    photos = sorted(src.rglob("*.jpg"))
+    if out.exists():
+        shutil.rmtree(out)
+    sets = []
+    for n, p in enumerate(rng.sample(photos, min(originals, len(photos)))):
+        folder = out / f"{n:03d}-{p.parent.name}"
+        folder.mkdir(parents=True)
+        img = ImageOps.exif_transpose(Image.open(p)).convert("RGB")
+        w, h = img.size
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=92, exif=_exif(f"2019:0{1 + n % 9}:1{n % 10} 10:00:00", "Nikon D750"))
+        original = buf.getvalue()
+        files = {"original": original, "exact": original, "q50": _jpeg(img, 50), "q75": _jpeg(img, 75),
+                 "half": _jpeg(img.resize((max(1, w // 2), max(1, h // 2)), Image.LANCZOS), 92),
+                 "stripped": _strip_or_comment(original)}
+        cw, ch = round(w * 0.9 ** 0.5), round(h * 0.9 ** 0.5)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        files["crop10"] = _jpeg(img.crop((x, y, x + cw, y + ch)), 92)
+        group = []
+        for k, (kind, data) in enumerate(files.items()):
+            dest = folder / f"{kind}.jpg"
+            dest.write_bytes(data)
+            os.utime(dest, (1_600_000_000 + 60 * k, 1_600_000_000 + 60 * k))
+            group.append(str(dest))
+        sets.append(group)
+    return sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", type=Path)

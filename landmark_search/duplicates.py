@@ -20,8 +20,9 @@ not yet placed becomes a keeper, and only photos that match that keeper itself j
 pixel match costs one pair, not the transitive closure of a family. Same-scene groups are stars too,
 over photos no copy group moves; a copy group's keeper is never moved as a burst's other.
 
-The keep rule (keep_key), best first: the most pixels of picture (a copy with flat borders, a
-screenshot, counts only the picture inside them, less the uncertainty of measuring it); the highest
+The keep rule (keep_key), best first: the most pixels of picture (a copy framed by flat bands on two
+opposite sides, a screenshot or a letterbox, counts only the picture inside them, less the uncertainty
+of measuring it on a thumbnail; a flat band on one side, a clear sky, is picture); the highest
 JPEG quality (from the quantisation tables); camera facts in the header (camera or capture time)
 over a stripped copy; the larger file; the older capture time (else file time); the shorter path.
 Sharpness is not a criterion: JPEG blocking raises the variance of the Laplacian, so a q50 re-save
@@ -32,6 +33,7 @@ is the one holding more detail.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -69,11 +71,11 @@ class DuplicateOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
+PIXEL_STEP = 0.05  # picture pixels closer than this rank by framing, then by pixels
 BORDER_MARGIN = 0.08  # a 64 px thumbnail measures a border to +-1 px a side: up to ~6 % of the area
-# A thumbnail that keeps less of its area than this once flat rows and columns are trimmed has bars or
-# margins (a screenshot, a letterbox); above it, flat edges are the picture's own (sky, a wall) and the
-# copies of one picture share them. 84 % of real photos (400 of evaldata) trim nothing, 5.5 % trim more.
-_BORDERED = 0.85
+# A frame (flat bands on two opposite sides: imagematch.framed_thumbnail) smaller than this share of the
+# thumbnail is no frame the keep rule discounts: a band of a row or two is within the measure's error.
+_BORDERED = 0.9
 
 
 @dataclass
@@ -128,8 +130,14 @@ def _when(f: PhotoFacts) -> tuple[float, float]:
     return (f.taken.timestamp() if f.taken else f.mtime, f.mtime)
 
 
+def _pixels_rank(f: PhotoFacts) -> tuple[int, bool, int]:
+    """Picture pixels in 5 % steps (a frame measured on a thumbnail is known to a few per cent), then an
+    unframed photo before a framed one, then the pixels themselves."""
+    return (-int(math.log(max(1, f.picture_pixels)) / math.log(1 + PIXEL_STEP)), f.kept < _BORDERED, -f.pixels)
+
+
 KEEP_RULE: tuple[tuple[str, Callable[[PhotoFacts, Path], object]], ...] = (
-    ("pixels", lambda f, p: -f.picture_pixels),
+    ("pixels", lambda f, p: _pixels_rank(f)),
     ("quality", lambda f, p: -(f.quality if f.quality is not None else 100)),  # not a JPEG: nothing lost to JPEG
     ("camera facts", lambda f, p: not f.has_camera_facts),
     ("file size", lambda f, p: -f.file_size),
@@ -169,8 +177,9 @@ def _why(keeper: PhotoFacts, runner_up: PhotoFacts | None, criterion: str) -> st
     if criterion == "file size":
         return f"the largest file at the same size and quality ({keeper.file_size:,} vs {runner_up.file_size:,} bytes)"
     if criterion == "capture time":
-        when = f"taken {keeper.taken.isoformat(sep=' ')}" if keeper.taken else "file time"
-        return f"the oldest of equal copies: {when}"
+        if keeper.taken and keeper.taken != runner_up.taken:
+            return f"the oldest of equal copies: taken {keeper.taken.isoformat(sep=' ')}"
+        return "the oldest file of equal copies"
     return "equal copies: the shortest path"
 
 
@@ -490,14 +499,14 @@ def find_duplicates(photos: Sequence[Path], model_spec: str | None, index: str |
     Pixel checks are remembered in the index folder, so a second run checks only new candidates."""
     from .imagematch import MATCHER
     from .indexing import IndexOptions, indexed_photos
-    from .models.runtime import default_workers
     from .pairmemory import PairMemory
+    from .vector_cache import cpu_count  # not models.runtime: a run with nothing to embed never imports torch
 
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
     memory = PairMemory(found.summary.directory, MATCHER)
     try:
         report = find_groups(found.paths, [(r.size, r.content_hash) for r in found.records], found.vectors, opts,
-                             threads=default_workers() if threads < 0 else threads, memory=memory)
+                             threads=min(4, cpu_count()) if threads < 0 else threads, memory=memory)
     finally:
         memory.close()
     report.failed = list(found.summary.failed) + report.failed
@@ -523,16 +532,17 @@ def check_target(folder: Path, roots: Sequence[Path]) -> Path:
 
 
 def apply_action(report: DuplicateReport, action: str, folder: Path, roots: Sequence[Path],
-                 index: str | Path | None = None):
+                 index: str | Path | None = None, *, scanned: Sequence[Path] | None = None):
     """link: FOLDER/NNNN-<tier>/ holding keep--<name> and the others' links, for review. move: every
     group's others into FOLDER at their path relative to their argument folder, sidecars along, each move
     recorded in FOLDER's journal (`landmark duplicates --undo FOLDER` puts them back); the moved photos
-    leave the index. Nothing is deleted; a target that exists is never replaced."""
+    leave the index. Nothing is deleted; a target that exists is never replaced. `scanned`: the folders
+    FOLDER must stay out of (default: `roots`, the folders whose relative paths the moves keep)."""
     from .relocate import link_photos, move_photos, relative_to_roots
 
     if action not in ACTIONS[1:]:
         raise LandmarkError(f"--action {action!r}: use {', '.join(ACTIONS)}")
-    check_target(folder, roots)
+    check_target(folder, roots if scanned is None else scanned)
     roots = [Path(r) for r in roots if Path(r).is_dir()]
     kept = {os.path.realpath(g.keep) for g in report.groups}
     if action == "move":

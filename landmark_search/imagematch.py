@@ -27,6 +27,7 @@ THUMB_SIDE = 64  # 48 px lost fine detail of crops; 96 px cost 2.2x for the same
 SCALES = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.17)
 TEMPLATE_MARGIN = 0.1  # the template is the central 80 %: what a 10 % crop or a border leaves of both
 _BORDER_STD = 3.0  # a row/column with less grey-level spread than this is a flat border
+_FRAME_MIN = 2  # thumbnail rows (3 %) of flat band on each of two opposite sides make a frame
 _FLAT_STD = 2.0  # a whole thumbnail this flat (a black frame) is compared by its mean instead
 SHARPNESS_SIDE = 256
 
@@ -34,7 +35,8 @@ Gray = npt.NDArray[np.float32]
 
 
 # The matcher's settings: remembered scores (pairmemory) are reused only under the same ones.
-MATCHER = f"gradient-ncc thumb={THUMB_SIDE} scales={','.join(map(str, SCALES))} margin={TEMPLATE_MARGIN} v1"
+MATCHER = (f"gradient-ncc thumb={THUMB_SIDE} scales={','.join(map(str, SCALES))} margin={TEMPLATE_MARGIN} "
+           f"border={_BORDER_STD} frame={_FRAME_MIN} v2")
 
 
 def thumbnail(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Gray:
@@ -43,17 +45,28 @@ def thumbnail(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Gray:
 
 
 def framed_thumbnail(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Gray, float]:
-    """thumbnail(path) and the share of its area left once flat borders are trimmed (a screenshot's bars
-    are picture pixels of no worth: the keep rule counts the picture, not the canvas)."""
+    """thumbnail(path) and the share of its area inside a frame: flat bands on two opposite sides (a
+    screenshot's bars, a letterbox, a mount), else 1.0. A flat band on one side is the picture's own
+    (a clear sky is flat row by row), so it counts as picture: the keep rule must not prefer a crop
+    that cut the sky away over the photo that has it."""
     img = load_image(path, min_side=THUMB_SIDE, max_pixels=max_pixels).convert("L")
     img = ImageOps.contain(img, (THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
     full = np.asarray(img, dtype=np.float32)
-    trimmed = trim_borders(full)
-    return trimmed, trimmed.size / full.size
+    top, bottom, left, right = _trim_box(full)
+    h, w = full.shape
+    framed = (top >= _FRAME_MIN and h - bottom >= _FRAME_MIN) or (left >= _FRAME_MIN and w - right >= _FRAME_MIN)
+    share = (bottom - top) * (right - left) / full.size if framed else 1.0
+    return np.ascontiguousarray(full[top:bottom, left:right]), share
 
 
 def trim_borders(gray: Gray) -> Gray:
     """Drop flat rows and columns at the edges (at most 2/3 of either side), until none is left."""
+    top, bottom, left, right = _trim_box(gray)
+    return np.ascontiguousarray(gray[top:bottom, left:right])
+
+
+def _trim_box(gray: Gray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of what trim_borders keeps."""
     top, bottom, left, right = 0, gray.shape[0], 0, gray.shape[1]
     min_h, min_w = max(8, gray.shape[0] // 3), max(8, gray.shape[1] // 3)
     changed = True
@@ -67,7 +80,7 @@ def trim_borders(gray: Gray) -> Gray:
             left, changed = left + 1, True
         while right - left > min_w and gray[top:bottom, right - 1].std() < _BORDER_STD:
             right, changed = right - 1, True
-    return np.ascontiguousarray(gray[top:bottom, left:right])
+    return top, bottom, left, right
 
 
 def _gradient(gray: Gray) -> Gray:

@@ -213,6 +213,12 @@ def build_index(photos: Sequence[Path], model_spec: str | None, index: str | Pat
         raise
 
 
+def _load_model(ref: ModelRef) -> LoadedModel:
+    from .embeddings import load_model  # torch: imported only when a photo needs embedding
+
+    return load_model(ref)
+
+
 def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None, opts: IndexOptions,
                  cfg: EmbedConfig, trust_export: bool = False, engine: IndexEngine | None = None) -> IndexSummary:
     from .index import PhotoIndex, PhotoRecord
@@ -231,10 +237,8 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
                              on_error=lambda p, why: summary.failed.append((p, why))))
-    from .embeddings import load_model
-
     cfg = _index_precision(recorded, cfg)
-    model = None if recorded else load_model(ref)
+    model = None if recorded else _load_model(ref)
     dim = int(recorded["embedding_dim"]) if recorded else model.embedding_dim
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=dim, create=True,
                          index_type=None if opts.index_type == "auto" and recorded else opts.index_type,
@@ -267,7 +271,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             else:
                 todo[photo] = (st.st_size, st.st_mtime_ns)
         if todo:
-            model = model or load_model(ref)
+            model = model or _load_model(ref)
             # Each batch is committed on its own: an interrupted run keeps what it finished.
             batches = (index_batches(list(todo), model, cfg) if engine is None
                        else engine.index_batches(list(todo), ref, model, cfg))

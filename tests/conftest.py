@@ -85,3 +85,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def scene(seed: int, size: tuple[int, int] = (160, 112)):
+    """A photo-like picture: soft coloured shapes on a gradient, different for each seed."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    ramp = np.linspace(0, 1, h)[:, None, None] * rng.uniform(40, 120, 3) + rng.uniform(60, 130, 3)
+    img = Image.fromarray(np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(9):
+        x, y = rng.integers(0, w), rng.integers(0, h)
+        r = int(rng.integers(8, 30))
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x - r, y - r // 2, x + r, y + r], fill=colour)
+    return img.filter(ImageFilter.GaussianBlur(1))

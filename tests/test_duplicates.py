@@ -10,29 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 from typer.testing import CliRunner
 
 from landmark_search.cli import app
-from conftest import exiftool_json, one_line_error
+from conftest import exiftool_json, one_line_error, scene
 from landmark_search.data.exif import read_exif
 from landmark_search.duplicates import PhotoFacts, keep_key, neighbour_pairs, stars
 from landmark_search.grouping import cluster
-
-
-def scene(seed: int, size=(160, 112)) -> Image.Image:
-    """A photo-like picture: soft coloured shapes on a gradient, different for each seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    ramp = np.linspace(0, 1, h)[:, None, None] * rng.uniform(40, 120, 3) + rng.uniform(60, 130, 3)
-    img = Image.fromarray(np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    for _ in range(9):
-        x, y = rng.integers(0, w), rng.integers(0, h)
-        r = int(rng.integers(8, 30))
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x - r, y - r // 2, x + r, y + r], fill=colour)
-    return img.filter(ImageFilter.GaussianBlur(1))
 
 
 def make_library(root: Path) -> Path:
@@ -158,6 +143,21 @@ def test_keep_rule_order():
     # a screenshot with bars: its canvas is larger, its picture is not
     assert best(PhotoFacts(200, 100, quality=85), PhotoFacts(220, 130, quality=95, kept=0.7)) == 0
     assert best(PhotoFacts(100, 50, quality=85), PhotoFacts(220, 130, quality=95, kept=0.7)) == 1
+
+
+def test_a_frame_is_not_picture_but_a_flat_sky_is(tmp_path):
+    from landmark_search.imagematch import framed_thumbnail
+
+    photo = scene(5, (240, 168))
+    sky = photo.copy()
+    sky.paste((120, 160, 220), (0, 0, 240, 40))  # a clear sky: flat rows along the top only
+    sky.save(tmp_path / "sky.jpg", quality=95)
+    frame = Image.new("RGB", (240, 230), (250, 250, 250))
+    frame.paste((20, 20, 20), (0, 0, 240, 14))
+    frame.paste(photo, (0, 31))  # a screenshot: bars above and below
+    frame.save(tmp_path / "shot.jpg", quality=95)
+    assert framed_thumbnail(tmp_path / "sky.jpg")[1] == 1.0
+    assert 0.6 < framed_thumbnail(tmp_path / "shot.jpg")[1] < 0.8
 
 
 def test_groups_are_stars_not_chains():
@@ -308,3 +308,16 @@ def test_cluster_recovers_seeded_blobs(method):
     assert adjusted_rand_score(truth, labels) > 0.95
     assert all((labels == g).sum() >= 5 for g in set(labels.tolist()) - {-1})
     assert (cluster(x[:4], min_size=5) == -1).all()  # fewer photos than a group needs: no group
+
+
+def test_a_rerun_on_an_indexed_library_checks_nothing_and_never_imports_torch(indexed):
+    import subprocess
+    import sys
+
+    root, index, first = indexed
+    code = ("import sys; from pathlib import Path; from landmark_search.config import EmbedConfig; "
+            "from landmark_search.duplicates import DuplicateOptions, find_duplicates; "
+            f"r, _ = find_duplicates([Path({str(root)!r})], None, {index!r}, DuplicateOptions(), "
+            "EmbedConfig(progress=False)); print(len(r.groups), r.checked, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(len(first["groups"])), "0", "False"]

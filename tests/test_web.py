@@ -221,7 +221,7 @@ def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_
 
 def test_every_page_renders(client):
     for url, words in [("/", ["Library", "photo(s)"]), ("/?unknown=1", ["unknown only"]), ("/search", ["Drop a photo"]),
-                       ("/review", ["Review"]), ("/duplicates", ["group(s) among"]), ("/map", ["place(s)"])]:
+                       ("/review", ["Review"]), ("/duplicates", ["Duplicates"]), ("/map", ["place(s)"])]:
         reply = client.get(url)
         assert reply.status_code == 200 and all(w in reply.text for w in words), url
     for url in ("/api/labels", "/api/groups", "/api/duplicates", "/api/map", "/api/openapi.json"):

@@ -38,6 +38,9 @@ def serve_cmd(index: str = IndexOpt,
               any_subject: bool = typer.Option(False, "--any-subject", help="Built-in model: review groups of any "
                                                "subject, not only of buildings and landforms (as `landmark group "
                                                "--any-subject`)."),
+              review_dir: Optional[Path] = typer.Option(None, "--review-dir", help="Where the Duplicates page "
+                                                        "moves the copies you do not keep (outside the photos; "
+                                                        "default INDEX/duplicates-review)."),
               device: str = DeviceOpt, precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
               trust_export: bool = TrustOpt) -> None:
     """Browse, search and review a photo library in your browser (a local web app; JSON API under /api/)."""
@@ -61,7 +64,8 @@ def serve_cmd(index: str = IndexOpt,
     library = Library.open(index, ServeOptions(max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                                                trust_export=trust_export, device=device, precision=precision,
                                                xmp=xmp, train_dir=train_dir,
-                                               group=GroupOptions(min_size=min_size, any_subject=any_subject)))
+                                               group=GroupOptions(min_size=min_size, any_subject=any_subject),
+                                               review_dir=review_dir))
     library.warm_up()
     web = create_app(library, allowed_hosts=(*LOCAL_HOSTS, host) if local else None)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"

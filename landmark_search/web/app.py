@@ -160,8 +160,29 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         return library.name_photos(body["paths"], body["name"], bool(body.get("train")))
 
     @app.get("/api/duplicates")
-    def api_duplicates() -> dict:
-        return library.duplicates()
+    def api_duplicates(wait: float = 0.0) -> dict:
+        """`landmark duplicates --json` over the index plus "state": "ready" and "review_dir"; {"state":
+        "computing", "progress"} while computed in the background (waiting up to `wait` seconds, at most 60)."""
+        return library.duplicates(wait=min(max(wait, 0.0), 60.0))
+
+    @app.post("/api/duplicates/move")
+    async def api_duplicates_move(request: Request) -> dict:
+        """JSON {"keep": PATH} with header X-CSRF-Token: keeps PATH and moves its group's others (and their
+        sidecars) into the review folder, as `landmark duplicates --keep PATH --action move --to DIR`."""
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _Refused(400, MOVE_USAGE) from None
+        if not isinstance(body, dict) or not isinstance(body.get("keep"), str):
+            raise _Refused(400, MOVE_USAGE)
+        return library.move_duplicates(body["keep"])
+
+    @app.post("/api/duplicates/undo")
+    def api_duplicates_undo(request: Request) -> dict:
+        """Header X-CSRF-Token: puts back every photo moved into the review folder (`duplicates --undo DIR`)."""
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        return library.undo_duplicates()
 
     @app.get("/api/map")
     def api_map() -> dict:
@@ -230,8 +251,33 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         return RedirectResponse("/review?" + urlencode({"done": done}), status_code=303)
 
     @app.get("/duplicates", response_class=HTMLResponse)
-    def duplicates_page(request: Request) -> HTMLResponse:
-        return page(request, "duplicates.html", report=library.duplicates(), title="Duplicates")
+    def duplicates_page(request: Request, done: str | None = None) -> HTMLResponse:
+        return page(request, "duplicates.html", report=library.duplicates(wait=REVIEW_WAIT), done=done,
+                    title="Duplicates")
+
+    @app.post("/duplicates/move")
+    async def duplicates_move(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=8)
+        check_csrf(request, str(form.get("csrf") or ""))
+        try:
+            result = library.move_duplicates(str(form.get("keep") or ""))
+        except LandmarkError as exc:  # a group gone since the page was drawn, a review folder refused
+            return RedirectResponse("/duplicates?" + urlencode({"done": f"nothing moved: {exc}"}), status_code=303)
+        done = f"kept {Path(result['kept']).name}, moved {len(result['moved'])} photo(s) into {result['review_dir']}" + (
+            f"; {len(result['failed'])} not moved: {result['failed'][0]['reason']}" if result["failed"] else "")
+        return RedirectResponse("/duplicates?" + urlencode({"done": done}), status_code=303)
+
+    @app.post("/duplicates/undo")
+    async def duplicates_undo(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=4)
+        check_csrf(request, str(form.get("csrf") or ""))
+        try:
+            result = library.undo_duplicates()
+        except LandmarkError as exc:
+            return RedirectResponse("/duplicates?" + urlencode({"done": f"nothing put back: {exc}"}), status_code=303)
+        done = f"put back {len(result['restored'])} photo(s)" + (
+            f"; {len(result['failed'])} stayed: {result['failed'][0]['reason']}" if result["failed"] else "")
+        return RedirectResponse("/duplicates?" + urlencode({"done": done}), status_code=303)
 
     @app.get("/map", response_class=HTMLResponse)
     def map_page(request: Request) -> HTMLResponse:
@@ -267,9 +313,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     return app
 
 
+MOVE_USAGE = 'send JSON: {"keep": PATH}, a photo of a duplicate group'
 NAME_USAGE = 'send JSON: {"paths": [...], "name": "...", "train": false}'
 REVIEW_FIELDS = 5000  # a group's photos, one field each
-REVIEW_WAIT = 0.5  # seconds the Review page waits for the groups before it shows their progress instead
+REVIEW_WAIT = 0.5  # seconds the Review and Duplicates pages wait for their background work before showing progress
 
 
 class _Refused(Exception):

@@ -43,6 +43,7 @@ class ServeOptions:
     precision: str = "auto"
     xmp: bool = False  # naming writes XMP keywords too (as `landmark tag --xmp`)
     train_dir: Path | None = None  # where named photos are linked for training; default INDEX/training
+    review_dir: Path | None = None  # where the Duplicates page moves the others; default INDEX/duplicates-review
     group: GroupOptions = field(default_factory=GroupOptions)  # the Review page's groups, as `landmark group`'s
 
 
@@ -81,6 +82,7 @@ class Library:
         self.thumbs = ThumbCache(self.directory / "thumbs", self.opts.max_pixels)
         self.places: dict = self.recorded.get("places") or {}
         self.train_dir = self.opts.train_dir or self.directory / "training"
+        self.review_dir = self.opts.review_dir or self.directory / "duplicates-review"
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="landmark-library")
         self._idx = None
         self._model = None
@@ -327,17 +329,93 @@ class Library:
 
     # ------------------------------------------------------------------ duplicates and map
 
-    def duplicates(self) -> dict:
-        return self._memo("duplicates", self._duplicates)
+    def duplicates(self, wait: float = 0.0) -> dict:
+        """`landmark duplicates --json` over the indexed photos, computed in the background (pixel checks
+        remembered in the index folder): {"state": "computing", "progress": 0-1} until done (waiting at most
+        `wait` seconds), then {"state": "ready", "groups", ..., "review_dir"}."""
+        job = self._background("duplicates", self._duplicates)
+        if wait > 0:
+            job.done.wait(wait)
+        if not job.done.is_set():
+            return {"state": "computing", "progress": round(job.progress, 3)}
+        if job.error is not None:
+            return {"state": "failed", "error": job.error}
+        return {"state": "ready", **job.value}
 
-    def _duplicates(self) -> dict:
-        from ..duplicates import DuplicateOptions, find_groups, report_json
+    def _duplicates(self, progress: Callable[[float], None]) -> dict:
+        from ..duplicates import report_json
+
+        stages = {"reading headers": (0.05, 0.05), "checking pixels": (0.1, 0.85)}
+
+        def step(stage: str, done: int, total: int) -> None:
+            start, width = stages.get(stage, (0.0, 0.0))
+            progress(start + width * (done / total if total else 1.0))
+
+        return {**report_json(self._duplicate_report(step)), "review_dir": str(self.review_dir)}
+
+    def _duplicate_report(self, progress: Callable[[str, int, int], None] | None = None):
+        from ..duplicates import DuplicateOptions, find_groups
+        from ..imagematch import MATCHER
+        from ..pairmemory import PairMemory
 
         keys = self.catalog.all_paths()
         records, vectors = self.run(lambda: self._index().lookup(keys))
-        report = find_groups([Path(r.path) for r in records], [(r.size, r.content_hash) for r in records], vectors,
-                             DuplicateOptions(max_pixels=self.opts.max_pixels))
-        return report_json(report)
+        memory = PairMemory(self.directory, MATCHER)
+        try:
+            return find_groups([Path(r.path) for r in records], [(r.size, r.content_hash) for r in records], vectors,
+                               DuplicateOptions(max_pixels=self.opts.max_pixels), memory=memory, progress=progress)
+        finally:
+            memory.close()
+
+    def move_duplicates(self, keep: str) -> dict:
+        """Keep `keep` in its group and move the group's others (with sidecars) into the review folder, as
+        `landmark duplicates --keep KEEP --action move --to REVIEW` does; `undo_duplicates` puts them back."""
+        from ..duplicates import apply_action, choose_keepers
+
+        photo = self.photo_file(keep)
+        report = self._duplicate_report()  # the groups as they are now (remembered pixel checks: quick)
+        group = next((g for g in report.groups if photo in (g.keep, *g.others)), None)
+        if group is None:
+            raise LandmarkError(f"{photo.name} is in no duplicate group now; reload the page")
+        report.groups = [group]
+        report = choose_keepers(report, [photo])
+        folders = [Path(f) for f, _ in self.catalog.folders()]
+        root = Path(os.path.commonpath([str(f) for f in folders])) if folders else photo.parent
+
+        def move():
+            done = apply_action(report, "move", self.review_dir, [root], self.directory, scanned=folders)
+            self._reopen()
+            return done
+
+        done = self.run(move)
+        return {"kept": str(photo), "moved": [str(src) for src, _ in done.done],
+                "sidecars": len(done.sidecars), "review_dir": str(self.review_dir),
+                "failed": [{"path": str(p), "reason": why} for p, why in done.failed]}
+
+    def undo_duplicates(self) -> dict:
+        """Put back every photo the Duplicates page (or `landmark duplicates --action move --to REVIEW`) moved
+        into the review folder, and index them again."""
+        from ..indexing import IndexOptions, build_index
+        from ..relocate import undo_moves
+
+        def undo():
+            done = undo_moves(self.review_dir)
+            back = [dest for _, dest in done.done]
+            if back:
+                build_index(back, None, self.directory, IndexOptions(prune=False), self._cfg(batch_size=16))
+            self._reopen()
+            return done
+
+        done = self.run(undo)
+        return {"restored": [str(dest) for _, dest in done.done], "sidecars": len(done.sidecars),
+                "failed": [{"path": str(p), "reason": why} for p, why in done.failed]}
+
+    def _reopen(self) -> None:
+        """Drop the open index (on the worker), so the next request reads what a move changed."""
+        if self._idx is not None:
+            self._idx.close()
+            self._idx = None
+        self._folders = set()
 
     def places_map(self) -> dict:
         return self._memo("map", self._places_map)

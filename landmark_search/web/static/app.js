@@ -43,7 +43,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   const computing = document.getElementById("computing");
   if (computing) {
-    const bar = document.getElementById("grouping-progress");
+    const bar = computing.querySelector("progress");
     const poll = () => {
       fetch(computing.dataset.poll, { headers: { Accept: "application/json" } })
         .then((r) => r.json())
