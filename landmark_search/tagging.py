@@ -538,7 +538,7 @@ class UntagSummary:
     deleted: list[Path] = field(default_factory=list)  # sidecars this tool created and that are now gone
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # left alone on purpose, with the reason
-    kept_backups: list[Path] = field(default_factory=list)  # originals not put back: the photo changed since
+    kept_backups: list[Path] = field(default_factory=list)  # --embed originals not put back (not what tag wrote)
 
 
 def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
@@ -560,8 +560,7 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                                          "--embed` to take them out (and put its original back)")
                 if opts.embed:
                     results.append(take_back(photo, embedded, dry_run=opts.dry_run))
-                    if (not opts.dry_run and results[-1] != "restored" and embedded is not None
-                            and backup_path(photo).exists()):
+                    if not opts.dry_run and results[-1] != "restored" and backup_path(photo).exists():
                         summary.kept_backups.append(backup_path(photo))
                 results.append(untag_json(side, root=write_root, dry_run=opts.dry_run))
             except PhotoLeftAlone as exc:

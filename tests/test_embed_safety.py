@@ -187,8 +187,8 @@ def test_a_backup_left_behind_is_never_applied_to_a_new_photo_of_that_name(tmp_p
     again = name_photos([photo], "Dome", EMBED)
     assert [p for p, _ in again.skipped] == [photo] and str(backup_path(photo)) in again.skipped[0][1]
     assert photo.read_bytes() == new
-    untag([tmp_path], UNTAG)
-    assert photo.read_bytes() == new
+    done = untag([tmp_path], UNTAG)
+    assert photo.read_bytes() == new and done.kept_backups == [backup_path(photo)]  # and the user is told
     assert backup_path(photo).read_bytes() == old_original  # nothing of the moved photo was lost either
 
 

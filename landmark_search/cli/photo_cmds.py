@@ -189,8 +189,8 @@ def untag_cmd(photos: List[Path] = PhotosArg,
                                          embed=embed))
     _report_failures(summary.failed + summary.skipped)
     for backup in summary.kept_backups:
-        _err(f"kept {backup}: its photo changed after it was tagged, so the photo stays as it is (less our "
-             "keywords); delete this original if you do not need it")
+        _err(f"kept {backup}: not put back, since the photo beside it is not byte for byte what `tag --embed` "
+             "wrote (edited since, or another photo under that name); delete it if you do not need it")
     counts = {"cleaned": len(summary.cleaned), "sidecars_deleted": len(summary.deleted),
               "untouched": len(summary.untouched), "skipped": len(summary.skipped), "failed": len(summary.failed)}
     if as_json:
