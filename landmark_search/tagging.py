@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -535,10 +536,14 @@ class UntagSummary:
 
     cleaned: list[Path] = field(default_factory=list)  # something of ours was taken back
     untouched: list[Path] = field(default_factory=list)  # nothing of ours there
-    deleted: list[Path] = field(default_factory=list)  # sidecars this tool created and that are now gone
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # left alone on purpose, with the reason
     kept_backups: list[Path] = field(default_factory=list)  # --embed originals not put back (not what tag wrote)
+    # What happened to each kind of file: "json"/"xmp" -> {"deleted": n, "restored": n, "removed": n}
+    # (deleted: this tool created it; restored: your file's exact bytes back; removed: only ours taken out of it),
+    # and "originals" -> {"restored": n, "removed": n} for photos `tag --embed` wrote into.
+    files: dict[str, Counter] = field(default_factory=lambda: {"json": Counter(), "xmp": Counter(),
+                                                               "originals": Counter()})
 
 
 def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
@@ -551,25 +556,26 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
             try:
                 entry = read_sidecar(side).get(SIDECAR_KEY)
                 xmp = recorded_xmp_path(photo, root, side, entry, opts)
-                results = []
+                results: dict[str, str] = {}
                 if opts.xmp:
-                    results.append(untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run))
+                    results["xmp"] = untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run)
                 embedded = entry.get("embedded") if isinstance(entry, dict) else None
                 if embedded is not None and not opts.embed:
                     raise PhotoLeftAlone(f"{photo} holds keywords `tag --embed` wrote into it: run `landmark untag "
                                          "--embed` to take them out (and put its original back)")
                 if opts.embed:
-                    results.append(take_back(photo, embedded, dry_run=opts.dry_run))
-                    if not opts.dry_run and results[-1] != "restored" and backup_path(photo).exists():
+                    results["originals"] = take_back(photo, embedded, dry_run=opts.dry_run)
+                    if not opts.dry_run and results["originals"] != "restored" and backup_path(photo).exists():
                         summary.kept_backups.append(backup_path(photo))
-                results.append(untag_json(side, root=write_root, dry_run=opts.dry_run))
+                results["json"] = untag_json(side, root=write_root, dry_run=opts.dry_run)
             except PhotoLeftAlone as exc:
                 summary.skipped.append((photo, str(exc)))
                 continue
             except (SidecarError, OSError) as exc:
                 summary.failed.append((photo, str(exc)))
                 continue
-            if "deleted" in results:
-                summary.deleted.append(photo)
-            (summary.cleaned if set(results) & {"removed", "deleted", "restored"} else summary.untouched).append(photo)
+            for kind, result in results.items():
+                summary.files[kind][result] += 1
+            changed = set(results.values()) & {"removed", "deleted", "restored"}
+            (summary.cleaned if changed else summary.untouched).append(photo)
     return summary

@@ -83,6 +83,28 @@ def test_default_model_writes_no_landmark_keywords_and_a_trained_one_replaces_th
     assert not again.cleaned and sorted(again.untouched) == sorted([mine, bare])
 
 
+def test_untag_summary_counts_what_happened_to_each_file(library, trained_run):
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+
+    root, mine, bare = library
+    assert len(tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0, min_score=0.0),
+                   CFG).tagged) == 2
+    data = json.loads(Path(f"{mine}.json").read_text())
+    Path(f"{mine}.json").write_text(json.dumps({**data, "rating": 5}))  # the user's edit after tagging
+    dry = CliRunner().invoke(app, ["untag", str(root), "--xmp", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert ("JSON sidecars (dry run: nothing changed): 1 deleted (this tool had created them), 1 kept, our entry "
+            "taken out") in dry.stdout
+    done = CliRunner().invoke(app, ["untag", str(root), "--xmp", "--json"])
+    assert json.loads(done.stdout)["files"] == {"json": {"deleted": 1, "removed": 1},
+                                                "xmp": {"deleted": 1, "restored": 1}, "originals": {}}
+    assert not Path(f"{bare}.json").exists() and not Path(f"{bare}.xmp").exists()
+    assert Path(f"{mine}.xmp").read_text(encoding="utf-8") == USER_XMP
+    assert json.loads(Path(f"{mine}.json").read_text())["rating"] == 5
+
+
 def test_user_edits_after_tagging_survive_retag_and_untag(library, trained_run):
     root, mine, bare = library
     ckpt = str(trained_run / "best.pt")

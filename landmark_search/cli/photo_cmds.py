@@ -166,6 +166,15 @@ def tag_cmd(photos: List[Path] = PhotosArg,
     _exit_on_failures(summary.failed + summary.skipped, strict=strict, worked=worked)
 
 
+# How each untag result reads in the summary, per kind of file.
+_UNTAG_WORDS = {("json", "deleted"): "deleted (this tool had created them)",
+                ("json", "restored"): "given back byte for byte", ("json", "removed"): "kept, our entry taken out",
+                ("xmp", "deleted"): "deleted (this tool had created them)",
+                ("xmp", "restored"): "given back byte for byte", ("xmp", "removed"): "kept, our keywords taken out",
+                ("originals", "restored"): "put back from their originals",
+                ("originals", "removed"): "kept, our keywords taken out"}
+
+
 @app.command("untag")
 @handle_errors
 def untag_cmd(photos: List[Path] = PhotosArg,
@@ -191,16 +200,23 @@ def untag_cmd(photos: List[Path] = PhotosArg,
     for backup in summary.kept_backups:
         _err(f"kept {backup}: not put back, since the photo beside it is not byte for byte what `tag --embed` "
              "wrote (edited since, or another photo under that name); delete it if you do not need it")
-    counts = {"cleaned": len(summary.cleaned), "sidecars_deleted": len(summary.deleted),
-              "untouched": len(summary.untouched), "skipped": len(summary.skipped), "failed": len(summary.failed)}
+    files = {kind: {what: n for what, n in sorted(done.items()) if what in ("deleted", "restored", "removed")}
+             for kind, done in summary.files.items()}
+    counts = {"cleaned": len(summary.cleaned), "untouched": len(summary.untouched), "skipped": len(summary.skipped),
+              "failed": len(summary.failed)}
     if as_json:
-        typer.echo(_json({**counts, "dry_run": dry_run,
+        typer.echo(_json({**counts, "files": files, "dry_run": dry_run,
                           "failures": _failures_json(summary.failed), "skips": _failures_json(summary.skipped),
                           "kept_backups": [str(p) for p in summary.kept_backups]}))
     else:
         verb = "would clean" if dry_run else "cleaned"
-        typer.echo(f"{verb} {counts['cleaned']} photo(s) (sidecars deleted: {counts['sidecars_deleted']}), "
-                   f"nothing of ours in {counts['untouched']}, skipped {counts['skipped']}, failed {counts['failed']}")
+        typer.echo(f"{verb} {_count(counts['cleaned'], 'photo')}, nothing of ours in {counts['untouched']}, "
+                   f"skipped {counts['skipped']}, failed {counts['failed']}")
+        for kind, label in (("json", "JSON sidecars"), ("xmp", "XMP sidecars"), ("originals", "photos tag --embed "
+                                                                                              "wrote into")):
+            if files[kind]:
+                typer.echo(f"  {label}{' (dry run: nothing changed)' if dry_run else ''}: "
+                           + ", ".join(f"{n} {_UNTAG_WORDS[kind, what]}" for what, n in files[kind].items()))
     if not (summary.failed or summary.skipped or summary.cleaned or summary.untouched):
         _err(_no_photos(photos))
         raise typer.Exit(code=1)
