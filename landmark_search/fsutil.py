@@ -7,9 +7,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -30,6 +32,11 @@ def fsync_dir(directory: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# The temp names this package writes: atomic_writer's `.NAME.<8 hex>.tmp`, and `.NAME.landmark-embed.tmp`.
+_TEMP_NAME = re.compile(r"^\..+\.(?:[0-9a-f]{8}|landmark-embed)\.tmp$")
+STALE_TEMP_SECONDS = 600.0  # far longer than any write of ours takes, so a write in progress is never swept
 
 
 def _open_temp(path: Path) -> tuple[int, Path]:
@@ -227,3 +234,28 @@ def human_size(n: float) -> str:
     if n >= 1 << 30:
         return f"{n / (1 << 30):.1f} GiB"
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB" if n >= 1e3 else f"{int(n)} bytes"
+
+
+def sweep_stale_temps(folder: str | Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temp files of this package's writes that a killed run left in `folder`; how many went.
+
+    Only names of our temp shape (`.NAME.1a2b3c4d.tmp`) that are regular files at least `older_than` seconds
+    old go, so a write in progress (by this run or another one) is never touched; 0 when the caller holds the
+    lock of every writer to the folder.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed

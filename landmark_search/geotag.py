@@ -1,7 +1,9 @@
 """Put the place back on photos that lost their GPS: from a confident landmark, or from a photo of the same trip.
 
 Only a calibrated landmark model geotags (an "unknown" photo never gets a place), and never a photo
-that already has a position: in its EXIF, or in an XMP sidecar that this tool did not write. Photos
+that already has a position anywhere a photo app may keep one: its EXIF (for a RAW, its preview's too), the
+XMP packet inside the file, or an XMP sidecar this tool did not write, under either name (`IMG.jpg.xmp`, or
+Lightroom's `IMG.xmp`). A sidecar that cannot be read counts as holding a position. Photos
 taken by the same camera within `spread_minutes` of a placed photo (EXIF DateTimeOriginal) inherit
 its place at half its confidence, recorded with the photo it came from.
 """
@@ -13,9 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .data.exif import read_exif
+from .data.exif import ExifFacts, read_exif
+from .errors import SidecarError
 from .places import Place, xmp_coordinate
-from .xmp import GPS_LATITUDE, GPS_LONGITUDE, NS_PHOTOSHOP, has_own_location
+from .xmp import GPS_LATITUDE, GPS_LONGITUDE, NS_PHOTOSHOP, has_own_location, packet_has_position
 
 DEFAULT_SPREAD_MINUTES = 30.0
 SPREAD_DISCOUNT = 0.5  # an inherited place is less sure than one seen in the photo itself
@@ -38,7 +41,7 @@ def place_photos(candidates: Sequence[Candidate], places: Mapping[str, Mapping[s
     placed: dict[Path, dict[str, Any]] = {}
     for c in candidates:
         facts = read_exif(c.photo)
-        if facts.gps is not None or has_own_location(c.xmp):
+        if _has_position(c, facts):
             continue  # never overwrite a position the photo or the user already has
         own[c.photo] = (facts.taken, facts.camera)
         if c.class_id is not None and c.class_id in places:
@@ -56,6 +59,18 @@ def place_photos(candidates: Sequence[Candidate], places: Mapping[str, Mapping[s
                 placed[photo] = {**v, "confidence": round(v["confidence"] * SPREAD_DISCOUNT, 6),
                                  "from": f"time: {src.name}"}
     return placed
+
+
+def _has_position(c: Candidate, facts: ExifFacts) -> bool:
+    if facts.gps is not None or (facts.xmp and packet_has_position(facts.xmp, c.photo)):
+        return True
+    for sidecar in dict.fromkeys((c.xmp, c.photo.with_name(c.photo.name + ".xmp"), c.photo.with_suffix(".xmp"))):
+        try:
+            if has_own_location(sidecar):
+                return True
+        except SidecarError:
+            return True
+    return False
 
 
 def xmp_place_properties(place: Mapping[str, Any]) -> dict[str, str]:

@@ -357,6 +357,7 @@ def link_for_training(groups: Iterable[tuple[str, Sequence[Path]]], out: Path):
 
 
 _BAD_NAME = re.compile(r"[/\\\x00]")
+NAME_MAX_BYTES = 255  # a file name on ext4, APFS, NTFS (UTF-8 bytes; NTFS counts 255 UTF-16 units)
 
 
 def check_folder_name(name: str) -> str:
@@ -364,6 +365,13 @@ def check_folder_name(name: str) -> str:
     name = name.strip()
     if not name or name in (".", "..") or _BAD_NAME.search(name):
         raise LandmarkError(f"{name!r} cannot be a folder name; use a landmark name without slashes")
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeError:  # a lone surrogate from JSON: no file system stores it
+        raise LandmarkError(f"{name[:40]!r} cannot be a folder name; use printable characters") from None
+    if size > NAME_MAX_BYTES:
+        raise LandmarkError(f"{name[:40]!r}... is {size} bytes, more than a folder name can hold "
+                            f"({NAME_MAX_BYTES}); use a shorter landmark name")
     return name
 
 

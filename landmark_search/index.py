@@ -31,9 +31,7 @@ This module is numpy in, numpy out, and never imports torch. It is not thread-sa
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import glob
 import logging
 import os
 import sqlite3
@@ -47,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from landmark_search.errors import IndexStoreError, LockedError
-from landmark_search.fsutil import make_dirs
+from landmark_search.fsutil import make_dirs, sweep_stale_temps
 from landmark_search.locks import FileLock
 from landmark_search.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
                                       ensure_manifest, current_generation, marks, store_error, transaction)
@@ -630,9 +628,7 @@ class PhotoIndex:
 
     def _write(self, vectors: VectorIndex) -> None:
         # Only the lock holder gets here, so temp files left by a killed writer are orphans.
-        for stale in glob.glob(str(self._dir / f".{CACHE_NAME}.*.tmp")):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
+        sweep_stale_temps(self._dir, older_than=0)
         tag = {"format_version": FORMAT_VERSION, "index_uuid": self._uuid,
                "generation": self._vectors_generation, "model_id": self._model_id}
         write_cache(self._dir / CACHE_NAME, vectors, tag)

@@ -22,7 +22,7 @@ from .fsutil import atomic_write_text
 from .data.exif import read_exif
 from .places import haversine_m
 from .sheets import image_data_uri, placeholder, thumbnail
-from .sidecar import SIDECAR_KEY, read_sidecar, sidecar_path
+from .sidecar import read_recorded, sidecar_path
 
 SIZE = 1024  # the world at zoom 2: 4 x 4 OSM tiles of 256 px
 MERGE_M = 2000.0  # photos this close share a marker
@@ -45,13 +45,12 @@ def _position(photo: Path) -> tuple[float, float, str, str] | None:
     if gps is not None:
         return gps[0], gps[1], "", "exif"
     try:
-        entry = read_sidecar(sidecar_path(photo)).get(SIDECAR_KEY) or {}
+        place = read_recorded(sidecar_path(photo)).place
     except LandmarkError:
         return None
-    place = entry.get("place") if isinstance(entry, dict) else None
-    if isinstance(place, dict) and "latitude" in place and "longitude" in place:
-        return float(place["latitude"]), float(place["longitude"]), str(place.get("name") or ""), "geotag"
-    return None
+    if place is None:
+        return None
+    return place["latitude"], place["longitude"], place.get("name", ""), "geotag"
 
 
 def collect_places(photos: Sequence[Path]) -> tuple[list[MapPlace], int]:

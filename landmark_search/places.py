@@ -27,6 +27,7 @@ KNOWN_PLACES = Path(__file__).with_name("resources") / "places_known.csv"
 EARTH_RADIUS_M = 6_371_008.8
 # A class needs this many geotagged training photos before their GPS says where it is.
 MIN_GPS_PHOTOS = 3
+MAX_ROW_CHARS = 4096  # a row of places.csv: a class, two numbers, a name and a country
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,23 @@ def read_places_csv(path: Path, *, source: str = PLACES_FILE) -> dict[str, Place
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc}); "
                         "pass a UTF-8 CSV file with columns class,latitude,longitude") from None
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_ROW_CHARS:  # whatever csv.field_size_limit() another module set
+            raise DataError(f"{path} row {number}: {len(line)} characters long, far more than a place needs "
+                            f"(limit {MAX_ROW_CHARS}); each row is class,latitude,longitude[,name][,country]")
     reader = csv.DictReader(lines)
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    if not {"class", "latitude", "longitude"} <= set(header):
-        raise DataError(f"{path}: the header must name class,latitude,longitude (optional name,country); "
-                        f"it has {','.join(header) or 'nothing'}")
-    reader.fieldnames = header
+    try:
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        if not {"class", "latitude", "longitude"} <= set(header):
+            raise DataError(f"{path}: the header must name class,latitude,longitude (optional name,country); "
+                            f"it has {','.join(header)[:200] or 'nothing'}")
+        reader.fieldnames = header
+        rows = list(reader)
+    except csv.Error as exc:  # a NUL byte, a quote left open over many lines
+        raise DataError(f"{path} row {reader.line_num + 1}: not a CSV row ({exc}); each row is "
+                        "class,latitude,longitude[,name][,country]") from None
     places: dict[str, Place] = {}
-    for row_number, row in enumerate(reader, start=2):
+    for row_number, row in enumerate(rows, start=2):
         where = f"{path} row {row_number}"
         cls = (row.get("class") or "").strip()
         if not cls:

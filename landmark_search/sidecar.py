@@ -27,8 +27,8 @@ import datetime as _dt
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,6 +49,10 @@ __all__ = [
     "merge_sidecar",
     "photo_fingerprint",
     "read_sidecar",
+    "Recorded",
+    "checked_place",
+    "read_recorded",
+    "recorded",
     "sidecar_is_current",
     "sidecar_path",
     "write_sidecar",
@@ -140,6 +144,68 @@ def read_sidecar(path: Path) -> dict[str, Any]:
             f"{path} holds a JSON {_json_kind(data)}, not an object: fix or delete it; it was left untouched"
         )
     return data
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Our entry in a photo's JSON sidecar as every reader sees it: each value checked, since the file is the
+    user's and anyone may have edited it. What does not check out is left out, never passed on."""
+
+    tags: tuple[dict[str, Any], ...] = ()  # {"label", "id", "score"[, "confidence"]}: text, and numbers in 0..1
+    place: dict[str, Any] | None = None  # {"latitude", "longitude"} on Earth, and "name"/"city"/"country" text
+    named: bool = False
+
+
+_TEXT_MAX = 500  # a label or place name longer than this is not one
+
+
+def recorded(sidecar: Mapping[str, Any]) -> Recorded:
+    """The checked view of our entry in an already-read sidecar (Recorded() when there is none)."""
+    entry = sidecar.get(SIDECAR_KEY)
+    if not isinstance(entry, dict):
+        return Recorded()
+    tags = entry.get("tags")
+    return Recorded(tuple(t for t in map(_checked_tag, tags if isinstance(tags, list) else []) if t is not None),
+                    checked_place(entry.get("place")), entry.get("named") is True)
+
+
+def read_recorded(path: Path) -> Recorded:
+    """read_sidecar + recorded: SidecarError for a file that cannot be read, Recorded() when there is none."""
+    return recorded(read_sidecar(path))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) <= _TEXT_MAX else None
+
+
+def _unit(value: Any) -> float | None:
+    """A number in 0..1 (bool is not a number here)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return None
+
+
+def _checked_tag(tag: Any) -> dict[str, Any] | None:
+    if not isinstance(tag, dict) or not _text(tag.get("label")):
+        return None
+    out: dict[str, Any] = {"label": tag["label"], "id": _text(tag.get("id")) or tag["label"]}
+    for key in ("score", "confidence"):
+        if (value := _unit(tag.get(key))) is not None:
+            out[key] = value
+    return out
+
+
+def checked_place(place: Any) -> dict[str, Any] | None:
+    """A recorded place with a real position (finite numbers, latitude -90..90, longitude -180..180), else None."""
+    if not isinstance(place, dict):
+        return None
+    lat, lon = place.get("latitude"), place.get("longitude")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lat, lon)):
+        return None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        return None
+    return {"latitude": float(lat), "longitude": float(lon),
+            **{k: place[k] for k in ("name", "city", "country") if _text(place.get(k))}}
 
 
 class _NotRewritable(ValueError):
@@ -333,32 +399,3 @@ def safe_write(path: Path, data: bytes, *, root: Path | None, create_parents: bo
             f"cannot write {path}: {exc.strerror or exc}: "
             "make the folder writable or write sidecars to an output folder"
         ) from None
-
-
-# fsutil's temp names beside what this tool writes: sidecars, and with --embed photos and their backups
-_TEMP_NAME = re.compile(r"^\.(.+\.(?:json|xmp|jpe?g|tiff?|landmark-original))\.[0-9a-f]{8}\.tmp$", re.IGNORECASE)
-STALE_TEMP_SECONDS = 600.0
-
-
-def sweep_stale_temps(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
-    """Delete our own temp files (`.NAME.json.1a2b3c4d.tmp`, `.IMG.jpg.1a2b3c4d.tmp`) that a killed run left behind.
-
-    Only names of that exact shape and at least `older_than` seconds old go, so a write in progress
-    (by this run or another one) is never touched. Returns how many were removed.
-    """
-    removed = 0
-    now = _dt.datetime.now().timestamp()
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        if not _TEMP_NAME.match(entry.name):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
-                os.unlink(entry.path)
-                removed += 1
-        except OSError:
-            continue
-    return removed

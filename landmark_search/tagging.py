@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .data.files import HEIF_EXTENSIONS, HEIF_HINT, heif_available, iter_photos
 from .errors import LandmarkError, PhotoLeftAlone, SidecarError
 from .checked import CheckedPhotos, options_key
+from .fsutil import sweep_stale_temps
 from .locks import FileLock, lock_dir
 from .modelref import ModelRef, resolve_model
 from .embedded import backup_path, can_embed, embedding, refusal, take_back
@@ -19,7 +20,7 @@ from .geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_p
 from .openset import check_recall
 from .ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
 from .sidecar import (SIDECAR_KEY, XMP_SUFFIX, build_payload, check_target, merge_sidecar, photo_fingerprint,
-                      read_sidecar, sidecar_is_current, sidecar_path, sweep_stale_temps, write_sidecar)
+                      read_sidecar, sidecar_is_current, sidecar_path, write_sidecar)
 from .xmp import set_keywords
 
 if TYPE_CHECKING:
@@ -276,7 +277,9 @@ def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummar
     summary = TagSummary()
     kept = [Prediction(name, name, 1.0)]
     with _folder_lock(paths, opts.output_dir):
+        folders: set[Path] = set()
         for photo, root, side in _walk(paths, opts, summary):
+            folders.add(side.parent)
             if _embed_refused(photo, opts, summary):
                 continue
             try:
@@ -293,6 +296,7 @@ def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummar
                 summary.failed.append((photo, str(exc)))
                 continue
             summary.tagged.append(photo)
+        _sweep(folders, summary)
     return summary
 
 
@@ -323,9 +327,9 @@ def _folder_lock(paths: Sequence[Path], output_dir: Path | None) -> FileLock:
     return FileLock(lock_dir() / f"tag-{name}.lock", description=f"tagging {', '.join(str(p) for p in paths)}")
 
 
-def _sweep(folders: set[Path], summary: TagSummary) -> None:
-    # A run killed mid-write (SIGKILL, power loss) leaves a temp file: every run clears old ones
-    # from the folders it visits, whether or not it has photos to tag there.
+def _sweep(folders: set[Path], summary: "TagSummary | UntagSummary") -> None:
+    # A run killed mid-write (SIGKILL, power loss) leaves a temp file: every run that writes sidecars (tag,
+    # untag, naming in `landmark serve`) clears old ones from the folders it visits, with or without work there.
     for folder in sorted(set(folders)):
         summary.stale_temps_removed += sweep_stale_temps(folder)
 
@@ -544,13 +548,16 @@ class UntagSummary:
     # and "originals" -> {"restored": n, "removed": n} for photos `tag --embed` wrote into.
     files: dict[str, Counter] = field(default_factory=lambda: {"json": Counter(), "xmp": Counter(),
                                                                "originals": Counter()})
+    stale_temps_removed: int = 0  # temp files an interrupted earlier run left beside its sidecars
 
 
 def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
     """Remove exactly what `landmark tag` added: our JSON key and, with xmp, our XMP keywords. No model, no torch."""
     summary = UntagSummary()
     with _folder_lock(paths, opts.output_dir):
+        folders: set[Path] = set()
         for photo, root, side in _walk(paths, opts, summary):
+            folders.add(side.parent)
             mirror = opts.output_dir is not None
             write_root = opts.output_dir if mirror else root
             try:
@@ -578,4 +585,6 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                 summary.files[kind][result] += 1
             changed = set(results.values()) & {"removed", "deleted", "restored"}
             (summary.cleaned if changed else summary.untouched).append(photo)
+        if not opts.dry_run:
+            _sweep(folders, summary)
     return summary

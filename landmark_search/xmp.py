@@ -162,6 +162,15 @@ def has_own_location(path: Path) -> bool:
     return doc.has_property(GPS_LATITUDE) and GPS_LATITUDE not in doc.our_properties()
 
 
+def packet_has_position(raw: bytes, where: Path) -> bool:
+    """An XMP packet (embedded in a photo) holds a GPS position; one that does not parse is taken to hold one,
+    so that nothing is written over a position this reader could not see."""
+    try:
+        return _Doc.parse(where, raw.strip(b"\x00 \t\r\n")).has_property(GPS_LATITUDE)
+    except SidecarError:
+        return b"GPSLatitude" in raw
+
+
 def _clean(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(v.strip() for v in values if v and v.strip()))
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from conftest import exiftool_json
 from landmark_search.embedded import backup_path
 from landmark_search.relocate import move_photos, undo_moves
-from landmark_search.sidecar import sweep_stale_temps
+from landmark_search.fsutil import sweep_stale_temps
 from landmark_search.tagging import TagOptions, UntagOptions, name_photos, untag
 
 EMBED = TagOptions(embed=True)

@@ -60,7 +60,9 @@ def serve_cmd(index: str = IndexOpt,
 
     from ..web.app import LOCAL_HOSTS, create_app
     from ..web.library import Library, ServeOptions
+    from ..web.listen import bind
 
+    sock = bind(host, port)  # a busy port: one line, before anything says "serving"
     library = Library.open(index, ServeOptions(max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                                                trust_export=trust_export, device=device, precision=precision,
                                                xmp=xmp, train_dir=train_dir,
@@ -76,6 +78,6 @@ def serve_cmd(index: str = IndexOpt,
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     try:
-        uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Server(uvicorn.Config(web, log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
         library.close()

@@ -1,8 +1,12 @@
-"""What a photo's header says without decoding its pixels: GPS, capture time, camera, size, JPEG quality."""
+"""What a photo's header says without decoding its pixels: GPS, capture time, camera, size, JPEG quality, the
+XMP packet inside it.
+
+A camera RAW that Pillow cannot open as TIFF (RAF, CR3...) or whose own header has no GPS gives the GPS of its
+embedded JPEG preview, where such cameras write it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +24,7 @@ class ExifFacts:
     width: int = 0
     height: int = 0
     quality: int | None = None  # JPEG quality estimated from the quantisation tables (None: not a JPEG)
+    xmp: bytes = b""  # the XMP packet inside the file (JPEG APP1, TIFF tag 700, PNG/WebP chunk), unparsed
 
     @property
     def has_camera_facts(self) -> bool:
@@ -80,17 +85,38 @@ def _dms(values: Sequence[Any], ref: str) -> float:
 
 def read_exif(path: Path) -> ExifFacts:
     """The photo's EXIF facts; never raises (an unreadable header gives empty facts)."""
+    from .files import RAW_EXTENSIONS
+
+    facts = _read_facts(path)
+    if facts.gps is None and Path(path).suffix.lower() in RAW_EXTENSIONS:
+        import io
+
+        from ..errors import BadImageError
+        from .images import raw_preview
+
+        try:
+            preview = _read_facts(io.BytesIO(raw_preview(Path(path))))
+        except (BadImageError, OSError):
+            return facts
+        facts = replace(facts, gps=preview.gps, taken=facts.taken or preview.taken, camera=facts.camera or preview.camera,
+                        width=facts.width or preview.width, height=facts.height or preview.height,
+                        xmp=facts.xmp or preview.xmp)
+    return facts
+
+
+def _read_facts(source: Any) -> ExifFacts:
     from PIL import Image
     from PIL.ExifTags import GPS, IFD, Base
 
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             width, height = img.size
             exif = img.getexif()
             gps_ifd = exif.get_ifd(IFD.GPSInfo)
             raw_time = exif.get_ifd(IFD.Exif).get(Base.DateTimeOriginal) or exif.get(Base.DateTime)
             camera = " ".join(str(exif.get(t, "")).strip(" \x00") for t in (Base.Make, Base.Model)).strip()
             tables = getattr(img, "quantization", None) if img.format == "JPEG" else None
+            xmp = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or exif.get(0x02BC) or b""
     except Exception:  # an unreadable photo has no facts to give
         return ExifFacts()
     gps = None
@@ -108,4 +134,14 @@ def read_exif(path: Path) -> ExifFacts:
             taken = datetime.strptime(str(raw_time).strip(" \x00")[:19], "%Y:%m:%d %H:%M:%S")
         except ValueError:
             taken = None
-    return ExifFacts(gps, taken, camera, width, height, jpeg_quality(tables) if tables else None)
+    return ExifFacts(gps, taken, camera, width, height, jpeg_quality(tables) if tables else None, _packet(xmp))
+
+
+def _packet(value: Any) -> bytes:
+    """An XMP packet as Pillow hands it over: bytes (JPEG, WebP, TIFF), str (PNG), a tuple of byte values."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace")
+    try:
+        return bytes(value) if isinstance(value, (bytes, bytearray, tuple)) else b""
+    except (TypeError, ValueError):  # a tuple of something other than byte values
+        return b""

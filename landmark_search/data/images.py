@@ -55,27 +55,56 @@ _RAW_NO_PREVIEW = ("a camera RAW file without an embedded JPEG preview this tool
                    "shoot RAW+JPEG) and give that")
 
 
-def _jpeg_at(mm: mmap.mmap, start: int) -> tuple[int, int] | None:
-    """(pixels, end offset) of a well-formed baseline/progressive JPEG starting at `start`, else None."""
-    pos, size = start + 2, None
-    while pos + 4 <= len(mm):
-        if mm[pos] != 0xFF:
-            return None
-        marker = mm[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(mm[pos + 2:pos + 4], "big")
-        if length < 2:
-            return None
-        if marker in _SOF_MARKERS and pos + 9 <= len(mm):
-            height, width = int.from_bytes(mm[pos + 5:pos + 7], "big"), int.from_bytes(mm[pos + 7:pos + 9], "big")
-            size = width * height
-        if marker == 0xDA:  # start of scan: entropy-coded data, in which FF D9 occurs only as the end marker
-            end = mm.find(b"\xff\xd9", pos + 2 + length)
-            return (size, end + 2) if size and end > 0 else None
-        pos += 2 + length
-    return None
+# A RAW file holds a handful of JPEGs (thumbnail, preview, full size) of a few dozen segments each. Past these
+# budgets a file is not a camera's: the scan stops, so a crafted file costs milliseconds, not minutes.
+RAW_MAX_CANDIDATES = 256  # FF D8 FF start markers tried per file
+RAW_MAX_SEGMENTS = 20_000  # JPEG segment headers walked per file, over all candidates
+RAW_MAX_SCAN_BYTES = 512 << 20  # the preview lies within the first 512 MiB of any camera's RAW
+
+
+class _RawScan:
+    """One pass over a RAW file with budgets: segments walked, and bytes searched for end markers (a search that
+    the previous one covers is answered from it, so a file of many candidates is still searched about once)."""
+
+    def __init__(self, mm: mmap.mmap, limit: int) -> None:
+        self.mm, self.limit, self.segments = mm, limit, RAW_MAX_SEGMENTS
+        self.search_bytes = 2 * limit
+        self._end_from, self._end_at = -1, -1  # the last end-marker search: from where, what it found
+
+    def end_marker(self, pos: int) -> int:
+        """The first FF D9 at or after pos (-1: none, or the byte budget is spent and the scan stops)."""
+        covered = 0 <= self._end_from <= pos and (self._end_at >= pos or self._end_at < 0)
+        if not covered:
+            self._end_from, self._end_at = pos, self.mm.find(b"\xff\xd9", pos, self.limit)
+            self.search_bytes -= (self._end_at if self._end_at >= 0 else self.limit) - pos
+            if self.search_bytes < 0:
+                self.segments = 0
+        return self._end_at
+
+    def jpeg_at(self, start: int) -> tuple[int, int] | None:
+        """(pixels, end offset) of a well-formed baseline/progressive JPEG starting at `start`, else None."""
+        mm, pos, size = self.mm, start + 2, None
+        while pos + 4 <= self.limit and self.segments > 0:
+            self.segments -= 1
+            if mm[pos] != 0xFF:
+                return None
+            marker = mm[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            length = int.from_bytes(mm[pos + 2:pos + 4], "big")
+            if length < 2:
+                return None
+            if marker in _SOF_MARKERS and pos + 9 <= self.limit:
+                height, width = int.from_bytes(mm[pos + 5:pos + 7], "big"), int.from_bytes(mm[pos + 7:pos + 9], "big")
+                size = width * height
+            if marker == 0xDA:  # start of scan: entropy-coded data, in which FF D9 occurs only as the end marker
+                if not size:
+                    return None
+                end = self.end_marker(pos + 2 + length)
+                return (size, end + 2) if end > 0 else None
+            pos += 2 + length
+        return None
 
 
 def raw_preview(path: Path) -> bytes:
@@ -83,18 +112,22 @@ def raw_preview(path: Path) -> bytes:
 
     The file is scanned through mmap for JPEG start markers and each candidate's segment chain is checked,
     so a 50 MB RAW costs a scan and one copy of its preview, never a read of the whole file into memory.
+    The scan is linear in the file and capped (RAW_MAX_*), whatever the bytes.
     """
     best: tuple[int, int, int] | None = None  # pixels, start, end
     with open(path, "rb") as fh:
         if os.fstat(fh.fileno()).st_size < 4:
             raise BadImageError(f"{path}: {_RAW_NO_PREVIEW}")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            start = mm.find(b"\xff\xd8\xff")
-            while start >= 0:
-                found = _jpeg_at(mm, start)
+            scan = _RawScan(mm, min(len(mm), RAW_MAX_SCAN_BYTES))
+            start = mm.find(b"\xff\xd8\xff", 0, scan.limit)
+            for _ in range(RAW_MAX_CANDIDATES):
+                if start < 0 or scan.segments <= 0:
+                    break
+                found = scan.jpeg_at(start)
                 if found and (best is None or found[0] > best[0]):
                     best = (found[0], start, found[1])
-                start = mm.find(b"\xff\xd8\xff", found[1] if found else start + 3)
+                start = mm.find(b"\xff\xd8\xff", found[1] if found else start + 3, scan.limit)
             if best is None:
                 raise BadImageError(f"{path}: {_RAW_NO_PREVIEW}")
             return bytes(mm[best[1]:best[2]])

@@ -1,8 +1,9 @@
 """`landmark serve`: the pages and the JSON API over one Library (FastAPI; Jinja2 templates; no build step, no CDN).
 
 Safety: only indexed photos are ever read (Library.photo_file); requests for another Host are refused (a page
-on another site cannot reach the app through DNS rebinding); requests that write (naming photos) are POSTs that
-carry the session's CSRF token; uploads are capped in bytes before they are read and in pixels when decoded.
+on another site cannot reach the app through DNS rebinding); a POST from another site's page is refused (its
+Origin or Sec-Fetch-Site says so), uploads included; requests that write (naming photos) also carry the session's
+CSRF token; uploads are capped in bytes before they are read and in pixels when decoded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hmac
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -51,6 +52,8 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.middleware("http")
     async def session_cookie(request: Request, call_next):
+        if request.method not in _SAFE_METHODS and _cross_site(request):
+            return JSONResponse({"error": CROSS_SITE}, status_code=403)
         session = request.cookies.get(SESSION_COOKIE)
         fresh = not session or len(session) != 32
         request.state.session = secrets.token_hex(16) if fresh else session
@@ -317,6 +320,22 @@ MOVE_USAGE = 'send JSON: {"keep": PATH}, a photo of a duplicate group'
 NAME_USAGE = 'send JSON: {"paths": [...], "name": "...", "train": false}'
 REVIEW_FIELDS = 5000  # a group's photos, one field each
 REVIEW_WAIT = 0.5  # seconds the Review and Duplicates pages wait for their background work before showing progress
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CROSS_SITE = "refused: a request from another site's page; use this app's own pages, or send no Origin header (curl)"
+
+
+def _cross_site(request: Request) -> bool:
+    """A browser sent this from another site's page (Sec-Fetch-Site, else an Origin not this host). Tools such as
+    curl send neither header and pass; a page elsewhere cannot leave both out."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return origin == "null" or urlsplit(origin).netloc != request.headers.get("host", "")
 
 
 class _Refused(Exception):

@@ -15,6 +15,7 @@ from ..errors import IndexStoreError
 from ..manifest import MANIFEST_NAME, store_error
 
 PAGE_MAX = 500
+OFFSET_MAX = 2 ** 62  # SQLite takes a 64-bit OFFSET; past the last photo any offset gives the same empty page
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Catalog:
         where, args = flt.where()
         conf = "confidence" if self._has_confidence() else "NULL"
         rows = self._query(f"SELECT path, label, {conf} FROM photos{where} ORDER BY path LIMIT ? OFFSET ?",
-                           [*args, limit, max(0, int(offset))])
+                           [*args, limit, min(max(0, int(offset)), OFFSET_MAX)])
         total = int(self._query(f"SELECT COUNT(*) FROM photos{where}", args)[0][0])
         return [Tile(str(p), lab, None if c is None else float(c)) for p, lab, c in rows], total
 

@@ -240,20 +240,18 @@ class Library:
     def details(self, path: str) -> dict:
         """What the photo page shows: its tile, its sidecar's tags, its place and its camera facts."""
         from ..data.exif import read_exif
-        from ..sidecar import SIDECAR_KEY, read_sidecar, sidecar_path
+        from ..sidecar import Recorded, checked_place, read_recorded, sidecar_path
 
         photo = self.photo_file(path)
         tile = self.catalog.tiles([path]).get(path) or Tile(path, None, None)
         try:
-            entry = read_sidecar(sidecar_path(photo)).get(SIDECAR_KEY)
+            entry = read_recorded(sidecar_path(photo))
         except (LandmarkError, OSError):
-            entry = None
-        entry = entry if isinstance(entry, dict) else {}
+            entry = Recorded()
         facts = read_exif(photo)
-        place = entry.get("place") if isinstance(entry.get("place"), dict) else self.places.get(tile.label or "")
+        place = entry.place or checked_place(self.places.get(tile.label or ""))
         return {**tile.to_dict(), "name": photo.name, "folder": str(photo.parent),
-                "tags": [t for t in entry.get("tags", []) if isinstance(t, dict)],
-                "named": entry.get("named") is True, "unknown": self.unknown_means_something and tile.label is None,
+                "tags": list(entry.tags), "named": entry.named, "unknown": self.unknown_means_something and tile.label is None,
                 "place": place, "gps": list(facts.gps) if facts.gps else None,
                 "taken": facts.taken.isoformat() if facts.taken else None, "camera": facts.camera or None,
                 "size": [facts.width, facts.height] if facts.width else None}
@@ -287,8 +285,7 @@ class Library:
 
     def _review_groups(self, progress: Callable[[float], None]) -> dict:
         from ..grouping import group_indexed
-        from ..sidecar import read_sidecar, sidecar_path
-        from ..tagging import is_named
+        from ..sidecar import read_recorded, sidecar_path
 
         keys = self.catalog.all_paths()
         records, vectors = self.run(lambda: self._index().lookup(keys))
@@ -298,7 +295,7 @@ class Library:
         named = set()
         for photo in [p for g in report.groups for p in g.paths] + report.ungrouped:
             try:
-                if is_named(read_sidecar(sidecar_path(photo))):
+                if read_recorded(sidecar_path(photo)).named:
                     named.add(str(photo))
             except (LandmarkError, OSError):
                 pass
