@@ -251,7 +251,8 @@ class Library:
         facts = read_exif(photo)
         place = entry.place or checked_place(self.places.get(tile.label or ""))
         return {**tile.to_dict(), "name": photo.name, "folder": str(photo.parent),
-                "tags": list(entry.tags), "named": entry.named, "unknown": self.unknown_means_something and tile.label is None,
+                "tags": list(entry.tags), "named": entry.named,
+                "unknown": self.unknown_means_something and tile.label is None,
                 "place": place, "gps": list(facts.gps) if facts.gps else None,
                 "taken": facts.taken.isoformat() if facts.taken else None, "camera": facts.camera or None,
                 "size": [facts.width, facts.height] if facts.width else None}
