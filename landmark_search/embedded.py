@@ -167,6 +167,11 @@ def _original(photo: Path, sha: str, previous: Mapping[str, Any]) -> str:
         return kept
     if kept == sha:  # an exact copy of this photo (a run killed after writing it)
         return kept
+    if (backup.exists() or backup.is_symlink()) and not bound and previous and "original_sha256" not in previous:
+        raise PhotoLeftAlone(f"{backup} was kept by an earlier landmark-search that recorded no digest of it, so it "
+                             f"cannot be trusted as the original of {photo}; both were left as they are: run "
+                             "`landmark untag --embed` (it takes our keywords out in place), check and delete "
+                             "that file, then tag again")
     if (backup.exists() or backup.is_symlink()) and not bound:
         raise PhotoLeftAlone(f"{backup} is not the original of {photo} as recorded (another photo once had this "
                              "name, or it was changed); it was left as it is and so was the photo: put it back "

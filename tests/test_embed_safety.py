@@ -290,3 +290,21 @@ def test_cli_says_why_each_photo_was_skipped_and_counts_it(tmp_path):
     assert json.loads(result.stdout)["skipped"] == 1
     assert result.stderr.strip() == f"skipped {locked} is read-only: --embed leaves it alone; make it writable " \
                                     "(chmod u+w) and run again"
+
+
+def test_a_backup_from_a_record_without_digests_is_not_trusted(tmp_path):
+    """b) a record that names no original_sha256 (an earlier version's) binds nothing: tag skips, untag works in place."""
+    photo = _photo(tmp_path / "a.jpg")
+    name_photos([photo], "Tower", EMBED)
+    side = Path(f"{photo}.json")
+    data = json.loads(side.read_text(encoding="utf-8"))
+    del data["landmark_search"]["embedded"]["original_sha256"]
+    side.write_text(json.dumps(data), encoding="utf-8")
+    backup = backup_path(photo)
+    backup.write_bytes(backup.read_bytes()[:100])  # what a killed copy used to leave
+    ours = photo.read_bytes()
+    again = name_photos([photo], "Dome", EMBED)
+    assert [p for p, _ in again.skipped] == [photo] and "recorded no digest" in again.skipped[0][1]
+    assert photo.read_bytes() == ours
+    done = untag([photo], UNTAG)
+    assert done.kept_backups == [backup] and sorted(_keywords(photo)) == ["family"] and len(photo.read_bytes()) > 100
