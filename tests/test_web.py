@@ -206,7 +206,7 @@ def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_
     train = library_dir / "idx" / "training" / "train" / "Old Mill"
     assert sorted(os.readlink(p) for p in train.iterdir()) == sorted(photos)
     # the same entry `landmark tag` writes, plus "named"; a later model run keeps the name
-    other = next(p["path"] for p in _paths(client) if p["path"].endswith("noise3.jpg"))
+    other = next(p["path"] for p in _paths(client) if "/landmarks/" in p["path"])  # a photo the model tags
     tagged = runner.invoke(cli, ["tag", photos[0], other, "--model", str(trained_run / "best.pt"), "-q"])
     assert tagged.exit_code == 0, tagged.output
     by_model = json.loads(Path(other + ".json").read_text())["landmark_search"]
