@@ -335,7 +335,7 @@ def _cross_site(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return False
-    return origin == "null" or urlsplit(origin).netloc != request.headers.get("host", "")
+    return origin == "null" or urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
 
 
 class _Refused(Exception):
