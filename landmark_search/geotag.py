@@ -52,12 +52,13 @@ def place_photos(candidates: Sequence[Candidate], places: Mapping[str, Mapping[s
         for photo, (taken, camera) in own.items():
             if photo in placed or taken is None or not sources:
                 continue
-            near = [(abs((taken - t).total_seconds()), src, v) for t, cam, src, v in sources if cam == camera]
-            near = [n for n in near if n[0] <= spread_minutes * 60]
+            near = [((taken - t).total_seconds(), src, v) for t, cam, src, v in sources if cam == camera]
+            near = [n for n in near if abs(n[0]) <= spread_minutes * 60]
             if near:
-                _, src, v = min(near, key=lambda n: n[0])
+                seconds, src, v = min(near, key=lambda n: abs(n[0]))
+                # minutes > 0: the photo it inherits from was taken that long before this one
                 placed[photo] = {**v, "confidence": round(v["confidence"] * SPREAD_DISCOUNT, 6),
-                                 "from": f"time: {src.name}"}
+                                 "from": f"time: {src.name}", "minutes": round(seconds / 60, 1)}
     return placed
 
 

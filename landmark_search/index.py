@@ -35,7 +35,7 @@ import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -92,6 +92,12 @@ class PhotoRecord:
     content_hash: str
     label: str | None = None
     confidence: float | None = None  # of the label (or, unknown, of the nearest class): LoadedModel.verdict
+    taken: str | None = None  # capture time, ISO (EXIF DateTimeOriginal, else the file's time)
+    hand: str | None = None  # a landmark a person gave in its sidecar ("": none of them); None: nobody did
+    keywords: str | None = None  # its sidecars' keywords, landmark and place, one a line
+
+
+BrowseFacts = tuple[str | None, str | None, str | None]  # (taken, hand, keywords) of a PhotoRecord
 
 
 @dataclass(frozen=True)
@@ -334,10 +340,11 @@ class PhotoIndex:
             new_ids = np.empty(len(vecs), dtype=np.int64)
             for i, (rec, path) in enumerate(zip(records, paths)):
                 cur = conn.execute(
-                    "INSERT INTO photos (path, size, mtime_ns, content_hash, label, vector, confidence)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO photos (path, size, mtime_ns, content_hash, label, vector, confidence, taken, hand,"
+                    " keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (path, int(rec.size), int(rec.mtime_ns), str(rec.content_hash), rec.label,
-                     vecs[i].tobytes(), None if rec.confidence is None else float(rec.confidence)),
+                     vecs[i].tobytes(), None if rec.confidence is None else float(rec.confidence), rec.taken,
+                     rec.hand, rec.keywords),
                 )
                 new_ids[i] = cur.lastrowid
             generation = bump_generation(conn)
@@ -359,6 +366,26 @@ class PhotoIndex:
         if generation is not None:
             self._apply(generation, removed=ids, added=None)
         return len(ids)
+
+    @_manifest_errors
+    def browse_facts(self) -> dict[str, BrowseFacts]:
+        """path -> (taken, hand, keywords) as stored (the library's sort, landmark given by hand and search)."""
+        rows = self._db().execute("SELECT path, taken, hand, keywords FROM photos")
+        return {path: (taken, hand, keywords) for path, taken, hand, keywords in rows}
+
+    @_manifest_errors
+    def set_browse_facts(self, facts: Mapping[str, BrowseFacts]) -> int:
+        """Store photos' (taken, hand, keywords) in one transaction. Returns how many photos the index holds of
+        those given. The generation stays: it counts changes of the photos and their vectors, which these are not
+        (what is computed per generation, the review's groups or duplicates, stays valid)."""
+        self._require_writer("update photos in")
+        items = [(*values, _norm_path(path)) for path, values in facts.items()]
+        if not items:
+            return 0
+        conn = self._db()
+        with transaction(conn, write=True):
+            return sum(conn.execute("UPDATE photos SET taken = ?, hand = ?, keywords = ? WHERE path = ?",
+                                    item).rowcount for item in items)
 
     @_manifest_errors
     def lookup(self, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[PhotoRecord], Embeddings]:

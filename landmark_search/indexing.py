@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged f
     import numpy.typing as npt
 
     from .embeddings import LoadedModel
+    from .index import PhotoIndex
 
 INDEX_HOME = Path("indexes")
 INDEX_HOME_ENV = "LANDMARK_INDEX_HOME"
@@ -254,6 +256,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                                                        **({"places": places} if places else {})})
         known = idx.known()
         todo: dict[Path, tuple[int, int]] = {}
+        unchanged: dict[str, Path] = {}
         for photo in found:
             try:
                 st = photo.stat()
@@ -268,6 +271,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             old = known.get(key)
             if old and old[0] == st.st_size and old[1] == st.st_mtime_ns:
                 summary.unchanged += 1
+                unchanged[key] = photo
             else:
                 todo[photo] = (st.st_size, st.st_mtime_ns)
         if todo:
@@ -287,15 +291,49 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 records = []
                 for photo, digest, label, conf in zip(batch.paths, batch.hashes, batch.labels, batch.confidences):
                     key = photo_key(photo)
-                    records.append(PhotoRecord(key, *todo[photo], digest, label, conf))
+                    records.append(PhotoRecord(key, *todo[photo], digest, label, conf,
+                                               *browse_facts(photo, todo[photo][1])))
                     summary.updated += key in known
                     summary.added += key not in known
                 idx.add(records, batch.vectors)
+        refresh_browse_facts(idx, unchanged)
         if opts.prune:
             summary.removed += _prune(idx, photos, {photo_key(p) for p in found}, known)
         idx.save()
         summary.total = len(idx)
     return summary
+
+
+def browse_facts(photo: Path, mtime_ns: int, taken: str | None = None) -> tuple[str | None, str | None, str | None]:
+    """(capture time, landmark given by hand, search keywords) of a photo for the index; `taken` when known."""
+    from .data.exif import read_exif
+    from .sidecar_facts import sidecar_facts
+
+    if taken is None:
+        when = read_exif(photo).taken or datetime.fromtimestamp(mtime_ns / 1e9)
+        taken = when.isoformat(timespec="seconds")
+    facts = sidecar_facts(photo)
+    return taken, facts.hand, facts.keywords or None
+
+
+def refresh_browse_facts(idx: PhotoIndex, unchanged: dict[str, Path]) -> None:
+    """Sidecars change without the photo changing (a name given, keywords set in another app): read them again
+    for these indexed, unchanged photos (key -> photo) and store what differs (a capture time only where none is
+    stored yet)."""
+    stored = idx.browse_facts()
+    changed = {}
+    for key, photo in unchanged.items():
+        old = stored.get(key)
+        if old is None:
+            continue
+        try:
+            mtime = photo.stat().st_mtime_ns
+        except OSError:
+            continue
+        new = browse_facts(photo, mtime, old[0])
+        if new != old:
+            changed[key] = new
+    idx.set_browse_facts(changed)
 
 
 def photo_key(photo: Path) -> str:

@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS photos (
     content_hash TEXT NOT NULL,
     label        TEXT,
     vector       BLOB NOT NULL,
-    confidence   REAL
+    confidence   REAL,
+    taken        TEXT,
+    hand         TEXT,
+    keywords     TEXT
 );
 """
 
@@ -130,6 +133,10 @@ def bump_generation(conn: sqlite3.Connection) -> int:
 
 
 _COLUMNS = {"id", "path", "size", "mtime_ns", "content_hash", "label", "vector"}
+# Columns newer than the manifest format, nullable, added by the first writer: confidence (of the label), taken
+# (capture time, ISO, EXIF DateTimeOriginal else the file's time), hand (a landmark a person gave, "" for none),
+# keywords (sidecar keywords, landmark and place, one a line, for search).
+ADDED_COLUMNS = {"confidence": "REAL", "taken": "TEXT", "hand": "TEXT", "keywords": "TEXT"}
 
 
 def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
@@ -143,7 +150,7 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
                      index_type: str, create: bool, writer: bool = False) -> dict[str, str]:
     """Create the manifest if empty, then check it is ours, of a known format, whole and compatible.
 
-    A writer adds the `confidence` column to a manifest from before it existed (nullable: old rows have none)."""
+    A writer adds the ADDED_COLUMNS to a manifest from before they existed (nullable: old rows have none)."""
     not_ours = _not_ours(directory / MANIFEST_NAME)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -198,10 +205,12 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
         )
     if meta["index_type"] not in INDEX_TYPES:
         raise damaged(directory, f"unknown index type {meta['index_type']!r}")
-    if writer and "confidence" not in columns:
+    missing_columns = [(name, kind) for name, kind in ADDED_COLUMNS.items() if name not in columns]
+    if writer and missing_columns:
         try:
             with transaction(conn, write=True):
-                conn.execute("ALTER TABLE photos ADD COLUMN confidence REAL")
+                for name, kind in missing_columns:
+                    conn.execute(f"ALTER TABLE photos ADD COLUMN {name} {kind}")
         except sqlite3.Error as exc:
             raise store_error(directory, exc) from None
     if not isinstance(meta["index_uuid"], str) or not meta["index_uuid"]:

@@ -204,8 +204,11 @@ def checked_place(place: Any) -> dict[str, Any] | None:
         return None
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return None
+    minutes = place.get("minutes")  # geotag: how long after the photo it inherits from this one was taken
     return {"latitude": float(lat), "longitude": float(lon),
-            **{k: place[k] for k in ("name", "city", "country") if _text(place.get(k))}}
+            **{k: place[k] for k in ("name", "city", "country", "from") if _text(place.get(k))},
+            **({"minutes": float(minutes)} if isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
+               and math.isfinite(minutes) else {})}
 
 
 class _NotRewritable(ValueError):

@@ -268,14 +268,16 @@ NAMED_BY_HAND = "named by hand"
 _MAX_NAME = 200
 
 
-def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummary:
+def name_photos(paths: Sequence[Path], name: str | None, opts: TagOptions) -> TagSummary:
     """Tag photos with a landmark name a person gave: the sidecars `landmark tag` writes (JSON, and XMP keywords
-    `Landmarks|NAME` with opts.xmp), marked as named so that a later `landmark tag` keeps them (--force replaces)."""
-    name = " ".join(name.split())
-    if not name or len(name) > _MAX_NAME or not name.isprintable():
-        raise LandmarkError(f"{name[:40]!r} is not a landmark name: use 1-{_MAX_NAME} printable characters")
+    `Landmarks|NAME` with opts.xmp), marked as named so that a later `landmark tag` keeps them (--force replaces).
+
+    name None: the person says the photo shows none of them: no landmark tag (our earlier XMP keywords go), kept
+    the same way."""
+    if name is not None:
+        name = check_name(name)
     summary = TagSummary()
-    kept = [Prediction(name, name, 1.0)]
+    kept = [Prediction(name, name, 1.0)] if name is not None else []
     with _folder_lock(paths, opts.output_dir):
         folders: set[Path] = set()
         for photo, root, side in _walk(paths, opts, summary):
@@ -286,7 +288,7 @@ def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummar
                 fingerprint = photo_fingerprint(photo)
                 job = _Job(photo, root, side, read_sidecar(side), fingerprint)
                 payload = build_payload(model_name=NAMED_BY_HAND, model_sha256=NAMED_BY_HAND,
-                                        tags=[(name, name, 1.0)], photo_fingerprint=fingerprint,
+                                        tags=[(p.label, p.id, p.score) for p in kept], photo_fingerprint=fingerprint,
                                         options=_recorded_options(opts), vocabulary="landmarks")
                 _write(job, {**payload, "named": True}, kept, False, opts, summary)
             except PhotoLeftAlone as exc:
@@ -298,6 +300,14 @@ def name_photos(paths: Sequence[Path], name: str, opts: TagOptions) -> TagSummar
             summary.tagged.append(photo)
         _sweep(folders, summary)
     return summary
+
+
+def check_name(name: str) -> str:
+    """A landmark name as a person typed it, spaces collapsed; LandmarkError when it cannot be one."""
+    name = " ".join(name.split())
+    if not name or len(name) > _MAX_NAME or not name.isprintable():
+        raise LandmarkError(f"{name[:40]!r} is not a landmark name: use 1-{_MAX_NAME} printable characters")
+    return name
 
 
 def _recorded_options(opts: TagOptions) -> dict:

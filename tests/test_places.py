@@ -129,6 +129,7 @@ def test_geotag_places_photos_without_gps_and_never_overwrites(trained_run, synt
     assert haversine_m(exif_gps(Path(f"{same_trip}.xmp")), paris) < 1000  # inherited from its trip
     entry = json.loads(Path(f"{same_trip}.json").read_text())["landmark_search"]
     assert entry["place"]["from"] == "time: tower.jpg" and entry["unknown"] is True
+    assert entry["place"]["minutes"] == 10.0  # tower.jpg was taken 10 minutes before it
     assert entry["place"]["confidence"] < json.loads(Path(f"{placed}.json").read_text())[
         "landmark_search"]["place"]["confidence"]
     assert not Path(f"{other_cam}.xmp").exists() and not Path(f"{late}.xmp").exists()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import mimetypes
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -25,12 +27,13 @@ from .. import __version__
 from ..data.files import supported_extensions
 from ..errors import BadImageError, LandmarkError
 from ..sheets import placeholder
-from .catalog import Filter
-from .library import UPLOAD_MAX_BYTES, Library, NotInLibrary
+from .catalog import SORTS, Filter
+from .library import SIMILAR_MAX, SIMILAR_MIN_SCORE, UPLOAD_MAX_BYTES, Library, NotInLibrary
 from .thumbs import LARGE_SIDE, THUMB_SIDE, jpeg_bytes
 
 HERE = Path(__file__).parent
 PAGE = 120  # tiles per library page
+QUERY_MAX = 200  # characters of a search
 SESSION_COOKIE = "landmark_session"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
@@ -38,7 +41,8 @@ _MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the fil
 
 def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCAL_HOSTS) -> FastAPI:
     """The web app over `library`; `allowed_hosts` None accepts any Host header (a non-local --host)."""
-    app = FastAPI(title="landmark-search", version=__version__, docs_url="/api/docs", redoc_url=None,
+    # The API's description is our own page over the OpenAPI schema: Swagger UI would load its code from a CDN.
+    app = FastAPI(title="landmark-search", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
@@ -69,24 +73,47 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         if not token or not hmac.compare_digest(token, expected):
             raise _Refused(403, "missing or wrong CSRF token: reload the page (API: GET /api/session first)")
 
+    def error(request: Request, status: int, message: str) -> Response:
+        """JSON {"error"} for the API, an HTML page with the same line for a page."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=status)
+        return page(request, "error.html", status_code=status, message=message, title="Not found" if
+                    status == 404 else "Refused")
+
     @app.exception_handler(NotInLibrary)
     async def not_in_library(request: Request, exc: NotInLibrary):
-        return JSONResponse({"error": str(exc)}, status_code=404)
+        return error(request, 404, str(exc))
 
     @app.exception_handler(LandmarkError)
     async def bad_request(request: Request, exc: LandmarkError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return error(request, 400, str(exc))
 
     @app.exception_handler(_Refused)
     async def refused(request: Request, exc: _Refused):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return error(request, exc.status, exc.message)
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        kept = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "done"])
         return templates.TemplateResponse(request, name, {"lib": library, "csrf": csrf_token(request.state.session),
-                                                          "version": __version__, **context},
+                                                          "version": __version__, "done": request.query_params.get("done"),
+                                                          "back": request.url.path + ("?" + kept if kept else ""),
+                                                          **context},
                                           status_code=status_code)
 
     # ------------------------------------------------------------------------------ JSON API
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs(request: Request) -> HTMLResponse:
+        """Every route of the API from the OpenAPI schema, on a page that loads nothing from elsewhere."""
+        routes = [{"method": method.upper(), "path": path, "summary": op.get("summary", ""),
+                   "doc": op.get("description", ""),
+                   "params": [p["name"] for p in op.get("parameters", [])]}
+                  for path, ops in app.openapi()["paths"].items() for method, op in ops.items()]
+        return page(request, "api_docs.html", routes=routes, title="API")
 
     @app.get("/api/session")
     def api_session(request: Request) -> dict:
@@ -94,10 +121,11 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         return {"csrf": csrf_token(request.state.session)}
 
     @app.get("/api/photos")
-    def api_photos(offset: int = 0, limit: int = PAGE, tag: str | None = None, unknown: bool = False,
-                   folder: str | None = None) -> dict:
-        """Indexed photos in path order: path, label (null: none of the model's landmarks), confidence."""
-        tiles, total = library.catalog.page(offset, limit, Filter(tag or None, unknown, folder or None))
+    def api_photos(offset: int = 0, limit: int = PAGE, flt: Filter = Depends(_filter)) -> dict:
+        """Indexed photos: path, label (a name given by hand first; null: none of the landmarks), confidence.
+        sort=path (default), taken (capture time, oldest first) or -taken; q: words that must each match the file
+        path, the landmark or the sidecars' keywords and place."""
+        tiles, total = library.catalog.page(offset, limit, flt)
         return {"total": total, "offset": max(0, offset), "photos": [t.to_dict() for t in tiles]}
 
     @app.get("/api/labels")
@@ -117,7 +145,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     @app.post("/api/search")
     async def api_search(request: Request) -> dict:
         """Multipart field `file`: a photo (not stored); its most similar indexed photos."""
-        name, result = await _search(request)
+        name, (result, _) = await _search(request)
         return result.to_json(name)
 
     @app.get("/api/thumb")
@@ -134,6 +162,13 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         if request.headers.get("if-none-match") == tag:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/jpeg", headers=headers)
+
+    @app.get("/api/original")
+    def api_original(path: str) -> Response:
+        """The photo's own file, byte for byte (a RAW file downloads)."""
+        photo = library.photo_file(path)
+        kind = mimetypes.guess_type(photo.name)[0] or "application/octet-stream"
+        return FileResponse(photo, media_type=kind, content_disposition_type="inline", filename=photo.name)
 
     @app.get("/api/explain")
     def api_explain(path: str) -> Response:
@@ -161,6 +196,38 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
                 body.get("name"), str) or not all(isinstance(p, str) for p in body["paths"]):
             raise _Refused(400, NAME_USAGE)
         return library.name_photos(body["paths"], body["name"], bool(body.get("train")))
+
+    @app.post("/api/retag")
+    async def api_retag(request: Request) -> dict:
+        """JSON {"paths": [...], "name": "Hawa Mahal"} (or "name": null: none of the landmarks) with header
+        X-CSRF-Token: sets the photos' landmark by hand, as `landmark tag` writes it (JSON, XMP where used)."""
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _Refused(400, RETAG_USAGE) from None
+        if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not (
+                body.get("name") is None or isinstance(body.get("name"), str)) or "name" not in body or not all(
+                isinstance(p, str) for p in body["paths"]):
+            raise _Refused(400, RETAG_USAGE)
+        return library.retag(body["paths"], body["name"])
+
+    @app.post("/retag")
+    async def retag_form(request: Request) -> Response:
+        """The photo page's and the library's form: fields csrf, paths, name, back; the button `remove` clears."""
+        form = await request.form(max_files=0, max_fields=REVIEW_FIELDS)
+        check_csrf(request, str(form.get("csrf") or ""))
+        back = str(form.get("back") or "/")
+        back = back if back.startswith("/") and not back.startswith("//") else "/"
+        name = None if form.get("remove") else str(form.get("name") or "")
+        try:
+            result = library.retag([str(p) for p in form.getlist("paths")], name)
+            done = (f"{len(result['retagged'])} photo(s) now {'without a landmark' if name is None else repr(name.strip())}"
+                    + (f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else ""))
+        except LandmarkError as exc:
+            done = f"nothing changed: {exc}"
+        joint = "&" if "?" in back else "?"
+        return RedirectResponse(back + joint + urlencode({"done": done}), status_code=303)
 
     @app.get("/api/duplicates")
     def api_duplicates(wait: float = 0.0) -> dict:
@@ -194,29 +261,34 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     # ------------------------------------------------------------------------------ pages
 
     @app.get("/", response_class=HTMLResponse)
-    def library_page(request: Request, offset: int = 0, tag: str | None = None, unknown: bool = False,
-                     folder: str | None = None) -> HTMLResponse:
-        flt = Filter(tag or None, unknown, folder or None)
+    def library_page(request: Request, offset: int = 0, month: str | None = None,
+                     flt: Filter = Depends(_filter)) -> HTMLResponse:
+        if month and flt.sort == "path":
+            flt = replace(flt, sort="taken")
+        if month:
+            offset = library.catalog.month_offset(month, flt)
         tiles, total = library.catalog.page(offset, PAGE, flt)
-        query = {k: v for k, v in (("tag", flt.tag), ("unknown", "1" if unknown else None),
-                                   ("folder", flt.folder)) if v}
-        link = lambda off: "/?" + urlencode({**query, "offset": off})  # noqa: E731
+        listing = _listing(flt)
+        link = lambda off: "/?" + "&".join(filter(None, (listing, f"offset={off}")))  # noqa: E731
         labels = library.catalog.labels()
         return page(request, "library.html", tiles=tiles, total=total, offset=max(0, offset), flt=flt,
                     labels=labels, folders=library.catalog.folders(), all_count=sum(n for _, n in labels),
                     unknown_count=sum(n for label, n in labels if label is None),
                     prev=link(max(0, offset - PAGE)) if offset > 0 else None,
-                    next=link(offset + PAGE) if offset + PAGE < total else None, title="Library")
+                    next=link(offset + PAGE) if offset + PAGE < total else None, listing=listing, month=month,
+                    months=library.catalog.months(flt) if flt.sort != "path" else [], title="Library")
 
     @app.get("/photo", response_class=HTMLResponse)
-    def photo_page(request: Request, path: str) -> HTMLResponse:
+    def photo_page(request: Request, path: str, flt: Filter = Depends(_filter)) -> HTMLResponse:
         details = library.details(path)
+        before, after = library.catalog.neighbours(path, flt)
         try:
-            similar = library.similar(path, 24)
+            similar = library.similar(path, SIMILAR_MAX, min_score=SIMILAR_MIN_SCORE)
             problem = None
         except BadImageError as exc:
             similar, problem = None, str(exc)
         return page(request, "photo.html", photo=details, path=path, result=similar, problem=problem,
+                    before=before, after=after, listing=_listing(flt), min_score=SIMILAR_MIN_SCORE,
                     title=details["name"])
 
     @app.get("/search", response_class=HTMLResponse)
@@ -227,11 +299,12 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     @app.post("/search", response_class=HTMLResponse)
     async def search_post(request: Request) -> HTMLResponse:
         try:
-            name, result = await _search(request)
+            name, (result, preview) = await _search(request, page=True)
             problem = None
         except (_Refused, LandmarkError) as exc:
-            name, result, problem = None, None, getattr(exc, "message", None) or str(exc)
-        return page(request, "search.html", result=result, problem=problem, upload_name=name,
+            name, result, preview, problem = None, None, None, getattr(exc, "message", None) or str(exc)
+        return page(request, "search.html", result=result, problem=problem, upload_name=name, preview=preview,
+                    min_score=SIMILAR_MIN_SCORE,
                     title="Search by photo", accept=",".join(sorted(supported_extensions())),
                     status_code=200 if problem is None else 400)
 
@@ -289,7 +362,8 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         return page(request, "map.html", world=library.places_map(), size=SIZE, graticule=graticule_svg(),
                     title="Map")
 
-    async def _search(request: Request):
+    async def _search(request: Request, page: bool = False):
+        """(the upload's name, (its hits, its thumbnail for a page)); the page's hits stop at SIMILAR_MIN_SCORE."""
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             raise _Refused(411, "send the upload with a Content-Length")
@@ -309,6 +383,8 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
             raise _Refused(413, f"{name}: more than {UPLOAD_MAX_BYTES // 1_000_000} MB")
         k = _k(int(form.get("k") or 24) if str(form.get("k") or "24").isdigit() else 24)
         try:
+            if page:
+                return name, library.search_upload(data, suffix, SIMILAR_MAX, SIMILAR_MIN_SCORE, preview=True)
             return name, library.search_upload(data, suffix, k)
         except BadImageError as exc:
             raise _Refused(400, f"{name}: {str(exc).split(': ', 2)[-1]}") from None
@@ -317,6 +393,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
 
 MOVE_USAGE = 'send JSON: {"keep": PATH}, a photo of a duplicate group'
+RETAG_USAGE = 'send JSON: {"paths": [...], "name": "Hawa Mahal"} (or "name": null to remove our landmark)'
 NAME_USAGE = 'send JSON: {"paths": [...], "name": "...", "train": false}'
 REVIEW_FIELDS = 5000  # a group's photos, one field each
 REVIEW_WAIT = 0.5  # seconds the Review and Duplicates pages wait for their background work before showing progress
@@ -350,6 +427,22 @@ def _placeholder(side: int) -> Response:
     """The grey "unreadable" tile for a photo that cannot be decoded (never cached: it may be fixed)."""
     return Response(jpeg_bytes(placeholder(side)), media_type="image/jpeg",
                     headers={"Cache-Control": "no-store", "X-Landmark-Placeholder": "unreadable"})
+
+
+def _filter(tag: str | None = None, unknown: bool = False, folder: str | None = None, q: str | None = None,
+            sort: str = "path") -> Filter:
+    """The library listing asked for by the query string (the library, the photo page and /api/photos alike)."""
+    if sort not in SORTS:
+        raise _Refused(400, f"sort={sort[:40]}: use one of {', '.join(SORTS)}")
+    return Filter(tag or None, unknown, folder or None, (q or "").strip()[:QUERY_MAX] or None, sort)
+
+
+def _listing(flt: Filter) -> str:
+    """The query string that keeps a library listing's filter on the links out of it ("" for all photos)."""
+    query = {k: v for k, v in (("tag", flt.tag), ("unknown", "1" if flt.unknown else None),
+                               ("folder", flt.folder), ("q", flt.q), ("sort", flt.sort if flt.sort != "path" else None))
+             if v}
+    return urlencode(query)
 
 
 def _k(k: int) -> int:

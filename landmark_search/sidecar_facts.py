@@ -1,0 +1,66 @@
+"""What a photo's sidecars say that the index keeps for browsing: a landmark given by hand and the words to search.
+
+Read from the JSON sidecar (our entry: tags, place, a name given by hand; the user's own top-level "keywords")
+and the XMP sidecar of either naming (dc:subject and lr:hierarchicalSubject, the user's and ours). Every value is
+untrusted: what is not a string is left out, and the text kept is capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LandmarkError
+from .sidecar import SIDECAR_KEY, XMP_SUFFIX, read_sidecar, sidecar_path
+
+NO_LANDMARK = ""  # `hand` of a photo a person said shows none of the landmarks
+KEYWORDS_MAX = 4000  # characters of search text kept per photo
+
+
+@dataclass(frozen=True)
+class SidecarFacts:
+    """hand: the landmark a person gave (NO_LANDMARK: none; None: nobody did); keywords: search text, one a line."""
+
+    hand: str | None = None
+    keywords: str = ""
+
+
+def hand_label(entry: Any) -> str | None:
+    """The landmark a person gave in our sidecar entry (NO_LANDMARK for "none of them"); None if nobody did."""
+    if not isinstance(entry, dict) or entry.get("named") is not True:
+        return None
+    tags = entry.get("tags")
+    first = tags[0] if isinstance(tags, list) and tags and isinstance(tags[0], dict) else {}
+    label = first.get("label")
+    return label if isinstance(label, str) and label else NO_LANDMARK
+
+
+def sidecar_facts(photo: Path) -> SidecarFacts:
+    """The facts of one photo's sidecars; a sidecar that cannot be read adds nothing (never raises)."""
+    from .xmp import read_keywords
+
+    words: list[str] = []
+    try:
+        sidecar = read_sidecar(sidecar_path(photo))
+    except (LandmarkError, OSError):
+        sidecar = {}
+    entry = sidecar.get(SIDECAR_KEY)
+    own = sidecar.get("keywords")
+    if isinstance(own, list):
+        words += [w for w in own if isinstance(w, str)]
+    if isinstance(entry, dict):
+        tags = entry.get("tags")
+        words += [t["label"] for t in tags if isinstance(t, dict) and isinstance(t.get("label"), str)] if isinstance(
+            tags, list) else []
+        place = entry.get("place")
+        if isinstance(place, dict):
+            words += [place[k] for k in ("name", "city", "country") if isinstance(place.get(k), str)]
+    for xmp in dict.fromkeys((photo.with_name(photo.name + XMP_SUFFIX), photo.with_name(photo.stem + XMP_SUFFIX))):
+        try:
+            found = read_keywords(xmp)
+        except (LandmarkError, OSError, ValueError):
+            continue
+        words += found["subject"] + [w.replace("|", " ") for w in found["hierarchical"]]
+    text = "\n".join(dict.fromkeys(" ".join(w.split()) for w in words if w.strip()))
+    return SidecarFacts(hand_label(entry), text[:KEYWORDS_MAX])
