@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -343,3 +345,146 @@ def test_the_review_form_needs_its_token_and_says_what_it_refused(client):
     assert reply.status_code == 303 and "nothing+named" in reply.headers["location"]
     page = client.get(reply.headers["location"])
     assert "nothing named: choose at least one photo" in page.text
+
+
+# ------------------------------------------------------------------------------------------ fixing the library
+
+def _token(client) -> dict:
+    return {"X-CSRF-Token": client.get("/api/session").json()["csrf"]}
+
+
+def test_retag_sets_and_removes_a_landmark_by_hand_as_landmark_tag_writes_it(client, library_dir, trained_run):
+    from conftest import exiftool_json
+
+    folder = sorted((library_dir / "lib" / "landmarks").iterdir())[0]
+    model = ["--model", str(trained_run / "best.pt"), "-q"]
+    assert runner.invoke(cli, ["tag", str(folder), "--xmp", *model]).exit_code == 0  # this folder uses XMP
+    photo = str(sorted(folder.glob("*.jpg"))[0])
+    model_label = client.get("/api/photo", params={"path": photo}).json()["label"]
+    body = {"paths": [photo], "name": "Hawa Mahal"}
+    assert client.post("/api/retag", json=body).status_code == 403
+    for bad in ({"paths": photo, "name": "x"}, {"paths": [photo]}, {"paths": [photo], "name": 3}, [photo]):
+        reply = client.post("/api/retag", json=bad, headers=_token(client))
+        assert reply.status_code == 400 and "name" in reply.json()["error"], (bad, reply.text)
+
+    reply = client.post("/api/retag", json=body, headers=_token(client))
+    assert reply.status_code == 200 and reply.json()["retagged"] == [photo], reply.text
+    entry = json.loads(Path(photo + ".json").read_text())["landmark_search"]
+    assert entry["named"] is True and [t["label"] for t in entry["tags"]] == ["Hawa Mahal"]
+    assert exiftool_json(Path(photo + ".xmp"), "-HierarchicalSubject")["HierarchicalSubject"] == "Landmarks|Hawa Mahal"
+    assert [p["path"] for p in _paths(client, tag="Hawa Mahal")] == [photo]  # the index knows at once
+    assert ("Hawa Mahal", 1) in [(x["label"], x["count"]) for x in client.get("/api/labels").json()["labels"]]
+    page = client.get("/photo", params={"path": photo}).text
+    assert '<h1 id="headline">Hawa Mahal</h1>' in page and "given by hand" in page
+    assert runner.invoke(cli, ["tag", str(folder), "--xmp", *model]).exit_code == 0  # a later run keeps the name
+    assert json.loads(Path(photo + ".json").read_text())["landmark_search"]["tags"][0]["label"] == "Hawa Mahal"
+
+    reply = client.post("/api/retag", json={"paths": [photo], "name": None}, headers=_token(client))
+    assert reply.status_code == 200, reply.text
+    entry = json.loads(Path(photo + ".json").read_text())["landmark_search"]
+    assert entry["named"] is True and entry["tags"] == []
+    assert not Path(photo + ".xmp").exists()  # our keywords were all it held: the file this tool created goes
+    assert not _paths(client, tag="Hawa Mahal") and photo in {p["path"] for p in _paths(client, unknown=True)}
+    assert '<h1 id="headline">No landmark</h1>' in client.get("/photo", params={"path": photo}).text
+
+    assert runner.invoke(cli, ["untag", "--xmp", str(folder)]).exit_code == 0
+    assert not Path(photo + ".json").exists() and not Path(photo + ".xmp").exists()
+    lib = library_dir / "lib"
+    assert runner.invoke(cli, ["index", str(lib), "--index", str(library_dir / "idx"), *model]).exit_code == 0
+    assert client.get("/api/photo", params={"path": photo}).json()["label"] == model_label  # the model's again
+
+
+def test_the_retag_form_changes_ticked_photos_and_says_so(client, library_dir):
+    photos = [p["path"] for p in _paths(client) if "/everyday/noise" in p["path"]][:2]
+    form = {"csrf": _token(client)["X-CSRF-Token"], "paths": photos, "name": "Old Mill", "back": "/?q=noise"}
+    assert client.post("/retag", data={**form, "csrf": "wrong"}).status_code == 403
+    reply = client.post("/retag", data=form, follow_redirects=False)
+    assert reply.status_code == 303 and reply.headers["location"].startswith("/?q=noise&done=")
+    assert "2 photo(s) now &#39;Old Mill&#39;" in client.get(reply.headers["location"]).text
+    away = client.post("/retag", data={**form, "back": "//evil.example/x", "remove": "1"}, follow_redirects=False)
+    assert away.headers["location"].startswith("/?done=")  # never a redirect off the app
+    assert all(json.loads(Path(p + ".json").read_text())["landmark_search"]["tags"] == [] for p in photos)
+    assert runner.invoke(cli, ["untag", *photos]).exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def dated(trained_run, tmp_path_factory):
+    """A library whose photos carry capture times (one only its file time), the user's own XMP and JSON keywords,
+    and a place inherited from a photo of the same trip; indexed, with a client."""
+    from test_places import write_photo
+
+    root = tmp_path_factory.mktemp("dated")
+    lib = root / "lib"
+    when = {"c_first.jpg": datetime(2021, 3, 5, 9), "a_middle.jpg": datetime(2023, 5, 1, 12),
+            "b_last.jpg": datetime(2024, 1, 2, 8)}
+    for name, taken in when.items():
+        write_photo(lib / name, taken=taken)
+    no_exif = _photo(lib / "d_file_time.jpg", 4)
+    os.utime(no_exif, (datetime(2022, 7, 1).timestamp(),) * 2)
+    (lib / "a_middle.jpg.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+        '<rdf:li>grandmother</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+    (lib / "b_last.jpg.json").write_text(json.dumps({"keywords": ["picnic"], "landmark_search": {
+        "version": 1, "tags": [], "place": {"name": "Gate of India", "latitude": 18.9, "longitude": 72.8,
+                                            "from": "time: a_middle.jpg", "minutes": 12.0}}}))
+    index = root / "idx"
+    assert runner.invoke(cli, ["index", str(lib), "--index", str(index), "--model",
+                               str(trained_run / "best.pt"), "-q"]).exit_code == 0
+    library = Library.open(index)
+    with TestClient(create_app(library), base_url=BASE) as c:
+        yield c, lib, index
+    library.close()
+
+
+def test_sort_by_capture_time_and_jump_to_a_month(dated):
+    client, lib, _ = dated
+    order = ["c_first.jpg", "d_file_time.jpg", "a_middle.jpg", "b_last.jpg"]  # 2021, 2022 (file time), 2023, 2024
+    assert [Path(p["path"]).name for p in _paths(client, sort="taken")] == order
+    assert [Path(p["path"]).name for p in _paths(client, sort="-taken")] == order[::-1]
+    bad = client.get("/api/photos", params={"sort": "size"})
+    assert bad.status_code == 400 and "taken" in bad.json()["error"]
+    page = client.get("/", params={"sort": "-taken", "month": "2022-07"}).text
+    assert page.index("d_file_time.jpg") < page.index("c_first.jpg") and "a_middle.jpg" not in page
+    assert '<option value="2023-05"' in page
+    photo = client.get("/photo", params={"path": str(lib / "a_middle.jpg"), "sort": "taken"}).text
+    assert f'id="prev" rel="prev" href="/photo?path={quote(str(lib / "d_file_time.jpg"), safe="")}&amp;sort=taken"' in photo
+    assert f'href="/photo?path={quote(str(lib / "b_last.jpg"), safe="")}&amp;sort=taken"' in photo
+
+
+def test_search_finds_the_users_own_keywords_places_and_file_names(dated, trained_run):
+    client, lib, index = dated
+    found = lambda q: sorted(Path(p["path"]).name for p in _paths(client, q=q))  # noqa: E731
+    assert found("GRANDMOTHER") == ["a_middle.jpg"]  # the user's XMP keyword, any case
+    assert found("picnic") == found("gate india") == ["b_last.jpg"]  # JSON keyword; place, every word
+    assert found("file_time") == ["d_file_time.jpg"] and found("50%") == []  # _ and % are plain characters
+    (lib / "c_first.jpg.xmp").write_text((lib / "a_middle.jpg.xmp").read_text().replace("grandmother", "wedding"))
+    assert found("wedding") == []  # read when indexed: the photo did not change, its sidecar did
+    assert runner.invoke(cli, ["index", str(lib), "--index", str(index), "--model",
+                               str(trained_run / "best.pt"), "-q"]).exit_code == 0
+    assert found("wedding") == ["c_first.jpg"]
+
+
+def test_photo_page_links_the_original_and_says_where_its_place_came_from(dated):
+    client, lib, _ = dated
+    photo = str(lib / "b_last.jpg")
+    page = client.get("/photo", params={"path": photo}).text
+    assert "place inherited from a_middle.jpg, taken 12 minute(s) earlier" in page
+    assert f'href="/api/original?path={quote(photo, safe="")}"' in page
+    original = client.get("/api/original", params={"path": photo})
+    assert original.status_code == 200 and original.content == Path(photo).read_bytes()
+    assert original.headers["content-type"] == "image/jpeg"
+    assert client.get("/api/original", params={"path": str(lib / "b_last.jpg.json")}).status_code == 404
+
+
+def test_api_docs_favicon_and_error_pages_need_nothing_from_elsewhere(client):
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200 and "/api/retag" in docs.text and "/api/openapi.json" in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text and "<script src=\"/static/app.js\"" in docs.text
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    page = client.get("/photo", params={"path": "/etc/passwd"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "is not a photo of this library" in page.text and "<header>" in page.text
+    api = client.get("/api/photo", params={"path": "/etc/passwd"})
+    assert api.status_code == 404 and "is not a photo" in api.json()["error"]
