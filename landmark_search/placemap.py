@@ -1,19 +1,21 @@
-"""`landmark map`: one self-contained HTML page with a marker per place the photos were taken or tagged at.
+"""Maps of where photos were taken: `landmark map` (one self-contained HTML page) and the web app's map page.
 
-Positions come from each photo's EXIF GPS, else from the place `landmark tag --geotag` wrote into its
-JSON sidecar. The page needs nothing beside it: a Web Mercator world with a graticule drawn in SVG
-works offline; when the browser is online, OpenStreetMap tiles (zoom 2) fill in behind the markers
-(a tile that fails to load just stays away). Each marker lists its photos with thumbnails and links.
+Positions come from each photo's EXIF GPS, else from the place `landmark tag --geotag` wrote into its JSON
+sidecar. The world is drawn from Natural Earth's 1:110m country outlines (public domain) as the pyogrio package
+ships them, in Web Mercator, so the map needs no network at all. Markers closer than CLUSTER_PX on that map share
+one cluster; each cluster links to its card of places and photos. Both pages render render/templates/_world.html.
 """
 
 from __future__ import annotations
 
-import html
+import functools
+import io
 import json
 import math
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .config import DEFAULT_MAX_PIXELS
 from .data.files import iter_photos
@@ -27,6 +29,8 @@ from .sidecar import read_recorded, sidecar_path
 SIZE = 1024  # the world at zoom 2: 4 x 4 OSM tiles of 256 px
 MERGE_M = 2000.0  # photos this close share a marker
 THUMBS_PER_PLACE = 6
+CLUSTER_PX = 26.0  # markers closer than this (a marker's width) would overlap: one cluster
+NATURAL_EARTH_110M = "tests/fixtures/naturalearth_lowres/naturalearth_lowres.shp"  # inside the pyogrio package
 
 
 @dataclass
@@ -81,68 +85,119 @@ def world_xy(lat: float, lon: float) -> tuple[float, float]:
     return x, y
 
 
-def graticule_svg() -> str:
-    lines = []
-    for lon in range(-180, 181, 30):
-        x, _ = world_xy(0, lon)
-        lines.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{SIZE}"/>')
-    for lat in range(-80, 81, 20):
-        _, y = world_xy(lat, 0)
-        lines.append(f'<line x1="0" y1="{y:.1f}" x2="{SIZE}" y2="{y:.1f}"/>')
-        lines.append(f'<text x="4" y="{y - 3:.1f}">{lat}°</text>')
-    return "".join(lines)
+@functools.lru_cache(maxsize=1)
+def basemap() -> dict:
+    """Natural Earth 1:110m countries as a GeoJSON FeatureCollection (name, iso_a3, continent; 0.01 degree)."""
+    try:
+        import pyogrio
+    except ImportError:
+        raise LandmarkError("the map's country outlines come with pyogrio: pip install 'pyogrio>=0.9,<1'") from None
+    shapes = files("pyogrio") / NATURAL_EARTH_110M
+    if not shapes.is_file():
+        raise LandmarkError(f"pyogrio {pyogrio.__version__} no longer ships {NATURAL_EARTH_110M}: "
+                            "pip install 'pyogrio>=0.9,<1'")
+    meta, _, geometry, fields = pyogrio.raw.read(str(shapes))
+    names = list(meta["fields"])
+    keep = [i for i, name in enumerate(names) if name in ("name", "iso_a3", "continent")]
+    out = io.BytesIO()
+    pyogrio.raw.write(out, geometry, [fields[i] for i in keep], [names[i] for i in keep], driver="GeoJSON",
+                      geometry_type=meta["geometry_type"], crs=meta["crs"], layer_options={"COORDINATE_PRECISION": 2})
+    return json.loads(out.getvalue())
+
+
+@functools.lru_cache(maxsize=1)
+def outline_paths() -> tuple[str, ...]:
+    """The basemap's countries as SVG path data in map pixels (one path per country)."""
+    paths = []
+    for feature in basemap()["features"]:
+        geometry = feature.get("geometry") or {}
+        polygons = ([geometry["coordinates"]] if geometry.get("type") == "Polygon"
+                    else geometry.get("coordinates", []) if geometry.get("type") == "MultiPolygon" else [])
+        rings = []
+        for polygon in polygons:
+            for ring in polygon:
+                points = [world_xy(lat, lon) for lon, lat in ring]
+                rings.append("M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in points) + "Z")
+        if rings:
+            paths.append("".join(rings))
+    return tuple(paths)
+
+
+def graticule() -> dict:
+    """Meridians every 30 degrees and parallels every 20, in map pixels: {"x": [...], "y": [(pixel, degrees)]}."""
+    return {"x": [round(world_xy(0, lon)[0], 1) for lon in range(-180, 181, 30)],
+            "y": [(round(world_xy(lat, 0)[1], 1), lat) for lat in range(-80, 81, 20)]}
+
+
+@dataclass
+class Cluster:
+    """Markers that would overlap on the map, drawn as one: where, how many photos, and its places."""
+
+    x: float
+    y: float
+    places: list[MapPlace] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(len(p.photos) for p in self.places)
+
+    @property
+    def title(self) -> str:
+        names = list(dict.fromkeys(p.name or f"{p.latitude:.4f}, {p.longitude:.4f}" for p in self.places))
+        return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def clusters(places: Sequence[MapPlace]) -> list[Cluster]:
+    """Places within CLUSTER_PX of a cluster's first (largest) place join it; the largest places come first."""
+    out: list[Cluster] = []
+    for place in sorted(places, key=lambda p: -len(p.photos)):
+        x, y = world_xy(place.latitude, place.longitude)
+        near = next((c for c in out if math.hypot(c.x - x, c.y - y) <= CLUSTER_PX), None)
+        if near is None:
+            near = Cluster(round(x, 1), round(y, 1))
+            out.append(near)
+        near.places.append(place)
+    return out
+
+
+def world_view(places: Sequence[MapPlace], photo_link: Callable[[Path], tuple[str, str]],
+               thumbs: int = THUMBS_PER_PLACE) -> dict:
+    """What render/templates/_world.html draws: outlines, graticule and clusters, each cluster with the links
+    (href, image src) of its first `thumbs` photos from photo_link(photo)."""
+    groups = []
+    for i, cluster in enumerate(clusters(places)):
+        photos = [p for place in cluster.places for p in place.photos]
+        groups.append({"id": f"place-{i}", "x": cluster.x, "y": cluster.y, "count": cluster.count,
+                       "title": cluster.title, "sources": sorted({s for p in cluster.places for s in p.sources}),
+                       "positions": [(p.latitude, p.longitude, len(p.photos)) for p in cluster.places],
+                       "photos": [{"name": p.name, "href": href, "src": src}
+                                  for p in photos[:thumbs] for href, src in [photo_link(p)]],
+                       "more": max(0, len(photos) - thumbs)})
+    return {"size": SIZE, "outlines": outline_paths(), "graticule": graticule(), "clusters": groups}
 
 
 def write_map(photos: Sequence[Path], out: Path, title: str = "landmark map",
               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Path, list[MapPlace], int]:
     """Write the page; returns (path, markers, photos without a position)."""
+    from .render.templating import environment
+
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise LandmarkError(f"--out {out}: the map is an HTML page; name it map.html")
     places, without = collect_places(photos)
-    tiles = "".join(f'<img class="tile" src="https://tile.openstreetmap.org/2/{x}/{y}.png" '
-                    f'style="left:{x * 256}px;top:{y * 256}px" alt="" onerror="this.remove()">'
-                    for x in range(4) for y in range(4))
-    markers, cards = [], []
-    for i, place in enumerate(places):
-        x, y = world_xy(place.latitude, place.longitude)
-        label = place.name or f"{place.latitude:.4f}, {place.longitude:.4f}"
-        markers.append(f'<a class="marker" href="#place-{i}" style="left:{x:.1f}px;top:{y:.1f}px" '
-                       f'title="{html.escape(label)}: {len(place.photos)} photo(s)">{len(place.photos)}</a>')
-        thumbs = []
-        for photo in place.photos[:THUMBS_PER_PLACE]:
-            try:
-                uri = image_data_uri(thumbnail(photo, 120, max_pixels))
-            except Exception:  # an unreadable photo still counts; it shows as a placeholder
-                uri = image_data_uri(placeholder(120))
-            thumbs.append(f'<a href="{html.escape(photo.resolve().as_uri())}"><img src="{uri}" '
-                          f'alt="{html.escape(photo.name)}"></a>')
-        more = len(place.photos) - THUMBS_PER_PLACE
-        cards.append(f'<section class="card" id="place-{i}"><h2>{html.escape(label)}</h2>'
-                     f'<p>{len(place.photos)} photo(s) · {place.latitude:.5f}, {place.longitude:.5f} · from '
-                     f'{", ".join(sorted(place.sources))}</p><div class="thumbs">{"".join(thumbs)}'
-                     f'{f"<span>+{more} more</span>" if more > 0 else ""}</div></section>')
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:0;background:#f4f6f8;color:#1d2733}}
-header{{padding:12px 20px;background:#1d2733;color:#fff}}
-#world{{position:relative;width:{SIZE}px;height:{SIZE}px;margin:16px auto;background:#dfe9f3;overflow:hidden;
-border:1px solid #9ab}}
-.tile{{position:absolute;width:256px;height:256px}}
-svg{{position:absolute;left:0;top:0}} svg line{{stroke:#9ab;stroke-width:.6}} svg text{{font-size:10px;fill:#567}}
-.marker{{position:absolute;transform:translate(-50%,-50%);min-width:22px;height:22px;border-radius:11px;
-background:#c0392b;color:#fff;font:bold 12px/22px sans-serif;text-align:center;text-decoration:none;
-box-shadow:0 0 0 2px #fff}}
-.card{{background:#fff;margin:12px auto;max-width:{SIZE - 40}px;padding:8px 20px;border-radius:6px}}
-.thumbs img{{margin:2px;border-radius:3px}}</style></head><body>
-<header><b>{html.escape(title)}</b> · {len(places)} place(s), {sum(len(p.photos) for p in places)} photo(s)
-with a position, {without} without</header>
-<div id="world">{tiles}<svg width="{SIZE}" height="{SIZE}">{graticule_svg()}</svg>{"".join(markers)}</div>
-{"".join(cards)}
-<script type="application/json" id="places">{html.escape(json.dumps([
-        {"latitude": p.latitude, "longitude": p.longitude, "name": p.name, "photos": len(p.photos)}
-        for p in places]))}</script>
-</body></html>
-"""
+
+    def link(photo: Path) -> tuple[str, str]:
+        try:
+            uri = image_data_uri(thumbnail(photo, 120, max_pixels))
+        except Exception:  # an unreadable photo still counts; it shows as a placeholder
+            uri = image_data_uri(placeholder(120))
+        return photo.resolve().as_uri(), uri
+
+    page = environment().get_template("map.html").render(
+        title=title, world=world_view(places, link), without=without,
+        with_position=sum(len(p.photos) for p in places),
+        places=[{"latitude": p.latitude, "longitude": p.longitude, "name": p.name, "photos": len(p.photos)}
+                for p in places])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)
     return out, places, without

@@ -488,3 +488,30 @@ def test_api_docs_favicon_and_error_pages_need_nothing_from_elsewhere(client):
     assert "is not a photo of this library" in page.text and "<header>" in page.text
     api = client.get("/api/photo", params={"path": "/etc/passwd"})
     assert api.status_code == 404 and "is not a photo" in api.json()["error"]
+
+
+def test_the_map_draws_natural_earth_offline_and_clusters_markers_the_same_in_the_cli(dated, tmp_path):
+    from test_places import write_photo
+
+    client, lib, _ = dated
+    basemap = client.get("/api/basemap").json()
+    assert basemap["type"] == "FeatureCollection" and len(basemap["features"]) >= 170
+    india = next(f for f in basemap["features"] if f["properties"]["name"] == "India")
+    lon, lat = india["geometry"]["coordinates"][0][0][0] if india["geometry"]["type"] == "MultiPolygon" else \
+        india["geometry"]["coordinates"][0][0]
+    assert 68 < lon < 98 and 6 < lat < 36
+    page = client.get("/map").text
+    assert page.count("<path d=") == len(basemap["features"]) and "Gate of India" in page
+    assert 'href="/photo?path=' in page and "http://" not in page and "https://" not in page
+
+    trip = tmp_path / "trip"
+    write_photo(trip / "eiffel.jpg", gps=(48.8584, 2.2945))
+    write_photo(trip / "versailles.jpg", gps=(48.8049, 2.1204))  # 14 km away: its own place, the same cluster
+    write_photo(trip / "opera.jpg", gps=(-33.8568, 151.2153))
+    result = runner.invoke(cli, ["map", str(trip), "--out", str(tmp_path / "map.html")])
+    assert result.exit_code == 0 and "3 place(s)" in result.output, result.output
+    standalone = (tmp_path / "map.html").read_text()
+    assert standalone.count('class="marker cluster"') == 1 and standalone.count('class="marker"') == 1
+    assert "http://" not in standalone and "https://" not in standalone
+    land = lambda html: html[html.index('<g class="land">'):html.index("</g>")]  # noqa: E731
+    assert land(standalone) == land(page)  # one template draws both

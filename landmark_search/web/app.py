@@ -26,6 +26,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from .. import __version__
 from ..data.files import supported_extensions
 from ..errors import BadImageError, LandmarkError
+from ..render.templating import environment
 from ..sheets import placeholder
 from .catalog import SORTS, Filter
 from .library import SIMILAR_MAX, SIMILAR_MIN_SCORE, UPLOAD_MAX_BYTES, Library, NotInLibrary
@@ -34,6 +35,7 @@ from .thumbs import LARGE_SIDE, THUMB_SIDE, jpeg_bytes
 HERE = Path(__file__).parent
 PAGE = 120  # tiles per library page
 QUERY_MAX = 200  # characters of a search
+MAP_THUMBS = 12  # photos shown per place on the map page
 SESSION_COOKIE = "landmark_session"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
@@ -47,8 +49,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.filters["q"] = lambda value: quote(str(value), safe="")
+    templates = Jinja2Templates(env=environment(HERE / "templates"))
     secret = secrets.token_bytes(32)
 
     def csrf_token(session: str) -> str:
@@ -258,6 +259,13 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     def api_map() -> dict:
         return library.places_map()
 
+    @app.get("/api/basemap")
+    def api_basemap() -> Response:
+        """The map's country outlines: Natural Earth 1:110m as a GeoJSON FeatureCollection (bundled, public domain)."""
+        from ..placemap import basemap
+
+        return JSONResponse(basemap(), headers={"Cache-Control": "private, max-age=86400"})
+
     # ------------------------------------------------------------------------------ pages
 
     @app.get("/", response_class=HTMLResponse)
@@ -357,10 +365,13 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.get("/map", response_class=HTMLResponse)
     def map_page(request: Request) -> HTMLResponse:
-        from ..placemap import SIZE, graticule_svg
+        from ..placemap import world_view
 
-        return page(request, "map.html", world=library.places_map(), size=SIZE, graticule=graticule_svg(),
-                    title="Map")
+        places, without = library.map_places()
+        link = lambda photo: (f"/photo?path={quote(str(photo), safe='')}",  # noqa: E731
+                              f"/api/thumb?path={quote(str(photo), safe='')}")
+        return page(request, "map.html", world=world_view(places, link, thumbs=MAP_THUMBS), places=places,
+                    without=without, title="Map")
 
     async def _search(request: Request, page: bool = False):
         """(the upload's name, (its hits, its thumbnail for a page)); the page's hits stop at SIMILAR_MIN_SCORE."""

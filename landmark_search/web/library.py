@@ -21,6 +21,7 @@ from ..errors import LandmarkError
 from ..grouping import GroupOptions
 from ..indexing import (SimilarResult, index_model, index_dir, photo_key, query_index, recorded_model,
                         refresh_browse_facts)
+from ..placemap import world_xy
 from .catalog import Catalog, Tile
 from .thumbs import QUALITY, THUMB_SIDE, ThumbCache
 
@@ -471,12 +472,8 @@ class Library:
         self._folders = set()
 
     def places_map(self) -> dict:
-        return self._memo("map", self._places_map)
-
-    def _places_map(self) -> dict:
-        from ..placemap import collect_places, world_xy
-
-        places, without = collect_places([Path(p) for p in self.catalog.all_paths()])
+        """The map's places as JSON: position, name, how it is known, and the photos there."""
+        places, without = self.map_places()
         markers = []
         for place in places:
             x, y = world_xy(place.latitude, place.longitude)
@@ -485,6 +482,21 @@ class Library:
                             "paths": [photo_key(p) for p in place.photos]})
         return {"places": markers, "without_position": without}
 
+    def map_places(self) -> tuple[list, int]:
+        """(placemap.MapPlace of the indexed photos, photos without a position), once per index generation."""
+        return self._memo("map", self._map_places)
+
+    def _map_places(self) -> tuple[list, int]:
+        from ..placemap import collect_places
+
+        places, without = collect_places([Path(p) for p in self.catalog.all_paths()])
+        # A place read from GPS alone is called by the landmarks its photos show (a name given by hand first).
+        tiles = self.catalog.tiles([photo_key(p) for place in places if not place.name for p in place.photos])
+        for place in places:
+            if not place.name:
+                labels = (tiles.get(photo_key(p)) for p in place.photos)
+                place.name = ", ".join(dict.fromkeys(t.label for t in labels if t is not None and t.label))
+        return places, without
 
 def _inherited(place: dict | None) -> dict | None:
     """{"from": NAME, "minutes": M or None} for a (checked) place `tag --geotag` passed on from a photo of the same

@@ -1,0 +1,1 @@
+"""Rendering: one autoescaping Jinja environment and the templates shared by the CLI's pages and the web app."""
