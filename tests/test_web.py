@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -295,20 +296,41 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         driver.get(url)
         tiles = driver.find_elements(By.CSS_SELECTOR, "#library a.tile")
         assert len(tiles) == 18
+        first = tiles[0].get_attribute("title")
         tiles[0].click()
         hits = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".hits a.tile"))
-        assert len(hits) == 17  # every other indexed photo, k = 24
+        api = json.loads(urllib.request.urlopen(url + "api/similar?" + urllib.parse.urlencode(
+            {"path": first, "k": 60})).read())
+        assert len(hits) == sum(h["score"] >= 0.6 for h in api["hits"])  # the page stops at cosine 0.6
+        assert driver.find_element(By.ID, "original").get_attribute("href").startswith(url + "api/original?")
         driver.find_element(By.ID, "explain").click()
         wait.until(lambda d: d.execute_script("const i = document.getElementById('gradcam');"
                                               "return i && !i.hidden && i.naturalWidth > 0;"))
         driver.save_screenshot(str(tmp_path / "photo.png"))
+        driver.find_element(By.ID, "next").click()
+        wait.until(lambda d: "/photo?" in d.current_url and first not in urllib.parse.unquote(d.current_url))
+        driver.find_element(By.ID, "prev").click()
+        wait.until(lambda d: urllib.parse.unquote(d.current_url).endswith(first))
+        driver.find_element(By.ID, "retag-name").send_keys("Hawa Mahal")
+        driver.find_element(By.ID, "retag-set").click()
+        wait.until(lambda d: d.find_element(By.ID, "headline").text == "Hawa Mahal")
+        assert "1 photo(s) now 'Hawa Mahal'" in driver.find_element(By.ID, "done").text
+        driver.get(url + "?" + urllib.parse.urlencode({"q": "hawa"}))
+        assert [t.get_attribute("title") for t in driver.find_elements(By.CSS_SELECTOR, "#library a.tile")] == [first]
+        driver.get(url + "map")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#world .land path")) >= 170
+        requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert requested and all(u.startswith(url) for u in requested), requested  # nothing from elsewhere
 
-        query = _photo(tmp_path / "query.jpg", 123)
+        query = tmp_path / "query.jpg"
+        shutil.copyfile(first, query)
         driver.get(url + "search")
         driver.find_element(By.ID, "file").send_keys(str(query))  # choosing a file submits the form
         wait.until(ec.presence_of_element_located((By.ID, "results")))
         assert "query.jpg" in driver.find_element(By.ID, "results").text
-        assert len(driver.find_elements(By.CSS_SELECTOR, ".hits a.tile")) == 18
+        assert driver.execute_script("return document.querySelector('#query img').naturalWidth") > 0  # beside
+        scores = [float(e.text) for e in driver.find_elements(By.CSS_SELECTOR, ".hits .conf")]
+        assert scores and scores[0] > 0.99 and min(scores) >= 0.6
 
         driver.get(url + "review")  # grouped in the background: the page shows progress, then reloads itself
         group = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#groups form.group")))
@@ -331,6 +353,7 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         driver.save_screenshot(str(tmp_path / "review.png"))
     finally:
         driver.quit()
+    assert json.loads(Path(first + ".json").read_text())["landmark_search"]["named"] is True
     for photo in members:  # the same sidecars `landmark tag --xmp` writes: JSON and XMP keywords
         entry = json.loads(Path(photo + ".json").read_text())["landmark_search"]
         assert [t["label"] for t in entry["tags"]] == ["Stone Arch"] and entry["named"] is True
@@ -515,3 +538,16 @@ def test_the_map_draws_natural_earth_offline_and_clusters_markers_the_same_in_th
     assert "http://" not in standalone and "https://" not in standalone
     land = lambda html: html[html.index('<g class="land">'):html.index("</g>")]  # noqa: E731
     assert land(standalone) == land(page)  # one template draws both
+
+
+def test_the_readmes_csrf_recipe_works_with_curl(served, library_dir, tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    script = readme.split("<!-- csrf-curl -->\n```sh\n", 1)[1].split("```", 1)[0]
+    url, _ = served
+    photo = str(sorted((library_dir / "lib" / "landmarks").rglob("*.jpg"))[0])
+    script = script.replace("URL=http://127.0.0.1:8765", f"URL={url.rstrip('/')}").replace(
+        "/photos/IMG_0001.jpg", photo)
+    ran = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["retagged"] == [photo], (ran.stdout, ran.stderr)
+    assert json.loads(Path(photo + ".json").read_text())["landmark_search"]["tags"][0]["label"] == "Hawa Mahal"
+    assert runner.invoke(cli, ["untag", "--xmp", photo]).exit_code == 0
