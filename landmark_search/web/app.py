@@ -185,32 +185,30 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         while they are computed in the background (waiting up to `wait` seconds, at most 60), then "ready"."""
         return library.review_groups(wait=min(max(wait, 0.0), 60.0))
 
-    @app.post("/api/name")
-    async def api_name(request: Request) -> dict:
-        """JSON {"paths": [...], "name": "...", "train": bool} with header X-CSRF-Token: tags the photos."""
+    async def paths_and_name(request: Request, usage: str, name_may_be_null: bool = False) -> dict:
+        """The JSON body {"paths": [str...], "name": str, ...} of a request that writes, its CSRF token checked."""
         check_csrf(request, request.headers.get("x-csrf-token"))
         try:
             body = await request.json()
         except ValueError:
-            raise _Refused(400, NAME_USAGE) from None
-        if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not isinstance(
-                body.get("name"), str) or not all(isinstance(p, str) for p in body["paths"]):
-            raise _Refused(400, NAME_USAGE)
+            raise _Refused(400, usage) from None
+        if not isinstance(body, dict) or "name" not in body or not (
+                isinstance(body["name"], str) or (name_may_be_null and body["name"] is None)) or not isinstance(
+                body.get("paths"), list) or not all(isinstance(p, str) for p in body["paths"]):
+            raise _Refused(400, usage)
+        return body
+
+    @app.post("/api/name")
+    async def api_name(request: Request) -> dict:
+        """JSON {"paths": [...], "name": "...", "train": bool} with header X-CSRF-Token: tags the photos."""
+        body = await paths_and_name(request, NAME_USAGE)
         return library.name_photos(body["paths"], body["name"], bool(body.get("train")))
 
     @app.post("/api/retag")
     async def api_retag(request: Request) -> dict:
         """JSON {"paths": [...], "name": "Hawa Mahal"} (or "name": null: none of the landmarks) with header
         X-CSRF-Token: sets the photos' landmark by hand, as `landmark tag` writes it (JSON, XMP where used)."""
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        try:
-            body = await request.json()
-        except ValueError:
-            raise _Refused(400, RETAG_USAGE) from None
-        if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not (
-                body.get("name") is None or isinstance(body.get("name"), str)) or "name" not in body or not all(
-                isinstance(p, str) for p in body["paths"]):
-            raise _Refused(400, RETAG_USAGE)
+        body = await paths_and_name(request, RETAG_USAGE, name_may_be_null=True)
         return library.retag(body["paths"], body["name"])
 
     @app.post("/retag")
