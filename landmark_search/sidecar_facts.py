@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 from .errors import LandmarkError
-from .sidecar import SIDECAR_KEY, XMP_SUFFIX, read_sidecar, sidecar_path
+from .sidecar import XMP_SUFFIX, Recorded, read_sidecar, recorded, sidecar_path
 
 NO_LANDMARK = ""  # `hand` of a photo a person said shows none of the landmarks
 KEYWORDS_MAX = 4000  # characters of search text kept per photo
@@ -26,14 +24,12 @@ class SidecarFacts:
     keywords: str = ""
 
 
-def hand_label(entry: Any) -> str | None:
-    """The landmark a person gave in our sidecar entry (NO_LANDMARK for "none of them"); None if nobody did."""
-    if not isinstance(entry, dict) or entry.get("named") is not True:
+def hand_label(entry: Recorded) -> str | None:
+    """The landmark a person gave in our (checked) sidecar entry, NO_LANDMARK for "none of them"; None if nobody
+    did."""
+    if not entry.named:
         return None
-    tags = entry.get("tags")
-    first = tags[0] if isinstance(tags, list) and tags and isinstance(tags[0], dict) else {}
-    label = first.get("label")
-    return label if isinstance(label, str) and label else NO_LANDMARK
+    return entry.tags[0]["label"] if entry.tags else NO_LANDMARK
 
 
 def sidecar_facts(photo: Path) -> SidecarFacts:
@@ -45,17 +41,12 @@ def sidecar_facts(photo: Path) -> SidecarFacts:
         sidecar = read_sidecar(sidecar_path(photo))
     except (LandmarkError, OSError):
         sidecar = {}
-    entry = sidecar.get(SIDECAR_KEY)
+    entry = recorded(sidecar)
     own = sidecar.get("keywords")
     if isinstance(own, list):
         words += [w for w in own if isinstance(w, str)]
-    if isinstance(entry, dict):
-        tags = entry.get("tags")
-        words += [t["label"] for t in tags if isinstance(t, dict) and isinstance(t.get("label"), str)] if isinstance(
-            tags, list) else []
-        place = entry.get("place")
-        if isinstance(place, dict):
-            words += [place[k] for k in ("name", "city", "country") if isinstance(place.get(k), str)]
+    words += [t["label"] for t in entry.tags]
+    words += [entry.place[k] for k in ("name", "city", "country") if k in (entry.place or {})]
     for xmp in dict.fromkeys((photo.with_name(photo.name + XMP_SUFFIX), photo.with_name(photo.stem + XMP_SUFFIX))):
         try:
             found = read_keywords(xmp)
