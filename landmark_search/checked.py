@@ -3,7 +3,7 @@
 A photo with no landmark, no place and no name gets no sidecar (a family folder must not fill with files
 that say nothing). So that the next run need not look at it again, its check is remembered here: one
 SQLite file in the user's cache folder (`~/.cache/landmark-search/tag/checked.sqlite` on Linux), a row per
-(photo path, model identity, recorded options) with the photo's fingerprint (size and mtime). A photo
+(photo path as bytes, model identity, recorded options) with the photo's fingerprint (size and mtime). A photo
 whose fingerprint, model or options changed is checked again. A lost or damaged file costs one slower run
 (every photo is checked again), never a wrong tag: it is a cache, and anything it cannot read is a miss.
 """
@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .fsutil import is_utf8, user_cache_dir
+from .fsutil import user_cache_dir
 
 log = logging.getLogger(__name__)
 
 CHECKED_FILE = "checked.sqlite"
-CHECKED_VERSION = 1  # PRAGMA user_version; a file of another version is started afresh (it is only a cache)
+CHECKED_VERSION = 2  # PRAGMA user_version; a file of another version is started afresh (it is only a cache)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checked (
-    path TEXT NOT NULL,
+    path BLOB NOT NULL,
     model TEXT NOT NULL,
     options TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
@@ -41,9 +41,10 @@ def options_key(options: Mapping[str, Any]) -> str:
     return json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
 
 
-def _key(photo: Path) -> str:
-    # the photo's folders resolved, as the index names photos: the same photo reached two ways is one row
-    return os.path.join(os.path.realpath(photo.parent), photo.name)
+def _key(photo: Path) -> bytes:
+    # The photo's folders resolved, as the index names photos: the same photo reached two ways is one row.
+    # Bytes, so that a name that is not UTF-8 is remembered too.
+    return os.fsencode(os.path.join(os.path.realpath(photo.parent), photo.name))
 
 
 class CheckedPhotos:
@@ -83,7 +84,7 @@ class CheckedPhotos:
 
     def is_checked(self, photo: Path, fingerprint: str, model: str, options: str) -> bool:
         """Whether this photo, as it is now, was checked with this model and these options and said nothing."""
-        db = self._connect() if is_utf8(_key(photo)) else None
+        db = self._connect()
         if db is None:
             return False
         try:
@@ -104,8 +105,7 @@ class CheckedPhotos:
                      [(_key(p), model, options) for p in photos])
 
     def _change(self, sql: str, rows: list[tuple]) -> None:
-        """One transaction of `sql` over rows (a name that is not UTF-8 is never kept); a failure is a warning."""
-        rows = [r for r in rows if is_utf8(r[0])]
+        """One transaction of `sql` over rows; a failure is a warning."""
         db = self._connect() if rows else None
         if db is None:
             return

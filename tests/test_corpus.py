@@ -249,29 +249,37 @@ def test_tag(corpus, ckpt, vanish, sources, tmp_path):
     result = invoke(corpus, "tag", corpus.root, "--model", ckpt, "--xmp", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(stdout(result))
+    after = snapshot(corpus.root, skip=(corpus.vanishing_dir,))
+
+    def ours(photo: Path) -> dict | None:
+        side = Path(f"{photo}.json")
+        return json.loads(side.read_text()).get("landmark_search") if side.is_file() else None
+
+    # A read-only photo fails only where there is something to write: as its twin in the writable folder does.
+    twins = {corpus.p(f"readonly/ro-{i}.jpg"): corpus.p(f"plain-{i}.jpg") for i in (0, 1)}
     expected = {**corpus.bad, bad_sidecar: "not valid JSON", **{p: "file not found" for p in corpus.vanishing},
-                **{p: "cannot write" for p in corpus.readonly}}
+                **{p: "cannot write" for p in corpus.readonly if ours(twins[p])}}
     assert_reasons({Path(f["path"]): f["reason"] for f in summary["failures"]}, expected)
     tagged = corpus.good - set(expected)
-    # a photo written without a tag (unknown to the model) is counted apart from the tagged ones
+    # a photo without a tag (unknown to the model) is counted apart from the tagged ones, and gets no sidecar
     assert (summary["tagged"] + summary["no_tag"], summary["failed"]) == (len(tagged), len(expected))
+    assert summary["no_sidecar"] == summary["no_tag"]
     reasons = {Path(f["path"]): f["reason"] for f in summary["failures"]}
-    assert all("write sidecars to an output folder" in reasons[p] for p in corpus.readonly)
+    assert all("write sidecars to an output folder" in reasons[p] for p in corpus.readonly if p in expected)
 
-    after = snapshot(corpus.root, skip=(corpus.vanishing_dir,))
     assert non_sidecars(after) == non_sidecars(before)  # photos, links, FIFO, notes, modes: untouched
     new = set(after) - set(before)
-    # every readable photo gets its JSON entry; an XMP only where there is a keyword (not for "unknown")
-    keyworded = {p for p in tagged if json.loads(Path(f"{p}.json").read_text())["landmark_search"]["tags"]}
-    assert new == ({str(p.relative_to(corpus.root)) + ".json" for p in tagged} - {"user-keys.jpg.json"}) | {
+    # a JSON entry and an XMP only where there is a keyword (never for "unknown")
+    keyworded = {p for p in tagged if ours(p)}
+    assert new == ({str(p.relative_to(corpus.root)) + ".json" for p in keyworded} - {"user-keys.jpg.json"}) | {
         str(p.relative_to(corpus.root)) + ".xmp" for p in keyworded}
     assert len(keyworded) == summary["tagged"]
     assert corpus.p("bad-sidecar.jpg.json").read_bytes() == BAD_SIDECAR
     mine = json.loads(Path(f"{user_keys}.json").read_text())
-    assert {k: mine[k] for k in USER_KEYS} == USER_KEYS and "tags" in mine["landmark_search"]
-    for photo in tagged:
-        entry = json.loads(Path(f"{photo}.json").read_text())["landmark_search"]
-        assert (entry["tags"] or entry["unknown"]) and entry["source"]["fingerprint"]
+    assert {k: mine[k] for k in USER_KEYS} == USER_KEYS and ("landmark_search" in mine) == (user_keys in keyworded)
+    for photo in keyworded:
+        entry = ours(photo)
+        assert entry["tags"] and entry["source"]["fingerprint"]
 
     # A re-run rewrites nothing, fails the same photos again, and --strict turns that into exit 1.
     corpus.restore_vanishing(sources)
@@ -290,12 +298,15 @@ def test_tag(corpus, ckpt, vanish, sources, tmp_path):
     summary = json.loads(stdout(mirrored))
     expected = {**corpus.bad, **{p: "file not found" for p in corpus.vanishing}}
     assert_reasons({Path(f["path"]): f["reason"] for f in summary["failures"]}, expected)
-    assert summary["tagged"] + summary["no_tag"] == len(corpus.good - corpus.vanishing)
+    # photos checked with nothing to record stay checked whatever folder sidecars would go to
+    assert summary["tagged"] + summary["no_tag"] + summary["unchanged"] == len(corpus.good - corpus.vanishing)
     assert snapshot(corpus.root, skip=(corpus.vanishing_dir,)) == after
-    for photo in corpus.good - corpus.vanishing:
-        mirror = out / photo.relative_to(corpus.root).parent / photo.name
-        entry = json.loads(Path(f"{mirror}.json").read_text())["landmark_search"]
-        assert Path(f"{mirror}.xmp").is_file() == bool(entry["tags"])  # an XMP where there is a keyword
+    mirrored = [out / photo.relative_to(corpus.root).parent / photo.name for photo in corpus.good - corpus.vanishing]
+    assert sum(Path(f"{m}.json").is_file() for m in mirrored) == summary["tagged"]
+    for mirror in mirrored:  # a JSON and an XMP where there is a keyword, neither where there is none
+        side = Path(f"{mirror}.json")
+        entry = json.loads(side.read_text())["landmark_search"] if side.is_file() else {}
+        assert Path(f"{mirror}.xmp").is_file() == bool(entry.get("tags"))
 
 
 def test_training_on_a_dataset_with_the_corpus(corpus, synth_data, tmp_path):
