@@ -156,8 +156,9 @@ def tag_cmd(photos: List[Path] = PhotosArg,
                    + (f"geotagged {counts['geotagged']}, " if geotag else "")
                    + f"unchanged {counts['unchanged']}, "
                    + (f"skipped {counts['skipped']}, " if embed else "") + f"failed {counts['failed']}"
-                   + (f"; {_count(counts['no_sidecar'], 'photo')} with nothing to record got no sidecar (remembered "
-                      "as checked)" if counts["no_sidecar"] else "")
+                   + (f"; {_count(counts['no_sidecar'], 'photo')} with nothing to record "
+                      + ("would get no sidecar" if dry_run else "got no sidecar (remembered as checked)")
+                      if counts["no_sidecar"] else "")
                    + (f"; removed {summary.stale_temps_removed} temp file(s) an interrupted run left"
                       if summary.stale_temps_removed else ""))
     worked = bool(summary.tagged or summary.untagged or summary.unchanged)
