@@ -163,8 +163,8 @@ def has_own_location(path: Path) -> bool:
 
 
 def packet_has_position(raw: bytes, where: Path) -> bool:
-    """An XMP packet (embedded in a photo) holds a GPS position; one that does not parse is taken to hold one,
-    so that nothing is written over a position this reader could not see."""
+    """An XMP packet (embedded in a photo) holds a GPS position; one that does not parse holds one when it names
+    GPSLatitude anywhere, so that nothing is written over a position this parser could not see."""
     try:
         return _Doc.parse(where, raw.strip(b"\x00 \t\r\n")).has_property(GPS_LATITUDE)
     except SidecarError:
