@@ -252,3 +252,59 @@ def test_geotag_leaves_every_photo_that_has_a_position_anywhere(trained_run, syn
     assert (lib / "lightroom.xmp").read_bytes() == lightroom_xmp
     assert exiftool_json(lib / "digikam.jpg.xmp", "-n")["GPSLatitude"] == pytest.approx(48.8584)  # keywords added
     assert exiftool_json(Path(f"{control}.xmp"), "-n")["GPSLatitude"] == pytest.approx(48.8584, abs=0.05)
+
+
+@pytest.mark.slow
+def test_in_chromium_a_page_of_another_site_cannot_post_to_the_app(web, tmp_path):
+    """The headers a real browser sends: a form on http://localhost:PORT (another site than 127.0.0.1) posting to
+    http://127.0.0.1:PORT/search is refused; the same form posting to its own origin is served."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import free_port
+
+    browser, driver_path = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not browser or not driver_path:
+        pytest.skip("no Chromium + chromedriver here (Debian: apt-get install chromium chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download a browser
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("landmark")), "serve", "--index",
+                               str(web[1] / "idx"), "--port", str(port)], stderr=subprocess.DEVNULL)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    driver = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/session", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "landmark serve did not start"
+                time.sleep(0.3)
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+        answers = {}
+        for target in (f"http://127.0.0.1:{port}/search", "/search"):
+            driver.get(f"http://localhost:{port}/search")
+            driver.execute_script("const f = document.createElement('form'); f.method = 'post';"
+                                  "f.enctype = 'multipart/form-data'; f.action = arguments[0];"
+                                  "document.body.append(f); f.submit();", target)
+            WebDriverWait(driver, 20).until(lambda d: any(w in d.find_element(By.TAG_NAME, "body").text
+                                                          for w in ("another site", "send the photo")))
+            answers[target] = driver.find_element(By.TAG_NAME, "body").text
+        assert "another site" in answers[f"http://127.0.0.1:{port}/search"], answers
+        assert "send the photo" in answers["/search"], answers  # served: refused only for the missing file
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
