@@ -4,7 +4,7 @@ Each index type is built in its own subprocess from the same seeded synthetic da
 clusters of varying size and spread, L2-normalised), so peak RSS is per type. Reported per
 type: build time, peak RSS, single-query latency (one query at a time), recall@k against an
 exact numpy brute force, and the flat/ANN latency ratio from the same run. The FAISS indexes
-are built with landmark_search.vector_cache's own builder, so the parameters are the shipped ones.
+are built with landmark_search.index.vectors's own builder, so the parameters are the shipped ones.
 ``--end-to-end`` also times the whole PhotoIndex path (SQLite ingest, save, reopen, search).
 
     python benchmarks/bench_ann.py                 # 1M x 256 (takes minutes)
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from landmark_search import vector_cache as index_mod  # noqa: E402
+from landmark_search.index import vectors as index_mod  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results.json"
 
@@ -152,7 +152,7 @@ def paired_latency(args: argparse.Namespace, x: np.ndarray, q: np.ndarray, appro
 def end_to_end(args: argparse.Namespace, kind: str, x: np.ndarray, q: np.ndarray,
                truth: np.ndarray) -> dict[str, Any]:
     """Time the PhotoIndex path: batched SQLite ingest, save, reader reopen, search with paths."""
-    from landmark_search.index import PhotoIndex, PhotoRecord
+    from landmark_search.index.store import PhotoIndex, PhotoRecord
 
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:

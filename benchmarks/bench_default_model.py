@@ -99,7 +99,7 @@ def ceiling(paths: list[Path], model, reps: int) -> dict:
     import torch
 
     from landmark_search.config import EmbedConfig
-    from landmark_search.data.images import load_image
+    from landmark_search.photos.images import load_image
     from landmark_search.data.transforms import normalize_uint8, resize_size
     from landmark_search.embeddings import iter_embeddings, prepare_uint8
 

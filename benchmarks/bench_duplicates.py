@@ -100,7 +100,7 @@ def phash_pairs(paths: list[str]) -> set[frozenset]:
 
 def quality(args) -> dict:
     from landmark_search.config import EmbedConfig
-    from landmark_search.duplicates import DuplicateOptions, find_duplicates
+    from landmark_search.curation.duplicates import DuplicateOptions, find_duplicates
 
     work = Path(args.work)
     truth = make_set(evaldata_set(), work / "set", originals=args.originals, bursts=args.bursts, seed=args.seed,
@@ -148,7 +148,7 @@ def quality(args) -> dict:
 def keeper(args) -> dict:
     """The keep rule on derivative sets: the kept file has the original's bytes in how many groups, and why."""
     from landmark_search.config import EmbedConfig
-    from landmark_search.duplicates import DuplicateOptions, find_duplicates
+    from landmark_search.curation.duplicates import DuplicateOptions, find_duplicates
 
     work = Path(args.work) / "keeper"
     sets = make_keeper_set(evaldata_set(), work / "photos", originals=args.originals, seed=args.seed)
@@ -179,7 +179,7 @@ def keeper(args) -> dict:
 
 def scale(n: int, dim: int, seed: int = 0) -> dict:
     """neighbour_pairs on n synthetic unit vectors (clusters of near copies among noise): time and memory."""
-    from landmark_search.duplicates import CANDIDATE_MIN, NEIGHBOURS, neighbour_pairs
+    from landmark_search.curation.duplicates import CANDIDATE_MIN, NEIGHBOURS, neighbour_pairs
 
     rng = np.random.default_rng(seed)
     # float32 throughout, so that the peak RSS is the search's, not float64 temporaries of the generator
@@ -200,7 +200,7 @@ def scale(n: int, dim: int, seed: int = 0) -> dict:
 
 def pixel_check_ms(pairs: int = 300, seed: int = 0) -> float:
     """CPU milliseconds of one candidate's pixel check (imagematch.match on two real photos' thumbnails)."""
-    from landmark_search import imagematch
+    from landmark_search.curation import imagematch
 
     photos = sorted(evaldata_set().glob("train/*/*.jpg"))
     rng = np.random.default_rng(seed)

@@ -47,8 +47,8 @@ def measure(data: Path, model: str | None, index: str, min_size: int) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
     from landmark_search.config import EmbedConfig
-    from landmark_search.grouping import METHODS, cluster
-    from landmark_search.indexing import IndexOptions, indexed_photos
+    from landmark_search.curation.grouping import METHODS, cluster
+    from landmark_search.search import IndexOptions, indexed_photos
 
     found = indexed_photos([data], model, index, IndexOptions(), EmbedConfig(progress=False))
     truth = [p.parent.name for p in found.paths]

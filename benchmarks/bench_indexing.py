@@ -233,7 +233,7 @@ def breakdown(paths: list[Path], loaded, cfg, sample: int, baseline, loaded_int8
     from PIL import Image
     from torchvision import transforms as T
 
-    from landmark_search.data.images import load_image
+    from landmark_search.photos.images import load_image
     from landmark_search.data.transforms import resize_size
     from landmark_search.embeddings import iter_embeddings, prepare_uint8
     from landmark_search.models.runtime import select_device, select_precision

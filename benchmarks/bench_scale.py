@@ -38,7 +38,7 @@ from _common import evaldata_set, previous_result, update_results  # noqa: E402
 
 def _index_seconds(paths: list[Path], model: str | None, cfg: Any, engine: Any) -> float:
     """Wall seconds of build_index over `paths` into a fresh index (model load and Ray actors included)."""
-    from landmark_search.indexing import IndexOptions, build_index
+    from landmark_search.search import IndexOptions, build_index
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -80,7 +80,7 @@ def throughput(photos: list[Path], model: str | None, batch_size: int, workers: 
 def manifest_ingest(n: int, batches: tuple[int, ...]) -> dict:
     """Rows per second the driver commits into a manifest (PhotoIndex.add, one transaction per batch): what bounds
     how many Ray workers one driver can keep up with."""
-    from landmark_search.index import PhotoIndex, PhotoRecord
+    from landmark_search.index.store import PhotoIndex, PhotoRecord
 
     rng = np.random.default_rng(0)
     out = {}

@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from landmark_search.config import EmbedConfig
-    from landmark_search.indexing import IndexOptions, build_index, find_similar
+    from landmark_search.search import IndexOptions, build_index, find_similar
 
     index = args.index or Path(tempfile.mkdtemp()) / "idx"
     t0 = time.time()

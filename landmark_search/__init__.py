@@ -16,9 +16,9 @@ _EXPORTS = {
     "build_model": "models", "list_models": "models", "get_spec": "models", "LandmarkModel": "models",
     "load_checkpoint": "models.checkpoint", "fit": "training", "evaluate": "training",
     "load_model": "embeddings", "embed_paths": "embeddings", "iter_embeddings": "embeddings",
-    "PhotoIndex": "index", "SearchHit": "index", "build_index": "indexing", "find_similar": "indexing",
-    "classify": "tagging", "tag": "tagging", "TagOptions": "tagging", "export_model": "export",
-    "make_synthetic_dataset": "data.synth", "download_dataset": "data.download", "load_image": "data.images",
+    "PhotoIndex": "index.store", "SearchHit": "index.store", "build_index": "search", "find_similar": "search",
+    "classify": "tagging", "tag": "tagging", "TagOptions": "tagging", "export_model": "models.export",
+    "make_synthetic_dataset": "data.synth", "download_dataset": "data.download", "load_image": "photos.images",
 }
 
 __all__ = ["__version__", *_EXPORTS]

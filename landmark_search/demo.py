@@ -44,9 +44,9 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
     """Run every stage into `out` and return a summary of what was made where."""
     from .data.synth import make_synthetic_dataset
     from .embeddings import load_model
-    from .export import export_model
-    from .report import write_report
-    from .indexing import IndexOptions, build_index, find_similar
+    from .models.export import export_model
+    from .render.report import write_report
+    from .search import IndexOptions, build_index, find_similar
     from .tagging import TagOptions, classify, tag
     from .training import fit
 

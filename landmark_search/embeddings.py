@@ -21,14 +21,14 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import EmbedConfig
-from .data.images import load_image
+from .photos.images import load_image
 from .data.transforms import center_crop_box, normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, ModelNotFoundError
-from .modelref import ModelRef, resolve_model, untrusted_export_error
+from .models.ref import ModelRef, resolve_model, untrusted_export_error
 from .models import build_model, get_spec
 from .models.checkpoint import check_archive_sizes, load_checkpoint
 from .models.engine import Engine
-from .openset import OpenSet
+from .models.openset import OpenSet
 from .models.runtime import (autocast, cpu_has_fast_int8, default_workers, quiet_jit, select_device, select_precision,
                              use_channels_last)
 

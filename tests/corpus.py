@@ -342,8 +342,8 @@ def serve() -> None:
     from landmark_search import cli
     # What the commands import lazily, so that each child pays for its work and not for imports.
     import landmark_search.embeddings  # noqa: F401
-    import landmark_search.index  # noqa: F401
-    import landmark_search.indexing  # noqa: F401
+    import landmark_search.index.store  # noqa: F401
+    import landmark_search.search  # noqa: F401
     import landmark_search.tagging  # noqa: F401
     import torchvision.transforms.v2.functional  # noqa: F401
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from conftest import exiftool, exiftool_json, one_line_error
 from landmark_search.cli import app as cli
-from landmark_search.data.images import load_image
+from landmark_search.photos.images import load_image
 from landmark_search.errors import BadImageError
 
 runner = CliRunner()

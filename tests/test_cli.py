@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from landmark_search.cli import app
-from landmark_search.indexing import recorded_model
+from landmark_search.search import recorded_model
 
 runner = CliRunner()
 

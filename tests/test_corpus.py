@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 from corpus import (BAD_SIDECAR, BIG_SIZE, LATIN1_NAME, UNICODE_NAME, USER_KEYS, Corpus, build_corpus, copy_entry,
                     deadline, file_permissions_enforced, non_sidecars, permissions_can_be_enforced, snapshot)
-from landmark_search import indexing, tagging
+from landmark_search import search, tagging
 from landmark_search.cli import app
 from landmark_search.config import DEFAULT_MAX_PIXELS
-from landmark_search.data import files
+from landmark_search.photos import files
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def vanish(monkeypatch) -> Vanish:
             yield photo
         state._remove()
 
-    for module in (files, tagging, indexing):  # tagging and indexing imported the name itself
+    for module in (files, tagging, search):  # tagging and search imported the name itself
         monkeypatch.setattr(module, "iter_photos", iter_photos)
     return state
 
@@ -150,7 +150,7 @@ def test_exif_rotation_is_applied_before_embedding(corpus, ckpt):
     import numpy as np
 
     from landmark_search.config import EmbedConfig
-    from landmark_search.data.images import load_image
+    from landmark_search.photos.images import load_image
     from landmark_search.embeddings import embed_paths, load_model
 
     upright, rotated, sideways = (corpus.p(n) for n in ("upright.jpg", "exif-rotated.jpg", "sideways-no-exif.jpg"))
@@ -190,7 +190,7 @@ def test_classify(corpus, ckpt, vanish):
 
 
 def test_index_and_similar(corpus, ckpt, vanish, sources, tmp_path):
-    from landmark_search.index import PhotoIndex
+    from landmark_search.index.store import PhotoIndex
 
     index = tmp_path / "index"
     latin1 = corpus.p(LATIN1_NAME)
@@ -206,7 +206,7 @@ def test_index_and_similar(corpus, ckpt, vanish, sources, tmp_path):
     assert (summary["added"], summary["failed"], summary["total"]) == (len(indexed), len(expected), len(indexed))
     assert f"is more than the limit of {DEFAULT_MAX_PIXELS}; raise it with --max-pixels" in next(
         f["reason"] for f in summary["failures"] if f["path"].endswith("bomb.png"))
-    model = indexing.recorded_model(index)
+    model = search.recorded_model(index)
     with PhotoIndex.open(index, model_id=model["model_id"], dim=model["embedding_dim"], create=False,
                          lock=False) as idx:
         assert set(idx.known()) == {str(p.resolve()) for p in indexed}

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from corpus import ForkServer, snapshot
 from landmark_search.cli import app
-from landmark_search.indexing import recorded_model
+from landmark_search.search import recorded_model
 
 runner = CliRunner()
 KILLS = 6  # per command; runs 0 and 3 start from nothing, the others re-do half the photos
@@ -136,8 +136,8 @@ def _generation(index: Path) -> int:
 
 def _check_index(index: Path, query: Path) -> int:
     """The index as a kill left it: opens read-only, manifest and FAISS agree, `similar` answers."""
-    from landmark_search.index import CACHE_NAME, PhotoIndex
-    from landmark_search.vector_cache import read_cache
+    from landmark_search.index.store import CACHE_NAME, PhotoIndex
+    from landmark_search.index.vectors import read_cache
 
     if not (index / "model.json").exists():  # killed before the index was made: a clear one-line error
         result = runner.invoke(app, ["similar", str(query), "--index", str(index)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from landmark_search.plots import curve_series, curves_png
+from landmark_search.render.plots import curve_series, curves_png
 from landmark_search.training.run_dir import EpochStats
 
 

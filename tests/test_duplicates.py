@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from landmark_search.cli import app
 from conftest import exiftool_json, one_line_error, scene
-from landmark_search.data.exif import read_exif
-from landmark_search.duplicates import PhotoFacts, keep_key, neighbour_pairs, stars
-from landmark_search.grouping import cluster
+from landmark_search.photos.exif import read_exif
+from landmark_search.curation.duplicates import PhotoFacts, keep_key, neighbour_pairs, stars
+from landmark_search.curation.grouping import cluster
 
 
 def make_library(root: Path) -> Path:
@@ -146,7 +146,7 @@ def test_keep_rule_order():
 
 
 def test_a_frame_is_not_picture_but_a_flat_sky_is(tmp_path):
-    from landmark_search.imagematch import framed_thumbnail
+    from landmark_search.curation.imagematch import framed_thumbnail
 
     photo = scene(5, (240, 168))
     sky = photo.copy()
@@ -227,7 +227,7 @@ def test_link_makes_review_folders_and_sheet(indexed, tmp_path):
 
 
 def test_undo_reads_its_journal_as_untrusted(tmp_path):
-    from landmark_search.relocate import JOURNAL_NAME, undo_moves
+    from landmark_search.curation.relocate import JOURNAL_NAME, undo_moves
 
     review, victim = tmp_path / "review", tmp_path / "elsewhere" / "victim.jpg"
     victim.parent.mkdir()
@@ -279,7 +279,7 @@ def test_auto_groups_every_photo_by_graph_and_unknown_photos_by_density():
     leaves the everyday photos out and keeps the places apart, which "auto" picks there."""
     from sklearn.metrics import adjusted_rand_score
 
-    from landmark_search.grouping import choose_method
+    from landmark_search.curation.grouping import choose_method
 
     assert choose_method("auto", everything=True) == "graph"
     assert choose_method("auto", everything=False) == "hdbscan"
@@ -316,7 +316,7 @@ def test_a_rerun_on_an_indexed_library_checks_nothing_and_never_imports_torch(in
 
     root, index, first = indexed
     code = ("import sys; from pathlib import Path; from landmark_search.config import EmbedConfig; "
-            "from landmark_search.duplicates import DuplicateOptions, find_duplicates; "
+            "from landmark_search.curation.duplicates import DuplicateOptions, find_duplicates; "
             f"r, _ = find_duplicates([Path({str(root)!r})], None, {index!r}, DuplicateOptions(), "
             "EmbedConfig(progress=False)); print(len(r.groups), r.checked, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

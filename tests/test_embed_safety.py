@@ -18,10 +18,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from conftest import exiftool_json
-from landmark_search.embedded import backup_path
-from landmark_search.relocate import move_photos, undo_moves
+from landmark_search.sidecars.embedded import backup_path
+from landmark_search.curation.relocate import move_photos, undo_moves
 from landmark_search.fsutil import sweep_stale_temps
-from landmark_search.tagging import TagOptions, UntagOptions, name_photos, untag
+from landmark_search.tagging import TagOptions, name_photos
+from landmark_search.untag import UntagOptions, untag
 
 EMBED = TagOptions(embed=True)
 UNTAG = UntagOptions(embed=True)

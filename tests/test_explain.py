@@ -16,7 +16,7 @@ from landmark_search.data.synth import make_synthetic_dataset
 from landmark_search.data.transforms import resize_size
 from landmark_search.embeddings import LoadedModel, load_model
 from landmark_search.errors import CheckpointError, LandmarkError
-from landmark_search.explain import PANEL, explain_image, explain_photos, gradcam, resolve_class
+from landmark_search.render.explain import PANEL, explain_image, explain_photos, gradcam, resolve_class
 from landmark_search.models import LandmarkModel, build_model, list_models
 from landmark_search.training import fit
 

@@ -7,8 +7,8 @@ import warnings
 import torch
 
 from landmark_search.embeddings import load_model, prepare_uint8
-from landmark_search.export import export_model
-from landmark_search.data.images import load_image
+from landmark_search.models.export import export_model
+from landmark_search.photos.images import load_image
 from landmark_search.models.checkpoint import load_checkpoint
 
 

@@ -1,4 +1,4 @@
-"""Tests for landmark_search.data.files: walking folders for photos."""
+"""Tests for landmark_search.photos.files: walking folders for photos."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from landmark_search.data import files
-from landmark_search.data.files import (
-    HEIF_EXTENSIONS,
-    PHOTO_EXTENSIONS,
-    heif_available,
-    iter_photos,
-    register_optional_formats,
-    supported_extensions,
-)
+from landmark_search.photos import files
+from landmark_search.photos.files import (HEIF_EXTENSIONS, PHOTO_EXTENSIONS, heif_available, iter_photos,
+                                          register_optional_formats, supported_extensions)
 from landmark_search.errors import DataError, LandmarkError
 
 
@@ -198,7 +192,7 @@ def test_extensions_and_optional_heif() -> None:
 
 def test_heic_is_walked_and_without_its_decoder_skipped_with_the_fix(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from landmark_search.data import images
+    from landmark_search.photos import images
     from landmark_search.errors import BadImageError
 
     touch(tmp_path / "a.HEIC")

@@ -55,7 +55,7 @@ def test_group_cli_links_json_and_rename(tmp_path):
 
 
 def test_only_groups_of_buildings_and_landforms_survive_the_built_in_model():
-    from landmark_search.grouping import keep_landmarks
+    from landmark_search.curation.grouping import keep_landmarks
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 32))
@@ -82,7 +82,7 @@ def _families(root: Path, families=(10, 20, 30), shots=4) -> Path:
 
 
 def test_the_web_review_groups_are_landmark_groups_and_a_naming_renumbers_nothing(tmp_path):
-    from landmark_search.grouping import GroupOptions
+    from landmark_search.curation.grouping import GroupOptions
     from landmark_search.web.library import Library, ServeOptions
 
     photos = _families(tmp_path / "photos")
@@ -111,8 +111,8 @@ def test_the_web_review_groups_are_landmark_groups_and_a_naming_renumbers_nothin
 def test_the_review_answers_at_once_while_a_large_library_is_grouped(tmp_path):
     import time
 
-    from landmark_search.index import PhotoIndex, PhotoRecord
-    from landmark_search.indexing import recorded_model
+    from landmark_search.index.store import PhotoIndex, PhotoRecord
+    from landmark_search.search import recorded_model
     from landmark_search.web.library import Library
 
     _run("index", str(_families(tmp_path / "photos", (1,), 1)), "--index", str(tmp_path / "idx"), "-q")

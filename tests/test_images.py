@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from landmark_search.data.images import load_image
+from landmark_search.photos.images import load_image
 from landmark_search.errors import BadImageError
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmark_search import vector_cache
+from landmark_search.index import vectors
 from landmark_search.errors import IndexStoreError, LockedError
-from landmark_search.index import CACHE_NAME, MANIFEST_NAME, FileLock, PhotoIndex, PhotoRecord
+from landmark_search.index.store import CACHE_NAME, MANIFEST_NAME, FileLock, PhotoIndex, PhotoRecord
 
 DIM = 16
 MODEL = "test-model"
@@ -137,7 +137,7 @@ def test_damaged_cache_is_rebuilt_from_manifest(tmp_path: Path, damage: str, cap
         os.replace(tmp_path / "b" / CACHE_NAME, cache)
 
     live = slice(10, 400) if damage == "stale" else slice(0, 300)
-    with caplog.at_level(logging.WARNING, logger="landmark_search.index"):
+    with caplog.at_level(logging.WARNING, logger="landmark_search.index.store"):
         reader = open_index(tmp_path / "a", lock=False)
         assert_matches_brute_force(reader, paths[live], x[live], q, k=10)
         generation = reader.generation
@@ -145,9 +145,9 @@ def test_damaged_cache_is_rebuilt_from_manifest(tmp_path: Path, damage: str, cap
     if damage in ("truncated", "flipped", "foreign"):
         assert "ignoring the vector cache" in caplog.text
     # No writer held the lock, so the reader stored the repaired cache.
-    assert vector_cache.read_cache(cache)[1]["generation"] == generation
+    assert vectors.read_cache(cache)[1]["generation"] == generation
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="landmark_search.index"):
+    with caplog.at_level(logging.WARNING, logger="landmark_search.index.store"):
         with open_index(tmp_path / "a") as idx:
             assert idx.save() is False  # nothing left to repair
             assert_matches_brute_force(idx, paths[live], x[live], q, k=10)
@@ -159,7 +159,7 @@ def test_kill_9_before_save_keeps_committed_batches(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", x)
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from landmark_search.index import PhotoIndex, PhotoRecord
+        from landmark_search.index.store import PhotoIndex, PhotoRecord
         x = np.load({str(tmp_path / "x.npy")!r})
         recs = [PhotoRecord(f"/p/{{i}}.jpg", i, i, str(i)) for i in range(len(x))]
         idx = PhotoIndex.open({str(tmp_path / "idx")!r}, model_id={MODEL!r}, dim={DIM}, index_type="hnsw")
@@ -248,7 +248,7 @@ def test_lock_refuses_second_writer_and_is_released(tmp_path: Path) -> None:
 def test_lock_held_by_another_process(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
-        from landmark_search.index import FileLock
+        from landmark_search.index.store import FileLock
         with FileLock({str(tmp_path / '.lock')!r}):
             print("held", flush=True)
             sys.stdin.readline()
@@ -315,8 +315,8 @@ def test_ann_recall_against_brute_force(tmp_path: Path, kind: str) -> None:
 
 
 def test_auto_switches_type_with_size(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(vector_cache, "EXACT_MAX_VECTORS", 1500)
-    monkeypatch.setattr(vector_cache, "EXACT_RETURN_VECTORS", 1200)
+    monkeypatch.setattr(vectors, "EXACT_MAX_VECTORS", 1500)
+    monkeypatch.setattr(vectors, "EXACT_RETURN_VECTORS", 1200)
     x = clustered(2000, DIM, 20)
     paths = names(2000)
     with open_index(tmp_path) as idx:
@@ -380,10 +380,10 @@ def test_index_modules_do_not_import_torch() -> None:
     import ast
 
     imported = {}
-    for name in ("index", "manifest", "vector_cache"):
-        tree = ast.parse((REPO / "landmark_search" / f"{name}.py").read_text())
+    for name in ("store", "manifest", "vectors"):
+        tree = ast.parse((REPO / "landmark_search" / "index" / f"{name}.py").read_text())
         imported[name] = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                           for alias in node.names}
         imported[name] |= {node.module.split(".")[0] for node in ast.walk(tree)
                            if isinstance(node, ast.ImportFrom) and node.module}
-    assert "faiss" in imported["vector_cache"] and not any("torch" in names for names in imported.values())
+    assert "faiss" in imported["vectors"] and not any("torch" in names for names in imported.values())

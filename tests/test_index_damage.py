@@ -23,11 +23,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import one_line_error
-from landmark_search import vector_cache
+from landmark_search.index import vectors
 from landmark_search.cli import app
 from landmark_search.errors import IndexStoreError
-from landmark_search.index import CACHE_NAME, MANIFEST_NAME, PhotoIndex, PhotoRecord
-from landmark_search.indexing import recorded_model
+from landmark_search.index.store import CACHE_NAME, MANIFEST_NAME, PhotoIndex, PhotoRecord
+from landmark_search.search import recorded_model
 
 DIM = 8
 MODEL_ID = "builtin:efficientnet_lite0"
@@ -286,9 +286,9 @@ def _field(kind: str, payload: bytearray, n: int, which: str) -> int:
 def _refused_before_faiss(monkeypatch, cache: Path, match: str) -> None:
     """read_cache refuses the crafted file with `match`, and faiss.read_index is never called."""
     calls = []
-    monkeypatch.setattr(vector_cache.faiss, "read_index", lambda *a: calls.append(a))
+    monkeypatch.setattr(vectors.faiss, "read_index", lambda *a: calls.append(a))
     with pytest.raises(ValueError, match=match):
-        vector_cache.read_cache(cache, DIM)
+        vectors.read_cache(cache, DIM)
     assert calls == []
     monkeypatch.undo()
 
@@ -306,7 +306,7 @@ def test_a_crafted_cache_is_refused_before_faiss_allocates(tmp_path, kind, which
         assert idx.active_type == kind
     cache = index / CACHE_NAME
     payload, tag = _payload_and_tag(cache)
-    vector_cache.read_cache(cache, DIM)  # the real file reads
+    vectors.read_cache(cache, DIM)  # the real file reads
     struct.pack_into("<Q", payload, _field(kind, payload, n, which), 2**30)  # 4-8 GiB if believed
     _reseal(cache, payload, tag)
 
@@ -318,7 +318,7 @@ def test_a_crafted_cache_is_refused_before_faiss_allocates(tmp_path, kind, which
     if kind == "flat":
         want = np.argsort(-(q @ x.T), axis=1)[:, :5]
         assert got == [[paths[j] for j in row] for row in want]
-    assert vector_cache.read_cache(cache, DIM)[1]["generation"] == tag["generation"]  # stored again, whole
+    assert vectors.read_cache(cache, DIM)[1]["generation"] == tag["generation"]  # stored again, whole
 
 
 def test_a_crafted_cache_trailer_is_refused(tmp_path):
@@ -331,10 +331,10 @@ def test_a_crafted_cache_trailer_is_refused(tmp_path):
         blob = json.dumps(bad).encode()
         cache.write_bytes(bytes(payload) + blob + struct.pack("<Q8s", len(blob), b"LMKFAIS1"))
         with pytest.raises(ValueError):
-            vector_cache.read_cache(cache, DIM)
+            vectors.read_cache(cache, DIM)
     cache.write_bytes(bytes(payload) + b"[]" + struct.pack("<Q8s", 2, b"LMKFAIS1"))
     with pytest.raises(ValueError):
-        vector_cache.read_cache(cache, DIM)
+        vectors.read_cache(cache, DIM)
 
 
 # ------------------------------------------------------------------------------------------- photo keys
@@ -357,7 +357,7 @@ def test_a_deleted_symlinked_photo_leaves_the_index(tmp_path, photos, fake_model
     assert hits[0]["path"] == str(photos.resolve() / "link.jpg") and hits[0]["score"] > 0.999
     # duplicates and group read the index back under the same key.
     from landmark_search.config import EmbedConfig
-    from landmark_search.indexing import IndexOptions, indexed_photos
+    from landmark_search.search import IndexOptions, indexed_photos
 
     found = indexed_photos([photos], None, index, IndexOptions(), EmbedConfig(progress=False))
     assert link in found.paths and len(found.paths) == 13

@@ -71,8 +71,8 @@ def test_raw_files_are_read_through_their_embedded_preview(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from landmark_search.data.files import iter_photos
-    from landmark_search.data.images import load_image
+    from landmark_search.photos.files import iter_photos
+    from landmark_search.photos.images import load_image
     from landmark_search.errors import BadImageError
 
     noise = np.random.default_rng(0).bytes
@@ -151,7 +151,7 @@ def test_small_things_a_new_user_notices(tmp_path, monkeypatch):
     before anything finished said "finished work was saved"."""
     import os
 
-    from landmark_search import tagging
+    from landmark_search import tagging, untag
     from landmark_search.cli import _count
     from landmark_search.data.synth import make_synthetic_dataset
 
@@ -173,7 +173,7 @@ def test_small_things_a_new_user_notices(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tagging, "untag", interrupted)
+    monkeypatch.setattr(untag, "untag", interrupted)
     stopped = runner.invoke(app, ["untag", str(tmp_path)])
     assert stopped.exit_code == 130 and "finished work was saved" not in stopped.output
     assert "no file was left half-written" in stopped.output and "--resume" not in stopped.output

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from landmark_search.config import EmbedConfig
-from landmark_search.openset import OpenSet, calibrate
+from landmark_search.models.openset import OpenSet, calibrate
 from landmark_search.training.openset_eval import global_average_precision, open_set_scores
 
 CFG = EmbedConfig(progress=False, workers=0)
@@ -121,7 +121,7 @@ def test_evaluate_with_distractors_reports_gap_and_the_report_shows_it(trained_r
     from typer.testing import CliRunner
 
     from landmark_search.cli import app
-    from landmark_search.report import write_report
+    from landmark_search.render.report import write_report
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

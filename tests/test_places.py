@@ -14,8 +14,8 @@ from PIL.ExifTags import GPS, IFD, Base
 from conftest import SYNTH_NAMES, SYNTH_PLACES, exiftool_json
 from landmark_search.config import EmbedConfig
 from landmark_search.errors import DataError
-from landmark_search.data.exif import read_exif
-from landmark_search.places import geometric_median, haversine_m, read_places_csv, xmp_coordinate
+from landmark_search.photos.exif import read_exif
+from landmark_search.places.table import geometric_median, haversine_m, read_places_csv, xmp_coordinate
 
 CFG = EmbedConfig(progress=False, workers=0)
 
@@ -75,7 +75,7 @@ def test_exif_gps_and_the_robust_centre(tmp_path):
 
 
 def test_from_gps_recovers_the_places(tmp_path):
-    from landmark_search.data.from_gps import dataset_from_gps
+    from landmark_search.places.from_gps import dataset_from_gps
 
     rng = np.random.default_rng(1)
     centres = {"paris": (48.8584, 2.2945), "sydney": (-33.8568, 151.2153), "agra": (27.1751, 78.0421)}
@@ -102,7 +102,8 @@ def test_from_gps_recovers_the_places(tmp_path):
 
 def test_geotag_places_photos_without_gps_and_never_overwrites(trained_run, synth_data, tmp_path):
     from landmark_search.embeddings import load_model
-    from landmark_search.tagging import TagOptions, UntagOptions, tag, untag
+    from landmark_search.tagging import TagOptions, tag
+    from landmark_search.untag import UntagOptions, untag
 
     model = load_model(trained_run / "best.pt")
     assert set(model.meta["places"]) == set(SYNTH_PLACES)  # train read DATA/places.csv

@@ -56,7 +56,7 @@ def test_int8_body_tracks_fp32_and_is_deterministic(tmp_path):
 
 
 def test_int8_refuses_a_torchscript_export(trained_run, tmp_path):
-    from landmark_search.export import export_model
+    from landmark_search.models.export import export_model
 
     out = tmp_path / "m.pt"
     export_model(trained_run / "best.pt", out)

@@ -17,7 +17,7 @@ from PIL import Image
 from landmark_search.config import TrainConfig
 from landmark_search.data.synth import make_synthetic_dataset
 from landmark_search.errors import DataError
-from landmark_search.report import MAX_MISTAKES, confused_pairs, write_report
+from landmark_search.render.report import MAX_MISTAKES, confused_pairs, write_report
 from landmark_search.training import fit
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -144,7 +144,7 @@ def test_report_has_every_section(run: tuple[Path, Path]) -> None:
 
 
 def test_plots_are_png_bytes_that_grow_with_the_class_count(run: tuple[Path, Path]) -> None:
-    from landmark_search.plots import confusion_png, curves_png
+    from landmark_search.render.plots import confusion_png, curves_png
     from landmark_search.training import read_history
 
     _, run_dir = run

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from landmark_search.errors import LandmarkError
-from landmark_search.sheets import TILE, write_sheet
+from landmark_search.render.sheets import TILE, write_sheet
 
 
 class _Figures(HTMLParser):

@@ -1,4 +1,4 @@
-"""Tests for landmark_search.sidecar: JSON sidecars and XMP keywords."""
+"""Tests for landmark_search.sidecars.jsonfile: JSON sidecars and XMP keywords."""
 
 from __future__ import annotations
 
@@ -13,20 +13,11 @@ from pathlib import Path
 import pytest
 
 from landmark_search.errors import LandmarkError, SidecarError
-from landmark_search.sidecar import (
-    SIDECAR_KEY,
-    SIDECAR_VERSION,
-    SidecarTag,
-    build_payload,
-    merge_sidecar,
-    photo_fingerprint,
-    read_sidecar,
-    sidecar_is_current,
-    sidecar_path,
-    write_sidecar,
-)
+from landmark_search.sidecars.jsonfile import (SIDECAR_KEY, SIDECAR_VERSION, SidecarTag, build_payload, merge_sidecar,
+                                               photo_fingerprint, read_sidecar, sidecar_is_current, sidecar_path,
+                                               write_sidecar)
 
-from landmark_search.xmp import set_keywords
+from landmark_search.sidecars.xmp import set_keywords
 
 
 def merge_xmp(path: Path, labels: list[str], hierarchy_root: str = "Landmarks") -> bytes | None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from landmark_search.config import EmbedConfig
-from landmark_search.indexing import IndexOptions, build_index, find_similar
+from landmark_search.search import IndexOptions, build_index, find_similar
 
 CFG = EmbedConfig(progress=False, workers=0)
 
@@ -26,7 +26,7 @@ def test_indexed_unchanged_query_uses_its_stored_vector_without_torch(synth_data
     stored = find_similar(query, tmp_path / "idx", k=3, cfg=CFG)
     labelled = [h for h in stored.hits if h.label]
     assert labelled and all(stored.place(h.label)["country"] for h in labelled)  # where each landmark is
-    code = ("import sys; from pathlib import Path; from landmark_search.indexing import find_similar; "
+    code = ("import sys; from pathlib import Path; from landmark_search.search import find_similar; "
             f"r = find_similar(Path({str(query)!r}), Path({str(tmp_path / 'idx')!r}), k=3); "
             "print([h.path for h in r.hits], r.query_label, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from corpus import deadline
-from landmark_search import xmp
+from landmark_search.sidecars import xmp
 from landmark_search.cli import app
 from landmark_search.errors import SidecarError
 
@@ -43,8 +43,8 @@ def test_a_big_xmp_comment_merges_and_an_oversized_xmp_is_refused_untouched(tmp_
 
 def test_an_unchanged_rerun_sweeps_stale_temps_without_loading_the_model(tmp_path):
     """Issue 18 item 9: the sweep of temps a killed run left ran only when a run had work to do."""
-    from landmark_search.modelref import resolve_model
-    from landmark_search.sidecar import SIDECAR_KEY, build_payload, photo_fingerprint
+    from landmark_search.models.ref import resolve_model
+    from landmark_search.sidecars.jsonfile import SIDECAR_KEY, build_payload, photo_fingerprint
     from landmark_search.tagging import TagOptions, _recorded_options
 
     model = tmp_path / "model.pt"

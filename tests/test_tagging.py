@@ -264,7 +264,7 @@ def test_a_photo_named_several_ways_is_tagged_once(photos, trained_run, monkeypa
 
 
 def test_checked_photos_start_afresh_from_a_damaged_file(tmp_path):
-    from landmark_search.checked import CheckedPhotos
+    from landmark_search.sidecars.checked import CheckedPhotos
 
     path = tmp_path / "checked.sqlite"
     path.write_bytes(b"not an SQLite file " * 100)

@@ -13,7 +13,7 @@ import torch
 from landmark_search.config import TrainConfig
 from landmark_search.errors import DataError
 from landmark_search.data.datasets import discover, stratified_split
-from landmark_search.places import clean_name
+from landmark_search.places.table import clean_name
 from landmark_search.models.checkpoint import load_checkpoint, read_checkpoint
 from landmark_search.training import fit
 

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import exiftool, exiftool_json
 from landmark_search.config import EmbedConfig
-from landmark_search.tagging import TagOptions, UntagOptions, tag, untag
+from landmark_search.tagging import TagOptions, tag
+from landmark_search.untag import UntagOptions, untag
 
 CFG = EmbedConfig(progress=False, workers=0)
 
@@ -176,7 +177,7 @@ def test_xmp_name_basename_for_lightroom(library, trained_run):
 
 def test_embed_keeps_the_original_and_untag_puts_it_back(library, trained_run):
     """Issue 18.17: keywords inside the JPEG for apps that read nothing else, never without the backup rule."""
-    from landmark_search.embedded import backup_path
+    from landmark_search.sidecars.embedded import backup_path
 
     root, mine, bare = library
     original = bare.read_bytes()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from landmark_search.cli import app
 from landmark_search.embeddings import load_model
 from landmark_search.errors import CheckpointError
-from landmark_search.modelref import archive_format, resolve_model
+from landmark_search.models.ref import archive_format, resolve_model
 from landmark_search.models import build_model
 from landmark_search.models.checkpoint import MAX_BYTES_ENV, load_checkpoint, make_meta, save_checkpoint
 

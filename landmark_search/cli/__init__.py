@@ -207,7 +207,7 @@ def _exit_on_failures(failed, *, strict: bool, worked: bool) -> None:
 
 
 def _write_report(run: Path, data: Optional[Path], out: Optional[Path] = None) -> Optional[Path]:
-    from ..report import write_report
+    from ..render.report import write_report
 
     path = write_report(run, data=data, out=out)
     typer.echo(f"report: {path}")
@@ -228,7 +228,7 @@ def _warn_uncalibrated(name: str) -> None:
 
 
 def _no_photos(photos: Optional[List[Path]] = None) -> str:
-    from ..data.files import PHOTO_EXTENSIONS, RAW_EXTENSIONS
+    from ..photos.files import PHOTO_EXTENSIONS, RAW_EXTENSIONS
 
     where = f" in {', '.join(str(p) for p in photos)}" if photos else ""
     return (f"no photos found{where}: give photo files or folders holding "
@@ -239,14 +239,14 @@ def _no_photos(photos: Optional[List[Path]] = None) -> str:
 def _check_sheet(sheet: Optional[Path]) -> None:
     """Refuse a contact-sheet path that cannot work before any photo is processed."""
     if sheet:
-        from ..sheets import check_sheet_path
+        from ..render.sheets import check_sheet_path
 
         check_sheet_path(sheet)
 
 
 def _collect_photos(photos: List[Path], recursive: bool = True, follow_links: bool = False,
                     exclude: Optional[List[str]] = None) -> tuple[list[Path], list]:
-    from ..data.files import iter_photos
+    from ..photos.files import iter_photos
 
     failed: list = []
     found = list(iter_photos(photos, recursive=recursive, follow_links=follow_links, exclude=exclude or (),

@@ -44,7 +44,7 @@ def data_from_gps(photos: List[Path] = typer.Argument(..., help="Photos or folde
     """Build a training set from your geotagged photos: one class per place, named from keywords or the nearest city."""
     from tqdm import tqdm
 
-    from ..data.from_gps import dataset_from_gps
+    from ..places.from_gps import dataset_from_gps
 
     with tqdm(unit="photo", desc="reading GPS", disable=quiet or not sys.stderr.isatty()) as bar:
         summary = dataset_from_gps(photos, out, radius_m=radius, min_photos=min_photos, copy=copy,

@@ -46,8 +46,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
                                                     "worker (0.5: two workers share one GPU); 0 = CPU."),
               quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Add photos to a similarity index (incremental: only new or changed photos are embedded)."""
-    from ..index import INDEX_TYPES
-    from ..indexing import IndexOptions, build_index
+    from ..index.store import INDEX_TYPES
+    from ..search import IndexOptions, build_index
 
     if index_type not in INDEX_TYPES:
         raise LandmarkError(f"--index-type {index_type!r}: use {', '.join(INDEX_TYPES)}")
@@ -94,7 +94,7 @@ def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (ins
                                                   "TorchScript export, loading it. Risk: a TorchScript file can run "
                                                   "code when loaded; only for exports you made or trust.")) -> None:
     """The photos in an index most similar to each PHOTO, with cosine scores and predicted labels."""
-    from ..indexing import find_similar_many, photo_key
+    from ..search import find_similar_many, photo_key
 
     _check_sheet(sheet)
     if sheet and len(photos) > 1:
@@ -119,7 +119,7 @@ def similar_cmd(photos: List[Path] = typer.Argument(..., help="Query photos (ins
             if not result.hits:
                 typer.echo("no hits (lower --min-score, or index more photos)")
     if sheet:
-        from ..sheets import write_sheet
+        from ..render.sheets import write_sheet
 
         photo, result = photos[0], results[0]
         write_sheet(sheet, [(Path(h.path), [(h.label or "", h.score)]) for h in result.hits],
@@ -157,14 +157,14 @@ def duplicates_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Pho
                    precision: str = PrecisionOpt, max_pixels: Optional[int] = MaxPixelsOpt,
                    quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Exact copies, near duplicates (re-encoded, resized, cropped, edited) and same-scene bursts, with the one to keep."""
-    from ..duplicates import ACTIONS, TIERS, DuplicateOptions, apply_action, check_target, choose_keepers, \
-        find_duplicates, member_line, report_json, sheet_items
-    from ..indexing import IndexOptions
+    from ..curation.duplicates import (ACTIONS, TIERS, DuplicateOptions, apply_action, check_target, choose_keepers,
+                                       find_duplicates, member_line, report_json, sheet_items)
+    from ..search import IndexOptions
 
     if undo is not None:
         if photos or action != "list" or to is not None:
             raise LandmarkError("--undo DIR puts moved photos back and takes no PHOTOS, --action or --to")
-        from ..relocate import undo_moves
+        from ..curation.relocate import undo_moves
 
         done = undo_moves(undo)
         _report_failures(done.failed)
@@ -205,7 +205,7 @@ def duplicates_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Pho
         typer.echo(f"{_count(report.photos, 'photo')}: " + ", ".join(f"{counts[t]} {t}" for t in TIERS) + " group(s), "
                    f"{sum(len(g.others) for g in report.groups)} photo(s) to review")
     if sheet:
-        from ..sheets import write_sheet
+        from ..render.sheets import write_sheet
 
         write_sheet(sheet, sheet_items(report), title=f"duplicates ({len(report.groups)} groups)",
                     max_pixels=cfg.max_pixels)
@@ -250,8 +250,8 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
               max_pixels: Optional[int] = MaxPixelsOpt,
               quiet: bool = QuietOpt, trust_export: bool = TrustOpt) -> None:
     """Cluster unlabelled photos into candidate landmarks; name each group once."""
-    from ..grouping import GroupOptions, group_photos, rename_group, write_group_links
-    from ..indexing import IndexOptions
+    from ..curation.grouping import GroupOptions, group_photos, rename_group, write_group_links
+    from ..search import IndexOptions
 
     if name is not None:
         if not photos or len(photos) != 1:
@@ -279,7 +279,7 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
                    f"group" + (f"; {report.named} already named by the model (--all groups them too)"
                                if report.named else ""))
     if sheet:
-        from ..sheets import write_sheet
+        from ..render.sheets import write_sheet
 
         write_sheet(sheet, [(p, [(f"{g.name}: {_count(len(g.paths), 'photo')}", t)]) for g in report.groups
                             for p, t in zip(g.paths, g.typicality)],

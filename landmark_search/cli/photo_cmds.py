@@ -32,7 +32,7 @@ def classify_cmd(photos: List[Path] = PhotosArg,
     """Top-k landmark labels with probabilities for each photo."""
     if top_k < 1:
         raise LandmarkError(f"--top-k {top_k}: use 1 or more")
-    from ..openset import check_recall  # numpy: not at `landmark --help`
+    from ..models.openset import check_recall  # numpy: not at `landmark --help`
 
     check_recall(recall)
     _check_sheet(sheet)
@@ -60,7 +60,7 @@ def classify_cmd(photos: List[Path] = PhotosArg,
                 conf = "" if p.confidence is None else f"  (confidence {p.confidence:.2f})"
                 typer.echo(f"  {p.score:6.1%}  {p.label}{conf}")
     if sheet:
-        from ..sheets import write_sheet
+        from ..render.sheets import write_sheet
 
         write_sheet(sheet, [(r.path, [("unknown", 1.0 - (r.predictions[0].confidence or 0.0))] if r.unknown
                                  else [(p.label, p.score) for p in r.predictions[:3]]) for r in results],
@@ -118,7 +118,7 @@ def tag_cmd(photos: List[Path] = PhotosArg,
 
     if not 0.0 <= min_score <= 1.0:
         raise LandmarkError(f"--min-score {min_score}: use a probability between 0 and 1 (default 0.2)")
-    from ..openset import check_recall  # numpy: not at `landmark --help`
+    from ..models.openset import check_recall  # numpy: not at `landmark --help`
 
     check_recall(recall)
     opts = TagOptions(top_k=top_k, min_score=min_score, recall=recall, xmp=xmp or geotag,
@@ -192,7 +192,7 @@ def untag_cmd(photos: List[Path] = PhotosArg,
                                          "otherwise only our keywords are taken out and your edits stay."),
               as_json: bool = JsonSummaryOpt) -> None:
     """Remove exactly what `landmark tag` added (its JSON key, its XMP keywords); everything of yours stays."""
-    from ..tagging import UntagOptions, untag
+    from ..untag import UntagOptions, untag
 
     summary = untag(photos, UntagOptions(xmp=xmp, dry_run=dry_run, output_dir=output_dir, recursive=recursive,
                                          follow_links=follow_links, exclude=tuple(exclude or ()), xmp_name=xmp_name,
@@ -246,7 +246,7 @@ def explain_cmd(photos: List[Path] = PhotosArg,
         if not failed:
             _err(_no_photos(photos))
         raise typer.Exit(code=1)
-    from ..explain import explain_photos  # torch: only once there are photos to explain
+    from ..render.explain import explain_photos  # torch: only once there are photos to explain
 
     results = explain_photos(found, model, class_label, out, raw, device=device,
                              on_error=lambda path, why: failed.append((path, why)))
@@ -268,7 +268,7 @@ def map_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (th
             max_pixels: Optional[int] = MaxPixelsOpt) -> None:
     """One self-contained HTML map with a marker per place (works offline; OpenStreetMap tiles when online)."""
     from ..config import DEFAULT_MAX_PIXELS
-    from ..placemap import write_map
+    from ..places.map import write_map
 
     path, places, without = write_map(photos, out, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     typer.echo(f"map: {path}  ({len(places)} place(s), {sum(len(p.photos) for p in places)} photo(s) with a "

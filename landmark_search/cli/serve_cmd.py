@@ -45,8 +45,8 @@ def serve_cmd(index: str = IndexOpt,
               trust_export: bool = TrustOpt) -> None:
     """Browse, search and review a photo library in your browser (a local web app; JSON API under /api/)."""
     from ..config import DEFAULT_MAX_PIXELS
-    from ..grouping import GroupOptions
-    from ..indexing import index_dir, recorded_model
+    from ..curation.grouping import GroupOptions
+    from ..search import index_dir, recorded_model
 
     if not 0 < port < 65536:
         raise LandmarkError(f"--port {port}: use 1-65535")

@@ -139,7 +139,7 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
                  device: str = DeviceOpt, precision: str = typer.Option("auto", help="auto (bf16 where the CPU has it)|fp32|bf16|fp16|int8 (CPU, quantized body)."),
                  quiet: bool = QuietOpt) -> None:
     """Accuracy, macro/weighted F1, per-class table, confusion-matrix PNG and a JSON report."""
-    from ..openset import check_recall  # numpy: not at `landmark --help`
+    from ..models.openset import check_recall  # numpy: not at `landmark --help`
 
     check_recall(recall)
     _must_exist(checkpoint, "checkpoint", "pass RUN/best.pt or the run folder from `landmark train`")
@@ -182,7 +182,7 @@ def export_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/best
                out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Output file."),
                fmt: str = typer.Option("torchscript", "--format", help="torchscript (torch.jit.load) or pt2 (torch.export).")) -> None:
     """Export a predictor that resizes, crops, normalises and applies softmax itself."""
-    from ..export import export_model
+    from ..models.export import export_model
 
     path = export_model(checkpoint, out, fmt)
     typer.echo(f"exported {fmt} predictor to {path}")
@@ -199,7 +199,7 @@ def report_cmd(run: Path = typer.Argument(..., help="Run folder written by `land
                out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html).")) -> None:
     """One self-contained HTML page: config, curves, metrics, per-class table, confusions, mistakes with Grad-CAM."""
     from ..errors import DataError
-    from ..report import write_report
+    from ..render.report import write_report
     from ..training import dataset_dir
 
     if run.is_file():

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import BadImageError, DataError
-from .files import PHOTO_EXTENSIONS, warn_skipped
-from .images import load_image
+from ..photos.files import PHOTO_EXTENSIONS, warn_skipped
+from ..photos.images import load_image
 from .transforms import resize_size
 
 Sample = tuple[Path, int]

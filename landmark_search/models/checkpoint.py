@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import CheckpointError
 from ..fsutil import atomic_writer
 from ..fsutil import human_size as _size
-from ..modelref import archive_format
+from .ref import archive_format
 from .base import LandmarkModel
 from .registry import build_model
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..config import EmbedConfig
 from ..errors import LandmarkError
-from ..indexing import IndexBatch
-from ..modelref import ModelRef
+from ..search import IndexBatch
+from ..models.ref import ModelRef
 
 if TYPE_CHECKING:
     from ..embeddings import LoadedModel
@@ -86,7 +86,7 @@ class Embedder:
         self.model = load_model(ref)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..indexing import index_batches
+        from ..search import index_batches
 
         rows: dict[str, list] = {"path": [], "vector": [], "label": [], "confidence": [], "hash": [], "error": []}
         dim = self.model.embedding_dim

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..data.datasets import Sample
-from ..openset import DEFAULT_RECALL, OpenSet, calibrate
+from ..models.openset import DEFAULT_RECALL, OpenSet, calibrate
 from .metrics import embed_samples
 
 if TYPE_CHECKING:

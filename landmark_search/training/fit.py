@@ -22,10 +22,10 @@ from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
 from ..models.runtime import default_workers
-from ..places import display_names, resolve_places
+from ..places.table import display_names, resolve_places
 from . import distributed
 from .calibrate import calibrate_model
-from ..plots import curves_png
+from ..render.plots import curves_png
 from .loop import (Runtime, extract_features, feature_engine, make_loader, seed_everything,
                    train_head_epoch, train_one_epoch, validate, validate_head)
 from .metrics import evaluate, write_eval_outputs

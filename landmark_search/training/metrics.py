@@ -11,10 +11,10 @@ import numpy as np
 
 from ..config import EmbedConfig
 from ..data.datasets import Sample, discover
-from ..data.files import ErrorCallback, warn_skipped
+from ..photos.files import ErrorCallback, warn_skipped
 from ..errors import DataError
 from ..fsutil import atomic_write_bytes, atomic_write_json
-from ..plots import confusion_png
+from ..render.plots import confusion_png
 from .run_dir import checkpoint_in, dataset_dir
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     files = write_eval_outputs(result, loaded.class_names, out or checkpoint.parent, split)
     open_set = None
     if others is not None:
-        from ..plots import precision_recall_png
+        from ..render.plots import precision_recall_png
         from .openset_eval import evaluate_open_set
 
         open_set = evaluate_open_set(loaded, result, others, recall, device=device, precision=precision, quiet=quiet)
@@ -197,7 +197,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
 
 
 def _distractor_photos(folder: str | Path) -> list[Path]:
-    from ..data.files import iter_photos
+    from ..photos.files import iter_photos
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -24,11 +24,11 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
-from ..data.files import supported_extensions
+from ..photos.files import supported_extensions
 from ..errors import BadImageError, LandmarkError
 from ..render.templating import environment
-from ..sheets import placeholder
-from .catalog import SORTS, Filter
+from ..render.sheets import placeholder
+from ..index.catalog import SORTS, Filter
 from .library import SIMILAR_MAX, SIMILAR_MIN_SCORE, UPLOAD_MAX_BYTES, Library, NotInLibrary
 from .thumbs import LARGE_SIDE, THUMB_SIDE, jpeg_bytes
 
@@ -260,7 +260,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     @app.get("/api/basemap")
     def api_basemap() -> Response:
         """The map's country outlines: Natural Earth 1:110m as a GeoJSON FeatureCollection (bundled, public domain)."""
-        from ..placemap import basemap
+        from ..places.map import basemap
 
         return JSONResponse(basemap(), headers={"Cache-Control": "private, max-age=86400"})
 
@@ -363,7 +363,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.get("/map", response_class=HTMLResponse)
     def map_page(request: Request) -> HTMLResponse:
-        from ..placemap import world_view
+        from ..places.map import world_view
 
         places, without = library.map_places()
         link = lambda photo: (f"/photo?path={quote(str(photo), safe='')}",  # noqa: E731

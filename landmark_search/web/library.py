@@ -18,11 +18,10 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from ..config import DEFAULT_MAX_PIXELS, EmbedConfig
 from ..errors import LandmarkError
-from ..grouping import GroupOptions
-from ..indexing import (SimilarResult, index_model, index_dir, photo_key, query_index, recorded_model,
-                        refresh_browse_facts)
-from ..placemap import world_xy
-from .catalog import Catalog, Tile
+from ..curation.grouping import GroupOptions
+from ..search import SimilarResult, index_model, index_dir, photo_key, query_index, recorded_model, refresh_browse_facts
+from ..places.map import world_xy
+from ..index.catalog import Catalog, Tile
 from .thumbs import QUALITY, THUMB_SIDE, ThumbCache
 
 T = TypeVar("T")
@@ -114,7 +113,7 @@ class Library:
         return self._worker.submit(fn, *args).result()
 
     def _index(self):
-        from ..index import PhotoIndex
+        from ..index.store import PhotoIndex
 
         if self._idx is None:
             self._idx = PhotoIndex.open(self.directory, model_id=self.ref.model_id,
@@ -222,7 +221,7 @@ class Library:
                       preview: bool = False) -> tuple[SimilarResult, str | None]:
         """Hits of a photo that is not in the library, and with `preview` its thumbnail as a data: URI (the page
         shows it beside its hits); the upload lives in a private temp folder until answered."""
-        from ..sheets import image_data_uri, thumbnail
+        from ..render.sheets import image_data_uri, thumbnail
 
         with tempfile.TemporaryDirectory(prefix="landmark-upload-") as tmp:
             photo = Path(tmp) / f"upload{suffix}"
@@ -244,7 +243,7 @@ class Library:
         photo = self.photo_file(path)
 
         def run() -> bytes:
-            from ..explain import explain_png, load_explainable
+            from ..render.explain import explain_png, load_explainable
 
             if self._explainer is None:  # its own float copy: the warm model may be int8 or bf16
                 self._explainer = load_explainable(self.ref)
@@ -254,8 +253,8 @@ class Library:
 
     def details(self, path: str) -> dict:
         """What the photo page shows: its tile, its sidecar's tags, its place and its camera facts."""
-        from ..data.exif import read_exif
-        from ..sidecar import Recorded, checked_place, read_recorded, sidecar_path
+        from ..photos.exif import read_exif
+        from ..sidecars.jsonfile import Recorded, checked_place, read_recorded, sidecar_path
 
         photo = self.photo_file(path)
         tile = self.catalog.tiles([path]).get(path) or Tile(path, None, None)
@@ -306,8 +305,8 @@ class Library:
                 "considered": job.value["considered"]}
 
     def _review_groups(self, progress: Callable[[float], None]) -> dict:
-        from ..grouping import group_indexed
-        from ..sidecar import read_recorded, sidecar_path
+        from ..curation.grouping import group_indexed
+        from ..sidecars.jsonfile import read_recorded, sidecar_path
 
         keys = self.catalog.all_paths()
         records, vectors = self.run(lambda: self._index().lookup(keys))
@@ -327,7 +326,7 @@ class Library:
     def name_photos(self, paths: Sequence[str], name: str, train: bool) -> dict:
         """Tag the photos with `name` (sidecars as `landmark tag` writes them); with train, link them into
         TRAIN_DIR/train/<name>/ for the next `landmark train --data TRAIN_DIR`."""
-        from ..grouping import check_folder_name, link_for_training
+        from ..curation.grouping import check_folder_name, link_for_training
 
         photos = [self.photo_file(p) for p in dict.fromkeys(paths)]
         if not photos:
@@ -357,7 +356,7 @@ class Library:
     def _write_names(self, photos: list[Path], name: str | None) -> Any:
         """tagging.name_photos for each photo with its library's XMP choice, then the same labels in the index,
         so the landmark filter, the photo page and the map show them at once. Returns the TagSummary."""
-        from ..index import PhotoIndex
+        from ..index.store import PhotoIndex
         from ..tagging import TagOptions, TagSummary, check_name, name_photos
 
         name = None if name is None else check_name(name)
@@ -397,7 +396,7 @@ class Library:
         return {"state": "ready", **job.value}
 
     def _duplicates(self, progress: Callable[[float], None]) -> dict:
-        from ..duplicates import report_json
+        from ..curation.duplicates import report_json
 
         stages = {"reading headers": (0.05, 0.05), "checking pixels": (0.1, 0.85)}
 
@@ -408,9 +407,9 @@ class Library:
         return {**report_json(self._duplicate_report(step)), "review_dir": str(self.review_dir)}
 
     def _duplicate_report(self, progress: Callable[[str, int, int], None] | None = None):
-        from ..duplicates import DuplicateOptions, find_groups
-        from ..imagematch import MATCHER
-        from ..pairmemory import PairMemory
+        from ..curation.duplicates import DuplicateOptions, find_groups
+        from ..curation.imagematch import MATCHER
+        from ..curation.pairmemory import PairMemory
 
         keys = self.catalog.all_paths()
         records, vectors = self.run(lambda: self._index().lookup(keys))
@@ -424,7 +423,7 @@ class Library:
     def move_duplicates(self, keep: str) -> dict:
         """Keep `keep` in its group and move the group's others (with sidecars) into the review folder, as
         `landmark duplicates --keep KEEP --action move --to REVIEW` does; `undo_duplicates` puts them back."""
-        from ..duplicates import apply_action, choose_keepers
+        from ..curation.duplicates import apply_action, choose_keepers
 
         photo = self.photo_file(keep)
         report = self._duplicate_report()  # the groups as they are now (remembered pixel checks: quick)
@@ -449,8 +448,8 @@ class Library:
     def undo_duplicates(self) -> dict:
         """Put back every photo the Duplicates page (or `landmark duplicates --action move --to REVIEW`) moved
         into the review folder, and index them again."""
-        from ..indexing import IndexOptions, build_index
-        from ..relocate import undo_moves
+        from ..search import IndexOptions, build_index
+        from ..curation.relocate import undo_moves
 
         def undo():
             done = undo_moves(self.review_dir)
@@ -487,7 +486,7 @@ class Library:
         return self._memo("map", self._map_places)
 
     def _map_places(self) -> tuple[list, int]:
-        from ..placemap import collect_places
+        from ..places.map import collect_places
 
         places, without = collect_places([Path(p) for p in self.catalog.all_paths()])
         # A place read from GPS alone is called by the landmarks its photos show (a name given by hand first).
@@ -510,7 +509,7 @@ def _inherited(place: dict | None) -> dict | None:
 def uses_xmp(photo: Path) -> bool:
     """Whether `landmark tag --xmp` tagged this photo or, never tagged, the photos beside it: a name given in the
     app then goes into the XMP sidecar too, with no flag to remember."""
-    from ..sidecar import SIDECAR_KEY, read_sidecar, sidecar_path
+    from ..sidecars.jsonfile import SIDECAR_KEY, read_sidecar, sidecar_path
 
     def recorded(side: Path) -> bool | None:
         try:

@@ -19,7 +19,7 @@ QUALITY = 82
 
 def jpeg_bytes(img: Image.Image) -> bytes:
     """A thumbnail's JPEG bytes (sheets.image_bytes at the web app's quality)."""
-    from ..sheets import image_bytes
+    from ..render.sheets import image_bytes
 
     return image_bytes(img, "JPEG", QUALITY)
 
@@ -38,7 +38,7 @@ class ThumbCache:
 
     def get(self, path: Path, side: int = THUMB_SIDE) -> tuple[bytes, str]:
         """The photo upright (EXIF orientation applied), fitted in side x side; BadImageError when unreadable."""
-        from ..sheets import thumbnail
+        from ..render.sheets import thumbnail
 
         try:
             etag = self.key(path, side)

@@ -47,11 +47,11 @@ import numpy.typing as npt
 from landmark_search.errors import IndexStoreError, LockedError
 from landmark_search.fsutil import make_dirs, sweep_stale_temps
 from landmark_search.locks import FileLock
-from landmark_search.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
-                                      ensure_manifest, current_generation, marks, store_error, transaction)
-from landmark_search.vector_cache import (CACHE_NAME, EXACT_MAX_VECTORS, INDEX_TYPES, IVF_RETRAIN_GROWTH,
-                                          REBUILD_DELETED_FRACTION, Embeddings, VectorIndex, build_vector_index,
-                                          choose_index_type, configure_threads, read_cache, write_cache)
+from landmark_search.index.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
+                                            ensure_manifest, current_generation, marks, store_error, transaction)
+from landmark_search.index.vectors import (CACHE_NAME, EXACT_MAX_VECTORS, INDEX_TYPES, IVF_RETRAIN_GROWTH,
+                                           REBUILD_DELETED_FRACTION, Embeddings, VectorIndex, build_vector_index,
+                                           choose_index_type, configure_threads, read_cache, write_cache)
 
 __all__ = [
     "EXACT_MAX_VECTORS",

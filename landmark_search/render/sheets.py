@@ -12,10 +12,10 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .config import DEFAULT_MAX_PIXELS
-from .data.images import load_image
-from .errors import BadImageError, LandmarkError
-from .fsutil import atomic_write_bytes, atomic_write_text
+from ..config import DEFAULT_MAX_PIXELS
+from ..photos.images import load_image
+from ..errors import BadImageError, LandmarkError
+from ..fsutil import atomic_write_bytes, atomic_write_text
 
 SheetItem = tuple[Path, Sequence[tuple[str, float]]]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from landmark_search.errors import IndexStoreError
-from landmark_search.vector_cache import INDEX_TYPES
+from landmark_search.index.vectors import INDEX_TYPES
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.sqlite"

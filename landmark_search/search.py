@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 from .config import EmbedConfig
-from .data.files import iter_photos
+from .photos.files import iter_photos
 from .errors import BadImageError, IndexStoreError, LandmarkError
 from .fsutil import atomic_write_json, is_utf8, read_json, user_config_file, user_setting
-from .modelref import ModelRef, resolve_model
+from .models.ref import ModelRef, resolve_model
 
 if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged folder stays light
     import numpy as np
     import numpy.typing as npt
 
     from .embeddings import LoadedModel
-    from .index import PhotoIndex
+    from .index.store import PhotoIndex
 
 INDEX_HOME = Path("indexes")
 INDEX_HOME_ENV = "LANDMARK_INDEX_HOME"
@@ -71,7 +71,7 @@ def _read_model_file(directory: Path) -> dict | None:
 
     The manifest is the one record of whose vectors the index holds; model.json only says where that model
     is and how it ran. Older indexes repeat both in model.json: the manifest's values win."""
-    from .manifest import damaged, stored_model
+    from .index.manifest import damaged, stored_model
 
     path = directory / MODEL_FILE
     try:
@@ -223,7 +223,7 @@ def _load_model(ref: ModelRef) -> LoadedModel:
 
 def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None, opts: IndexOptions,
                  cfg: EmbedConfig, trust_export: bool = False, engine: IndexEngine | None = None) -> IndexSummary:
-    from .index import PhotoIndex, PhotoRecord
+    from .index.store import PhotoIndex, PhotoRecord
 
     if opts.rebuild:
         # A damaged model.json is no reason to refuse: its model is reused only when it can be read.
@@ -306,8 +306,8 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
 
 def browse_facts(photo: Path, mtime_ns: int, taken: str | None = None) -> tuple[str | None, str | None, str | None]:
     """(capture time, landmark given by hand, search keywords) of a photo for the index; `taken` when known."""
-    from .data.exif import read_exif
-    from .sidecar_facts import sidecar_facts
+    from .photos.exif import read_exif
+    from .sidecars.facts import sidecar_facts
 
     if taken is None:
         when = read_exif(photo).taken or datetime.fromtimestamp(mtime_ns / 1e9)
@@ -394,7 +394,7 @@ def find_similar_many(photos: Sequence[Path], index: str | Path, *, k: int = 10,
     not in the index unchanged)."""
     import functools
 
-    from .index import PhotoIndex
+    from .index.store import PhotoIndex
 
     directory = index_dir(index)
     recorded = recorded_model(directory)
@@ -488,7 +488,7 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
                    cfg: EmbedConfig, *, trust_export: bool = False) -> IndexedPhotos:
     """Bring the index up to date for `photos` (only new or changed ones are embedded), then read back
     their records and vectors, so that every command that needs vectors shares the index's work."""
-    from .index import PhotoIndex
+    from .index.store import PhotoIndex
 
     summary = build_index(photos, model_spec, index, opts, cfg, trust_export=trust_export)
     # build_index reported unreadable folders; this second walk only lists names (~1 s per 100k photos).
@@ -505,7 +505,7 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
 
 def forget_photos(index: str | Path, keys: Sequence[str]) -> int:
     """Take photos (their photo_key, as the index stores them) out of the index; returns how many were there."""
-    from .index import PhotoIndex
+    from .index.store import PhotoIndex
 
     directory = index_dir(index)
     recorded = _read_model_file(directory)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .fsutil import user_cache_dir
+from ..fsutil import user_cache_dir
 
 log = logging.getLogger(__name__)
 

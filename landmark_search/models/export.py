@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import EXPORT_MARKER
-from .errors import CheckpointError, LandmarkError
-from .fsutil import atomic_write_bytes
-from .models.checkpoint import load_checkpoint
-from .models.runtime import quiet_jit
-from .data.transforms import normalize, resize_size
+from ..embeddings import EXPORT_MARKER
+from ..errors import CheckpointError, LandmarkError
+from ..fsutil import atomic_write_bytes
+from .checkpoint import load_checkpoint
+from .runtime import quiet_jit
+from ..data.transforms import normalize, resize_size
 
 
 class _Net(nn.Module):

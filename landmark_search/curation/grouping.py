@@ -28,8 +28,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .config import EmbedConfig
-from .errors import LandmarkError
+from ..config import EmbedConfig
+from ..errors import LandmarkError
 
 METHODS = ("graph", "hdbscan", "kmeans")
 MIN_SIZE = 5
@@ -266,7 +266,7 @@ def choose_method(method: str, everything: bool) -> str:
 def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: GroupOptions,
                  cfg: EmbedConfig, *, index_opts=None, trust_export: bool = False) -> GroupReport:
     """Index `photos` (incrementally), then group them as group_indexed does."""
-    from .indexing import IndexOptions, indexed_photos
+    from ..search import IndexOptions, indexed_photos
 
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
     report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts)

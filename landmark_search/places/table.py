@@ -19,11 +19,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .data.exif import read_exif
-from .errors import DataError
+from ..photos.exif import read_exif
+from ..errors import DataError
 
 PLACES_FILE = "places.csv"
-KNOWN_PLACES = Path(__file__).with_name("resources") / "places_known.csv"
+KNOWN_PLACES = Path(__file__).parent.parent / "resources" / "places_known.csv"
 EARTH_RADIUS_M = 6_371_008.8
 # A class needs this many geotagged training photos before their GPS says where it is.
 MIN_GPS_PHOTOS = 3

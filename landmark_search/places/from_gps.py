@@ -24,9 +24,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..fsutil import atomic_write_text
-from ..places import EARTH_RADIUS_M, PLACES_FILE, geometric_median, reverse_geocode
-from .exif import read_exif
-from .files import iter_photos
+from .table import EARTH_RADIUS_M, PLACES_FILE, geometric_median, reverse_geocode
+from ..photos.exif import read_exif
+from ..photos.files import iter_photos
 
 DEFAULT_RADIUS_M = 300.0  # photos of one landmark lie within a few hundred metres of each other
 DEFAULT_MIN_PHOTOS = 5  # fewer than this is not a place worth a class
@@ -74,7 +74,7 @@ def _folder_name(name: str) -> str:
 
 def _common_keyword(photos: Sequence[Path]) -> str | None:
     """A keyword most of the photos share (their XMP sidecars), e.g. the user's own name for the place."""
-    from ..xmp import read_keywords
+    from ..sidecars.xmp import read_keywords
 
     counts: Counter[str] = Counter()
     for photo in photos:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .data.files import supported_extensions
-from .embedded import moved_backup
-from .errors import LandmarkError
-from .fsutil import atomic_write_text
-from .sidecar import JSON_SUFFIX, XMP_SUFFIX
+from ..photos.files import supported_extensions
+from ..sidecars.embedded import moved_backup
+from ..errors import LandmarkError
+from ..fsutil import atomic_write_text
+from ..sidecars.jsonfile import JSON_SUFFIX, XMP_SUFFIX
 
 
 @dataclass

@@ -44,8 +44,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .config import DEFAULT_MAX_PIXELS, EmbedConfig
-from .errors import BadImageError, LandmarkError
+from ..config import DEFAULT_MAX_PIXELS, EmbedConfig
+from ..errors import BadImageError, LandmarkError
 
 TIERS = ("exact", "near", "same_scene")
 NEIGHBOURS = 10
@@ -111,7 +111,7 @@ class PhotoFacts:
 def photo_facts(path: Path) -> PhotoFacts:
     """Size, JPEG quality, EXIF capture time and camera (DateTimeOriginal, else DateTime; Make + Model) and the
     file's size and time, without decoding pixels."""
-    from .data.exif import read_exif
+    from ..photos.exif import read_exif
 
     facts = PhotoFacts()
     try:
@@ -241,7 +241,7 @@ def neighbour_pairs(vectors: Embeddings, k: int, min_score: float, *, exact: boo
     """
     import faiss
 
-    from .vector_cache import build_vector_index, configure_threads
+    from ..index.vectors import build_vector_index, configure_threads
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
@@ -498,9 +498,9 @@ def find_duplicates(photos: Sequence[Path], model_spec: str | None, index: str |
     """Index `photos` (incrementally) and find their duplicate groups; returns (report, IndexedPhotos).
     Pixel checks are remembered in the index folder, so a second run checks only new candidates."""
     from .imagematch import MATCHER
-    from .indexing import IndexOptions, indexed_photos
+    from ..search import IndexOptions, indexed_photos
     from .pairmemory import PairMemory
-    from .vector_cache import cpu_count  # not models.runtime: a run with nothing to embed never imports torch
+    from ..index.vectors import cpu_count  # not models.runtime: a run with nothing to embed never imports torch
 
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
     memory = PairMemory(found.summary.directory, MATCHER)
@@ -548,7 +548,7 @@ def apply_action(report: DuplicateReport, action: str, folder: Path, roots: Sequ
     if action == "move":
         moves = [(o, folder / relative_to_roots(o, roots)) for g in report.groups for o in g.others
                  if os.path.realpath(o) not in kept]  # a keeper is never moved, whatever another group says
-        from .indexing import forget_photos, photo_key
+        from ..search import forget_photos, photo_key
 
         keys = {src: photo_key(Path(src)) for src, _ in moves}  # as the index stores them (a link as the link)
         summary = move_photos(moves, journal=Path(folder))

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
-from .config import DEFAULT_MAX_PIXELS
-from .data.images import load_image
+from ..config import DEFAULT_MAX_PIXELS
+from ..photos.images import load_image
 
 THUMB_SIDE = 64  # 48 px lost fine detail of crops; 96 px cost 2.2x for the same separation
 SCALES = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.17)

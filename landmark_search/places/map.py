@@ -17,14 +17,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import DEFAULT_MAX_PIXELS
-from .data.files import iter_photos
-from .errors import LandmarkError
-from .fsutil import atomic_write_text
-from .data.exif import read_exif
-from .places import haversine_m
-from .sheets import image_data_uri, placeholder, thumbnail
-from .sidecar import read_recorded, sidecar_path
+from ..config import DEFAULT_MAX_PIXELS
+from ..photos.files import iter_photos
+from ..errors import LandmarkError
+from ..fsutil import atomic_write_text
+from ..photos.exif import read_exif
+from .table import haversine_m
+from ..render.sheets import image_data_uri, placeholder, thumbnail
+from ..sidecars.jsonfile import read_recorded, sidecar_path
 
 SIZE = 1024  # the world at zoom 2: 4 x 4 OSM tiles of 256 px
 MERGE_M = 2000.0  # photos this close share a marker
@@ -179,7 +179,7 @@ def world_view(places: Sequence[MapPlace], photo_link: Callable[[Path], tuple[st
 def write_map(photos: Sequence[Path], out: Path, title: str = "landmark map",
               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Path, list[MapPlace], int]:
     """Write the page; returns (path, markers, photos without a position)."""
-    from .render.templating import environment
+    from ..render.templating import environment
 
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from .errors import LandmarkError
+from ..errors import LandmarkError
 
 OPENSET_VERSION = 1
 DEFAULT_RECALL = 0.95  # of true landmark photos kept, measured on the validation split

@@ -7,8 +7,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError, LandmarkError, ModelNotFoundError
-from .fsutil import file_sha256  # the one streamed file hash, also for callers of modelref
+from ..errors import CheckpointError, LandmarkError, ModelNotFoundError
+from ..fsutil import file_sha256  # the one streamed file hash, also for callers of modelref
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -109,7 +109,7 @@ def resolve_model(spec: str | Path | None, *, trust_export: bool = False) -> Mod
     if weights is not None and weights.is_file():
         return ModelRef(text, "builtin", text, None, file_sha256(weights))
     # Other built-in names: validated (and their weights found or downloaded) by the registry.
-    from .models.registry import get_spec
+    from .registry import get_spec
 
     try:
         get_spec(text)

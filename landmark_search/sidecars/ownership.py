@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from .sidecar import SIDECAR_KEY, check_target, read_bytes, read_sidecar, safe_write, write_sidecar
+from .jsonfile import SIDECAR_KEY, check_target, read_bytes, read_sidecar, safe_write, write_sidecar
 from .xmp import read_keywords, remove_keywords
 
 # The user's file text is kept inside our entry only when small: sidecars are a few hundred bytes.

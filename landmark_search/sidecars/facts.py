@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from .errors import LandmarkError
-from .sidecar import XMP_SUFFIX, Recorded, read_sidecar, recorded, sidecar_path
+from ..errors import LandmarkError
+from .jsonfile import XMP_SUFFIX, Recorded, read_sidecar, recorded, sidecar_path
 
 NO_LANDMARK = ""  # `hand` of a photo a person said shows none of the landmarks
 KEYWORDS_MAX = 4000  # characters of search text kept per photo

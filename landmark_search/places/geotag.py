@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .data.exif import ExifFacts, read_exif
-from .errors import SidecarError
-from .places import Place, xmp_coordinate
-from .xmp import GPS_LATITUDE, GPS_LONGITUDE, NS_PHOTOSHOP, has_own_location, packet_has_position
+from ..photos.exif import ExifFacts, read_exif
+from ..errors import SidecarError
+from .table import Place, xmp_coordinate
+from ..sidecars.xmp import GPS_LATITUDE, GPS_LONGITUDE, NS_PHOTOSHOP, has_own_location, packet_has_position
 
 DEFAULT_SPREAD_MINUTES = 30.0
 SPREAD_DISCOUNT = 0.5  # an inherited place is less sure than one seen in the photo itself

@@ -23,8 +23,8 @@ from xml.parsers import expat
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from .errors import SidecarError
-from .sidecar import check_target, read_bytes, safe_write, symlink_message
+from ..errors import SidecarError
+from .jsonfile import check_target, read_bytes, safe_write, symlink_message
 
 NS_X = "adobe:ns:meta/"
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IndexStoreError
-from ..manifest import ADDED_COLUMNS, MANIFEST_NAME, store_error
+from .manifest import ADDED_COLUMNS, MANIFEST_NAME, store_error
 
 PAGE_MAX = 500
 OFFSET_MAX = 2 ** 62  # SQLite takes a 64-bit OFFSET; past the last photo any offset gives the same empty page

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import LandmarkError, PhotoLeftAlone, SidecarError
-from .fsutil import atomic_path, atomic_writer, file_sha256, fsync_dir
+from ..errors import LandmarkError, PhotoLeftAlone, SidecarError
+from ..fsutil import atomic_path, atomic_writer, file_sha256, fsync_dir
 
 EMBED_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")
 _FIELDS = (("Xmp.dc.subject", "subject"), ("Xmp.lr.hierarchicalSubject", "hierarchical"))

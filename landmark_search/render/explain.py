@@ -14,18 +14,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .config import DEFAULT_MAX_PIXELS
-from .data.files import ErrorCallback, warn_skipped
-from .data.images import load_image
-from .data.transforms import center_crop_box, normalize_uint8, resize_size
-from .errors import BadImageError, CheckpointError, LandmarkError
-from .fsutil import atomic_write_bytes
-from .models.base import LandmarkModel
-from .models.runtime import select_device
+from ..config import DEFAULT_MAX_PIXELS
+from ..photos.files import ErrorCallback, warn_skipped
+from ..photos.images import load_image
+from ..data.transforms import center_crop_box, normalize_uint8, resize_size
+from ..errors import BadImageError, CheckpointError, LandmarkError
+from ..fsutil import atomic_write_bytes
+from ..models.base import LandmarkModel
+from ..models.runtime import select_device
 from .sheets import fit_text, image_bytes, load_font
 
 if TYPE_CHECKING:
-    from .embeddings import LoadedModel
+    from ..embeddings import LoadedModel
 
 Heatmap = npt.NDArray[np.float32]
 
@@ -160,7 +160,7 @@ def explain_image(loaded: "LoadedModel", path: Path, class_index: int | None = N
 
 def _explain_decoded(loaded: "LoadedModel", img: Image.Image, class_index: int | None,
                      device: torch.device | None) -> tuple[npt.NDArray[np.uint8], Heatmap, int, float]:
-    from .embeddings import prepare_uint8
+    from ..embeddings import prepare_uint8
 
     crop = prepare_uint8(img, loaded.image_size)
     x = normalize_uint8(crop[None], loaded.mean, loaded.std)
@@ -190,7 +190,7 @@ def explain_png(loaded: "LoadedModel", path: Path, max_pixels: int = DEFAULT_MAX
 
 def load_explainable(model_spec: "str | Path | LoadedModel | None") -> "LoadedModel":
     """A checkpoint or built-in model; exports are refused because Grad-CAM needs the eager model."""
-    from .embeddings import LoadedModel, load_model
+    from ..embeddings import LoadedModel, load_model
 
     loaded = model_spec if isinstance(model_spec, LoadedModel) else load_model(model_spec)
     if loaded.kind == "export" or not isinstance(loaded.module, LandmarkModel):

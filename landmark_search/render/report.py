@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .config import RunPaths
-from .errors import BadImageError, DataError, LandmarkError
-from .fsutil import atomic_write_text, read_json
+from ..config import RunPaths
+from ..errors import BadImageError, DataError, LandmarkError
+from ..fsutil import atomic_write_text, read_json
 from .plots import confusion_png, curves_png
 from .sheets import THUMB, data_uri, image_data_uri, placeholder, thumbnail
 
 if TYPE_CHECKING:
-    from .embeddings import LoadedModel
-    from .training import EvalResult
+    from ..embeddings import LoadedModel
+    from ..training import EvalResult
 
 REPORT_NAME = "report.html"
 MAX_MISTAKES = 24  # the grid shows the most confident mistakes; more would bloat the file
@@ -92,7 +92,7 @@ def _config_section(paths: RunPaths) -> str:
 
 
 def _read_history(path: Path) -> list:
-    from .training import read_history
+    from ..training import read_history
 
     if not path.is_file():
         raise _Missing("curves.png and history.csv are both missing from the run folder")
@@ -233,7 +233,7 @@ def _mistake_card(evaluation: _Evaluation, index: int, device) -> str:
 
 
 def _mistakes_section(evaluation: _Evaluation | None, why: str, device: str) -> str:
-    from .models.runtime import select_device
+    from ..models.runtime import select_device
 
     if evaluation is None:
         raise _Missing(why)
@@ -268,9 +268,9 @@ def _resolve_data(paths: RunPaths, data: Path | None) -> Path:
 
 
 def _evaluate(paths: RunPaths, data: Path | None, device: str) -> _Evaluation:
-    from .data.datasets import discover
-    from .embeddings import load_model
-    from .training import evaluate
+    from ..data.datasets import discover
+    from ..embeddings import load_model
+    from ..training import evaluate
 
     if not paths.best.is_file():
         raise _Missing("best.pt is missing from the run folder, so the test photos cannot be re-classified")
