@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import shutil
 from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
+SET_MTIME = 1_700_000_000  # the file time of every photo the set writes
 VARIANTS = ("exact", "q50", "half", "crop10", "bright20", "border", "meta")
 
 
@@ -111,7 +113,9 @@ def burst(src: Path, rng: random.Random) -> tuple[bytes, bytes]:
 
 def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, seed: int = 0,
              extra: Path | None = None) -> dict:
-    """Copy every photo of `src` (class folders, any depth) into OUT/photos, add variants, write truth.json."""
+    """Copy every photo of `src` (class folders, any depth) into OUT/photos, add variants, write truth.json.
+    The set comes out byte- and time-identical each time (copies keep their file times, written files get
+    SET_MTIME), so an index built on it earlier needs no new embedding: an interrupted benchmark resumes."""
     rng = random.Random(seed)
     photos = sorted(p for p in src.rglob("*.jpg"))
     if out.exists():
@@ -126,14 +130,14 @@ def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, se
             continue
         dest = root / p.relative_to(src)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, dest)
+        shutil.copy2(p, dest)
         placed[p] = dest
         truth["class"][str(dest)] = p.parent.name
     if extra is not None:  # photos of no landmark: negatives for every tier
         for p in sorted(extra.glob("*.jpg")):
             dest = root / "other" / p.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, dest)
+            shutil.copy2(p, dest)
             truth["class"][str(dest)] = "other"
     for p in chosen[:originals]:
         group = [str(placed[p])]
@@ -141,6 +145,7 @@ def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, se
             dest = root / "dups" / kind / p.parent.name / p.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(variant(p, kind, rng))
+            os.utime(dest, (SET_MTIME, SET_MTIME))
             group.append(str(dest))
             truth["class"][str(dest)] = p.parent.name
             if kind == "exact":
@@ -152,6 +157,7 @@ def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, se
             dest = root / "bursts" / f"shot{i}" / p.parent.name / p.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
+            os.utime(dest, (SET_MTIME, SET_MTIME))
             pair.append(str(dest))
             truth["class"][str(dest)] = p.parent.name
         truth["same_scene"].append(pair)
@@ -159,16 +165,11 @@ def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, se
     return truth
 
 
-KEEPER_VARIANTS = ("exact", "q50", "q75", "half", "crop10", "stripped")
-
-
 def make_keeper_set(src: Path, out: Path, *, originals: int = 40, seed: int = 0) -> list[list[str]]:
     """Derivative sets for the keep rule: each original (the source re-saved at q92 with a camera's EXIF:
     make, model, capture time) beside its exact copy, q50 and q75 re-saves, a 50 % resize and a 10 % crop
     (q92), and the original with its EXIF stripped (same pixels and quality, other bytes). Every copy is
     newer on disk than its original. Returns [[original, copies...]] (the original first)."""
-    import os
-
     rng = random.Random(seed)
     photos = sorted(src.rglob("*.jpg"))
     if out.exists():

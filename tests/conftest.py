@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -103,3 +104,60 @@ def scene(seed: int, size: tuple[int, int] = (160, 112)):
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x - r, y - r // 2, x + r, y + r], fill=colour)
     return img.filter(ImageFilter.GaussianBlur(1))
+
+
+def headless_chromium(profile):
+    """A headless Chromium driven by Selenium (offline: Selenium Manager never downloads a browser), with its
+    profile in `profile`; skips the test where Chromium or chromedriver is not installed."""
+    import os
+    import shutil
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("no Chromium + chromedriver here (Debian: apt-get install chromium chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@contextlib.contextmanager
+def landmark_serve(index, *args: str):
+    """`landmark serve --index INDEX ARGS` as a user starts it (a real uvicorn process on a free port); yields
+    its URL once it answers, and stops it after."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import pytest
+
+    port = free_port()
+    landmark = Path(sys.executable).with_name("landmark")
+    proc = subprocess.Popen([str(landmark), "serve", "--index", str(index), "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "api/session", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"landmark serve did not start: {proc.stdout.read().decode()[-2000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

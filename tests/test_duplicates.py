@@ -168,6 +168,10 @@ def test_groups_are_stars_not_chains():
     edges = {(0, 1): 0.9, (0, 2): 0.85, (1, 2): 0.95}
     assert stars(order, edges, lambda i: (order[i],)) == [(0, [(1, 0.9), (2, 0.85)])]
     assert stars(order, edges, lambda i: (order[i],), may_join=lambda i: i != 2) == [(0, [(1, 0.9)])]
+    # 2 and 3 are copies of one picture (0.99); 2 also matches the larger 0 a little: they stay together
+    edges = {(0, 1): 0.95, (0, 2): 0.82, (2, 3): 0.99}
+    assert stars(order, edges, lambda i: (order[i],), margin=0.15) == [(0, [(1, 0.95)]), (2, [(3, 0.99)])]
+    assert stars(order, edges, lambda i: (order[i],)) == [(0, [(1, 0.95), (2, 0.82)])]
 
 
 def test_jpeg_quality_agrees_with_exiftool(tmp_path):

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from datetime import datetime
@@ -21,7 +19,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import free_port
+from conftest import headless_chromium, landmark_serve
 from landmark_search.cli import app as cli
 
 pytest.importorskip("fastapi")
@@ -239,12 +237,6 @@ def test_serve_refuses_a_missing_index_in_one_line(tmp_path):
 
 # ------------------------------------------------------------------------------------------ a real browser
 
-def _chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
 @pytest.fixture(scope="module")
 def served(library_dir, tmp_path_factory):
     """`landmark serve` as a user starts it (a real uvicorn process), over an index built with the built-in
@@ -252,45 +244,18 @@ def served(library_dir, tmp_path_factory):
     lib = library_dir / "lib" / "landmarks"
     index = tmp_path_factory.mktemp("served") / "idx"
     assert runner.invoke(cli, ["index", str(lib), "--index", str(index), "-q"]).exit_code == 0
-    port = free_port()
-    landmark = Path(sys.executable).with_name("landmark")
-    proc = subprocess.Popen([str(landmark), "serve", "--index", str(index), "--port", str(port), "--xmp",
-                             "--any-subject", "--min-size", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "api/session", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"landmark serve did not start: {proc.stdout.read().decode()[-2000:]}")
-            time.sleep(0.3)
-    yield url, index
-    proc.terminate()
-    proc.wait(timeout=30)
+    with landmark_serve(index, "--xmp", "--any-subject", "--min-size", "3") as url:
+        yield url, index
 
 
 @pytest.mark.slow
 def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir, tmp_path):
-    found = _chromium()
-    if found is None:
-        pytest.skip("no Chromium + chromedriver here (Debian: apt-get install chromium chromium-driver)")
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download a browser
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _ = served
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    driver = headless_chromium(tmp_path / "profile")
     wait = WebDriverWait(driver, 60)
     try:
         driver.get(url)

@@ -52,6 +52,9 @@ NEIGHBOURS = 10
 # Copies resized to 50 % (<= 160 px here) fall to cosine 0.58 in the built-in model's features;
 # 0.5 keeps every copy of the benchmark a candidate (3342 of 3360 pairs within 10 neighbours).
 CANDIDATE_MIN = 0.5
+# A copy joins a keeper it matches within this of its best match. bench_duplicates.py, near pairs: 0.05 ->
+# precision 0.989 / recall 0.888, 0.1 -> 0.988 / 0.952, 0.15 -> 0.987 / 0.958, none -> 0.966 / 0.970.
+JOIN_MARGIN = 0.15
 NEAR_MIN = 0.8  # gradient NCC: precision 0.98, recall 0.98 on the benchmark (imagematch.py)
 SCENE_SECONDS = 30.0
 SCENE_MIN_COS = 0.8  # simulated bursts: cosine median 0.88, 5th percentile 0.84
@@ -269,20 +272,25 @@ def neighbour_pairs(vectors: Embeddings, k: int, min_score: float, *, exact: boo
 
 
 def stars(nodes: Iterable[int], edges: dict[tuple[int, int], float], key: Callable[[int], tuple],
-          may_join: Callable[[int], bool] = lambda i: True) -> list[tuple[int, list[tuple[int, float]]]]:
+          may_join: Callable[[int], bool] = lambda i: True, margin: float = 1.0
+          ) -> list[tuple[int, list[tuple[int, float]]]]:
     """Groups without chaining: nodes best first by `key`; each one not yet placed gathers the unplaced nodes
-    it has an edge with (and that may join), and becomes their centre. Returns [(centre, [(member, score)])]."""
+    it has an edge with (and that may join), and becomes their centre. A node joins only a centre it matches
+    within `margin` of its own best match: a photo whose own copies match it far better than a larger
+    photo does (another shot of a statue against the same sky) heads its own group. Returns
+    [(centre, [(member, score)])]."""
     adjacent: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for (a, b), s in edges.items():
         adjacent[a].append((b, s))
         adjacent[b].append((a, s))
+    best = {n: max(s for _, s in links) for n, links in adjacent.items()}
     placed: set[int] = set()
     out = []
     for centre in sorted(set(nodes) & set(adjacent), key=key):
         if centre in placed:
             continue
         members = [(m, s) for m, s in sorted(adjacent[centre], key=lambda e: key(e[0]))
-                   if m not in placed and may_join(m)]
+                   if m not in placed and may_join(m) and s >= best[m] - margin]
         if members:
             placed.add(centre)
             placed.update(m for m, _ in members)
@@ -350,7 +358,7 @@ def find_groups(paths: Sequence[Path], content: Sequence[tuple[int, str]], vecto
                 if i in facts:
                     facts[i].kept = kept[i]
         facts_of({i for p in verified for i in p})
-        copy_groups = stars(reps, verified, key)
+        copy_groups = stars(reps, verified, key, margin=JOIN_MARGIN)
     moved_reps = {m for _, members in copy_groups for m, _ in members}
     in_copy = {c for c, _ in copy_groups} | moved_reps
     for r in reps:  # exact-only groups: a content with copies that no near group took in

@@ -14,7 +14,7 @@ import mimetypes
 import secrets
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Request
@@ -80,6 +80,18 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
             return JSONResponse({"error": message}, status_code=status)
         return page(request, "error.html", status_code=status, message=message, title="Not found" if
                     status == 404 else "Refused")
+
+    async def json_body(request: Request, usage: str, valid: Callable[[dict], bool]) -> dict:
+        """The JSON object a request that writes sends, after its CSRF token (header X-CSRF-Token) is checked;
+        400 with `usage` when it is no JSON object or not `valid`."""
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _Refused(400, usage) from None
+        if not isinstance(body, dict) or not valid(body):
+            raise _Refused(400, usage)
+        return body
 
     @app.exception_handler(NotInLibrary)
     async def not_in_library(request: Request, exc: NotInLibrary):
@@ -187,16 +199,9 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     async def paths_and_name(request: Request, usage: str, name_may_be_null: bool = False) -> dict:
         """The JSON body {"paths": [str...], "name": str, ...} of a request that writes, its CSRF token checked."""
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        try:
-            body = await request.json()
-        except ValueError:
-            raise _Refused(400, usage) from None
-        if not isinstance(body, dict) or "name" not in body or not (
-                isinstance(body["name"], str) or (name_may_be_null and body["name"] is None)) or not isinstance(
-                body.get("paths"), list) or not all(isinstance(p, str) for p in body["paths"]):
-            raise _Refused(400, usage)
-        return body
+        return await json_body(request, usage, lambda b: "name" in b and (
+            isinstance(b["name"], str) or (name_may_be_null and b["name"] is None)) and isinstance(
+            b.get("paths"), list) and all(isinstance(p, str) for p in b["paths"]))
 
     @app.post("/api/name")
     async def api_name(request: Request) -> dict:
@@ -238,13 +243,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     async def api_duplicates_move(request: Request) -> dict:
         """JSON {"keep": PATH} with header X-CSRF-Token: keeps PATH and moves its group's others (and their
         sidecars) into the review folder, as `landmark duplicates --keep PATH --action move --to DIR`."""
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        try:
-            body = await request.json()
-        except ValueError:
-            raise _Refused(400, MOVE_USAGE) from None
-        if not isinstance(body, dict) or not isinstance(body.get("keep"), str):
-            raise _Refused(400, MOVE_USAGE)
+        body = await json_body(request, MOVE_USAGE, lambda b: isinstance(b.get("keep"), str))
         return library.move_duplicates(body["keep"])
 
     @app.post("/api/duplicates/undo")

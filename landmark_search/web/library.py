@@ -194,6 +194,19 @@ class Library:
         threading.Thread(target=work, name=f"landmark-{name}", daemon=True).start()
         return job
 
+    def _awaited(self, name: str, compute: Callable[[Callable[[float], None]], T], wait: float
+                 ) -> tuple[dict | None, T | None]:
+        """The background job `name` after waiting at most `wait` seconds: ({"state": "computing", "progress"}
+        or {"state": "failed", "error"}, None) until it is done, then (None, its value)."""
+        job = self._background(name, compute)
+        if wait > 0:
+            job.done.wait(wait)
+        if not job.done.is_set():
+            return {"state": "computing", "progress": round(job.progress, 3)}, None
+        if job.error is not None:
+            return {"state": "failed", "error": job.error}, None
+        return None, job.value
+
     # ------------------------------------------------------------------ which files may be served
 
     def photo_file(self, path: str) -> Path:
@@ -288,21 +301,17 @@ class Library:
         """The Review page's groups: `landmark group`'s over this index's photos (grouping.group_indexed), less
         the photos named by hand. The grouping runs in the background: until it is done (waiting at most `wait`
         seconds) the answer is {"state": "computing", "progress": 0-1}; then {"state": "ready", "groups", ...}."""
-        job = self._background("review", self._review_groups)
-        if wait > 0:
-            job.done.wait(wait)
-        if not job.done.is_set():
-            return {"state": "computing", "progress": round(job.progress, 3)}
-        if job.error is not None:
-            return {"state": "failed", "error": job.error}
-        named = self._named | job.value["named"]
+        pending, value = self._awaited("review", self._review_groups, wait)
+        if pending is not None:
+            return pending
+        named = self._named | value["named"]
         groups = []
-        for group in job.value["groups"]:  # numbers as `landmark group` gives them: a naming renumbers nothing
+        for group in value["groups"]:  # numbers as `landmark group` gives them: a naming renumbers nothing
             paths = [p for p in group["paths"] if p not in named]
             if paths:
                 groups.append({"name": group["name"], "paths": paths})
-        return {"state": "ready", "groups": groups, "ungrouped": [p for p in job.value["ungrouped"] if p not in named],
-                "considered": job.value["considered"]}
+        return {"state": "ready", "groups": groups, "ungrouped": [p for p in value["ungrouped"] if p not in named],
+                "considered": value["considered"]}
 
     def _review_groups(self, progress: Callable[[float], None]) -> dict:
         from ..curation.grouping import group_indexed
@@ -386,14 +395,8 @@ class Library:
         """`landmark duplicates --json` over the indexed photos, computed in the background (pixel checks
         remembered in the index folder): {"state": "computing", "progress": 0-1} until done (waiting at most
         `wait` seconds), then {"state": "ready", "groups", ..., "review_dir"}."""
-        job = self._background("duplicates", self._duplicates)
-        if wait > 0:
-            job.done.wait(wait)
-        if not job.done.is_set():
-            return {"state": "computing", "progress": round(job.progress, 3)}
-        if job.error is not None:
-            return {"state": "failed", "error": job.error}
-        return {"state": "ready", **job.value}
+        pending, value = self._awaited("duplicates", self._duplicates, wait)
+        return pending if pending is not None else {"state": "ready", **value}
 
     def _duplicates(self, progress: Callable[[float], None]) -> dict:
         from ..curation.duplicates import report_json
