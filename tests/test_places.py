@@ -174,6 +174,20 @@ def test_one_name_per_class_for_keyword_location_and_map(trained_run, synth_data
     assert {m["name"] for m in markers} == labels
 
 
+def test_an_older_checkpoint_names_its_places_by_its_class_names(trained_run, tmp_path):
+    """A checkpoint whose places carry other names than its classes (trained before one name per class) says its
+    class names everywhere once loaded."""
+    import torch
+
+    from landmark_search.embeddings import load_model
+
+    payload = torch.load(trained_run / "best.pt", weights_only=True)
+    payload["meta"]["places"]["01.Stone_Arch"]["name"] = "Harbour Arch (north pylon)"
+    torch.save(payload, tmp_path / "old.pt")
+    model = load_model(tmp_path / "old.pt")
+    assert {c: p["name"] for c, p in model.meta["places"].items()} == {c: SYNTH_NAMES[c] for c in SYNTH_PLACES}
+
+
 def test_map_has_a_marker_per_place(tmp_path):
     from typer.testing import CliRunner
 
