@@ -481,6 +481,8 @@ def test_api_docs_favicon_and_error_pages_need_nothing_from_elsewhere(client):
 def test_the_map_draws_natural_earth_offline_and_clusters_markers_the_same_in_the_cli(dated, tmp_path):
     from test_places import write_photo
 
+    from landmark_search.tagging import TagOptions, name_photos
+
     client, lib, _ = dated
     basemap = client.get("/api/basemap").json()
     assert basemap["type"] == "FeatureCollection" and len(basemap["features"]) >= 170
@@ -495,10 +497,12 @@ def test_the_map_draws_natural_earth_offline_and_clusters_markers_the_same_in_th
     trip = tmp_path / "trip"
     write_photo(trip / "eiffel.jpg", gps=(48.8584, 2.2945))
     write_photo(trip / "versailles.jpg", gps=(48.8049, 2.1204))  # 14 km away: its own place, the same cluster
-    write_photo(trip / "opera.jpg", gps=(-33.8568, 151.2153))
+    opera = write_photo(trip / "opera.jpg", gps=(-33.8568, 151.2153))
+    name_photos([opera], "Sydney Opera House", TagOptions())  # a name given by hand names its place
     result = runner.invoke(cli, ["map", str(trip), "--out", str(tmp_path / "map.html")])
     assert result.exit_code == 0 and "3 place(s)" in result.output, result.output
     standalone = (tmp_path / "map.html").read_text()
+    assert 'title="Sydney Opera House: 1 photo(s)"' in standalone
     assert standalone.count('class="marker cluster"') == 1 and standalone.count('class="marker"') == 1
     assert "http://" not in standalone and "https://" not in standalone
     land = lambda html: html[html.index('<g class="land">'):html.index("</g>")]  # noqa: E731

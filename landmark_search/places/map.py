@@ -24,7 +24,7 @@ from ..fsutil import atomic_write_text
 from ..photos.exif import read_exif
 from .table import haversine_m
 from ..render.sheets import image_data_uri, placeholder, thumbnail
-from ..sidecars.jsonfile import read_recorded, sidecar_path
+from ..sidecars.jsonfile import Recorded, read_recorded, sidecar_path
 
 SIZE = 1024  # the world at zoom 2: 4 x 4 OSM tiles of 256 px
 MERGE_M = 2000.0  # photos this close share a marker
@@ -45,16 +45,19 @@ class MapPlace:
 
 
 def _position(photo: Path) -> tuple[float, float, str, str] | None:
+    """(latitude, longitude, name, "exif" or "geotag"); the name is the place's, else the photo's landmark (our
+    entry's first tag, a name given by hand included)."""
+    try:
+        entry = read_recorded(sidecar_path(photo))
+    except LandmarkError:
+        entry = Recorded()
+    landmark = entry.tags[0]["label"] if entry.tags else ""
     gps = read_exif(photo).gps
     if gps is not None:
-        return gps[0], gps[1], "", "exif"
-    try:
-        place = read_recorded(sidecar_path(photo)).place
-    except LandmarkError:
+        return gps[0], gps[1], landmark, "exif"
+    if entry.place is None:
         return None
-    if place is None:
-        return None
-    return place["latitude"], place["longitude"], place.get("name", ""), "geotag"
+    return entry.place["latitude"], entry.place["longitude"], entry.place.get("name") or landmark, "geotag"
 
 
 def collect_places(photos: Sequence[Path]) -> tuple[list[MapPlace], int]:

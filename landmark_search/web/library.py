@@ -485,20 +485,14 @@ class Library:
         return {"places": markers, "without_position": without}
 
     def map_places(self) -> tuple[list, int]:
-        """(placemap.MapPlace of the indexed photos, photos without a position), once per index generation."""
+        """(places.map.MapPlace of the indexed photos, photos without a position), once per index generation."""
         return self._memo("map", self._map_places)
 
     def _map_places(self) -> tuple[list, int]:
         from ..places.map import collect_places
 
-        places, without = collect_places([Path(p) for p in self.catalog.all_paths()])
-        # A place read from GPS alone is called by the landmarks its photos show (a name given by hand first).
-        tiles = self.catalog.tiles([photo_key(p) for place in places if not place.name for p in place.photos])
-        for place in places:
-            if not place.name:
-                labels = (tiles.get(photo_key(p)) for p in place.photos)
-                place.name = ", ".join(dict.fromkeys(t.label for t in labels if t is not None and t.label))
-        return places, without
+        return collect_places([Path(p) for p in self.catalog.all_paths()])
+
 
 def _inherited(place: dict | None) -> dict | None:
     """{"from": NAME, "minutes": M or None} for a (checked) place `tag --geotag` passed on from a photo of the same
