@@ -79,6 +79,31 @@ def one_line_error(result, *words: str) -> str:
     return lines[0]
 
 
+def invoke(*args: object, ok: bool = False):
+    """`landmark ARGS` in-process, as a user runs it. A crash (any exception but the exit, or a traceback in the
+    output) fails the test with its traceback; ok=True also requires exit code 0."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from landmark_search.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError("".join(traceback.format_exception(*result.exc_info)))
+    assert "Traceback" not in result.output, result.output
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def unit(x):
+    """Rows scaled to length 1, as float32 (what the index stores)."""
+    import numpy as np
+
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

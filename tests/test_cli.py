@@ -9,30 +9,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from landmark_search.cli import app
+from conftest import invoke
 from landmark_search.search import recorded_model
 
-runner = CliRunner()
-
-
-def invoke(*args: str, ok: bool = True):
-    result = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def test_version_and_help():
-    assert "landmark-search" in invoke("--version").output
-    out = invoke("--help").output
+    assert "landmark-search" in invoke("--version", ok=True).output
+    out = invoke("--help", ok=True).output
     for cmd in ("train", "classify", "tag", "index", "similar", "export", "evaluate", "models", "data", "demo"):
         assert cmd in out
 
 
 def test_models_lists_every_architecture():
-    rows = json.loads(invoke("models", "--json").stdout)
+    rows = json.loads(invoke("models", "--json", ok=True).stdout)
     names = [r["name"] for r in rows]
     assert names[:3] == ["scratch", "residual", "efficientnet_lite0"]
     assert {"resnet18", "resnet34", "resnet50", "mobilenet_v2"} <= set(names)
@@ -54,7 +45,7 @@ def test_models_prints_its_table_without_importing_torch():
 
 
 def test_data_synth(tmp_path):
-    out = invoke("data", "synth", tmp_path / "d", "--classes", "3", "--per-class", "5", "--image-size", "32").output
+    out = invoke("data", "synth", tmp_path / "d", "--classes", "3", "--per-class", "5", "--image-size", "32", ok=True).output
     assert "3 classes" in out
     assert len(list((tmp_path / "d" / "train").iterdir())) == 3
 
@@ -63,37 +54,37 @@ def test_train_command_writes_a_run_and_says_when_it_stopped_early(synth_data, t
     # a learning rate too small to move the loss: no 1 % gain after the first epoch, so --patience 1 stops at 2
     out = invoke("train", "--model", "efficientnet_lite0", "--data", synth_data, "--out", tmp_path / "run",
                  "--epochs", "5", "--patience", "1", "--lr", "1e-12", "--feature-views", "1", "--image-size", "64",
-                 "--quiet", "--workers", "0", "--no-report").output
+                 "--quiet", "--workers", "0", "--no-report", ok=True).output
     assert "test accuracy" in out and (tmp_path / "run" / "best.pt").is_file()
     assert "stopped early at epoch 2 of 5 (no validation gain for 1 epoch)" in out
 
 
 def test_train_unknown_model_is_one_clear_line(synth_data):
-    result = invoke("train", "--model", "vgg99", "--data", synth_data, ok=False)
+    result = invoke("train", "--model", "vgg99", "--data", synth_data)
     assert result.exit_code == 1
     assert "unknown model 'vgg99'" in result.output and "Traceback" not in result.output
 
 
 def test_train_missing_data_layout(tmp_path):
-    result = invoke("train", "--data", tmp_path, ok=False)
+    result = invoke("train", "--data", tmp_path)
     assert result.exit_code == 1 and "no train/ folder" in result.output
 
 
 def test_evaluate_writes_png_and_json(trained_run, synth_data, tmp_path):
-    out = invoke("evaluate", trained_run / "best.pt", "--data", synth_data, "--out", tmp_path).output
+    out = invoke("evaluate", trained_run / "best.pt", "--data", synth_data, "--out", tmp_path, ok=True).output
     assert "accuracy" in out and (tmp_path / "test_confusion.png").is_file()
     report = json.loads((tmp_path / "test_report.json").read_text())
     assert report["accuracy"] >= 0.9 and len(report["per_class"]) == 3
-    js = json.loads(invoke("evaluate", trained_run / "best.pt", "--data", synth_data, "--out", tmp_path, "--json").stdout)
+    js = json.loads(invoke("evaluate", trained_run / "best.pt", "--data", synth_data, "--out", tmp_path, "--json", ok=True).stdout)
     assert js["macro_f1"] == report["macro_f1"]
 
 
 def test_export_then_classify_agree_with_checkpoint(trained_run, synth_data, tmp_path):
-    invoke("export", trained_run / "best.pt", "--out", tmp_path / "model.pt")
+    invoke("export", trained_run / "best.pt", "--out", tmp_path / "model.pt", ok=True)
     photos = sorted((synth_data / "test").rglob("*.jpg"))[:4]
-    by_ckpt = json.loads(invoke("classify", *photos, "--model", trained_run / "best.pt", "--json").stdout)
+    by_ckpt = json.loads(invoke("classify", *photos, "--model", trained_run / "best.pt", "--json", ok=True).stdout)
     by_export = json.loads(invoke("classify", *photos, "--model", tmp_path / "model.pt", "--json",
-                                  "--trust-export").stdout)
+                                  "--trust-export", ok=True).stdout)
     assert [r["predictions"][0]["id"] for r in by_ckpt] == [r["predictions"][0]["id"] for r in by_export]
     first = by_ckpt[0]
     assert set(first) == {"path", "unknown", "predictions"} and first["unknown"] is False
@@ -103,7 +94,7 @@ def test_export_then_classify_agree_with_checkpoint(trained_run, synth_data, tmp
 
 def test_classify_default_model_gives_imagenet_labels_offline(synth_data):
     photo = sorted((synth_data / "test").rglob("*.jpg"))[0]
-    out = json.loads(invoke("classify", photo, "--json", "--top-k", "3").stdout)
+    out = json.loads(invoke("classify", photo, "--json", "--top-k", "3", ok=True).stdout)
     preds = out[0]["predictions"]
     assert len(preds) == 3 and preds[0]["score"] >= preds[1]["score"] >= preds[2]["score"]
     import torchvision
@@ -118,28 +109,28 @@ def test_classify_skips_a_corrupt_photo_and_names_it(synth_data, tmp_path):
     good = sorted((synth_data / "test").rglob("*.jpg"))[0]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    result = invoke("classify", good, bad, "--json")
+    result = invoke("classify", good, bad, "--json", ok=True)
     assert len(json.loads(result.stdout)) == 1
     assert "broken.jpg" in result.stderr
-    assert invoke("classify", good, bad, "--strict", ok=False).exit_code == 1
+    assert invoke("classify", good, bad, "--strict").exit_code == 1
 
 
 def test_tag_index_similar_round_trip(trained_run, synth_data, tmp_path, monkeypatch):
     photos = tmp_path / "photos"
     shutil.copytree(synth_data / "test", photos)
-    counts = json.loads(invoke("tag", photos, "--model", trained_run / "best.pt", "--json").stdout)
+    counts = json.loads(invoke("tag", photos, "--model", trained_run / "best.pt", "--json", ok=True).stdout)
     assert counts["tagged"] + counts["no_tag"] == len(list(photos.rglob("*.jpg"))) and counts["tagged"] > 0
     # Named indexes live where LANDMARK_INDEX_HOME says, whatever the current folder.
     monkeypatch.setenv("LANDMARK_INDEX_HOME", str(tmp_path / "indexes"))
-    invoke("index", synth_data / "train", "--model", trained_run / "best.pt", "--index", "trip")
+    invoke("index", synth_data / "train", "--model", trained_run / "best.pt", "--index", "trip", ok=True)
     assert (tmp_path / "indexes" / "trip" / "model.json").is_file()
     query = sorted(photos.rglob("*.jpg"))[0]
     monkeypatch.chdir(query.parent)
-    hits = json.loads(invoke("similar", query.name, "--index", "trip", "--json", "-k", "3").stdout)
+    hits = json.loads(invoke("similar", query.name, "--index", "trip", "--json", "-k", "3", ok=True).stdout)
     assert hits["query"] == str(query) and len(hits["hits"]) == 3  # absolute, as the hits are
     assert all({"path", "score", "label", "place"} == set(h) for h in hits["hits"])
     assert all(Path(h["path"]).is_absolute() for h in hits["hits"])
-    lines = invoke("similar", query.name, "--index", "trip", "-k", "1").stdout.splitlines()
+    lines = invoke("similar", query.name, "--index", "trip", "-k", "1", ok=True).stdout.splitlines()
     assert lines[0].startswith(f"query: {query}  (") and f"  {hits['hits'][0]['path']}" in lines[1]
     # ... or where index_home in the user's config.toml says
     monkeypatch.delenv("LANDMARK_INDEX_HOME")
@@ -147,23 +138,23 @@ def test_tag_index_similar_round_trip(trained_run, synth_data, tmp_path, monkeyp
     config.parent.mkdir(parents=True)
     config.write_text(f'index_home = "{tmp_path / "indexes"}"\n', encoding="utf-8")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    assert json.loads(invoke("similar", query.name, "--index", "trip", "--json", "-k", "3").stdout) == hits
+    assert json.loads(invoke("similar", query.name, "--index", "trip", "--json", "-k", "3", ok=True).stdout) == hits
     config.write_text('index_home = "indexes"\n', encoding="utf-8")
-    relative = invoke("similar", query.name, "--index", "trip", ok=False)
+    relative = invoke("similar", query.name, "--index", "trip")
     assert relative.exit_code == 1 and f"{config}: index_home = 'indexes' is relative" in relative.output
 
 
 def test_similar_without_an_index_says_where_it_looked_and_how_to_move_it(synth_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     photo = sorted((synth_data / "test").rglob("*.jpg"))[0]
-    result = invoke("similar", photo, ok=False)
+    result = invoke("similar", photo)
     assert result.exit_code == 1 and "landmark index PHOTOS" in result.output
     assert f"no index at {tmp_path / 'indexes' / 'default'};" in result.output  # the absolute path tried
     assert "LANDMARK_INDEX_HOME" in result.output and "config.toml" in result.output
 
 
 def test_data_download_bad_url_is_one_line(tmp_path):
-    result = invoke("data", "download", tmp_path / "d", "--url", "http://127.0.0.1:9/landmark_images.zip", ok=False)
+    result = invoke("data", "download", tmp_path / "d", "--url", "http://127.0.0.1:9/landmark_images.zip")
     assert result.exit_code == 1 and "--url" in result.output and "Traceback" not in result.output
 
 
@@ -172,14 +163,14 @@ def test_tag_exits_1_only_when_no_photo_could_be_tagged(synth_data, tmp_path):
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (bad / "y.jpg").write_bytes(b"not an image")
-    result = invoke("tag", bad, ok=False)
+    result = invoke("tag", bad)
     assert result.exit_code == 1 and "failed 2" in result.stdout and "x.jpg" in result.stderr
     shutil.copy(sorted((synth_data / "test").rglob("*.jpg"))[0], bad / "good.jpg")
-    first = invoke("tag", bad).stdout  # partial success: exit 0 (the ImageNet label may be under --min-score)
+    first = invoke("tag", bad, ok=True).stdout  # partial success: exit 0 (the ImageNet label may be under --min-score)
     assert re.search(r"tagged (\d), no tag (\d) \(unknown 0\), unchanged 0, failed 2", first)
     assert sum(map(int, re.search(r"tagged (\d), no tag (\d)", first).groups())) == 1
-    assert "tagged 0, no tag 0 (unknown 0), unchanged 1, failed 2" in invoke("tag", bad).stdout
-    assert invoke("tag", bad, "--strict", ok=False).exit_code == 1
+    assert "tagged 0, no tag 0 (unknown 0), unchanged 1, failed 2" in invoke("tag", bad, ok=True).stdout
+    assert invoke("tag", bad, "--strict").exit_code == 1
 
 
 def test_reindex_drops_a_photo_that_became_unreadable(trained_run, synth_data, tmp_path):
@@ -189,11 +180,11 @@ def test_reindex_drops_a_photo_that_became_unreadable(trained_run, synth_data, t
         shutil.copy(src, photos / f"{src.parent.name}_{src.name}")
     broken = sorted(photos.iterdir())[1]
     index, model = tmp_path / "idx", trained_run / "best.pt"
-    invoke("index", photos, "--model", model, "--index", index)
+    invoke("index", photos, "--model", model, "--index", index, ok=True)
     broken.write_bytes(b"")  # the user's photo is damaged after it was indexed
-    summary = json.loads(invoke("index", photos, "--model", model, "--index", index, "--json").stdout)
+    summary = json.loads(invoke("index", photos, "--model", model, "--index", index, "--json", ok=True).stdout)
     assert summary["removed"] == 1 and summary["failed"] == 1 and summary["total"] == 2
-    hits = json.loads(invoke("similar", sorted(photos.iterdir())[0], "--index", index, "--json").stdout)["hits"]
+    hits = json.loads(invoke("similar", sorted(photos.iterdir())[0], "--index", index, "--json", ok=True).stdout)["hits"]
     assert [h["path"] for h in hits] == [str(sorted(photos.iterdir())[2])]  # the query itself is not a hit
 
 
@@ -208,7 +199,7 @@ def test_train_missing_data_folder_says_so_before_importing_torch(tmp_path):
     import subprocess
     import sys
 
-    result = invoke("train", "--data", tmp_path / "nope", ok=False)
+    result = invoke("train", "--data", tmp_path / "nope")
     assert result.exit_code == 1 and "--data" in result.output and "no such file or folder" in result.output
     code = ("import sys; from landmark_search.cli import app\n"
             "for args in (['train', '--data', '/no/such'], ['classify', '/no/such.jpg'], ['explain', '/no/such.jpg'],"
@@ -223,28 +214,28 @@ def test_train_missing_data_folder_says_so_before_importing_torch(tmp_path):
 def test_train_diverging_run_exits_non_zero_without_a_result(synth_data, tmp_path):
     args = ("train", "--model", "scratch", "--data", synth_data, "--out", tmp_path / "run", "--epochs", "2",
             "--image-size", "32", "--quiet", "--workers", "0", "--no-report", "--seed", "1")
-    result = invoke(*args, "--lr", "1e9", ok=False)
+    result = invoke(*args, "--lr", "1e9")
     assert result.exit_code == 1 and "training diverged at epoch 1 (loss nan); lower --lr" in result.output
     assert "test accuracy" not in result.output
-    again = invoke(*args, ok=False)  # the folder now holds that run's files: refused, not mixed
+    again = invoke(*args)  # the folder now holds that run's files: refused, not mixed
     assert again.exit_code == 1 and "--overwrite" in again.output
-    assert "test accuracy" in invoke(*args, "--overwrite").output
+    assert "test accuracy" in invoke(*args, "--overwrite", ok=True).output
 
 
 def test_report_and_evaluate_accept_run_paths_and_refuse_missing_data(trained_run, synth_data, tmp_path):
-    assert (tmp_path / "r.html").name in invoke("report", trained_run / "best.pt", "--out", tmp_path / "r.html").output
+    assert (tmp_path / "r.html").name in invoke("report", trained_run / "best.pt", "--out", tmp_path / "r.html", ok=True).output
     assert (tmp_path / "r.html").is_file()
-    missing = invoke("report", trained_run, "--data", tmp_path / "nope", "--out", tmp_path / "s.html", ok=False)
+    missing = invoke("report", trained_run, "--data", tmp_path / "nope", "--out", tmp_path / "s.html")
     assert missing.exit_code == 1 and "no such folder" in missing.output and not (tmp_path / "s.html").exists()
-    assert "accuracy" in invoke("evaluate", trained_run, "--data", synth_data, "--out", tmp_path).output
-    bad = invoke("evaluate", trained_run / "best.pt", "--data", tmp_path / "nope", ok=False)
+    assert "accuracy" in invoke("evaluate", trained_run, "--data", synth_data, "--out", tmp_path, ok=True).output
+    bad = invoke("evaluate", trained_run / "best.pt", "--data", tmp_path / "nope")
     assert bad.exit_code == 1 and "no such file or folder" in bad.output
 
 
 def test_bad_output_paths_and_options_are_one_line_errors(trained_run, synth_data, tmp_path):
     a_file = tmp_path / "afile"
     a_file.write_text("user data")
-    result = invoke("export", trained_run / "best.pt", "-o", a_file / "model.pt", ok=False)
+    result = invoke("export", trained_run / "best.pt", "-o", a_file / "model.pt")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [f"error: --out {a_file / 'model.pt'}: {a_file} is a file, not a "
                                                   "folder; pick another --out"]
@@ -253,7 +244,7 @@ def test_bad_output_paths_and_options_are_one_line_errors(trained_run, synth_dat
     for args, message in ((("--batch-size", "0"), "--batch-size 0: use 1 or more"),
                           (("--top-k", "0"), "--top-k 0: use 1 or more"),
                           (("--sheet", tmp_path / "s.txt"), "a contact sheet is .html or .png")):
-        result = invoke("classify", photo, "--model", trained_run / "best.pt", *args, ok=False)
+        result = invoke("classify", photo, "--model", trained_run / "best.pt", *args)
         assert result.exit_code == 1 and message in result.output and photo.name not in result.stdout
 
 
@@ -301,6 +292,6 @@ def test_demo_runs_end_to_end_and_again_into_the_same_folder(tmp_path):
 def test_a_refused_first_index_run_leaves_no_empty_index_folder(synth_data, tmp_path):
     not_a_model = tmp_path / "model.pt"
     not_a_model.write_text("not a checkpoint")
-    result = invoke("index", synth_data / "test", "--model", not_a_model, "--index", tmp_path / "new", ok=False)
+    result = invoke("index", synth_data / "test", "--model", not_a_model, "--index", tmp_path / "new")
     assert result.exit_code == 1 and "not a checkpoint" in result.output
     assert not (tmp_path / "new").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import unit
 from landmark_search.index import vectors
 from landmark_search.errors import IndexStoreError, LockedError
 from landmark_search.index.store import CACHE_NAME, MANIFEST_NAME, FileLock, PhotoIndex, PhotoRecord
@@ -22,10 +23,6 @@ from landmark_search.index.store import CACHE_NAME, MANIFEST_NAME, FileLock, Pho
 DIM = 16
 MODEL = "test-model"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def random_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:

@@ -20,22 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import one_line_error
+from conftest import invoke, one_line_error, unit
 from landmark_search.index import vectors
-from landmark_search.cli import app
 from landmark_search.errors import IndexStoreError
 from landmark_search.index.store import CACHE_NAME, MANIFEST_NAME, PhotoIndex, PhotoRecord
 from landmark_search.search import recorded_model
 
 DIM = 8
 MODEL_ID = "builtin:efficientnet_lite0"
-runner = CliRunner()
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def vector_of(path: Path) -> np.ndarray:
@@ -71,14 +64,6 @@ def fake_model(monkeypatch):
     monkeypatch.setattr(embeddings, "iter_embeddings", lambda paths, model, cfg=None: iter([Batch(list(paths))]))
     monkeypatch.setattr(embeddings, "embed_paths", lambda paths, model, cfg=None: Batch(list(paths)))
     return loads
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
-        __import__("traceback").format_exception(*result.exc_info))
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture()

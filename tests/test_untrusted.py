@@ -12,30 +12,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from landmark_search.cli import app
+from conftest import invoke, one_line_error
 from landmark_search.embeddings import load_model
 from landmark_search.errors import CheckpointError
 from landmark_search.models.ref import archive_format, resolve_model
 from landmark_search.models import build_model
 from landmark_search.models.checkpoint import MAX_BYTES_ENV, load_checkpoint, make_meta, save_checkpoint
 
-runner = CliRunner()
 PRECIOUS = b"precious"
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, (SystemExit, type(None))), result.exception
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 class Evil(torch.nn.Module):
@@ -105,7 +90,7 @@ def test_the_malicious_file_really_runs_code_when_loaded(evil):
 def test_real_export_needs_trust_export(tiny):
     export = tiny["export"]
     result = invoke("classify", tiny["photos"], "--model", export, "--json")
-    _one_line_error(result, str(export), "--trust-export", "run code", "best.pt")
+    one_line_error(result, str(export), "--trust-export", "run code", "best.pt")
     with pytest.raises(CheckpointError, match="--trust-export"):
         load_model(export)
     with pytest.raises(CheckpointError, match="--trust-export"):
@@ -127,7 +112,7 @@ def test_malicious_torchscript_is_never_loaded_without_the_flag(evil, tiny, tmp_
     path, victim = evil
     extra = ["--index", tmp_path / "idx"] if command == "index" else []
     result = invoke(command, tiny["photos"], "--model", path, *extra)
-    _one_line_error(result, str(path), "--trust-export")
+    one_line_error(result, str(path), "--trust-export")
     assert victim.read_bytes() == PRECIOUS
     assert not list(tiny["photos"].glob("*.json"))
 
@@ -140,10 +125,10 @@ def test_torchscript_at_run_best_pt_is_refused_even_with_the_flag(evil, tmp_path
     (run / "config.json").write_text("{}")
     for spec in (run, run / "best.pt"):
         result = invoke("classify", tiny["photos"], "--model", spec, "--trust-export")
-        _one_line_error(result, str(run / "best.pt"), "checkpoint")
+        one_line_error(result, str(run / "best.pt"), "checkpoint")
     # evaluate / export take a checkpoint: named a TorchScript export, never a .pt2, never loaded.
     for args in (("evaluate", run, "--data", tmp_path), ("export", run / "best.pt", "--out", tmp_path / "m.pt")):
-        err = _one_line_error(invoke(*args), "TorchScript export", "best.pt")
+        err = one_line_error(invoke(*args), "TorchScript export", "best.pt")
         assert ".pt2" not in err
     assert victim.read_bytes() == PRECIOUS
 
@@ -153,10 +138,10 @@ def test_evaluate_and_export_name_a_real_export_correctly(tiny, tmp_path):
     with zipfile.ZipFile(tiny["export"]) as zf:
         names = zf.namelist()
     assert any("/models/" in n for n in names) and archive_format(names) == "torchscript"
-    err = _one_line_error(invoke("evaluate", tiny["export"], "--data", tmp_path), str(tiny["export"]),
+    err = one_line_error(invoke("evaluate", tiny["export"], "--data", tmp_path), str(tiny["export"]),
                           "TorchScript export", "best.pt")
     assert "pt2" not in err
-    err = _one_line_error(invoke("export", tiny["export"], "--out", tmp_path / "again.pt"), "TorchScript export")
+    err = one_line_error(invoke("export", tiny["export"], "--out", tmp_path / "again.pt"), "TorchScript export")
     assert "pt2" not in err
 
     class Double(torch.nn.Module):
@@ -174,15 +159,15 @@ def test_evaluate_and_export_name_a_real_export_correctly(tiny, tmp_path):
 def test_similar_never_loads_an_export_implicitly(tiny, tmp_path):
     index = tmp_path / "idx"
     refused = invoke("index", tiny["photos"], "--model", tiny["export"], "--index", index)
-    _one_line_error(refused, "--trust-export")
+    one_line_error(refused, "--trust-export")
     built = invoke("index", tiny["photos"], "--model", tiny["export"], "--index", index, "--trust-export")
     assert built.exit_code == 0, built.output
     assert json.loads((index / "model.json").read_text())["kind"] == "export"
 
     query = tiny["photos"] / "p0.jpg"
-    _one_line_error(invoke("similar", query, "--index", index), str(index), "TorchScript export", "--trust-export")
+    one_line_error(invoke("similar", query, "--index", index), str(index), "TorchScript export", "--trust-export")
     # Re-running `index` without --model reuses the recorded export: the same rule.
-    _one_line_error(invoke("index", tiny["photos"], "--index", index), "--trust-export")
+    one_line_error(invoke("index", tiny["photos"], "--index", index), "--trust-export")
     ok = invoke("similar", query, "--index", index, "--trust-export", "--json")
     assert ok.exit_code == 0, ok.output
     assert [Path(h["path"]).name for h in json.loads(ok.stdout)["hits"]] == ["p1.jpg"]
@@ -198,7 +183,7 @@ def test_similar_refuses_a_recorded_checkpoint_swapped_for_torchscript(tiny, evi
     (run / "best.pt").write_bytes(path.read_bytes())
     for flag in ([], ["--trust-export"]):
         result = invoke("similar", tiny["photos"] / "p0.jpg", "--index", index, *flag)
-        _one_line_error(result, str(run / "best.pt"))
+        one_line_error(result, str(run / "best.pt"))
     assert victim.read_bytes() == PRECIOUS
 
 
@@ -225,16 +210,16 @@ def test_checkpoint_zip_bomb_is_refused_before_loading(tiny, tmp_path):
     assert bomb.stat().st_size < 1 << 20
     with pytest.raises(CheckpointError, match=r"a zip bomb: declares 67\.1 MB uncompressed in a \d+ KB file"):
         load_checkpoint(bomb)
-    err = _one_line_error(invoke("classify", tiny["photos"], "--model", bomb), str(bomb), "zip bomb")
+    err = one_line_error(invoke("classify", tiny["photos"], "--model", bomb), str(bomb), "zip bomb")
     assert "run code" not in err
-    _one_line_error(invoke("evaluate", bomb, "--data", tmp_path), "zip bomb")
+    one_line_error(invoke("evaluate", bomb, "--data", tmp_path), "zip bomb")
 
 
 def test_torchscript_zip_bomb_is_refused_even_when_trusted(tiny, tmp_path):
     bomb = _bomb(tmp_path / "bomb.pt", torchscript=True)
     with pytest.raises(CheckpointError, match="zip bomb"):
         load_model(bomb, trust_export=True)
-    _one_line_error(invoke("classify", tiny["photos"], "--model", bomb, "--trust-export"), str(bomb), "zip bomb")
+    one_line_error(invoke("classify", tiny["photos"], "--model", bomb, "--trust-export"), str(bomb), "zip bomb")
 
 
 def test_absolute_cap_is_overridable(tiny, monkeypatch):
