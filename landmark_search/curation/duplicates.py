@@ -176,7 +176,8 @@ def _why(keeper: PhotoFacts, runner_up: PhotoFacts | None, criterion: str) -> st
         q = "lossless" if keeper.quality is None else f"JPEG quality {keeper.quality}"
         return f"highest quality at {size(keeper)} ({q} vs {runner_up.quality})"
     if criterion == "camera facts":
-        return f"keeps the camera's EXIF ({keeper.camera or 'taken ' + str(keeper.taken)}); the others lack it"
+        return (f"keeps the camera's EXIF ({keeper.camera or 'taken ' + str(keeper.taken)}), which a copy of the "
+                "same size and quality lacks")
     if criterion == "file size":
         return f"the largest file at the same size and quality ({keeper.file_size:,} vs {runner_up.file_size:,} bytes)"
     if criterion == "capture time":
@@ -415,7 +416,8 @@ def _copy_group(centre: int, members: list[tuple[int, float]], exact_of: dict[in
         out.append(Member(paths[i], "exact" if same else "near", 1.0 if same else score_of[rep], facts[i],
                           _lost_on(keeper, (facts[i], paths[i])), content[i][1]))
     tier = "exact" if all(m.relation in ("keep", "exact") for m in out) else "near"
-    runner = out[1]
+    # why it won over the best copy that is not its own bytes (over an exact copy only file time can say)
+    runner = next((m for m in out[1:] if m.relation != "exact"), out[1])
     return DuplicateGroup(tier, round(min(m.score for m in out), 4), paths[centre], tuple(m.path for m in out[1:]),
                           _why(facts[centre], runner.facts, runner.lost_on), tuple(out))
 
