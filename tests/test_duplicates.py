@@ -117,6 +117,10 @@ def test_the_keeper_is_the_original_never_a_derivative(tmp_path):
     again = json.loads(_run("duplicates", str(tmp_path / "photos"), "--index", str(tmp_path / "idx"), "--json",
                             "-q").stdout)
     assert again["pixel_checks"] == 0 and again["groups"] == out["groups"]
+    # copies share the original's capture time and camera: they are copies, never a same-scene burst
+    scenes = json.loads(_run("duplicates", str(tmp_path / "photos"), "--index", str(tmp_path / "idx"), "--tier",
+                             "same_scene", "--json", "-q").stdout)
+    assert scenes["groups"] == []
     shutil.copy(files["q75"], tmp_path / "photos" / "renamed.jpg")  # known bytes under a new name
     scene(11, (320, 224)).save(tmp_path / "photos" / "q60.jpg", quality=60)
     third = json.loads(_run("duplicates", str(tmp_path / "photos"), "--index", str(tmp_path / "idx"), "--json",

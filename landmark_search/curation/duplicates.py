@@ -349,8 +349,9 @@ def find_groups(paths: Sequence[Path], content: Sequence[tuple[int, str]], vecto
         pairs = {(reps[a], reps[b]): s for (a, b), s in
                  neighbour_pairs(vectors[reps], opts.neighbours, CANDIDATE_MIN).items()}
         report.candidates = len(pairs)
-    if "near" in opts.tiers and pairs:
-        # 3. near: pixels confirm (remembered checks first)
+    if pairs:
+        # 3. near: pixels confirm (remembered checks first); needed for same_scene alone too, since copies of
+        # one picture share their capture time and would pass for a burst
         scores = _pixel_scores(pairs, paths, content, opts, memory, threads, report, kept, tell)
         verified = {p: s for p, s in scores.items() if s >= opts.near_min}
         for r in {i for p in verified for i in p}:  # exact copies share their representative's measure
