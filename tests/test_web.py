@@ -278,7 +278,8 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         wait.until(lambda d: urllib.parse.unquote(d.current_url).endswith(first))
         driver.find_element(By.ID, "retag-name").send_keys("Hawa Mahal")
         driver.find_element(By.ID, "retag-set").click()
-        wait.until(lambda d: d.find_element(By.ID, "headline").text == "Hawa Mahal")
+        wait.until(lambda d: "done=" in d.current_url)
+        assert driver.find_element(By.ID, "headline").text == "Hawa Mahal"
         assert "1 photo(s) now 'Hawa Mahal'" in driver.find_element(By.ID, "done").text
         driver.get(url + "?" + urllib.parse.urlencode({"q": "hawa"}))
         assert [t.get_attribute("title") for t in driver.find_elements(By.CSS_SELECTOR, "#library a.tile")] == [first]
@@ -286,6 +287,12 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         assert len(driver.find_elements(By.CSS_SELECTOR, "#world .land path")) >= 170
         requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert requested and all(u.startswith(url) for u in requested), requested  # nothing from elsewhere
+        driver.get(url + "api/docs")
+        assert "/api/retag" in driver.find_element(By.TAG_NAME, "table").text
+        assert driver.execute_script("return fetch(document.querySelector('link[rel=icon]').href)"
+                                     ".then(r => r.status)") == 200
+        driver.get(url + "photo?path=/etc/passwd")
+        assert "is not a photo of this library" in driver.find_element(By.ID, "problem").text
 
         query = tmp_path / "query.jpg"
         shutil.copyfile(first, query)
