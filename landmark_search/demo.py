@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import EmbedConfig, TrainConfig
+from .errors import LandmarkError
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,13 @@ QUICK = DemoSize(classes=3, per_class=30, photo_size=64, image_size=64, epochs=8
 
 def _earlier_demo_index(out: Path) -> bool:
     """True when out/index was built by an earlier demo from its own out/run/best.pt (never a user's index)."""
+    from .search import recorded_model
+
     try:
-        recorded = json.loads((out / "index" / "model.json").read_text())
-    except (OSError, ValueError):
+        recorded = recorded_model(out / "index")
+    except LandmarkError:  # none there, or one that cannot be read: not the demo's to reuse
         return False
-    return isinstance(recorded, dict) and recorded.get("spec") == str((out / "run" / "best.pt").resolve())
+    return recorded.get("spec") == str((out / "run" / "best.pt").resolve())
 
 
 def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = print, size: DemoSize = FULL) -> str:

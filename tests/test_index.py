@@ -191,9 +191,9 @@ def test_model_dim_and_format_mismatch_refused(tmp_path: Path) -> None:
     with pytest.raises(IndexStoreError, match=r"16-dimensional.*produces 32"):
         open_index(tmp_path, dim=32)
     with sqlite3.connect(tmp_path / MANIFEST_NAME) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
     conn.close()
-    with pytest.raises(IndexStoreError, match=r"newer landmark-search \(format 2.*upgrade.*--index NEW"):
+    with pytest.raises(IndexStoreError, match=r"newer landmark-search \(format 3.*upgrade.*--index NEW"):
         open_index(tmp_path)
     with pytest.raises(IndexStoreError, match=r"build one with `landmark index PHOTOS --index NAME`"):
         open_index(tmp_path / "nowhere", create=False)

@@ -24,6 +24,8 @@ import pytest
 from conftest import invoke, one_line_error, unit
 from landmark_search.index import vectors
 from landmark_search.errors import IndexStoreError
+from landmark_search.index.catalog import Catalog
+from landmark_search.index.manifest import SCHEMA_VERSION, connect, ensure_version
 from landmark_search.index.store import CACHE_NAME, MANIFEST_NAME, PhotoIndex, PhotoRecord
 from landmark_search.search import recorded_model
 
@@ -158,6 +160,49 @@ def test_model_json_leaves_model_id_and_size_to_the_manifest_and_old_ones_still_
     hits = json.loads(invoke("similar", photos / "p03.jpg", "--index", built, "--json", "-k", "3").stdout)["hits"]
     assert len(hits) == 3
     assert json.loads(invoke("index", photos, "--index", built, "--json").stdout)["unchanged"] == 12
+
+
+def _as_version_1(index: Path) -> None:
+    """Rewrite a manifest as version 1 wrote it: the same rows, without the columns version 2 added."""
+    _sql(index, "CREATE TABLE old AS SELECT id, path, size, mtime_ns, content_hash, label, vector FROM photos",
+         "DROP TABLE photos",
+         "CREATE TABLE photos (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, "
+         "mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL, label TEXT, vector BLOB NOT NULL)",
+         "INSERT INTO photos SELECT * FROM old", "DROP TABLE old",
+         "UPDATE meta SET value = '1' WHERE key = 'format_version'")
+
+
+def _schema(index: Path) -> tuple[str, set[str]]:
+    conn = sqlite3.connect(index / MANIFEST_NAME)
+    try:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
+        return version, {row[1] for row in conn.execute("PRAGMA table_info(photos)")}
+    finally:
+        conn.close()
+
+
+def test_an_index_of_the_previous_schema_is_migrated_once_and_answers_the_same(built, photos, fake_model):
+    query = ("similar", photos / "p03.jpg", "--index", built, "--json", "-k", "5")
+    before = invoke(*query, ok=True).stdout
+    page = Catalog(built).page(0, 20)
+    listed = {"confidence", "taken", "hand", "keywords"}
+
+    _as_version_1(built)
+    assert _schema(built) == ("1", {"id", "path", "size", "mtime_ns", "content_hash", "label", "vector"})
+    assert invoke(*query, ok=True).stdout == before  # a reader opens it, migrates it and answers the same
+    version, columns = _schema(built)
+    assert version == str(SCHEMA_VERSION) and listed <= columns
+    conn = connect(built / MANIFEST_NAME)
+    try:
+        ensure_version(conn, built)  # a current manifest: nothing to run, nothing written
+        assert conn.total_changes == 0
+    finally:
+        conn.close()
+
+    _as_version_1(built)  # the web app's catalog may be the first to open it
+    assert Catalog(built).page(0, 20) == page
+    assert _schema(built)[0] == str(SCHEMA_VERSION)
+    assert json.loads(invoke("index", photos, "--index", built, "--json", ok=True).stdout)["unchanged"] == 12
 
 
 def test_every_public_method_that_reads_the_manifest_turns_sqlite_errors_into_one_line():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IndexStoreError
-from .manifest import ADDED_COLUMNS, MANIFEST_NAME, store_error
+from .manifest import LISTED_CONFIDENCE, LISTED_LABEL, LISTED_TAKEN, MANIFEST_NAME, connect, ensure_current, store_error
 
 PAGE_MAX = 500
 OFFSET_MAX = 2 ** 62  # SQLite takes a 64-bit OFFSET; past the last photo any offset gives the same empty page
@@ -77,23 +77,15 @@ QUERY_WORDS = 8  # words of a search, each must match
 
 @dataclass(frozen=True)
 class _Columns:
-    """SQL for what a photo is listed by; columns an older manifest lacks read as NULL (or the file's time)."""
+    """SQL for what a photo is listed by (the manifest's LISTED_* expressions)."""
 
-    label: str
-    confidence: str
-    taken: str
-    keywords: str
+    label: str = LISTED_LABEL
+    confidence: str = LISTED_CONFIDENCE
+    taken: str = LISTED_TAKEN
+    keywords: str = "keywords"
 
-    @classmethod
-    def of(cls, names: set[str]) -> _Columns:
-        hand = "hand" in names
-        label = "CASE WHEN hand IS NULL THEN label WHEN hand = '' THEN NULL ELSE hand END" if hand else "label"
-        conf = "confidence" if "confidence" in names else "NULL"
-        # the file's time in the form browse_facts stores a capture time (local time, ISO)
-        file_time = "strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1000000000, 'unixepoch', 'localtime')"
-        return cls(label=label, confidence=f"CASE WHEN hand IS NULL THEN {conf} END" if hand else conf,
-                   taken=f"COALESCE(taken, {file_time})" if "taken" in names else file_time,
-                   keywords="keywords" if "keywords" in names else "NULL")
+
+_COLUMNS = _Columns()
 
 
 class Catalog:
@@ -103,8 +95,7 @@ class Catalog:
         self.directory = directory
         self._manifest = directory / MANIFEST_NAME
         self._memo: dict[str, tuple[str, object]] = {}
-        self._names: set[str] = set()
-        self._columns: _Columns | None = None
+        self._current = False  # the manifest is known to be of this version's schema
 
     def _per_generation(self, name: str, compute):
         """compute() again only when the manifest changed (its generation counts every committed change)."""
@@ -118,26 +109,21 @@ class Catalog:
     def _query(self, sql: str, args: list | tuple = ()) -> list[tuple]:
         if not self._manifest.exists():
             raise IndexStoreError(f"no index at {self.directory}; build one with `landmark index PHOTOS`")
+        if not self._current:  # an index from an older version is migrated once, before the first listing
+            ensure_current(self.directory)
+            self._current = True
+        conn = connect(self._manifest, read_only=True)
         try:
-            conn = sqlite3.connect(f"{self._manifest.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            try:
-                return conn.execute(sql, args).fetchall()
-            finally:
-                conn.close()
+            return conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise store_error(self.directory, exc) from None
-
-    def _cols(self) -> _Columns:
-        # Asked again until all are seen: a writer adds the newer columns to an older manifest, never takes them away.
-        if self._columns is None or not set(ADDED_COLUMNS) <= self._names:
-            self._names = {row[1] for row in self._query("PRAGMA table_info(photos)")}
-            self._columns = _Columns.of(self._names)
-        return self._columns
+        finally:
+            conn.close()
 
     def page(self, offset: int = 0, limit: int = 100, flt: Filter = Filter()) -> tuple[list[Tile], int]:
         """(tiles of photos offset..offset+limit in the filter's order, how many photos match in all)."""
         limit = max(1, min(int(limit), PAGE_MAX))
-        cols = self._cols()
+        cols = _COLUMNS
         where, args = flt.where(cols)
         rows = self._query(f"SELECT path, {cols.label}, {cols.confidence} FROM photos{where} ORDER BY "
                            f"{flt.order(cols)} LIMIT ? OFFSET ?", [*args, limit, min(max(0, int(offset)), OFFSET_MAX)])
@@ -146,7 +132,7 @@ class Catalog:
 
     def tiles(self, paths: list[str]) -> dict[str, Tile]:
         """The tiles of these indexed paths (those not indexed are left out)."""
-        cols = self._cols()
+        cols = _COLUMNS
         out: dict[str, Tile] = {}
         for start in range(0, len(paths), 500):
             chunk = paths[start:start + 500]
@@ -160,13 +146,13 @@ class Catalog:
         """(label, photos) for every label (a name given by hand first), the most common first; None counts the
         photos with none."""
         # Asked each time (one scan, ~10 ms at 20,000 photos): a name given by hand changes it within a generation.
-        rows = self._query(f"SELECT {self._cols().label} AS shown, COUNT(*) FROM photos GROUP BY shown "
+        rows = self._query(f"SELECT {_COLUMNS.label} AS shown, COUNT(*) FROM photos GROUP BY shown "
                            "ORDER BY COUNT(*) DESC, shown")
         return [(lab, int(n)) for lab, n in rows]
 
     def months(self, flt: Filter = Filter()) -> list[tuple[str, int]]:
         """("YYYY-MM", photos) of the months the filter's photos were taken in, oldest first."""
-        cols = self._cols()
+        cols = _COLUMNS
         where, args = flt.where(cols)
         rows = self._query(f"SELECT substr({cols.taken}, 1, 7) AS month, COUNT(*) FROM photos{where} "
                            "GROUP BY month ORDER BY month", args)
@@ -174,7 +160,7 @@ class Catalog:
 
     def month_offset(self, month: str, flt: Filter) -> int:
         """Where the photos of `month` ("YYYY-MM") begin in the filter's capture-time order."""
-        cols = self._cols()
+        cols = _COLUMNS
         where, args = flt.where(cols)
         joint = " AND " if where else " WHERE "
         before = "<" if flt.sort != "-taken" else ">"
@@ -183,7 +169,7 @@ class Catalog:
 
     def neighbours(self, path: str, flt: Filter = Filter()) -> tuple[str | None, str | None]:
         """(the photo before `path`, the one after it) in the order the library lists `flt`'s photos."""
-        cols = self._cols()
+        cols = _COLUMNS
         where, args = flt.where(cols)
         joint = " AND " if where else " WHERE "
         if flt.sort in ("taken", "-taken"):

@@ -1,9 +1,17 @@
 """The SQLite side of an index: the manifest, source of truth for photos and their vectors.
 
 ``manifest.sqlite`` holds meta (format_version, model_id, dim, index_type, created, generation,
-index_uuid) and photos (id, path, size, mtime_ns, content_hash, label, vector float32 BLOB). Every
-change is one transaction that bumps the generation; ids come from ``AUTOINCREMENT`` and are never
-reused, so a FAISS cache that is behind can be caught up from the rows with larger ids.
+index_uuid) and photos (id, path, size, mtime_ns, content_hash, label, vector float32 BLOB, confidence,
+taken, hand, keywords). Every change is one transaction that bumps the generation; ids come from
+``AUTOINCREMENT`` and are never reused, so a FAISS cache that is behind can be caught up from the rows
+with larger ids.
+
+Versions: meta ``format_version`` is the schema's version. Opening a manifest of an older version runs
+the MIGRATIONS after it, in order, in one transaction that also records SCHEMA_VERSION (as rclip's
+``ensure_version`` does); every reader then sees the current schema and asks nothing about columns.
+The SQL that says what a photo is listed as (a name given by hand before the model's label, the capture
+time or else the file's) is here too, beside the schema it reads: LISTED_LABEL, LISTED_CONFIDENCE,
+LISTED_TAKEN.
 """
 
 from __future__ import annotations
@@ -14,12 +22,12 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from landmark_search.errors import IndexStoreError
 from landmark_search.index.vectors import INDEX_TYPES
 
-FORMAT_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.sqlite"
 _SQL_CHUNK = 500  # stays far below SQLite's limit on bound parameters
 
@@ -86,9 +94,12 @@ def store_error(directory: Path, exc: sqlite3.Error) -> IndexStoreError:
     return damaged(directory, f"{manifest.name}: {exc}")
 
 
-def connect(manifest: Path) -> sqlite3.Connection:
-    """Connection in autocommit mode; transactions are explicit (see ``transaction``)."""
+def connect(manifest: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Connection in autocommit mode; transactions are explicit (see ``transaction``). ``read_only`` opens a
+    manifest that must exist and can never be changed through this connection."""
     try:
+        if read_only:
+            return sqlite3.connect(f"{manifest.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
         conn = sqlite3.connect(manifest, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.Error as exc:
@@ -133,10 +144,29 @@ def bump_generation(conn: sqlite3.Connection) -> int:
 
 
 _COLUMNS = {"id", "path", "size", "mtime_ns", "content_hash", "label", "vector"}
-# Columns newer than the manifest format, nullable, added by the first writer: confidence (of the label), taken
-# (capture time, ISO, EXIF DateTimeOriginal else the file's time), hand (a landmark a person gave, "" for none),
-# keywords (sidecar keywords, landmark and place, one a line, for search).
-ADDED_COLUMNS = {"confidence": "REAL", "taken": "TEXT", "hand": "TEXT", "keywords": "TEXT"}
+# Nullable (rows from before them have none): confidence (of the label), taken (capture time, ISO, EXIF
+# DateTimeOriginal else the file's time), hand (a landmark a person gave, "" for none), keywords (sidecar
+# keywords, landmark and place, one a line, for search).
+_LISTING_COLUMNS = {"confidence": "REAL", "taken": "TEXT", "hand": "TEXT", "keywords": "TEXT"}
+
+
+def _v2_listing_columns(conn: sqlite3.Connection) -> None:
+    # A version-1 manifest may hold some of them already: writers used to add them one by one.
+    have = {row[1] for row in conn.execute("PRAGMA table_info(photos)")}
+    for name, kind in _LISTING_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE photos ADD COLUMN {name} {kind}")
+
+
+# MIGRATIONS[v] turns a manifest of version v - 1 into version v; run in order, all in one transaction.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _v2_listing_columns}
+
+# What the library lists a photo as. A name given by hand ("" for none of the landmarks) wins over the model's
+# label, and then no model confidence is shown; the capture time falls back to the file's time, in the form
+# the capture time is stored (local time, ISO).
+LISTED_LABEL = "CASE WHEN hand IS NULL THEN label WHEN hand = '' THEN NULL ELSE hand END"
+LISTED_CONFIDENCE = "CASE WHEN hand IS NULL THEN confidence END"
+LISTED_TAKEN = "COALESCE(taken, strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1000000000, 'unixepoch', 'localtime'))"
 
 
 def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
@@ -147,10 +177,9 @@ def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
 
 
 def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str, dim: int,
-                     index_type: str, create: bool, writer: bool = False) -> dict[str, str]:
-    """Create the manifest if empty, then check it is ours, of a known format, whole and compatible.
-
-    A writer adds the ADDED_COLUMNS to a manifest from before they existed (nullable: old rows have none)."""
+                    index_type: str, create: bool) -> dict[str, str]:
+    """Create the manifest if empty, then check it is ours, whole and compatible, and bring an older version
+    up to SCHEMA_VERSION (ensure_version); returns its meta."""
     not_ours = _not_ours(directory / MANIFEST_NAME)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -160,7 +189,7 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
             with transaction(conn, write=True):
                 _create_schema(conn)
                 now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-                defaults = {"format_version": str(FORMAT_VERSION), "model_id": model_id,
+                defaults = {"format_version": str(SCHEMA_VERSION), "model_id": model_id,
                             "dim": str(dim), "index_type": index_type, "created": now,
                             "generation": "0", "index_uuid": uuid.uuid4().hex}
                 conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
@@ -184,13 +213,13 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
     version = _meta_int(meta, "format_version", directory)
     stored_dim = _meta_int(meta, "dim", directory)
     _meta_int(meta, "generation", directory)
-    if version > FORMAT_VERSION:
+    if version > SCHEMA_VERSION:
         raise IndexStoreError(
             f"index {directory} was written by a newer landmark-search (format {version}, this "
-            f"version reads {FORMAT_VERSION}); upgrade, or build a new index with "
+            f"version reads {SCHEMA_VERSION}); upgrade, or build a new index with "
             f"`landmark index ... --index NEW`"
         )
-    if version < FORMAT_VERSION:
+    if version < min(MIGRATIONS) - 1:
         raise IndexStoreError(f"index {directory} uses the old format {version}; {rebuild_hint(directory)}")
     if meta["model_id"] != model_id:
         raise IndexStoreError(
@@ -205,17 +234,48 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
         )
     if meta["index_type"] not in INDEX_TYPES:
         raise damaged(directory, f"unknown index type {meta['index_type']!r}")
-    missing_columns = [(name, kind) for name, kind in ADDED_COLUMNS.items() if name not in columns]
-    if writer and missing_columns:
-        try:
-            with transaction(conn, write=True):
-                for name, kind in missing_columns:
-                    conn.execute(f"ALTER TABLE photos ADD COLUMN {name} {kind}")
-        except sqlite3.Error as exc:
-            raise store_error(directory, exc) from None
     if not isinstance(meta["index_uuid"], str) or not meta["index_uuid"]:
         raise damaged(directory, "meta index_uuid is empty")
+    if version == SCHEMA_VERSION and not set(_LISTING_COLUMNS) <= columns:
+        raise damaged(directory, f"its photos table lacks {', '.join(sorted(set(_LISTING_COLUMNS) - columns))}")
+    if version < SCHEMA_VERSION:
+        ensure_version(conn, directory)
+        meta["format_version"] = str(SCHEMA_VERSION)
     return meta
+
+
+def ensure_version(conn: sqlite3.Connection, directory: Path) -> None:
+    """Run the MIGRATIONS a manifest lacks, in order, in one transaction that records SCHEMA_VERSION.
+
+    The version is read again under the write lock, so two processes opening an old index migrate it once.
+    A reader migrates too (the manifest must be writable once); a failure rolls back whole."""
+    try:
+        with transaction(conn, write=True):
+            row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+            version = _meta_int({"format_version": row[0] if row else None}, "format_version", directory)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            if version < SCHEMA_VERSION:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(SCHEMA_VERSION),))
+    except sqlite3.Error as exc:
+        raise store_error(directory, exc) from None
+
+
+def ensure_current(directory: Path) -> None:
+    """Bring an existing manifest up to SCHEMA_VERSION, for a reader that does not open it through PhotoIndex."""
+    conn = connect(directory / MANIFEST_NAME)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        version = _meta_int({"format_version": row[0] if row else None}, "format_version", directory)
+        if version > SCHEMA_VERSION:
+            raise IndexStoreError(f"index {directory} was written by a newer landmark-search (format {version}, "
+                                  f"this version reads {SCHEMA_VERSION}); upgrade it")
+        if version < SCHEMA_VERSION:
+            ensure_version(conn, directory)
+    except sqlite3.Error as exc:
+        raise store_error(directory, exc) from None
+    finally:
+        conn.close()
 
 
 def stored_model(directory: Path) -> tuple[str, int]:

@@ -47,7 +47,7 @@ import numpy.typing as npt
 from landmark_search.errors import IndexStoreError, LockedError
 from landmark_search.fsutil import make_dirs, sweep_stale_temps
 from landmark_search.locks import FileLock
-from landmark_search.index.manifest import (FORMAT_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
+from landmark_search.index.manifest import (SCHEMA_VERSION, MANIFEST_NAME, bump_generation, chunks, connect, damaged,
                                             ensure_manifest, current_generation, marks, store_error, transaction)
 from landmark_search.index.vectors import (CACHE_NAME, EXACT_MAX_VECTORS, INDEX_TYPES, IVF_RETRAIN_GROWTH,
                                            REBUILD_DELETED_FRACTION, Embeddings, VectorIndex, build_vector_index,
@@ -55,7 +55,7 @@ from landmark_search.index.vectors import (CACHE_NAME, EXACT_MAX_VECTORS, INDEX_
 
 __all__ = [
     "EXACT_MAX_VECTORS",
-    "FORMAT_VERSION",
+    "SCHEMA_VERSION",
     "INDEX_TYPES",
     "Embeddings",
     "FileLock",
@@ -239,7 +239,7 @@ class PhotoIndex:
             conn = connect(manifest)
             try:
                 meta = ensure_manifest(conn, path, model_id=model_id, dim=int(dim),
-                                        index_type=index_type or "auto", create=create, writer=lock)
+                                       index_type=index_type or "auto", create=create)
                 if index_type is not None and index_type != meta["index_type"]:
                     if not lock:
                         raise IndexStoreError(
@@ -656,7 +656,7 @@ class PhotoIndex:
     def _write(self, vectors: VectorIndex) -> None:
         # Only the lock holder gets here, so temp files left by a killed writer are orphans.
         sweep_stale_temps(self._dir, older_than=0)
-        tag = {"format_version": FORMAT_VERSION, "index_uuid": self._uuid,
+        tag = {"format_version": SCHEMA_VERSION, "index_uuid": self._uuid,
                "generation": self._vectors_generation, "model_id": self._model_id}
         write_cache(self._dir / CACHE_NAME, vectors, tag)
         self._cache_generation = self._vectors_generation
