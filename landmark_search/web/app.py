@@ -107,11 +107,9 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         kept = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "done"])
-        return templates.TemplateResponse(request, name, {"lib": library, "csrf": csrf_token(request.state.session),
-                                                          "version": __version__, "done": request.query_params.get("done"),
-                                                          "back": request.url.path + ("?" + kept if kept else ""),
-                                                          **context},
-                                          status_code=status_code)
+        shared = {"lib": library, "csrf": csrf_token(request.state.session), "version": __version__,
+                  "done": request.query_params.get("done"), "back": request.url.path + ("?" + kept if kept else "")}
+        return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status_code)
 
     # ------------------------------------------------------------------------------ JSON API
 
@@ -226,8 +224,9 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         name = None if form.get("remove") else str(form.get("name") or "")
         try:
             result = library.retag([str(p) for p in form.getlist("paths")], name)
-            done = (f"{len(result['retagged'])} photo(s) now {'without a landmark' if name is None else repr(name.strip())}"
-                    + (f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else ""))
+            now = "without a landmark" if name is None else repr(name.strip())
+            done = f"{len(result['retagged'])} photo(s) now {now}" + (
+                f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else "")
         except LandmarkError as exc:
             done = f"nothing changed: {exc}"
         joint = "&" if "?" in back else "?"

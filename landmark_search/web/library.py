@@ -384,9 +384,14 @@ class Library:
                                      lock_timeout=INDEX_LOCK_WAIT) as writer:
                     refresh_browse_facts(writer, {photo_key(p): p for p in summary.tagged})
 
-            self.run(relabel)
-        self._named.update(str(p) for p in summary.tagged)  # no longer to review
-        self._cache.pop("map", None)  # its places are called by their photos' landmarks
+            try:
+                self.run(relabel)
+            except LandmarkError as exc:  # the sidecars hold the name; say what is left to do
+                raise LandmarkError(f"wrote {len(summary.tagged)} photo(s)' sidecars but could not update the index "
+                                    f"({exc}); the next `landmark index` shows the name") from None
+            finally:
+                self._named.update(str(p) for p in summary.tagged)  # no longer to review
+                self._cache.pop("map", None)  # its places are called by their photos' landmarks
         return summary
 
     # ------------------------------------------------------------------ duplicates and map
