@@ -93,6 +93,12 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
             raise _Refused(400, usage)
         return body
 
+    async def checked_form(request: Request, max_fields: int):
+        """The form a page posts to write, after its `csrf` field is checked."""
+        form = await request.form(max_files=0, max_fields=max_fields)
+        check_csrf(request, str(form.get("csrf") or ""))
+        return form
+
     @app.exception_handler(NotInLibrary)
     async def not_in_library(request: Request, exc: NotInLibrary):
         return error(request, 404, str(exc))
@@ -217,8 +223,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     @app.post("/retag")
     async def retag_form(request: Request) -> Response:
         """The photo page's and the library's form: fields csrf, paths, name, back; the button `remove` clears."""
-        form = await request.form(max_files=0, max_fields=REVIEW_FIELDS)
-        check_csrf(request, str(form.get("csrf") or ""))
+        form = await checked_form(request, REVIEW_FIELDS)
         back = str(form.get("back") or "/")
         back = back if back.startswith("/") and not back.startswith("//") else "/"
         name = None if form.get("remove") else str(form.get("name") or "")
@@ -318,8 +323,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.post("/review/name")
     async def review_name(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=REVIEW_FIELDS)
-        check_csrf(request, str(form.get("csrf") or ""))
+        form = await checked_form(request, REVIEW_FIELDS)
         paths = [str(p) for p in form.getlist("paths")]
         try:
             result = library.name_photos(paths, str(form.get("name") or ""), form.get("train") == "1")
@@ -337,8 +341,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.post("/duplicates/move")
     async def duplicates_move(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=8)
-        check_csrf(request, str(form.get("csrf") or ""))
+        form = await checked_form(request, 8)
         try:
             result = library.move_duplicates(str(form.get("keep") or ""))
         except LandmarkError as exc:  # a group gone since the page was drawn, a review folder refused
@@ -349,8 +352,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.post("/duplicates/undo")
     async def duplicates_undo(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=4)
-        check_csrf(request, str(form.get("csrf") or ""))
+        form = await checked_form(request, 4)
         try:
             result = library.undo_duplicates()
         except LandmarkError as exc:
