@@ -102,7 +102,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                       workers=workers, seed=seed, quiet=quiet, time_limit=time_limit, mix=mix,
                       progressive=progressive, places=str(places) if places else None)
     if nproc != 1:
-        from ..training.distributed import launch
+        from ..training.launch import launch
 
         result = launch(cfg, nproc, resume=resume, overwrite=overwrite)
     else:

@@ -133,13 +133,6 @@ class ImageDataset(Dataset):
                              resample=3, reducing_gap=2.0)
         return img
 
-    @property
-    def bad_paths(self) -> list[Path]:
-        """Photos that failed to decode (known only after preloading)."""
-        if self._cache is None:
-            return []
-        return [p for (p, _), img in zip(self.samples, self._cache) if img is None]
-
     def __len__(self) -> int:
         return len(self.samples) * self.views
 

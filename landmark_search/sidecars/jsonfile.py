@@ -45,7 +45,6 @@ __all__ = [
     "symlink_message",
     "SidecarTag",
     "build_payload",
-    "folder_is_writable",
     "merge_sidecar",
     "photo_fingerprint",
     "read_sidecar",
@@ -97,11 +96,6 @@ def sidecar_path(
                 f"{photo} is not inside {root}: pass the folder that contains it as the root"
             ) from None
     return Path(output_dir) / rel_parent / name
-
-
-def folder_is_writable(folder: Path) -> bool:
-    """Return True when new files can be created in `folder` (False on read-only mounts too)."""
-    return os.access(folder, os.W_OK | os.X_OK)
 
 
 # ---------------------------------------------------------------------------------------------- JSON

@@ -2,6 +2,6 @@
 
 import sys
 
-from .distributed import rank_main
+from .launch import rank_main
 
 sys.exit(rank_main(sys.argv[1:]))

@@ -183,7 +183,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         from ..render.plots import precision_recall_png
         from .openset_eval import evaluate_open_set
 
-        open_set = evaluate_open_set(loaded, result, others, recall, device=device, precision=precision, quiet=quiet)
+        _, dprobs, _, dfeats = embed_samples(loaded, [(Path(p), -1) for p in others], device=device,
+                                             precision=precision, quiet=quiet)
+        open_set = evaluate_open_set(loaded, result, dprobs, dfeats, recall)
         files["pr_curve"] = files["report"].with_name(f"{split}_pr.png")
         atomic_write_bytes(files["pr_curve"], precision_recall_png(
             open_set.precision_curve, open_set.recall_curve,

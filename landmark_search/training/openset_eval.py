@@ -10,8 +10,7 @@ their right landmark as a tag).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -76,17 +75,13 @@ def open_set_scores(confidence: npt.ArrayLike, correct: npt.ArrayLike, is_landma
                          precision_curve=precision.round(5).tolist(), recall_curve=recall.round(5).tolist())
 
 
-def evaluate_open_set(loaded: "LoadedModel", landmarks: "EvalResult", distractors: Sequence[Path],
-                      recall: float | None = None, **kwargs: Any) -> OpenSetResult:
-    """Score the landmark photos already evaluated (`landmarks`, with their features) with the distractors,
-    which are embedded here through the one inference path; kwargs go to embed_samples.
+def evaluate_open_set(loaded: "LoadedModel", landmarks: "EvalResult", dprobs: npt.NDArray[np.float32],
+                      dfeats: npt.NDArray[np.float32] | None, recall: float | None = None) -> OpenSetResult:
+    """Score the landmark photos already evaluated (`landmarks`, with their features) with the distractors'
+    class probabilities and features (embedded through the one inference path by the caller).
 
     A model without open-set calibration is scored with its softmax and --min-score's default 0.2.
     """
-    from .metrics import embed_samples
-
-    loaded.features = loaded.openset is not None
-    _, dprobs, _, dfeats = embed_samples(loaded, [(Path(p), -1) for p in distractors], **kwargs)
     all_probs = np.concatenate([landmarks.probs, dprobs])
     pred = all_probs.argmax(1)
     n = len(landmarks.y_true)

@@ -100,7 +100,6 @@ class Library:
         self._jobs_lock = threading.Lock()
         self._closing = threading.Event()  # background jobs stop at their next progress report
         self._named: set[str] = set()  # named on the Review page since its groups were computed
-        self._warm = threading.Event()
 
     @classmethod
     def open(cls, index: str | Path, opts: ServeOptions | None = None) -> Library:
@@ -125,7 +124,6 @@ class Library:
             from ..embeddings import load_model
 
             self._model = load_model(self.ref)
-            self._warm.set()
         return self._model
 
     def warm_up(self) -> None:
@@ -138,10 +136,6 @@ class Library:
                 pass  # said again, with its fix, by the first request that needs it
 
         self._worker.submit(warm)
-
-    @property
-    def is_warm(self) -> bool:
-        return self._warm.is_set()
 
     def close(self) -> None:
         self._closing.set()
