@@ -382,6 +382,10 @@ def test_retag_sets_and_removes_a_landmark_by_hand_as_landmark_tag_writes_it(cli
     assert not _paths(client, tag="Hawa Mahal") and photo in {p["path"] for p in _paths(client, unknown=True)}
     assert '<h1 id="headline">No landmark</h1>' in client.get("/photo", params={"path": photo}).text
 
+    other = str(sorted(folder.glob("*.jpg"))[1])  # never tagged, beside photos `tag --xmp` tagged: XMP too
+    assert runner.invoke(cli, ["untag", "--xmp", other]).exit_code == 0 and not Path(other + ".json").exists()
+    assert client.post("/api/retag", json={"paths": [other], "name": "Jal Mahal"}, headers=_token(client)).is_success
+    assert "Landmarks|Jal Mahal" in exiftool_json(Path(other + ".xmp"), "-HierarchicalSubject")["HierarchicalSubject"]
     assert runner.invoke(cli, ["untag", "--xmp", str(folder)]).exit_code == 0
     assert not Path(photo + ".json").exists() and not Path(photo + ".xmp").exists()
     lib = library_dir / "lib"
@@ -399,6 +403,7 @@ def test_the_retag_form_changes_ticked_photos_and_says_so(client, library_dir):
     away = client.post("/retag", data={**form, "back": "//evil.example/x", "remove": "1"}, follow_redirects=False)
     assert away.headers["location"].startswith("/?done=")  # never a redirect off the app
     assert all(json.loads(Path(p + ".json").read_text())["landmark_search"]["tags"] == [] for p in photos)
+    assert not any(Path(p + ".xmp").exists() for p in photos)  # nothing beside them uses XMP
     assert runner.invoke(cli, ["untag", *photos]).exit_code == 0
 
 
