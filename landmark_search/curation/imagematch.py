@@ -29,7 +29,6 @@ TEMPLATE_MARGIN = 0.1  # the template is the central 80 %: what a 10 % crop or a
 _BORDER_STD = 3.0  # a row/column with less grey-level spread than this is a flat border
 _FRAME_MIN = 2  # thumbnail rows (3 %) of flat band on each of two opposite sides make a frame
 _FLAT_STD = 2.0  # a whole thumbnail this flat (a black frame) is compared by its mean instead
-SHARPNESS_SIDE = 256
 
 Gray = npt.NDArray[np.float32]
 
@@ -109,10 +108,3 @@ def match(a: Gray, b: Gray) -> float:
             tmpl_grad = _gradient(resized)[dy:h - dy, dx:w - dx]
             best = max(best, float(cv2.matchTemplate(big_grad, tmpl_grad, cv2.TM_CCOEFF_NORMED).max()))
     return best
-
-
-def sharpness(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
-    """Variance of the Laplacian at SHARPNESS_SIDE px (higher: sharper); compare photos of one size only."""
-    img = load_image(path, min_side=SHARPNESS_SIDE, max_pixels=max_pixels).convert("L")
-    img = ImageOps.contain(img, (SHARPNESS_SIDE, SHARPNESS_SIDE), Image.Resampling.BILINEAR)
-    return float(cv2.Laplacian(np.asarray(img, dtype=np.float32), cv2.CV_32F).var())
