@@ -4,6 +4,7 @@ baseline on the same photos; the keep rule on derivative sets; the neighbour sea
     python benchmarks/bench_duplicates.py [--quick] [--originals 120] [--model NAME|RUN/best.pt]
     python benchmarks/bench_duplicates.py --keeper [--originals 40]   # which copy is kept, and why
     python benchmarks/bench_duplicates.py --scale 10000 30000 100000   # synthetic vectors: time and memory
+    python benchmarks/bench_duplicates.py --grouping   # `landmark group`'s ARI (benchmarks/bench_grouping.py)
 
 Timing (quality run): the first run (embedding), a rerun on the built index (remembered pixel checks: only
 new candidates are checked) and imagehash's phash over the same photos from scratch, side by side in one
@@ -238,8 +239,18 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="+", default=[],
                         help="only the neighbour search on N synthetic vectors (several N: side by side)")
     parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--grouping", action="store_true", help="only the grouping ARI on wonders7, india12 and "
+                        "india12 + everyday photos (bench_grouping.py)")
     parser.add_argument("--no-save", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.grouping:
+        from bench_grouping import SETS, measure_sets
+
+        result = measure_sets(list(SETS), args.model, str(ROOT / "benchmarks" / "_work" / "grouping-index"))
+        print(json.dumps(result, indent=2))
+        if not args.no_save:
+            update_results("grouping", result)
+        return
     if args.quick:
         args.originals, args.bursts = 20, 5
     if args.keeper:
