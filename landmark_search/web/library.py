@@ -161,14 +161,19 @@ class Library:
     def _background(self, name: str, compute: Callable[[Callable[[float], None]], T]) -> _Job:
         """compute(progress) once per index generation on a thread of its own; the job as it stands now.
 
-        A job of an older generation keeps running until it ends (one at a time: two cores), and is shown
-        meanwhile; the next request after it ends starts the current one."""
-        gen = self.generation()
+        A running job is returned without asking the worker anything, so a page never waits behind the model's
+        warm-up or a query; the job reads the generation it computes for when it starts. A finished job of an
+        older generation is replaced by a new one (one at a time: two cores)."""
         with self._jobs_lock:
             job = self._jobs.get(name)
-            if job is not None and (job.generation == gen or not job.done.is_set()):
+            if job is not None and not job.done.is_set():
                 return job
-            job = self._jobs[name] = _Job(gen)
+        if job is not None and job.generation == self.generation():
+            return job
+        with self._jobs_lock:
+            if self._jobs.get(name) is not job:  # another request started one meanwhile
+                return self._jobs[name]
+            job = self._jobs[name] = _Job(-1)
 
         def progress(share: float) -> None:
             if self._closing.is_set():
@@ -177,6 +182,7 @@ class Library:
 
         def work() -> None:
             try:
+                job.generation = self.generation()
                 job.value = compute(progress)
             except _Closed:
                 pass
