@@ -225,7 +225,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         """The photo page's and the library's form: fields csrf, paths, name, back; the button `remove` clears."""
         form = await checked_form(request, REVIEW_FIELDS)
         back = str(form.get("back") or "/")
-        back = back if back.startswith("/") and not back.startswith("//") else "/"
+        back = back if back.startswith("/") and back[1:2] not in ("/", "\\") else "/"  # never off this app
         name = None if form.get("remove") else str(form.get("name") or "")
         try:
             result = library.retag([str(p) for p in form.getlist("paths")], name)
