@@ -23,7 +23,7 @@ from ..errors import LandmarkError
 from ..fsutil import atomic_write_text
 from ..photos.exif import read_exif
 from .table import haversine_m
-from ..render.sheets import image_data_uri, placeholder, thumbnail
+from ..render.images import image_data_uri, placeholder, thumbnail
 from ..sidecars.jsonfile import Recorded, read_recorded, sidecar_path
 
 SIZE = 1024  # the world at zoom 2: 4 x 4 OSM tiles of 256 px

@@ -22,7 +22,7 @@ from ..errors import BadImageError, CheckpointError, LandmarkError
 from ..fsutil import atomic_write_bytes
 from ..models.base import LandmarkModel
 from ..models.runtime import select_device
-from .sheets import fit_text, image_bytes, load_font
+from .images import fit_text, image_bytes, load_font
 
 if TYPE_CHECKING:
     from ..embeddings import LoadedModel

@@ -15,7 +15,7 @@ from ..config import RunPaths
 from ..errors import BadImageError, DataError, LandmarkError
 from ..fsutil import atomic_write_text, read_json
 from .plots import confusion_png, curves_png
-from .sheets import THUMB, data_uri, image_data_uri, placeholder, thumbnail
+from .images import THUMB, data_uri, image_data_uri, placeholder, thumbnail
 
 if TYPE_CHECKING:
     from ..embeddings import LoadedModel

@@ -27,7 +27,7 @@ from .. import __version__
 from ..photos.files import supported_extensions
 from ..errors import BadImageError, LandmarkError
 from ..render.templating import environment
-from ..render.sheets import placeholder
+from ..render.images import placeholder
 from ..index.catalog import SORTS, Filter
 from .library import SIMILAR_MAX, SIMILAR_MIN_SCORE, UPLOAD_MAX_BYTES, Library, NotInLibrary
 from .thumbs import LARGE_SIDE, THUMB_SIDE, jpeg_bytes

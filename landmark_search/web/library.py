@@ -234,7 +234,7 @@ class Library:
                       preview: bool = False) -> tuple[SimilarResult, str | None]:
         """Hits of a photo that is not in the library, and with `preview` its thumbnail as a data: URI (the page
         shows it beside its hits); the upload lives in a private temp folder until answered."""
-        from ..render.sheets import image_data_uri, thumbnail
+        from ..render.images import image_data_uri, thumbnail
 
         with tempfile.TemporaryDirectory(prefix="landmark-upload-") as tmp:
             photo = Path(tmp) / f"upload{suffix}"

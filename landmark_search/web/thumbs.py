@@ -18,8 +18,8 @@ QUALITY = 82
 
 
 def jpeg_bytes(img: Image.Image) -> bytes:
-    """A thumbnail's JPEG bytes (sheets.image_bytes at the web app's quality)."""
-    from ..render.sheets import image_bytes
+    """A thumbnail's JPEG bytes (images.image_bytes at the web app's quality)."""
+    from ..render.images import image_bytes
 
     return image_bytes(img, "JPEG", QUALITY)
 
@@ -38,7 +38,7 @@ class ThumbCache:
 
     def get(self, path: Path, side: int = THUMB_SIDE) -> tuple[bytes, str]:
         """The photo upright (EXIF orientation applied), fitted in side x side; BadImageError when unreadable."""
-        from ..render.sheets import thumbnail
+        from ..render.images import thumbnail
 
         try:
             etag = self.key(path, side)
