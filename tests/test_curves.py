@@ -1,4 +1,4 @@
-"""Training curves and the run's record say what ran (issue 18 item 21)."""
+"""Training curves and the run's record say what ran."""
 
 from __future__ import annotations
 

@@ -182,7 +182,7 @@ def test_explain_photos_writes_overlays_and_skips_bad_photos(trained: tuple[Path
         cam = np.load(r.raw_npy)
         assert cam.shape == (224, 224) and 0.0 <= cam.min() and cam.max() <= 1.0
 
-    # Issue 18 item 20: a wide photo is shown whole (not its 224 px centre crop), the map over the part the model
+    # A wide photo is shown whole (not its 224 px centre crop), the map over the part the model
     # saw and the rest dimmed.
     with Image.open(photos[0]) as src:
         wide = Image.new("RGB", (2 * src.width, src.height))

@@ -371,7 +371,7 @@ def test_a_crafted_cache_trailer_is_refused(tmp_path):
 
 
 def test_a_deleted_symlinked_photo_leaves_the_index(tmp_path, photos, fake_model):
-    """R/link.jpg -> ext/out.jpg is indexed as the link, so deleting the link removes it (issue 18, item 11)."""
+    """R/link.jpg -> ext/out.jpg is indexed as the link, so deleting the link removes it."""
     ext = tmp_path / "ext"
     ext.mkdir()
     target = ext / "out.jpg"
@@ -400,7 +400,7 @@ def test_a_deleted_symlinked_photo_leaves_the_index(tmp_path, photos, fake_model
 
 
 def test_similar_takes_the_moved_model_by_its_hash(tmp_path, photos, fake_model):
-    """A run folder moved after indexing: `similar --model NEW` (checked by its hash) (issue 18, item 15)."""
+    """A run folder moved after indexing: `similar --model NEW` (checked by its hash)."""
     model = tmp_path / "run" / "model.pt"
     model.parent.mkdir()
     model.write_bytes(b"not really a checkpoint; only hashed here")
@@ -423,7 +423,7 @@ def test_similar_takes_the_moved_model_by_its_hash(tmp_path, photos, fake_model)
 
 
 def test_the_similar_sheet_names_its_scores_and_shows_the_query(built, photos, tmp_path):
-    """Issue 18 item 19: every tile read like "1. pedestal 0.768" (a label's probability?)."""
+    """A tile names its score ("similarity 0.768"), so it never reads as a label's probability."""
     sheet = tmp_path / "similar.html"
     assert invoke("similar", photos / "p02.jpg", "--index", built, "-k", "3", "--sheet", sheet).exit_code == 0
     page = sheet.read_text()

