@@ -75,18 +75,6 @@ class LoadedModel:
         """A landmark model that cannot say "none of these" (trained before calibration, or an export)."""
         return self.kind != "builtin" and self.openset is None
 
-    def verdict(self, probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32] | None
-                ) -> tuple[str | None, float | None]:
-        """(top class name or None for "none of these", confidence in the top class): the open-set confidence
-        of a calibrated model, else the softmax probability."""
-        if not len(probs):
-            return None, None
-        top = int(probs.argmax())
-        if self.openset is not None and feats is not None:
-            conf = float(self.openset.confidence(feats[None, :], np.array([top]))[0])
-            return (self.class_names[top] if conf >= self.openset.threshold else None), conf
-        return self.class_names[top], float(probs[top])
-
     def prepare(self, device: torch.device, dtype: torch.dtype | None, int8: bool = False,
                 routes: tuple[str, ...] = ()) -> None:
         """Move to the device once; channels_last where it pays; int8 body when asked (CPU); the body's

@@ -183,12 +183,13 @@ def index_batches(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig) -
     """The one way from photos to index rows (vector, label, confidence, content hash), batch by batch: a local
     run calls it here, the Ray engine (scaleout/ray_index.py) inside each of its workers."""
     from .embeddings import iter_embeddings
+    from .predict import decide
 
     for batch in iter_embeddings(paths, model, cfg):
-        verdicts = [model.verdict(probs, None if batch.features is None else batch.features[i])
-                    for i, probs in enumerate(batch.probs)]
-        yield IndexBatch(list(batch.paths), batch.embeddings, [label for label, _ in verdicts],
-                         [None if conf is None else round(conf, 6) for _, conf in verdicts],
+        decisions = [decide(probs, None if batch.features is None else batch.features[i], model)
+                     for i, probs in enumerate(batch.probs)]
+        yield IndexBatch(list(batch.paths), batch.embeddings, [d.label for d in decisions],
+                         [d.confidence for d in decisions],
                          [_content_hash(p) for p in batch.paths], list(batch.failed))
 
 
@@ -448,7 +449,9 @@ def query_index(idx, photo: Path, recorded: dict, load_model: Callable[[], Loade
         raise BadImageError(f"cannot read the query photo: {result.failed[0][1]}")
     hits = idx.search(result.embeddings, k, exclude_paths=[own if is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
-    label = (model.verdict(result.probs[0], None if result.features is None else result.features[0])[0]
+    from .predict import decide
+
+    label = (decide(result.probs[0], None if result.features is None else result.features[0], model).label
              if len(result.probs) else None)
     return SimilarResult(photo, label, hits, recorded.get("places") or _label_places(model))
 

@@ -17,6 +17,7 @@ from .models.ref import ModelRef, resolve_model
 from .sidecars.embedded import can_embed, embedding, refusal
 from .places.geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_properties
 from .models.openset import check_recall
+from .predict import Prediction, decide
 from .sidecars.ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
 from .sidecars.jsonfile import (SIDECAR_KEY, XMP_SUFFIX, build_payload, check_target, merge_sidecar, photo_fingerprint,
                                 read_sidecar, sidecar_is_current, sidecar_path, write_sidecar)
@@ -29,49 +30,13 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """One label with its probability among the known classes and, for a calibrated model, its confidence."""
-
-    label: str
-    id: str
-    score: float  # softmax share among the model's classes
-    confidence: float | None = None  # that the photo shows this class at all (openset.py); None: not calibrated
-
-
-@dataclass(frozen=True)
 class Classification:
-    """Top-k predictions for one photo; `unknown` when no class is confident enough."""
+    """Top-k predictions for one photo; `unknown` when no class is confident enough (predict.decide)."""
 
     path: Path
     predictions: list[Prediction]
     unknown: bool = False
-
-
-def scored_predictions(feats, probs, model: "LoadedModel", k: int) -> list[Prediction]:
-    """The k most probable classes, each with its open-set confidence when the model is calibrated.
-
-    `feats` are the photo's pooled backbone features (Embedded.features); None without a calibration.
-    """
-    order = probs.argsort()[::-1][:max(1, k)]
-    conf = (model.openset.confidence(feats[None, :], order[None, :])[0] if model.openset is not None
-            else [None] * len(order))
-    return [Prediction(model.class_names[i], model.class_ids[i], float(probs[i]),
-                       None if c is None else round(float(c), 6)) for i, c in zip(order, conf)]
-
-
-def confident(preds: Sequence[Prediction], model: "LoadedModel", min_score: float = 0.0,
-              recall: float | None = None) -> list[Prediction]:
-    """The predictions worth a tag: at least min_score and, for a calibrated model, confidently that landmark.
-
-    `recall` is the fraction of true landmark photos the threshold keeps (default: the checkpoint's).
-    """
-    threshold = model.openset.threshold_for(recall) if model.openset is not None else None
-    return [p for p in preds if p.score >= min_score and (threshold is None or p.confidence >= threshold)]
-
-
-def is_unknown(preds: Sequence[Prediction], model: "LoadedModel", recall: float | None = None) -> bool:
-    """A calibrated model is not confident that the photo shows its top class at all."""
-    return model.openset is not None and not confident(preds[:1], model, 0.0, recall)
+    label: str | None = None  # what the photo shows, None for "none of these"
 
 
 def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", top_k: int = 5,
@@ -87,9 +52,8 @@ def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", to
     out = []
     feats = result.features if result.features is not None else [None] * len(result.paths)
     for p, f, pr in zip(result.paths, feats, result.probs):
-        preds = scored_predictions(f, pr, model, top_k)
-        unknown = is_unknown(preds, model, recall)
-        out.append(Classification(p, preds, unknown))
+        decision = decide(pr, f, model, top_k=top_k, recall=recall)
+        out.append(Classification(p, decision.predictions, decision.unknown, decision.label))
     return out, result.failed
 
 
@@ -138,6 +102,7 @@ class TagSummary:
     model_loaded: bool = False
     uncalibrated: bool = False  # a landmark model without open-set calibration: every photo gets a class
     geotagged: list[Path] = field(default_factory=list)  # got a place (from a landmark or from its trip)
+    geotag_held_back: list[Path] = field(default_factory=list)  # tagged, but not certain enough to be placed
     no_places: bool = False  # --geotag with a model that knows no place (or has no open-set calibration)
     stale_temps_removed: int = 0  # temp files an interrupted earlier run left beside its sidecars
 
@@ -381,22 +346,25 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
             feats = batch.features if batch.features is not None else [None] * len(batch.paths)
             for photo, f, probs in zip(batch.paths, feats, batch.probs):
                 job = by_photo[photo]
-                preds = scored_predictions(f, probs, model, opts.top_k)
-                kept = confident(preds, model, opts.min_score, opts.recall)
-                unknown = is_unknown(preds, model, opts.recall)
+                decision = decide(probs, f, model, top_k=opts.top_k, min_score=opts.min_score,
+                                  recall=opts.recall)
+                kept, unknown, top = decision.kept, decision.unknown, decision.predictions[0]
                 payload = build_payload(model_name=model.name, model_sha256=ref.sha256,
                                         tags=[(p.label, p.id, p.score, p.confidence) for p in kept],
                                         photo_fingerprint=job.fingerprint, options=_recorded_options(opts),
                                         vocabulary="imagenet" if model.kind == "builtin" else "landmarks",
-                                        unknown=unknown, nearest=(preds[0].label, preds[0].id, preds[0].score,
-                                                                  preds[0].confidence) if unknown else None)
+                                        unknown=unknown, nearest=(top.label, top.id, top.score,
+                                                                  top.confidence) if unknown else None,
+                                        runner_ups=[] if model.kind == "builtin" else
+                                        [(p.label, p.id, p.score, p.confidence) for p in decision.runner_ups])
                 pending.append((job, payload, kept, unknown))
             if not opts.geotag:
                 _write_all(pending, model, opts, summary, {}, checked)
                 pending = []
         if opts.geotag:
             summary.no_places = model.openset is None or not model.meta.get("places")
-            _write_all(pending, model, opts, summary, _geotag(pending, model, opts), checked)
+            places, summary.geotag_held_back = _geotag(pending, model, opts)
+            _write_all(pending, model, opts, summary, places, checked)
         if not opts.dry_run:
             _sweep(folders, summary)
     return summary
@@ -481,14 +449,21 @@ def xmp_path(photo: Path, root: Path, opts: WalkOptions) -> Path:
 
 
 def _geotag(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], model: "LoadedModel",
-            opts: TagOptions) -> dict[Path, dict]:
-    """Places for the photos of this run (only a calibrated landmark model places photos)."""
+            opts: TagOptions) -> tuple[dict[Path, dict], list[Path]]:
+    """Places for the photos of this run, and the tagged photos held back: their landmark has a place, but
+    its confidence is below the geotag threshold (openset.py) and no photo of their trip gave them one."""
     places = model.meta.get("places") or {}
     if model.openset is None or not places:
-        return {}
-    candidates = [Candidate(job.photo, _xmp_path(job, opts), kept[0].id if kept else None,
-                            kept[0].confidence if kept else None) for job, _, kept, _ in decided]
-    return place_photos(candidates, places, opts.spread_minutes)
+        return {}, []
+    floor = model.openset.geotag_threshold(model.openset.threshold_for(opts.recall))
+    sure = [kept[0] if kept and kept[0].confidence is not None and kept[0].confidence >= floor else None
+            for _, _, kept, _ in decided]
+    candidates = [Candidate(job.photo, _xmp_path(job, opts), top.id if top else None, top.confidence if top else None)
+                  for (job, _, _, _), top in zip(decided, sure)]
+    placed = place_photos(candidates, places, opts.spread_minutes)
+    held = [job.photo for (job, _, kept, _), top in zip(decided, sure)
+            if kept and top is None and kept[0].id in places and job.photo not in placed]
+    return placed, held
 
 
 def _write(job: _Job, payload: dict, kept: list[Prediction], imagenet: bool, opts: TagOptions,

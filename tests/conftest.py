@@ -42,7 +42,7 @@ def synth_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(synth_data, tmp_path_factory) -> Path:
-    """efficientnet_lite0 with a trained embedding head (frozen offline ImageNet backbone)."""
+    """efficientnet_lite0 with a trained head (frozen offline ImageNet backbone)."""
     from landmark_search.config import TrainConfig
     from landmark_search.training import fit
 

@@ -42,12 +42,10 @@ class FakeModel:
     """What indexing needs of a loaded model."""
 
     embedding_dim = DIM
-    meta: dict = {}  # no places, no calibration
-    class_ids: list = []
-    class_names: list = []
-
-    def verdict(self, probs, feats):
-        return None, None
+    meta: dict = {}  # no places
+    kind = "checkpoint"
+    openset = None  # no calibration: the most probable class is the label
+    class_ids = class_names = ["a", "b"]
 
 
 class Batch:

@@ -27,45 +27,73 @@ def _clusters(rng: np.random.Generator, centres: np.ndarray, n: int, spread: flo
 
 @pytest.fixture()
 def world():
+    """Non-negative features (as pooled ReLU activations are) around 5 centres; the 5th is never trained on."""
     rng = np.random.default_rng(0)
-    centres = _unit(rng.standard_normal((4, 32)))
-    train, train_y = _clusters(rng, centres, 40)
-    valid, valid_y = _clusters(rng, centres, 25)
-    test, test_y = _clusters(rng, centres, 25)
-    others = _unit(rng.standard_normal((200, 32)))  # everything else: no cluster
-    return train, train_y, valid, valid_y, test, test_y, others
+    centres = _unit(np.abs(rng.standard_normal((5, 32))) ** 3)  # sparse, as ReLU features are
+    train, train_y = _clusters(rng, centres[:4], 40)
+    test, test_y = _clusters(rng, centres[:4], 25)
+    unseen, _ = _clusters(rng, centres[4:], 40)  # a landmark the model was never shown
+    others = _unit(np.abs(rng.standard_normal((200, 32))))  # everything else: no cluster
+    return np.abs(train), train_y, np.abs(test), test_y, np.abs(unseen), others
+
+
+def _power(x: np.ndarray) -> np.ndarray:
+    return _unit(np.sqrt(np.maximum(x, 0)))
 
 
 def test_similarity_is_the_nearest_training_vector_of_that_class(world):
-    train, train_y, valid, valid_y, test, test_y, others = world
-    model = calibrate(train, train_y, valid, valid_y, num_classes=4)
+    train, train_y, test, *_ = world
+    model = calibrate(train, train_y, num_classes=4)
     classes = np.array([0, 1, 2, 3, 1])
     got = model.similarity(test[:5], classes)
-    brute = [max(float(test[i] @ train[j]) for j in range(len(train)) if train_y[j] == c)
-             for i, c in enumerate(classes)]
-    np.testing.assert_allclose(got, brute, rtol=1e-3, atol=1e-3)  # the bank is stored as float16
+    brute = [max(float(_power(test[i:i + 1])[0] @ _power(train[j:j + 1])[0]) for j in range(len(train))
+                 if train_y[j] == c) for i, c in enumerate(classes)]
+    np.testing.assert_allclose(got, brute, rtol=1e-3, atol=1e-3)
 
 
-def test_threshold_keeps_the_recall_target_and_refuses_everything_else(world):
-    train, train_y, valid, valid_y, test, test_y, others = world
-    model = calibrate(train, train_y, valid, valid_y, num_classes=4, recall_target=0.95)
-    assert (model.validation >= model.threshold).mean() >= 0.95  # its own definition, on validation
+def test_threshold_lets_few_unknown_landmarks_through_and_keeps_known_ones(world):
+    train, train_y, test, test_y, unseen, others = world
+    model = calibrate(train, train_y, num_classes=4, unknown_rate=0.05)
+    assert model.rates(model.threshold)["unknown_tagged"] <= 0.05  # its own definition, leave-one-class-out
     kept = model.confidence(test, test_y) >= model.threshold
-    nearest = (others @ train.T).argmax(1)  # each random vector's most flattering class
-    false = model.confidence(others, train_y[nearest]) >= model.threshold
-    assert kept.mean() >= 0.9 and false.mean() <= 0.05, (kept.mean(), false.mean())
-    # A stricter recall target never lowers the threshold, and its state survives the round trip.
+    for strangers in (unseen, others):  # each stranger's most flattering class
+        guess = model.class_similarity(strangers).argmax(1)
+        false = model.confidence(strangers, guess) >= model.threshold
+        assert kept.mean() >= 0.9 and false.mean() <= 0.1, (kept.mean(), false.mean())
+    # --recall: a stricter target never lowers the threshold; the state survives the round trip.
     assert model.threshold_for(0.8) >= model.threshold_for(0.99)
+    assert model.threshold_for(None) == model.threshold
     again = OpenSet.from_state(model.to_state())
     np.testing.assert_allclose(again.confidence(test, test_y), model.confidence(test, test_y), atol=1e-3)
     with pytest.raises(ValueError, match="recall"):
         model.threshold_for(1.5)
 
 
-def test_tiny_validation_split_falls_back_to_leave_one_out(world):
-    train, train_y, *_ = world
-    model = calibrate(train, train_y, train[:0], train_y[:0], num_classes=4)
-    assert len(model.validation) == len(train) and 0.0 < model.threshold < 1.0
+def test_margin_tells_an_unseen_landmark_between_two_known_ones():
+    """A photo halfway between two known landmarks is as near to each as their own photos are to each other
+    (wide clusters), but near both: the margin says "neither"."""
+    rng = np.random.default_rng(3)
+    centres = _unit(np.abs(rng.standard_normal((4, 64))) ** 3)
+    train, train_y = _clusters(rng, centres, 30, spread=0.04)
+    train = np.abs(train)
+    model = calibrate(train, train_y, num_classes=4)
+    assert model.weights[1] > 0  # a larger margin means more confident
+    between = _unit(train[train_y == 0][:10] + train[train_y == 1][:10])
+    own = _unit(train[train_y == 0][:10] + 0.02 * np.abs(rng.standard_normal((10, 64))))
+    assert (model.confidence(between, np.zeros(10, np.int64)) < model.confidence(own, np.zeros(10, np.int64))).all()
+
+
+def test_one_class_keeps_most_of_its_photos_and_version_1_states_still_load(world):
+    train, train_y, test, test_y, *_ = world
+    model = calibrate(train[train_y == 0], np.zeros(40, np.int64), num_classes=1)
+    assert len(model.unknowns) == 0 and 0.0 < model.threshold < 1.0
+    assert (model.validation >= model.threshold).mean() >= 0.9
+    old = {"version": 1, "bank": train.astype(np.float16), "labels": train_y, "slope": 20.0, "intercept": -15.0,
+           "threshold": 0.5, "recall_target": 0.95, "validation": np.linspace(0.4, 1, 50, dtype=np.float32)}
+    loaded = OpenSet.from_state(old)
+    sims = np.array([max(float(test[0] @ train[j]) for j in np.flatnonzero(train_y == test_y[0]))])
+    np.testing.assert_allclose(loaded.confidence(test[:1], test_y[:1]), 1 / (1 + np.exp(-(20 * sims - 15))),
+                               atol=1e-2)
 
 
 def test_gap_against_a_hand_computed_ranking():
@@ -107,7 +135,8 @@ def test_trained_model_calls_other_photos_unknown_and_tags_its_landmarks(trained
     landmarks = sorted((synth_data / "test").rglob("*.jpg"))
     known, _ = classify(landmarks, model, CFG, top_k=1)
     right = [not r.unknown and r.predictions[0].id == p.parent.name for r, p in zip(known, landmarks)]
-    assert np.mean(right) >= 0.8
+    # the default threshold gives up some known photos to refuse unknown landmarks (openset.py)
+    assert np.mean(right) >= 0.7
 
     assert results[0].predictions[0].confidence < 0.5
     summary = tag([tmp_path / "library"], str(trained_run / "best.pt"), TagOptions(), CFG)

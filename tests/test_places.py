@@ -205,3 +205,24 @@ def test_map_has_a_marker_per_place(tmp_path):
     assert sorted(p["photos"] for p in data) == [1, 3] and page.count('class="marker"') == 2
     bad = CliRunner().invoke(app, ["map", str(tmp_path / "lib"), "--out", str(tmp_path / "map.png")])
     assert bad.exit_code == 1 and "name it map.html" in bad.output
+
+
+def test_geotag_places_only_photos_far_above_the_tag_threshold(trained_run, synth_data, tmp_path):
+    """A wrong position is worse than none: a tagged photo gets its landmark's place only at the stricter
+    geotag threshold; the others are counted as held back."""
+    from landmark_search.embeddings import load_model
+    from landmark_search.tagging import TagOptions, tag
+
+    openset = load_model(trained_run / "best.pt").openset
+    floor = openset.geotag_threshold(openset.threshold_for(1.0))
+    assert floor > openset.threshold_for(1.0)
+    lib = tmp_path / "lib"
+    for i, src in enumerate(sorted((synth_data / "test").rglob("*.jpg"))):
+        write_photo(lib / f"p{i}.jpg", src)  # no GPS, no time: only the landmark can place them
+    summary = tag([lib], str(trained_run / "best.pt"), TagOptions(geotag=True, recall=1.0, spread_minutes=0), CFG)
+    assert summary.tagged and not summary.failed
+    sure = {p for p in summary.tagged
+            if json.loads(Path(f"{p}.json").read_text())["landmark_search"]["tags"][0]["confidence"] >= floor}
+    assert set(summary.geotagged) == sure and set(summary.geotag_held_back) == set(summary.tagged) - sure
+    for photo in summary.geotag_held_back:
+        assert exif_gps(Path(f"{photo}.xmp")) is None  # keywords, but no position

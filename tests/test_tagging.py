@@ -13,6 +13,8 @@ from landmark_search.config import EmbedConfig
 from landmark_search.errors import LockedError
 from landmark_search.tagging import TagOptions, _folder_lock, tag
 
+from conftest import exiftool_json
+
 CFG = EmbedConfig(progress=False, workers=0)
 
 
@@ -186,8 +188,12 @@ def test_changed_options_retag_and_same_options_skip(synth_data, trained_run, tm
     wider = TagOptions(min_score=0.0, top_k=2, xmp=True, recall=1.0)
     assert tag([photo.parent], ckpt, wider, CFG).tagged == [photo]
     entry = json.loads(side.read_text())["landmark_search"]
-    # The second class is a tag only if the photo is confidently that landmark too (open set).
-    assert 1 <= len(entry["tags"]) <= 2 and entry["options"] == {"top_k": 2, "min_score": 0.0, "recall": 1.0,
+    # Landmarks exclude each other: one keyword (the most probable), the other candidate a runner-up only.
+    assert len(entry["tags"]) == 1 and [r["id"] for r in entry["runner_ups"]] != [entry["tags"][0]["id"]]
+    assert len(entry["runner_ups"]) == 1 and entry["runner_ups"][0]["score"] <= entry["tags"][0]["score"]
+    subjects = exiftool_json(Path(f"{photo}.xmp"), "-XMP-dc:Subject").get("Subject")
+    assert subjects == entry["tags"][0]["label"], subjects
+    assert entry["options"] == {"top_k": 2, "min_score": 0.0, "recall": 1.0,
                                                                  "xmp": True, "object_keywords": False}
     assert Path(f"{photo}.xmp").is_file()
     again = tag([photo.parent], ckpt, wider, CFG)

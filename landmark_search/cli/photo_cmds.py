@@ -50,7 +50,7 @@ def classify_cmd(photos: List[Path] = PhotosArg,
         _warn_uncalibrated(loaded.name)
     failed += bad
     if as_json:
-        typer.echo(_json([{"path": str(r.path), "unknown": r.unknown,
+        typer.echo(_json([{"path": str(r.path), "label": r.label, "unknown": r.unknown,
                            "predictions": [{k: v for k, v in p.__dict__.items() if v is not None}
                                            for p in r.predictions]} for r in results]))
     else:
@@ -136,7 +136,8 @@ def tag_cmd(photos: List[Path] = PhotosArg,
              "retrain it with a places.csv beside train/ (or --places FILE), or on geotagged photos")
     counts = {"tagged": len(summary.tagged), "no_tag": len(summary.untagged), "unknown": len(summary.unknown),
               "no_sidecar": len(summary.not_written),
-              **({"geotagged": len(summary.geotagged)} if geotag else {}),
+              **({"geotagged": len(summary.geotagged), "geotag_held_back": len(summary.geotag_held_back)}
+                 if geotag else {}),
               "unchanged": len(summary.unchanged), **({"skipped": len(summary.skipped)} if embed else {}),
               "failed": len(summary.failed), "stale_temps_removed": summary.stale_temps_removed}
     if as_json:
@@ -153,7 +154,8 @@ def tag_cmd(photos: List[Path] = PhotosArg,
                 typer.echo(f"would write {side}: {tags}")
         verb = "would tag" if dry_run else "tagged"
         typer.echo(f"{verb} {counts['tagged']}, no tag {counts['no_tag']} (unknown {counts['unknown']}), "
-                   + (f"geotagged {counts['geotagged']}, " if geotag else "")
+                   + (f"geotagged {counts['geotagged']} (held back {counts['geotag_held_back']}: landmark not "
+                      "certain enough to place), " if geotag else "")
                    + f"unchanged {counts['unchanged']}, "
                    + (f"skipped {counts['skipped']}, " if embed else "") + f"failed {counts['failed']}"
                    + (f"; {_count(counts['no_sidecar'], 'photo')} with nothing to record "

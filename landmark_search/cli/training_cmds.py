@@ -60,16 +60,20 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
               scheduler: str = typer.Option("auto", help="auto (cosine from scratch, plateau for transfer)|plateau|cosine|exponential|none."),
               image_size: Optional[int] = typer.Option(None, help="Input size (default per model)."),
-              valid_split: float = typer.Option(0.2, help="Validation fraction of train/ (stratified)."),
+              valid_split: Optional[float] = typer.Option(None, help="Validation fraction of train/ (stratified; "
+                                                          "default 0 for a frozen backbone's head, else 0.2)."),
               patience: int = typer.Option(8, help="Early stop after this many epochs without improvement."),
-              head: str = typer.Option("embed", help="embed (Linear-BN-ReLU embedding + classifier) or linear."),
+              head: str = typer.Option("auto", help="auto (power for a frozen backbone, else embed), embed "
+                                       "(Linear-BN-ReLU embedding + classifier), power (linear on "
+                                       "square-rooted, unit-length features) or linear."),
               embedding_dim: int = typer.Option(256, help="Embedding size of the embed head."),
               finetune: bool = typer.Option(False, "--finetune", help="Also train the pretrained backbone (lower LR)."),
               weights: str = typer.Option("default", help="default (ImageNet when available) or none."),
               device: str = typer.Option("auto", help="auto|cpu|cuda|mps."),
               precision: str = typer.Option("auto", help="auto|fp32|bf16|fp16."),
               label_smoothing: float = typer.Option(0.1, help="Cross-entropy label smoothing."),
-              feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
+              feature_views: int = typer.Option(0, help="Augmented views cached per photo (frozen backbone); 0: "
+                                                "the evaluation crop alone (measured best on real photos)."),
               workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
               time_limit: Optional[float] = typer.Option(None, help="Training time budget in seconds (scratch models: 780 by default; 0 = none); the LR schedule anneals within it."),
               mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp for from-scratch runs of 40+ epochs)|none|mixup|cutmix|both."),
@@ -92,7 +96,14 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     _must_exist(resume, "--resume", "pass the run folder `landmark train` wrote")
     _must_exist(places, "--places", "pass a CSV with columns class,latitude,longitude")
     from ..config import TrainConfig
+    from ..data.datasets import unnamed_groups
     from ..training import fit
+
+    skipped = unnamed_groups(data) if data else ()
+    if skipped:
+        _err(f"warning: skipping {len(skipped)} unnamed group folder(s) in {data / 'train'} "
+             f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}): name them (`landmark group "
+             "--name`, or rename the folder) to train on them")
 
     cfg = TrainConfig(model=model, data=str(data or ""), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, scheduler=scheduler,

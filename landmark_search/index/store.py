@@ -91,7 +91,7 @@ class PhotoRecord:
     mtime_ns: int
     content_hash: str
     label: str | None = None
-    confidence: float | None = None  # of the label (or, unknown, of the nearest class): LoadedModel.verdict
+    confidence: float | None = None  # of the label (or, unknown, of the nearest class): predict.decide
     taken: str | None = None  # capture time, ISO (EXIF DateTimeOriginal, else the file's time)
     hand: str | None = None  # a landmark a person gave in its sidecar ("": none of them); None: nobody did
     keywords: str | None = None  # its sidecars' keywords, landmark and place, one a line

@@ -7,6 +7,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class PowerNorm(nn.Module):
+    """Square root of the (non-negative) pooled features, then unit length times `scale`.
+
+    Power normalisation (Perronnin et al. 2010) keeps the few large channels that all outdoor photos share
+    from dominating a linear layer; the fixed scale gives the layer logits of a usable range at init.
+    """
+
+    def __init__(self, scale: float = 10.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x.float().clamp_min(0).sqrt(), dim=1) * self.scale
+
+
 class LandmarkModel(nn.Module):
     """A classifier whose penultimate layer is the retrieval embedding.
 
@@ -23,11 +38,14 @@ class LandmarkModel(nn.Module):
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, embedding_dim),
                                       nn.BatchNorm1d(embedding_dim), nn.ReLU(inplace=True))
             self.embedding_dim = embedding_dim
+        elif head == "power":  # a linear classifier on power-normalised features (training/recipe.py)
+            self.head = nn.Sequential(PowerNorm(), nn.Dropout(dropout))
+            self.embedding_dim = feature_dim
         elif head == "linear":
             self.head = nn.Dropout(dropout)
             self.embedding_dim = feature_dim
         else:
-            raise ValueError(f"unknown head {head!r}; use 'embed' or 'linear'")
+            raise ValueError(f"unknown head {head!r}; use 'embed', 'power' or 'linear'")
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,8 +126,10 @@ def _open_set_section(paths: RunPaths, test_report: dict | None) -> str:
     scores = (test_report or {}).get("open_set")
     threshold = metrics.get("openset_threshold")
     if scores is None:
-        note = (f"The model says \"unknown\" below confidence {float(threshold):.3f} (keeps "
-                f"{float(metrics.get('openset_recall_target', 0.95)):.0%} of validation landmark photos). "
+        note = (f"The model says \"unknown\" below confidence {float(threshold):.3f} (in calibration it keeps "
+                f"{float(metrics.get('openset_known_kept', 0.0)):.0%} of its landmarks' photos and tags "
+                f"{float(metrics.get('openset_unknown_tagged', 0.0)):.0%} of photos of landmarks it was not "
+                "shown). "
                 if threshold is not None else "This run has no open-set calibration (trained before it existed). ")
         raise _Missing(note + "Measure it on photos of anything else with `landmark evaluate RUN --data DIR "
                        "--distractors OTHER/`")

@@ -251,6 +251,7 @@ def build_payload(
     vocabulary: str | None = None,
     unknown: bool = False,
     nearest: tuple | None = None,
+    runner_ups: Iterable[tuple] = (),
 ) -> dict[str, Any]:
     """Build our sidecar entry; `tags` are (label, id, score[, confidence]) tuples such as SidecarTag.
 
@@ -258,6 +259,8 @@ def build_payload(
     other options re-tags instead of skipping the photo as current. `vocabulary` says what the
     labels are ("landmarks", or "imagenet" objects of the built-in model). An `unknown` photo (no
     landmark of the model is confident enough) gets no tag; `nearest` records the closest class.
+    `runner_ups` are the landmark model's other candidates (landmarks exclude each other, so they are
+    never tags), kept for whoever reviews the photo.
     """
     when = tagged_at or _dt.datetime.now(_dt.timezone.utc)
     entry: dict[str, Any] = {
@@ -269,6 +272,9 @@ def build_payload(
         **({"vocabulary": vocabulary} if vocabulary else {}),
         "tags": [_tag_entry(*tag) for tag in tags],
     }
+    runner_ups = [_tag_entry(*tag) for tag in runner_ups]
+    if runner_ups:
+        entry["runner_ups"] = runner_ups
     if unknown:
         entry["unknown"] = True
         if nearest is not None:

@@ -69,7 +69,7 @@ class _Run:
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
         self.rt = Runtime.select(cfg.device, cfg.precision)
-        self.train_samples, self.valid_samples = stratified_split(layout.train, cfg.valid_split, cfg.seed)
+        self.train_samples, self.valid_samples = stratified_split(layout.train, recipe.valid_split, cfg.seed)
         if resume:  # the weights were trained with the checkpoint's normalisation, whatever the data holds now
             self.norm = Normalization(tuple(resume["meta"]["mean"]), tuple(resume["meta"]["std"]))
         elif spec.mean is not None:
@@ -77,7 +77,7 @@ class _Run:
         else:  # scratch models: this dataset's own channel statistics (rank 0 computes and keeps them)
             self.norm = distributed.from_main(ranks, lambda: cached_channel_stats(
                 paths, self.train_samples, recipe.image_size, cfg.seed, layout.root))
-        self.model = build_model(cfg.model, len(layout.classes), pretrained=recipe.pretrained, head=cfg.head,
+        self.model = build_model(cfg.model, len(layout.classes), pretrained=recipe.pretrained, head=recipe.head,
                                  embedding_dim=cfg.embedding_dim, dropout=cfg.dropout).to(self.rt.device)
         if self.rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -123,7 +123,7 @@ class _Run:
         cfg = self.cfg
         return make_meta(self.model, arch=cfg.model, classes=list(self.layout.classes),
                          display_names=self.display_names, image_size=self.recipe.image_size,
-                         mean=self.norm.mean, std=self.norm.std, head=cfg.head, dropout=cfg.dropout,
+                         mean=self.norm.mean, std=self.norm.std, head=self.recipe.head, dropout=cfg.dropout,
                          train_config=cfg.to_dict(), metrics=metrics)
 
     def config_record(self) -> dict[str, Any]:
@@ -133,6 +133,7 @@ class _Run:
         ran = {"epochs": r.epochs, "lr": r.lr, "image_size": r.image_size, "family": r.family,
                "batch_size": r.batch_size, "optimizer": r.optimizer, "scheduler": r.scheduler, "mix": r.mix,
                "progressive": r.progressive, "time_limit": r.time_limit, "patience": r.patience,
+               "head": r.head, "valid_split": r.valid_split,
                "device": self.rt.device.type,
                "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.rt.dtype,
                                                                                             str(self.rt.dtype))}
@@ -187,9 +188,11 @@ class _Run:
 
         def extract() -> dict[str, torch.Tensor]:
             # Several processes: each extracts its share of the photos, and every rank gets them all.
-            train_f, train_y = extract_features(self.model, distributed.shard(self.train_samples, ranks),
-                                                TrainPreset(r.image_size, self.norm), max(1, cfg.feature_views),
-                                                self.rt, desc="features (train views)", **common)
+            views = (TrainPreset(r.image_size, self.norm) if cfg.feature_views > 0
+                     else EvalPreset(r.image_size, self.norm))  # 0: the evaluation crop alone
+            train_f, train_y = extract_features(self.model, distributed.shard(self.train_samples, ranks), views,
+                                                max(1, cfg.feature_views), self.rt, desc="features (train views)",
+                                                **common)
             valid = distributed.shard(self.valid_samples, ranks)
             valid_f, valid_y = (extract_features(self.model, valid, EvalPreset(r.image_size, self.norm),
                                                  1, self.rt, desc="features (valid)", **common)
@@ -197,7 +200,7 @@ class _Run:
             return {name: distributed.gather(t, ranks) for name, t in
                     (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
 
-        key = (f"{cfg.model}|{cfg.weights}|{max(1, cfg.feature_views)}|{self.norm}|{self.rt.device.type}|"
+        key = (f"{cfg.model}|{cfg.weights}|{cfg.feature_views}|{self.norm}|{self.rt.device.type}|"
                f"{self.rt.dtype}|{engine.route if engine else 'torch'}|"
                f"{stats_fingerprint(self.train_samples, r.image_size, cfg.seed)}|"
                f"{stats_fingerprint(self.valid_samples, r.image_size, cfg.seed)}")
@@ -337,11 +340,13 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
         metrics["stopped_early_at"] = run.stopped_early
     run.use_best_weights()
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
-    openset = calibrate_model(run.model, run.meta(), run.train_samples, run.valid_samples, seed=cfg.seed,
+    openset = calibrate_model(run.model, run.meta(), [*run.train_samples, *run.valid_samples], seed=cfg.seed,
                               device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
                               workers=cfg.workers, quiet=True)
     metrics["openset_threshold"] = round(openset.threshold, 6)
-    metrics["openset_recall_target"] = openset.recall_target
+    metrics["openset_unknown_rate"] = openset.unknown_rate
+    # what the threshold costs: known photos kept and unknown-landmark photos let through (leave-one-out)
+    metrics.update({f"openset_{k}": v for k, v in openset.rates(openset.threshold).items()})
     if layout.test:
         result = evaluate(run.model, layout.test, run.meta(), device=cfg.device, precision=cfg.precision,
                           batch_size=run.recipe.batch_size, workers=cfg.workers, quiet=cfg.quiet)
