@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from dataclasses import dataclass
 from pathlib import Path
