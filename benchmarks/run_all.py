@@ -204,7 +204,7 @@ def summary_row(benchmark: str, metric: str, value: float, goal: str, ok: bool |
 
 # ---------------------------------------------------------------------------------------------- the suite
 
-BENCHES = ("indexing", "default_model", "training", "transfer", "ann", "tagging", "memory")
+BENCHES = ("indexing", "default_model", "training", "transfer", "ann", "tagging", "memory", "recognition")
 
 
 def _bench_command(name: str, args: argparse.Namespace) -> list[str]:

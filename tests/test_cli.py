@@ -87,7 +87,8 @@ def test_export_then_classify_agree_with_checkpoint(trained_run, synth_data, tmp
                                   "--trust-export", ok=True).stdout)
     assert [r["predictions"][0]["id"] for r in by_ckpt] == [r["predictions"][0]["id"] for r in by_export]
     first = by_ckpt[0]
-    assert set(first) == {"path", "unknown", "predictions"} and first["unknown"] is False
+    assert set(first) == {"path", "label", "unknown", "predictions"} and first["unknown"] is False
+    assert first["label"] == first["predictions"][0]["label"]  # the decision, beside its candidates
     assert set(first["predictions"][0]) == {"label", "id", "score", "confidence"}  # calibrated: open-set confidence
     assert first["predictions"][0]["id"] == photos[0].parent.name
 

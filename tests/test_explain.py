@@ -175,6 +175,13 @@ def test_explain_photos_writes_overlays_and_skips_bad_photos(trained: tuple[Path
     assert [p for p, _ in failures] == [bad] and "not a readable image" in failures[0][1]
     # Both photos are named 0.jpg: the second overlay must not overwrite the first.
     assert [r.overlay_png.name for r in results] == ["0.gradcam.png", "0-2.gradcam.png"]
+    # One photo, one number: explain gives the probability classify (and tag, and the report) gives.
+    from landmark_search.config import EmbedConfig
+    from landmark_search.embeddings import load_model
+    from landmark_search.tagging import classify
+
+    classified, _ = classify(photos, load_model(best), EmbedConfig(progress=False, workers=0), top_k=1)
+    assert [r.probability for r in results] == [c.predictions[0].score for c in classified]
     for r in results:
         assert 0.0 < r.probability <= 1.0
         with Image.open(r.overlay_png) as img:  # the photo and its map side by side, 480 px each, title on top

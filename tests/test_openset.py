@@ -159,7 +159,7 @@ def test_evaluate_with_distractors_reports_gap_and_the_report_shows_it(trained_r
                                       str(tmp_path / "distractors"), "--json", "-q"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert printed["false_tag_rate"] == 0.0 and printed["recall"] >= 0.8 and printed["gap"] >= 0.8
+    assert printed["false_tag_rate"] == 0.0 and printed["recall"] >= 0.7 and printed["gap"] >= 0.8
     assert printed["open_set"]["n_distractors"] == 7
     assert (run / "test_pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = write_report(run, synth_data).read_text()

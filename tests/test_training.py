@@ -260,3 +260,44 @@ def test_overwrite_never_touches_a_users_files_that_share_our_names(synth_data, 
             _scratch(synth_data, out, overwrite=overwrite)
     assert (out / "config.json").read_text() == '{"my": "project settings"}'
     assert (out / "report.html").read_text() == "<html>my own report</html>"
+
+
+def test_extend_teaches_a_new_landmark_and_keeps_the_old_ones(trained_run, synth_data, tmp_path):
+    """NEW holds one landmark (colour-inverted photos of nothing the model knows); the extended model knows
+    the old three by the same indices plus the new one, trained from the old run's photos, which are still there."""
+    from PIL import Image, ImageOps
+
+    sources = sorted((synth_data / "train").rglob("*.jpg"))[::4]
+    for i, src in enumerate(sources[:16]):
+        split = "test" if i % 4 == 0 else "train"
+        dest = tmp_path / "new" / split / "Negative" / f"n{i}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.invert(Image.open(src).convert("RGB")).rotate(180).save(dest)
+    (tmp_path / "new" / "train" / "group-03").mkdir()  # an unnamed group: not a class
+    result = fit(TrainConfig(data=str(tmp_path / "new"), out=str(tmp_path / "run"), epochs=6, quiet=True, workers=0),
+                 extend=trained_run / "best.pt")
+    old = load_checkpoint(trained_run / "best.pt")[1]["classes"]
+    _, meta = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert meta["classes"] == [*old, "Negative"] and meta["image_size"] == 96
+    assert result.metrics["extended"]["old_from"] == "photos" and result.metrics["extended"]["new_classes"] == 1
+    assert result.metrics["n_test"] == len(discover(synth_data).test) + 4  # the old test photos are scored too
+    assert result.metrics["test_accuracy"] >= 0.85
+
+
+def test_extend_without_the_old_photos_or_their_features_says_what_to_do(trained_run, synth_data, tmp_path):
+    import shutil
+
+    from landmark_search.errors import LandmarkError
+    from landmark_search.models.checkpoint import save_checkpoint
+
+    payload = read_checkpoint(trained_run / "best.pt")
+    model, meta = load_checkpoint(trained_run / "best.pt")
+    meta = {**{k: v for k, v in meta.items() if k != "openset"},
+            "train_config": {**meta["train_config"], "data": str(tmp_path / "gone")}}
+    (tmp_path / "old").mkdir()
+    save_checkpoint(tmp_path / "old" / "best.pt", model, meta, extra={"openset": payload["openset"]})
+    shutil.copytree(synth_data, tmp_path / "new")
+    with pytest.raises(LandmarkError, match="training photos are gone .*gone.* put the old dataset back"):
+        fit(TrainConfig(data=str(tmp_path / "new"), out=str(tmp_path / "run"), quiet=True, workers=0),
+            extend=tmp_path / "old" / "best.pt")
+    assert not (tmp_path / "run").exists()

@@ -87,6 +87,10 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                                         "(DistributedDataParallel through torchrun: gloo on CPU, NCCL on CUDA); "
                                         "the run folder is the one a single process writes."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
+              extend: Optional[Path] = typer.Option(None, "--extend", help="Teach this model (RUN/best.pt) the "
+                                                    "landmarks of --data too: the new model knows both (its old "
+                                                    "photos when their folder is still there, else its cached "
+                                                    "features)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (deletes only the files landmark wrote there)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
@@ -94,6 +98,13 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     # Paths are checked before torch is imported: a typo answers in a moment.
     _must_exist(data, "--data", "make a dataset with `landmark data synth DIR` or `landmark data download DIR`")
     _must_exist(resume, "--resume", "pass the run folder `landmark train` wrote")
+    _must_exist(extend, "--extend", "pass the RUN/best.pt of the model to teach more landmarks")
+    if extend and nproc != 1:
+        _err("--extend trains a frozen backbone's head in seconds: leave out --nproc")
+        raise typer.Exit(code=1)
+    if extend and not data:
+        _err("--extend needs --data NEW: a folder with train/<landmark>/ photos of the landmarks to add")
+        raise typer.Exit(code=1)
     _must_exist(places, "--places", "pass a CSV with columns class,latitude,longitude")
     from ..config import TrainConfig
     from ..data.datasets import unnamed_groups
@@ -117,10 +128,16 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
 
         result = launch(cfg, nproc, resume=resume, overwrite=overwrite)
     else:
-        result = fit(cfg, resume=resume, overwrite=overwrite)
+        result = fit(cfg, resume=resume, overwrite=overwrite, extend=extend)
     if not result.main:  # a torchrun rank other than 0: rank 0 reports
         return
     m = result.metrics
+    if "extended" in m:
+        e = m["extended"]
+        how = ("their photos in " if e["old_from"] == "photos" else
+               "the features its run cached (their photos are gone): ") + e["old_where"]
+        typer.echo(f"extended {e['checkpoint']}: {e['old_classes']} landmarks from {how}; "
+                   f"{e['new_classes']} new from {data}")
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "stopped_early_at" in m:
         typer.echo(f"stopped early at epoch {m['stopped_early_at']} of {m['epochs_planned']} (no validation gain "

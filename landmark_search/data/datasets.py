@@ -80,8 +80,11 @@ def unnamed_groups(root: str | Path) -> tuple[str, ...]:
     return tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir() and UNNAMED_GROUP.fullmatch(p.name)))
 
 
-def discover(root: str | Path) -> DatasetLayout:
-    """Read a `train/` (+ optional `test/`) class-folder tree; a folder with only `test/` serves evaluation."""
+def discover(root: str | Path, min_classes: int = 2) -> DatasetLayout:
+    """Read a `train/` (+ optional `test/`) class-folder tree; a folder with only `test/` serves evaluation.
+
+    A classifier needs 2 classes; `train --extend` adds 1 or more to those a model knows (min_classes=1).
+    """
     root = Path(root)
     train_dir, test_dir = root / "train", root / "test"
     if not train_dir.is_dir():
@@ -91,10 +94,10 @@ def discover(root: str | Path) -> DatasetLayout:
         classes = _class_folders(test_dir)
         return DatasetLayout(root=root, classes=classes, train_split=None, test=_list_split(test_dir, classes))
     classes = _class_folders(train_dir)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         hint = (f" (group-NN folders are left out until named: `landmark group --name` or rename them)"
                 if unnamed_groups(root) else "")
-        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least 2{hint}")
+        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least {min_classes}{hint}")
     train = _list_split(train_dir, classes)
     if not train:
         raise DataError(f"{train_dir}: the class folders hold no photos")

@@ -175,11 +175,27 @@ def _explained(loaded: "LoadedModel", path: Path, class_index: int | None, devic
     """(figure, cam, label, probability) of one photo; BadImageError when it cannot be read."""
     # Decoded once, large enough for both the model's crop and a readable figure.
     img = load_image(path, min_side=max(resize_size(loaded.image_size), PANEL), max_pixels=max_pixels)
-    _, cam, index, prob = _explain_decoded(loaded, img, class_index, device)
+    _, cam, index, _ = _explain_decoded(loaded, img, class_index, device)
     label = loaded.class_names[index]
+    prob = _decided_score(loaded, path, index)
     figure = explain_figure(img, center_crop_box(img.width, img.height, loaded.image_size), cam,
-                            f"{path.name}: {label}  p={prob:.2f}")
+                            f"{path.name}: {label}  p={prob:.3f}")
     return figure, cam, label, prob
+
+
+def _decided_score(loaded: "LoadedModel", path: Path, index: int) -> float:
+    """The probability `tag`, `classify` and the report give this photo for that class (predict.decide through
+    the one inference path), not the Grad-CAM pass's softmax: that decodes the photo larger for the figure."""
+    from .config import EmbedConfig
+    from .embeddings import embed_paths
+    from .predict import decide
+
+    out = embed_paths([path], loaded, EmbedConfig(progress=False, workers=0))
+    if out.failed:
+        raise BadImageError(out.failed[0][1])
+    feats = None if out.features is None else out.features[0]
+    preds = decide(out.probs[0], feats, loaded, top_k=len(loaded.class_ids)).predictions
+    return next(p.score for p in preds if p.id == loaded.class_ids[index])
 
 
 def explain_png(loaded: "LoadedModel", path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:

@@ -231,7 +231,7 @@ def _mistake_card(evaluation: _Evaluation, index: int, device) -> str:
             f"<img alt='Grad-CAM for the predicted class' src='{image_data_uri(heat)}'></div>"
             f"<figcaption><div class='name' title='{_esc(path)}'>{_esc(Path(path.parent.name, path.name))}</div>"
             f"<div>true: <b>{_esc(names[true])}</b></div>"
-            f"<div>predicted: <b class='wrong'>{_esc(names[pred])}</b> (p={prob:.2f})</div></figcaption></figure>")
+            f"<div>predicted: <b class='wrong'>{_esc(names[pred])}</b> (p={prob:.3f})</div></figcaption></figure>")
 
 
 def _mistakes_section(evaluation: _Evaluation | None, why: str, device: str) -> str:

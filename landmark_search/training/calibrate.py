@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 
 
 def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], samples: Sequence[Sample], *,
-                    unknown_rate: float = DEFAULT_UNKNOWN_RATE, seed: int = 0, **kwargs: Any) -> OpenSet:
+                    unknown_rate: float = DEFAULT_UNKNOWN_RATE, seed: int = 0,
+                    extra: tuple[np.ndarray, np.ndarray] | None = None, **kwargs: Any) -> OpenSet:
     """Embed every training photo (the bank, and its leave-one-out calibration) with the final weights.
 
     The photos go through the one inference path with the evaluation crop, as tag and classify will
-    see them; kwargs (device, precision, batch_size, workers, quiet) go to embed_samples.
+    see them; kwargs (device, precision, batch_size, workers, quiet) go to embed_samples. `extra`: pooled
+    features and labels of photos that are no longer there (`train --extend` from cached features).
     """
     from ..embeddings import wrap_model
 
@@ -28,4 +30,8 @@ def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], samples: Seque
     _, _, labels, feats = embed_samples(loaded, samples, **kwargs)
     if feats is None:
         feats = np.zeros((0, model.feature_dim), np.float32)
+    if extra is not None:
+        more = np.asarray(extra[0], np.float32)
+        feats = np.concatenate([feats, more / np.maximum(np.linalg.norm(more, axis=1, keepdims=True), 1e-12)])
+        labels = [*labels, *np.asarray(extra[1]).tolist()]
     return calibrate(feats, np.asarray(labels), len(meta["classes"]), unknown_rate=unknown_rate, seed=seed)

@@ -22,9 +22,10 @@ from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
 from ..models.runtime import default_workers
-from ..places.table import display_names, resolve_places
+from ..places.table import Place, display_names, resolve_places
 from . import distributed
 from .calibrate import calibrate_model
+from .extend import prepare_extension
 from ..render.plots import curves_png
 from .loop import (Runtime, extract_features, feature_engine, make_loader, seed_everything,
                    train_head_epoch, train_one_epoch, validate, validate_head)
@@ -63,9 +64,11 @@ class _Run:
     """One training run: the model, its optimiser and schedule, and the files it keeps up to date."""
 
     def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None,
-                 display_names: list[str], ranks: distributed.Ranks = distributed.Ranks()):
+                 display_names: list[str], ranks: distributed.Ranks = distributed.Ranks(),
+                 extra: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg, self.layout, self.paths, self.ranks = cfg, layout, paths, ranks
         self.display_names = display_names  # places.display_names: the one name of each class
+        self.extra = extra  # features + labels of photos that are gone (train --extend from cached features)
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
         self.rt = Runtime.select(cfg.device, cfg.precision)
@@ -208,6 +211,8 @@ class _Run:
         feats = cached_features(self.paths.root, key, extract, write=ranks.main)
         train_f, train_y, valid_f, valid_y = (feats["train_f"].float(), feats["train_y"], feats["valid_f"].float(),
                                               feats["valid_y"])
+        if self.extra is not None:
+            train_f, train_y = torch.cat([train_f, self.extra[0]]), torch.cat([train_y, self.extra[1]])
         gen = torch.Generator().manual_seed(cfg.seed)
         data = TensorDataset(train_f, train_y)
         sampler, batch, mine = distributed.share(data, r.batch_size, ranks, seed=cfg.seed)
@@ -283,44 +288,54 @@ def _resume_payload(cfg: TrainConfig, resume: str | Path) -> tuple[TrainConfig, 
     return cfg, payload
 
 
-def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
+def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = False,
+        extend: str | Path | None = None) -> TrainResult:
     """Train a model on cfg.data, write the run directory, evaluate the best weights on test/ when present.
 
     A cfg.out that already holds a run is refused unless `overwrite` (which deletes only the files
     landmark writes there); `resume` continues the run in that folder instead. Under torchrun (WORLD_SIZE > 1)
     the processes train together (distributed.py) and rank 0 alone writes the run; the others return empty
-    metrics.
+    metrics. `extend` (an earlier run's best.pt) trains a model that knows its classes and cfg.data's
+    (extend.py).
     """
     ranks = distributed.start(cfg.device)
     try:
-        return _fit(cfg, resume, overwrite, ranks)
+        return _fit(cfg, resume, overwrite, ranks, extend)
     finally:
         distributed.stop(ranks)
 
 
-def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: distributed.Ranks) -> TrainResult:
+def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: distributed.Ranks,
+         extend: str | Path | None = None) -> TrainResult:
     t0 = time.time()
     if resume and overwrite:
         raise LandmarkError("--resume continues a run and --overwrite replaces one; use one of them")
-    payload = None
+    if resume and extend:
+        raise LandmarkError("--resume continues a run and --extend starts one from another; use one of them")
+    payload, ext = None, None
     if resume:
         cfg, payload = _resume_payload(cfg, resume)
+    if extend:
+        cfg, ext = prepare_extension(extend, cfg)
     # Everything that can be refused is refused before the run folder is touched.
     check_config(cfg)
     seed_everything(cfg.seed)
-    layout = discover(dataset_dir(cfg.data))
+    layout = ext.layout if ext else discover(dataset_dir(cfg.data))
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
     cfg = replace(cfg, out=str(out))
     paths = RunPaths(out)
     # Where each landmark is (places.py); a bad places.csv is refused before anything trains.
     places = resolve_places(layout.classes, layout.train, layout.root, Path(cfg.places) if cfg.places else None)
+    if ext and ext.places:  # the old landmarks keep the places their run found
+        places = {**{c: Place.from_dict(p) for c, p in ext.places.items()}, **places}
     names = display_names(layout.classes, places)
     places = {c: replace(p, name=names[layout.classes.index(c)]) for c, p in places.items()}
     if not ranks.main:
         cfg = replace(cfg, quiet=True)  # one progress bar, rank 0's
     if not resume:
         distributed.from_main(ranks, lambda: prepare_run_dir(paths, overwrite))
-    run = _Run(cfg, layout, paths, payload, names, ranks)
+    run = _Run(cfg, layout, paths, payload, names, ranks,
+               extra=(ext.features, ext.labels) if ext and ext.features is not None else None)
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.config, run.config_record())
@@ -342,7 +357,12 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
     openset = calibrate_model(run.model, run.meta(), [*run.train_samples, *run.valid_samples], seed=cfg.seed,
                               device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
-                              workers=cfg.workers, quiet=True)
+                              workers=cfg.workers, quiet=True,
+                              extra=(run.extra[0].numpy(), run.extra[1].numpy()) if run.extra is not None else None)
+    if ext:
+        metrics["extended"] = {"checkpoint": str(extend), "old_classes": ext.old_classes,
+                               "new_classes": len(layout.classes) - ext.old_classes, "old_from": ext.source,
+                               "old_where": str(ext.where)}
     metrics["openset_threshold"] = round(openset.threshold, 6)
     metrics["openset_unknown_rate"] = openset.unknown_rate
     # what the threshold costs: known photos kept and unknown-landmark photos let through (leave-one-out)
