@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -17,13 +18,14 @@ from tqdm import tqdm
 from ..config import RunPaths, TrainConfig
 from ..data.datasets import DatasetLayout, ImageDataset, discover, stratified_split
 from ..data.transforms import EvalPreset, Normalization, TrainPreset
-from ..errors import CheckpointError, LandmarkError
+from ..errors import CheckpointError, DataError, LandmarkError
 from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
 from ..models.runtime import default_workers
 from ..places.table import Place, display_names, resolve_places
 from . import distributed
+from ..openset import calibrate
 from .calibrate import calibrate_model
 from .extend import prepare_extension
 from ..render.plots import curves_png
@@ -69,6 +71,7 @@ class _Run:
         self.cfg, self.layout, self.paths, self.ranks = cfg, layout, paths, ranks
         self.display_names = display_names  # places.display_names: the one name of each class
         self.extra = extra  # features + labels of photos that are gone (train --extend from cached features)
+        self.photo_features: tuple[np.ndarray, np.ndarray] | None = None  # fit_head's, for the calibration
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
         self.rt = Runtime.select(cfg.device, cfg.precision)
@@ -191,19 +194,22 @@ class _Run:
 
         def extract() -> dict[str, torch.Tensor]:
             # Several processes: each extracts its share of the photos, and every rank gets them all.
-            views = (TrainPreset(r.image_size, self.norm) if cfg.feature_views > 0
-                     else EvalPreset(r.image_size, self.norm))  # 0: the evaluation crop alone
-            train_f, train_y = extract_features(self.model, distributed.shard(self.train_samples, ranks), views,
-                                                max(1, cfg.feature_views), self.rt, desc="features (train views)",
-                                                **common)
+            train = distributed.shard(self.train_samples, ranks)
             valid = distributed.shard(self.valid_samples, ranks)
-            valid_f, valid_y = (extract_features(self.model, valid, EvalPreset(r.image_size, self.norm),
-                                                 1, self.rt, desc="features (valid)", **common)
-                                if valid else (train_f[:0], train_y[:0]))
+            if cfg.feature_views == 0:  # the photos as tag and classify see them: the one inference path
+                train_f, train_y = self._inference_features(train)
+                valid_f, valid_y = self._inference_features(valid) if valid else (train_f[:0], train_y[:0])
+            else:
+                train_f, train_y = extract_features(self.model, train, TrainPreset(r.image_size, self.norm),
+                                                    cfg.feature_views, self.rt, desc="features (train views)",
+                                                    **common)
+                valid_f, valid_y = (extract_features(self.model, valid, EvalPreset(r.image_size, self.norm),
+                                                     1, self.rt, desc="features (valid)", **common)
+                                    if valid else (train_f[:0], train_y[:0]))
             return {name: distributed.gather(t, ranks) for name, t in
                     (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
 
-        key = (f"{cfg.model}|{cfg.weights}|{cfg.feature_views}|{self.norm}|{self.rt.device.type}|"
+        key = (f"{cfg.model}|{cfg.weights}|{cfg.feature_views or 'inference'}|{self.norm}|{self.rt.device.type}|"
                f"{self.rt.dtype}|{engine.route if engine else 'torch'}|"
                f"{stats_fingerprint(self.train_samples, r.image_size, cfg.seed)}|"
                f"{stats_fingerprint(self.valid_samples, r.image_size, cfg.seed)}")
@@ -213,6 +219,8 @@ class _Run:
                                               feats["valid_y"])
         if self.extra is not None:
             train_f, train_y = torch.cat([train_f, self.extra[0]]), torch.cat([train_y, self.extra[1]])
+        if cfg.feature_views == 0:  # the open-set calibration needs these very features (calibrate.py)
+            self.photo_features = (torch.cat([train_f, valid_f]).numpy(), torch.cat([train_y, valid_y]).numpy())
         gen = torch.Generator().manual_seed(cfg.seed)
         data = TensorDataset(train_f, train_y)
         sampler, batch, mine = distributed.share(data, r.batch_size, ranks, seed=cfg.seed)
@@ -236,6 +244,20 @@ class _Run:
                 bar.total = bar.n = epoch - self.start_epoch + 1  # an early stop ends the bar full, not at 9/60
                 bar.refresh()
                 break
+
+    def _inference_features(self, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised pooled features of the photos through embeddings' inference path (decoding, crop,
+        engine), so the head trains on what a photo gives at `tag` time."""
+        from ..embeddings import wrap_model
+        from .metrics import embed_samples
+
+        loaded = wrap_model(self.model, self.meta())
+        loaded.features = True
+        _, _, labels, feats = embed_samples(loaded, samples, device=self.cfg.device, precision=self.cfg.precision,
+                                            batch_size=self.recipe.batch_size, workers=self.workers, quiet=True)
+        if feats is None or not len(feats):
+            raise DataError("no readable photos to train on")
+        return torch.from_numpy(np.ascontiguousarray(feats, np.float32)), torch.as_tensor(labels, dtype=torch.long)
 
     def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return augment_batch(x, y, self.progress.fraction, self.recipe, self.mixer, self.rt.channels_last)
@@ -355,10 +377,14 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
         metrics["stopped_early_at"] = run.stopped_early
     run.use_best_weights()
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
-    openset = calibrate_model(run.model, run.meta(), [*run.train_samples, *run.valid_samples], seed=cfg.seed,
-                              device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
-                              workers=cfg.workers, quiet=True,
-                              extra=(run.extra[0].numpy(), run.extra[1].numpy()) if run.extra is not None else None)
+    if run.photo_features is not None:  # the frozen features the head trained on: no second pass
+        openset = calibrate(*run.photo_features, len(layout.classes), seed=cfg.seed)
+    else:
+        openset = calibrate_model(run.model, run.meta(), [*run.train_samples, *run.valid_samples], seed=cfg.seed,
+                                  device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
+                                  workers=cfg.workers, quiet=True,
+                                  extra=(run.extra[0].numpy(), run.extra[1].numpy()) if run.extra is not None
+                                  else None)
     if ext:
         metrics["extended"] = {"checkpoint": str(extend), "old_classes": ext.old_classes,
                                "new_classes": len(layout.classes) - ext.old_classes, "old_from": ext.source,
