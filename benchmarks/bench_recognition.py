@@ -40,7 +40,7 @@ def _samples(folder: Path) -> list[tuple[Path, int]]:
 
 
 def _photos(folder: Path) -> list[tuple[Path, int]]:
-    from landmark_search.data.files import iter_photos
+    from landmark_search.photos.files import iter_photos
 
     return [(p, -1) for p in iter_photos([folder], recursive=True)]
 

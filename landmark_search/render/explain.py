@@ -186,9 +186,9 @@ def _explained(loaded: "LoadedModel", path: Path, class_index: int | None, devic
 def _decided_score(loaded: "LoadedModel", path: Path, index: int) -> float:
     """The probability `tag`, `classify` and the report give this photo for that class (predict.decide through
     the one inference path), not the Grad-CAM pass's softmax: that decodes the photo larger for the figure."""
-    from .config import EmbedConfig
-    from .embeddings import embed_paths
-    from .predict import decide
+    from ..config import EmbedConfig
+    from ..embeddings import embed_paths
+    from ..predict import decide
 
     out = embed_paths([path], loaded, EmbedConfig(progress=False, workers=0))
     if out.failed:

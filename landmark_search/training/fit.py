@@ -25,7 +25,7 @@ from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, sav
 from ..models.runtime import default_workers
 from ..places.table import Place, display_names, resolve_places
 from . import distributed
-from ..openset import calibrate
+from ..models.openset import calibrate
 from .calibrate import calibrate_model
 from .extend import prepare_extension
 from ..render.plots import curves_png
