@@ -176,10 +176,11 @@ def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
         raise damaged(directory, f"meta {key} is {meta[key]!r}, not a number") from None
 
 
-def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str, dim: int,
+def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str | None, dim: int | None,
                     index_type: str, create: bool) -> dict[str, str]:
     """Create the manifest if empty, then check it is ours, whole and compatible, and bring an older version
-    up to SCHEMA_VERSION (ensure_version); returns its meta."""
+    up to SCHEMA_VERSION (ensure_version); returns its meta. model_id and dim None (an existing index opened
+    as it is) accept the ones it holds."""
     not_ours = _not_ours(directory / MANIFEST_NAME)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -217,13 +218,13 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
         raise _newer(directory, version)
     if version < min(MIGRATIONS) - 1:
         raise IndexStoreError(f"index {directory} uses the old format {version}; {rebuild_hint(directory)}")
-    if meta["model_id"] != model_id:
+    if model_id is not None and meta["model_id"] != model_id:
         raise IndexStoreError(
             f"index {directory} was built with model {meta['model_id']!r}, not {model_id!r}; "
             f"use `--model {meta['model_id']}`, or build a new index for {model_id!r} with "
             f"`landmark index PHOTOS --index NAME`"
         )
-    if stored_dim != dim:
+    if dim is not None and stored_dim != dim:
         raise IndexStoreError(
             f"index {directory} holds {stored_dim}-dimensional vectors but model {model_id!r} "
             f"produces {dim}; build a new index with `landmark index PHOTOS --index NAME`"
