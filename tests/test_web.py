@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -216,6 +217,9 @@ def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_
     review = client.get("/api/groups", params={"wait": 60}).json()
     assert review["state"] == "ready"
     assert not {p for g in review["groups"] for p in g["paths"]} & set(photos)  # named: no longer to review
+    # the hint teaches the index's own model the named landmarks (`train --extend`; test_training runs it)
+    hint = f"landmark train --extend {trained_run / 'best.pt'} --data {library_dir / 'idx' / 'training'}"
+    assert hint in html.unescape(client.get("/review").text)
     assert runner.invoke(cli, ["untag", *photos, other]).exit_code == 0
     assert not Path(photos[0] + ".json").exists()
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import LandmarkError
 from . import (
     DeviceOpt, JsonOpt, QuietOpt, RecallOpt, _count, _err, _json, _must_exist, _write_report, app,
     handle_errors,
@@ -83,6 +84,10 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                                         "(DistributedDataParallel through torchrun: gloo on CPU, NCCL on CUDA); "
                                         "the run folder is the one a single process writes."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
+              extend: Optional[Path] = typer.Option(None, "--extend", help="Teach this model (RUN/best.pt, frozen "
+                                                    "backbone) the landmarks of --data too: the new model knows both; "
+                                                    "the old ones come from the old run's photos, or its "
+                                                    "features.pt when they are gone."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (deletes only the files landmark wrote there)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
@@ -91,8 +96,20 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     _must_exist(data, "--data", "make a dataset with `landmark data synth DIR` or `landmark data download DIR`")
     _must_exist(resume, "--resume", "pass the run folder `landmark train` wrote")
     _must_exist(places, "--places", "pass a CSV with columns class,latitude,longitude")
+    _must_exist(extend, "--extend", "pass the RUN/best.pt of the model to teach more landmarks")
+    if extend and not data:
+        raise LandmarkError("--extend needs --data NEW: a folder with train/<landmark>/ photos of the landmarks to add")
+    if extend and nproc != 1:
+        raise LandmarkError("--extend trains a frozen backbone's head in seconds; leave out --nproc")
     from ..config import TrainConfig
+    from ..data.datasets import unnamed_groups
     from ..training import fit
+
+    unnamed = unnamed_groups(data) if data else ()
+    if unnamed:
+        _err(f"warning: {data / 'train'}: skipping {_count(len(unnamed), 'unnamed group folder')} "
+             f"({', '.join(unnamed[:5])}{', ...' if len(unnamed) > 5 else ''}); name each with "
+             f"`landmark group --name {unnamed[0]} NAME --out {data}` to train on it")
 
     cfg = TrainConfig(model=model, data=str(data or ""), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, scheduler=scheduler,
@@ -106,10 +123,16 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
 
         result = launch(cfg, nproc, resume=resume, overwrite=overwrite)
     else:
-        result = fit(cfg, resume=resume, overwrite=overwrite)
+        result = fit(cfg, resume=resume, overwrite=overwrite, extend=extend)
     if not result.main:  # a torchrun rank other than 0: rank 0 reports
         return
     m = result.metrics
+    if "extended" in m:
+        e = m["extended"]
+        source = (f"their photos in {e['old_where']}" if e["old_from"] == "photos" else
+                  f"the old run's cached features {e['old_where']} (its photos are gone)")
+        typer.echo(f"extended {e['checkpoint']}: {_count(e['old_classes'], 'old landmark')} from {source}, "
+                   f"{_count(e['new_classes'], 'new landmark')} from {data}")
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "stopped_early_at" in m:
         typer.echo(f"stopped early at epoch {m['stopped_early_at']} of {m['epochs_planned']} (no validation gain "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ class DatasetLayout:
     classes: tuple[str, ...]
     train_split: tuple[Sample, ...] | None  # None: no train/ folder (a test-only folder: evaluation only)
     test: tuple[Sample, ...]
+    unnamed: tuple[str, ...] = ()  # group-NN folders of `landmark group --out` nobody named: not classes
 
     @property
     def train(self) -> tuple[Sample, ...]:
@@ -61,12 +63,28 @@ def _no_train(root: Path) -> str:
             "e.g. made by `landmark data synth DIR` or `landmark data download DIR`")
 
 
+# `landmark group --out` names its folders group-01, group-02...; one still so named was never looked at.
+UNNAMED_GROUP = re.compile(r"group-\d+")
+
+
 def _class_folders(split_dir: Path) -> tuple[str, ...]:
-    return tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    return tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                        and not UNNAMED_GROUP.fullmatch(p.name)))
 
 
-def discover(root: str | Path) -> DatasetLayout:
-    """Read a `train/` (+ optional `test/`) class-folder tree; a folder with only `test/` serves evaluation."""
+def unnamed_groups(root: str | Path) -> tuple[str, ...]:
+    """The group-NN folders under root/train that discover() leaves out (nobody named them)."""
+    train_dir = Path(root) / "train"
+    if not train_dir.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir() and UNNAMED_GROUP.fullmatch(p.name)))
+
+
+def discover(root: str | Path, min_classes: int = 2) -> DatasetLayout:
+    """Read a `train/` (+ optional `test/`) class-folder tree; a folder with only `test/` serves evaluation.
+
+    A classifier needs 2 classes; `train --extend` adds 1 or more to those a model knows (min_classes=1).
+    """
     root = Path(root)
     train_dir, test_dir = root / "train", root / "test"
     if not train_dir.is_dir():
@@ -76,13 +94,16 @@ def discover(root: str | Path) -> DatasetLayout:
         classes = _class_folders(test_dir)
         return DatasetLayout(root=root, classes=classes, train_split=None, test=_list_split(test_dir, classes))
     classes = _class_folders(train_dir)
-    if len(classes) < 2:
-        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least 2")
+    if len(classes) < min_classes:
+        hint = (" (group-NN folders are left out until named: `landmark group --name` or rename them)"
+                if unnamed_groups(root) else "")
+        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least "
+                        f"{min_classes}{hint}")
     train = _list_split(train_dir, classes)
     if not train:
         raise DataError(f"{train_dir}: the class folders hold no photos")
     test = _list_split(test_dir, classes) if test_dir.is_dir() else ()
-    return DatasetLayout(root=root, classes=classes, train_split=train, test=test)
+    return DatasetLayout(root=root, classes=classes, train_split=train, test=test, unnamed=unnamed_groups(root))
 
 
 def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -22,9 +22,10 @@ from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..models import build_model, get_spec
 from ..models.checkpoint import make_meta, openset_payload, read_checkpoint, save_checkpoint
 from ..models.runtime import default_workers
-from ..places.table import display_names, resolve_places
+from ..places.table import Place, display_names, resolve_places
 from . import distributed
 from .calibrate import calibrate_model
+from .extend import Extension, prepare_extension
 from ..render.plots import curves_png
 from .loop import (Runtime, extract_features, feature_engine, make_loader, seed_everything,
                    train_head_epoch, train_one_epoch, validate, validate_head)
@@ -63,8 +64,10 @@ class _Run:
     """One training run: the model, its optimiser and schedule, and the files it keeps up to date."""
 
     def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None,
-                 display_names: list[str], ranks: distributed.Ranks = distributed.Ranks()):
+                 display_names: list[str], ranks: distributed.Ranks = distributed.Ranks(),
+                 extra: dict[str, torch.Tensor] | None = None):
         self.cfg, self.layout, self.paths, self.ranks = cfg, layout, paths, ranks
+        self.extra = extra  # cached features of photos that are gone (train --extend), extension.FEATURE_KEYS
         self.display_names = display_names  # places.display_names: the one name of each class
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
@@ -194,8 +197,10 @@ class _Run:
             valid_f, valid_y = (extract_features(self.model, valid, EvalPreset(r.image_size, self.norm),
                                                  1, self.rt, desc="features (valid)", **common)
                                 if valid else (train_f[:0], train_y[:0]))
-            return {name: distributed.gather(t, ranks) for name, t in
-                    (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
+            feats = {name: distributed.gather(t, ranks) for name, t in
+                     (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
+            # Features of photos that are gone join them, and stay in this run's features.pt for a later --extend.
+            return {k: torch.cat([t, self.extra[k].to(t.dtype)]) for k, t in feats.items()} if self.extra else feats
 
         key = (f"{cfg.model}|{cfg.weights}|{max(1, cfg.feature_views)}|{self.norm}|{self.rt.device.type}|"
                f"{self.rt.dtype}|{engine.route if engine else 'torch'}|"
@@ -280,44 +285,52 @@ def _resume_payload(cfg: TrainConfig, resume: str | Path) -> tuple[TrainConfig, 
     return cfg, payload
 
 
-def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
+def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = False,
+        extend: str | Path | None = None) -> TrainResult:
     """Train a model on cfg.data, write the run directory, evaluate the best weights on test/ when present.
 
     A cfg.out that already holds a run is refused unless `overwrite` (which deletes only the files
     landmark writes there); `resume` continues the run in that folder instead. Under torchrun (WORLD_SIZE > 1)
     the processes train together (distributed.py) and rank 0 alone writes the run; the others return empty
-    metrics.
+    metrics. `extend` (an earlier run's best.pt) trains a model that knows its classes and cfg.data's (extend.py).
     """
     ranks = distributed.start(cfg.device)
     try:
-        return _fit(cfg, resume, overwrite, ranks)
+        return _fit(cfg, resume, overwrite, ranks, extend)
     finally:
         distributed.stop(ranks)
 
 
-def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: distributed.Ranks) -> TrainResult:
+def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: distributed.Ranks,
+         extend: str | Path | None = None) -> TrainResult:
     t0 = time.time()
     if resume and overwrite:
         raise LandmarkError("--resume continues a run and --overwrite replaces one; use one of them")
-    payload = None
+    if resume and extend:
+        raise LandmarkError("--resume continues a run and --extend starts one from another; use one of them")
+    payload, ext = None, None
     if resume:
         cfg, payload = _resume_payload(cfg, resume)
+    if extend:
+        cfg, ext = prepare_extension(extend, cfg)
     # Everything that can be refused is refused before the run folder is touched.
     check_config(cfg)
     seed_everything(cfg.seed)
-    layout = discover(dataset_dir(cfg.data))
+    layout = ext.layout if ext else discover(dataset_dir(cfg.data))
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
     cfg = replace(cfg, out=str(out))
     paths = RunPaths(out)
     # Where each landmark is (places.py); a bad places.csv is refused before anything trains.
     places = resolve_places(layout.classes, layout.train, layout.root, Path(cfg.places) if cfg.places else None)
+    if ext and ext.places:  # the old landmarks keep the places their run found
+        places = {**places, **{c: Place.from_dict(p) for c, p in ext.places.items() if c in layout.classes}}
     names = display_names(layout.classes, places)
     places = {c: replace(p, name=names[layout.classes.index(c)]) for c, p in places.items()}
     if not ranks.main:
         cfg = replace(cfg, quiet=True)  # one progress bar, rank 0's
     if not resume:
         distributed.from_main(ranks, lambda: prepare_run_dir(paths, overwrite))
-    run = _Run(cfg, layout, paths, payload, names, ranks)
+    run = _Run(cfg, layout, paths, payload, names, ranks, extra=ext.features if ext else None)
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.config, run.config_record())
@@ -339,7 +352,10 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
     openset = calibrate_model(run.model, run.meta(), run.train_samples, run.valid_samples, seed=cfg.seed,
                               device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
-                              workers=cfg.workers, quiet=True)
+                              workers=cfg.workers, quiet=True,
+                              extra={k: t.numpy() for k, t in run.extra.items()} if run.extra else None)
+    if ext:
+        metrics["extended"] = ext.record()
     metrics["openset_threshold"] = round(openset.threshold, 6)
     metrics["openset_recall_target"] = openset.recall_target
     if layout.test:
