@@ -280,16 +280,17 @@ class Embedded:
     features: npt.NDArray[np.float32] | None = None  # pooled backbone features, when the model was asked for them
 
 
-def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int8: bool,
-                 count: int) -> tuple[str, ...]:
+def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int8: bool) -> tuple[str, ...]:
     """The engine routes to try for the body (models/engine.py), best first; () runs eager torch.
 
     `auto` uses another runtime only for depthwise-convolution bodies (EfficientNet, MobileNet), where
-    eager torch is far from the CPU's limit, and only for a job that pays for the one-off export
-    (ENGINE_MIN_PHOTOS photos) unless it is already cached. A backend named in cfg.backend or
-    LANDMARK_BACKEND is always tried; LANDMARK_BACKEND=torch turns the engines off.
+    eager torch is far from the CPU's limit, and then for every job, one photo or thousands: the route
+    changes the vectors (ORT int8 vs eager: cosine ~0.95 on a small trained model), so one model has one
+    route in training's calibration, tag, index, similar and the web, and the same photo gets the same
+    vector from each. The first job pays the one-off export; later ones load it from the cache. A backend
+    named in cfg.backend or LANDMARK_BACKEND is always tried; LANDMARK_BACKEND=torch turns the engines off.
     """
-    from .models.engine import ENGINE_MIN_PHOTOS, has_depthwise, is_cached, requested_backend, routes_for
+    from .models.engine import has_depthwise, requested_backend, routes_for
 
     backend = requested_backend(cfg.backend)
     if device.type != "cpu" or int8 or model.kind == "export":
@@ -297,11 +298,7 @@ def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int
     routes = routes_for(backend, cfg.precision)
     if backend != "auto" or not routes:
         return routes
-    body = model.module.body
-    if not has_depthwise(body) or (count < ENGINE_MIN_PHOTOS and
-                                   not is_cached(body, model.image_size, routes[0], model.mean, model.std)):
-        return ()
-    return routes
+    return routes if has_depthwise(model.module.body) else ()
 
 
 def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[torch.device, torch.dtype | None, bool]:
@@ -329,7 +326,7 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
     """Stream batches of (embeddings, probs); memory stays flat however many photos there are."""
     paths = [Path(p) for p in paths]
     device, dtype, int8 = embed_precision(cfg, model, len(paths))
-    model.prepare(device, dtype, int8, embed_routes(cfg, model, device, int8, len(paths)))
+    model.prepare(device, dtype, int8, embed_routes(cfg, model, device, int8))
     if model.int8:  # quantized by this call or an earlier one: the body is int8, the rest fp32
         dtype = None
     if not paths:

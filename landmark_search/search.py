@@ -65,9 +65,9 @@ def _no_index(directory: Path) -> str:
             f"{INDEX_HOME_SETTING} in {user_config_file()}")
 
 
-def _read_model_file(directory: Path) -> dict | None:
-    """The index's model.json (how to load the model that built it), checked, with the model id and vector
-    size its manifest records ("model_id", "embedding_dim"); None when there is none yet.
+def _read_model_file(directory: Path, identity: bool = True) -> dict | None:
+    """The index's model.json (how to load the model that built it), checked, with (identity) the model id and
+    vector size its manifest records ("model_id", "embedding_dim"); None when there is none yet.
 
     The manifest is the one record of whose vectors the index holds; model.json only says where that model
     is and how it ran. Older indexes repeat both in model.json: the manifest's values win."""
@@ -81,6 +81,8 @@ def _read_model_file(directory: Path) -> dict | None:
     problem = _model_file_problem(recorded)
     if problem:
         raise damaged(directory, f"{MODEL_FILE} {problem}")
+    if not identity:
+        return recorded
     model_id, dim = stored_model(directory)
     return {**recorded, "model_id": model_id, "embedding_dim": dim}
 
@@ -395,16 +397,14 @@ def find_similar_many(photos: Sequence[Path], index: str | Path, *, k: int = 10,
     not in the index unchanged)."""
     import functools
 
-    from .index.store import PhotoIndex
-
     directory = index_dir(index)
-    recorded = recorded_model(directory)
-    if k < 1:
-        raise LandmarkError("-k must be at least 1")
-    ref = index_model(directory, model_spec, trust_export, recorded=recorded)
     # The index is opened (and checked) before the model loads: a damaged one fails in a moment.
-    with PhotoIndex.open(directory, model_id=ref.model_id, dim=int(recorded["embedding_dim"]), create=False,
-                         lock=False) as idx:
+    idx, recorded = open_index(directory)
+    with idx:
+        if k < 1:
+            raise LandmarkError("-k must be at least 1")
+        ref = index_model(directory, model_spec, trust_export, recorded=recorded)
+
         @functools.cache
         def load():
             from .embeddings import load_model
@@ -414,9 +414,23 @@ def find_similar_many(photos: Sequence[Path], index: str | Path, *, k: int = 10,
         return [query_index(idx, photo, recorded, load, k=k, min_score=min_score, cfg=cfg) for photo in photos]
 
 
-def recorded_model(directory: Path) -> dict:
-    """An existing index's model.json; a one-line error naming the fix when there is no index or it lost it."""
-    recorded = _read_model_file(directory)
+def open_index(directory: Path, *, lock: bool = False) -> tuple[PhotoIndex, dict]:
+    """An existing index, opened with its manifest read (and checked) once, and its recorded model: model.json
+    with the model id and vector size from that same reading."""
+    from .index.manifest import MANIFEST_NAME, damaged
+    from .index.store import PhotoIndex
+
+    recorded = recorded_model(directory, identity=False)
+    if not (directory / MANIFEST_NAME).is_file():  # opening would say "no index"; it is one that lost a file
+        raise damaged(directory, f"{MANIFEST_NAME} is missing")
+    idx = PhotoIndex.open(directory, model_id=None, dim=None, create=False, lock=lock)
+    return idx, {**recorded, "model_id": idx.model_id, "embedding_dim": idx.dim}
+
+
+def recorded_model(directory: Path, identity: bool = True) -> dict:
+    """An existing index's model.json (with, identity, the manifest's model id and vector size); a one-line error
+    naming the fix when there is no index or it lost it."""
+    recorded = _read_model_file(directory, identity)
     if recorded is None and (directory / "manifest.sqlite").exists():
         raise IndexStoreError(f"index {directory} has lost its {MODEL_FILE} (which model built it); `landmark index "
                               f"PHOTOS --index {directory} --model MODEL` with that model writes it again, or rebuild "
@@ -491,16 +505,13 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
                    cfg: EmbedConfig, *, trust_export: bool = False) -> IndexedPhotos:
     """Bring the index up to date for `photos` (only new or changed ones are embedded), then read back
     their records and vectors, so that every command that needs vectors shares the index's work."""
-    from .index.store import PhotoIndex
-
     summary = build_index(photos, model_spec, index, opts, cfg, trust_export=trust_export)
     # build_index reported unreadable folders; this second walk only lists names (~1 s per 100k photos).
     found = [p for p in iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links,
                                     exclude=opts.exclude) if is_utf8(photo_key(p))]
-    recorded = _read_model_file(summary.directory) or {}
     by_key = {photo_key(p): p for p in found}
-    with PhotoIndex.open(summary.directory, model_id=recorded["model_id"], dim=int(recorded["embedding_dim"]),
-                         create=False, lock=False) as idx:
+    idx, recorded = open_index(summary.directory)
+    with idx:
         records, vectors = idx.lookup(list(by_key))
     return IndexedPhotos(summary, str(recorded.get("kind", "")), [by_key[r.path] for r in records], records,
                          vectors)

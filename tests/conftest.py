@@ -12,14 +12,18 @@ import pytest
 os.environ.setdefault("LANDMARK_WEIGHTS_MIRROR", "http://127.0.0.1:9")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
-    # nor the user's settings (config.toml, where named indexes live)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
-    monkeypatch.delenv("LANDMARK_INDEX_HOME", raising=False)
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Session-wide, so that session and module fixtures (trained_run, indexes) run in it too: a
+    function-scoped one is set up after them, and they would read and write the user's cache."""
+    base = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(base / "xdg-cache"))
+        mp.setenv("TORCH_HOME", str(base / "torch-home"))
+        # nor the user's settings (config.toml, where named indexes live)
+        mp.setenv("XDG_CONFIG_HOME", str(base / "xdg-config"))
+        mp.delenv("LANDMARK_INDEX_HOME", raising=False)
+        yield
 
 
 SYNTH_PLACES = {"00.Tower": (48.8584, 2.2945), "01.Stone_Arch": (-33.8568, 151.2153), "02.Dome": (27.1751, 78.0421)}

@@ -112,17 +112,19 @@ def test_without_onnxruntime_the_same_vectors_come_from_eager_torch(monkeypatch)
     assert torch.equal(emb, eager)
 
 
-def test_auto_exports_for_large_jobs_and_reuses_for_small_ones():
-    model = _tiny(0)
+def test_auto_runs_one_route_for_a_model_whatever_the_job_size():
+    """The route changes the vectors, so one photo alone (a query, an upload) goes the way the whole
+    library did, with or without a cached export."""
+    model = _tiny(1)  # no export of this body is cached yet
     cfg = EmbedConfig(progress=False)
-    assert embed_routes(cfg, model, CPU, False, 3) == ()  # a small job does not pay for an export
-    routes = embed_routes(cfg, model, CPU, False, 1000)
+    routes = embed_routes(cfg, model, CPU, False)
     assert routes and routes[0].startswith("ort")
-    model.prepare(CPU, None, routes=routes)
+    images = _images(3)
+    alone, _ = _vectors(model, images[:1], routes)
+    together, _ = _vectors(_tiny(1), images, routes)
     assert model.route == routes[0]
-    assert embed_routes(cfg, _tiny(0), CPU, False, 3) == routes  # now cached: small jobs use it too
-    assert embed_routes(cfg, _tiny(1), CPU, False, 3) == ()  # another body has no export yet
-    assert embed_routes(EmbedConfig(backend="torch"), model, CPU, False, 1000) == ()
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+    assert embed_routes(EmbedConfig(backend="torch"), model, CPU, False) == ()
 
 
 def test_default_model_embeds_the_same_through_its_fp32_engine(tmp_path):

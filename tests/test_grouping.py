@@ -138,3 +138,9 @@ def test_the_review_answers_at_once_while_a_large_library_is_grouped(tmp_path):
         t0 = time.perf_counter()
         library.close()  # stops the grouping at its next progress report
         assert time.perf_counter() - t0 < 10
+
+
+def test_serve_refuses_a_review_group_size_group_would_refuse(tmp_path):
+    result = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "idx"), "--min-size", "1"])
+    assert result.exit_code == 1 and "--min-size 1: a group needs at least 2 photos" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "idx").exists()

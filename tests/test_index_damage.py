@@ -203,6 +203,17 @@ def test_an_index_of_the_previous_schema_is_migrated_once_and_answers_the_same(b
     assert json.loads(invoke("index", photos, "--index", built, "--json", ok=True).stdout)["unchanged"] == 12
 
 
+def test_similar_reads_the_manifest_once(built, photos, fake_model, monkeypatch):
+    from landmark_search.search import find_similar
+
+    opened = []
+    connect_sqlite = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda target, *a, **kw: opened.append(str(target)) or connect_sqlite(
+        target, *a, **kw))
+    hits = find_similar(photos / "p03.jpg", built, k=3).hits
+    assert len(hits) == 3 and sum(MANIFEST_NAME in target for target in opened) == 1, opened
+
+
 def test_every_public_method_that_reads_the_manifest_turns_sqlite_errors_into_one_line():
     """A method added later (lookup was) must keep the contract: a damaged page is never a traceback."""
     import inspect

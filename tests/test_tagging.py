@@ -29,17 +29,26 @@ def _sidecars(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(folder.rglob("*.json"))}
 
 
-def test_every_photo_gets_a_sidecar_with_its_class(photos, trained_run):
+def _decided(summary) -> list[Path]:
+    """Every photo tag looked at and decided on: tagged, or told apart as no landmark it knows."""
+    return sorted(summary.tagged + summary.untagged)
+
+
+def test_every_tagged_photo_gets_a_sidecar_with_its_class(photos, trained_run):
     summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
     jpgs = sorted(photos.rglob("*.jpg"))
-    assert len(summary.tagged) == len(jpgs) and not summary.failed
+    assert _decided(summary) == jpgs and not summary.failed
+    # The open-set threshold keeps 95 % of the 15 validation photos, i.e. it is the lowest of their
+    # confidences: a new photo of a known landmark falls below it with a chance of ~1/16, so most of the
+    # 18 are tagged, not necessarily all; the others are unknown (3 classes: the top score is >= 1/3).
+    assert len(summary.tagged) >= len(jpgs) - 3 and summary.unknown == summary.untagged
     correct = 0
-    for jpg in jpgs:
+    for jpg in summary.tagged:
         entry = json.loads(Path(f"{jpg}.json").read_text())["landmark_search"]
         assert entry["version"] == 1 and len(entry["model"]["sha256"]) == 64
         assert 1 <= len(entry["tags"]) <= 3 and all(t["score"] >= 0.2 for t in entry["tags"])
         correct += entry["tags"][0]["id"] == jpg.parent.name
-    assert correct / len(jpgs) >= 0.9
+    assert correct / len(summary.tagged) >= 0.9
 
 
 def test_user_keys_survive_and_invalid_sidecars_are_untouched(photos, trained_run):
@@ -257,7 +266,7 @@ def test_sidecar_that_cannot_be_rewritten_exactly_is_left_untouched(photos, trai
     summary = tag([photos], str(trained_run / "best.pt"), TagOptions(), CFG)
     assert side.read_bytes() == content
     assert [p for p, _ in summary.failed] == [jpgs[0]] and "left untouched" in summary.failed[0][1]
-    assert len(summary.tagged) == len(jpgs) - 1
+    assert _decided(summary) == jpgs[1:]
 
 
 def test_a_photo_named_several_ways_is_tagged_once(photos, trained_run, monkeypatch):
@@ -266,7 +275,7 @@ def test_a_photo_named_several_ways_is_tagged_once(photos, trained_run, monkeypa
     jpgs = sorted(folder.glob("*.jpg"))
     named = [folder, jpgs[0], Path(".") / "photos" / folder.name]  # as in `tag t2 t2/a.jpg ./t2`
     summary = tag(named, str(trained_run / "best.pt"), TagOptions(), CFG)
-    assert sorted(summary.tagged) == jpgs and not summary.failed
+    assert _decided(summary) == jpgs and not summary.failed
 
 
 def test_checked_photos_start_afresh_from_a_damaged_file(tmp_path):

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -262,42 +263,63 @@ def test_overwrite_never_touches_a_users_files_that_share_our_names(synth_data, 
     assert (out / "report.html").read_text() == "<html>my own report</html>"
 
 
-def test_extend_teaches_a_new_landmark_and_keeps_the_old_ones(trained_run, synth_data, tmp_path):
-    """NEW holds one landmark (colour-inverted photos of nothing the model knows); the extended model knows
-    the old three by the same indices plus the new one, trained from the old run's photos, which are still there."""
-    from PIL import Image, ImageOps
-
-    sources = sorted((synth_data / "train").rglob("*.jpg"))[::4]
-    for i, src in enumerate(sources[:16]):
-        split = "test" if i % 4 == 0 else "train"
-        dest = tmp_path / "new" / split / "Negative" / f"n{i}.jpg"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        ImageOps.invert(Image.open(src).convert("RGB")).rotate(180).save(dest)
-    (tmp_path / "new" / "train" / "group-03").mkdir()  # an unnamed group: not a class
-    result = fit(TrainConfig(data=str(tmp_path / "new"), out=str(tmp_path / "run"), epochs=6, quiet=True, workers=0),
-                 extend=trained_run / "best.pt")
-    old = load_checkpoint(trained_run / "best.pt")[1]["classes"]
-    _, meta = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert meta["classes"] == [*old, "Negative"] and meta["image_size"] == 96
-    assert result.metrics["extended"]["old_from"] == "photos" and result.metrics["extended"]["new_classes"] == 1
-    assert result.metrics["n_test"] == len(discover(synth_data).test) + 4  # the old test photos are scored too
-    assert result.metrics["test_accuracy"] >= 0.85
-
-
-def test_extend_without_the_old_photos_or_their_features_says_what_to_do(trained_run, synth_data, tmp_path):
+def _new_landmark(root):
+    """NEW: the fourth synthetic landmark alone (the fixture's set has three), 12 photos to train on and 4 to
+    test, plus a group-NN folder nobody named."""
     import shutil
 
-    from landmark_search.errors import LandmarkError
-    from landmark_search.models.checkpoint import save_checkpoint
+    from landmark_search.data.synth import make_synthetic_dataset
 
+    make_synthetic_dataset(root / "all", classes=4, per_class=16, image_size=64, seed=1)
+    name = sorted(p.name for p in (root / "all" / "train").iterdir())[3]
+    for split in ("train", "test"):
+        shutil.move(root / "all" / split / name, root / "new" / split / name)
+    shutil.move(root / "all" / "train" / sorted(p.name for p in (root / "all" / "train").iterdir())[0],
+                root / "new" / "train" / "group-03")
+    return root / "new", name
+
+
+def test_extend_learns_a_new_landmark_and_keeps_the_old_ones_from_photos_or_cached_features(trained_run, synth_data,
+                                                                                            tmp_path):
+    """The extended model knows the old three by the same indices plus the new one; the old test photos get the
+    accuracy they had. With the old data folder gone it trains on the old run's features.pt and says so."""
+    import shutil
+
+    from conftest import invoke, one_line_error
+
+    from landmark_search.models.checkpoint import save_checkpoint
+    from landmark_search.training import evaluate
+
+    new, name = _new_landmark(tmp_path)
+    old_model, old_meta = load_checkpoint(trained_run / "best.pt")
+    old_test = discover(synth_data).test
+    truth = np.array([label for _, label in old_test])
+    before = json.loads((trained_run / "metrics.json").read_text())["test_accuracy"]  # on the same test photos
+    # The old run folder again, its checkpoint pointing at a data folder that is gone.
     payload = read_checkpoint(trained_run / "best.pt")
-    model, meta = load_checkpoint(trained_run / "best.pt")
-    meta = {**{k: v for k, v in meta.items() if k != "openset"},
-            "train_config": {**meta["train_config"], "data": str(tmp_path / "gone")}}
-    (tmp_path / "old").mkdir()
-    save_checkpoint(tmp_path / "old" / "best.pt", model, meta, extra={"openset": payload["openset"]})
-    shutil.copytree(synth_data, tmp_path / "new")
-    with pytest.raises(LandmarkError, match="training photos are gone .*gone.* put the old dataset back"):
-        fit(TrainConfig(data=str(tmp_path / "new"), out=str(tmp_path / "run"), quiet=True, workers=0),
-            extend=tmp_path / "old" / "best.pt")
-    assert not (tmp_path / "run").exists()
+    saved = payload["meta"]
+    gone = tmp_path / "old"
+    gone.mkdir()
+    save_checkpoint(gone / "best.pt", old_model,
+                    {**saved, "train_config": {**saved["train_config"], "data": str(tmp_path / "moved")}},
+                    extra={"openset": payload["openset"]})
+    (gone / "features.pt").write_bytes((trained_run / "features.pt").read_bytes())
+    for old, said in ((trained_run, f"from their photos in {synth_data}"),
+                      (gone, f"cached features {gone / 'features.pt'} (its photos are gone)")):
+        out = tmp_path / f"run-{old.name}"
+        result = invoke("train", "--extend", old / "best.pt", "--data", new, "--out", out, "--epochs", 8, "-q",
+                        "--no-report", "--workers", 0, ok=True)
+        assert said in result.output and "1 new landmark" in result.output, result.output
+        assert "skipping 1 unnamed group folder (group-03)" in result.output
+        model, meta = load_checkpoint(out / "best.pt")
+        assert meta["classes"] == [*old_meta["classes"], name] and "openset" in meta
+        assert set(meta["places"]) == set(old_meta["places"])  # NEW has no places.csv or GPS
+        after = (np.asarray(evaluate(model, old_test, meta, device="cpu", workers=0).y_pred) == truth).mean()
+        assert after >= before - 0.03, (old, after, before)  # at most one old test photo of 36 lost
+        new_test = [(p, 3) for p, _ in discover(new, min_classes=1).test]
+        assert (np.asarray(evaluate(model, new_test, meta, device="cpu", workers=0).y_pred) == 3).mean() >= 0.75
+    # a model whose body was trained has no frozen features to share
+    shutil.rmtree(new / "train" / "group-03")
+    scratch = tmp_path / "scratch.pt"
+    save_checkpoint(scratch, old_model, {**saved, "train_config": {**saved["train_config"], "weights": "none"}})
+    one_line_error(invoke("train", "--extend", scratch, "--data", new, "--out", tmp_path / "x"), "frozen", str(scratch))

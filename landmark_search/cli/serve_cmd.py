@@ -50,6 +50,8 @@ def serve_cmd(index: str = IndexOpt,
 
     if not 0 < port < 65536:
         raise LandmarkError(f"--port {port}: use 1-65535")
+    if min_size < 2:
+        raise LandmarkError(f"--min-size {min_size}: a group needs at least 2 photos")
     recorded_model(index_dir(index))  # no index: one line naming the fix, before the web stack loads
     local = _is_loopback(host)
     if not local:

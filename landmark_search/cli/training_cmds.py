@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import LandmarkError
 from . import (
     DeviceOpt, JsonOpt, QuietOpt, RecallOpt, _count, _err, _json, _must_exist, _write_report, app,
     handle_errors,
@@ -60,20 +61,16 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
               scheduler: str = typer.Option("auto", help="auto (cosine from scratch, plateau for transfer)|plateau|cosine|exponential|none."),
               image_size: Optional[int] = typer.Option(None, help="Input size (default per model)."),
-              valid_split: Optional[float] = typer.Option(None, help="Validation fraction of train/ (stratified; "
-                                                          "default 0 for a frozen backbone's head, else 0.2)."),
+              valid_split: float = typer.Option(0.2, help="Validation fraction of train/ (stratified)."),
               patience: int = typer.Option(8, help="Early stop after this many epochs without improvement."),
-              head: str = typer.Option("auto", help="auto (power for a frozen backbone, else embed), embed "
-                                       "(Linear-BN-ReLU embedding + classifier), power (linear on "
-                                       "square-rooted, unit-length features) or linear."),
+              head: str = typer.Option("embed", help="embed (Linear-BN-ReLU embedding + classifier) or linear."),
               embedding_dim: int = typer.Option(256, help="Embedding size of the embed head."),
               finetune: bool = typer.Option(False, "--finetune", help="Also train the pretrained backbone (lower LR)."),
               weights: str = typer.Option("default", help="default (ImageNet when available) or none."),
               device: str = typer.Option("auto", help="auto|cpu|cuda|mps."),
               precision: str = typer.Option("auto", help="auto|fp32|bf16|fp16."),
               label_smoothing: float = typer.Option(0.1, help="Cross-entropy label smoothing."),
-              feature_views: int = typer.Option(0, help="Augmented views cached per photo (frozen backbone); 0: "
-                                                "the evaluation crop alone (measured best on real photos)."),
+              feature_views: int = typer.Option(8, help="Augmented views cached per photo (frozen backbone)."),
               workers: int = typer.Option(-1, help="DataLoader workers (-1: auto)."),
               time_limit: Optional[float] = typer.Option(None, help="Training time budget in seconds (scratch models: 780 by default; 0 = none); the LR schedule anneals within it."),
               mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp for from-scratch runs of 40+ epochs)|none|mixup|cutmix|both."),
@@ -87,10 +84,10 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                                         "(DistributedDataParallel through torchrun: gloo on CPU, NCCL on CUDA); "
                                         "the run folder is the one a single process writes."),
               resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder (its last.pt)."),
-              extend: Optional[Path] = typer.Option(None, "--extend", help="Teach this model (RUN/best.pt) the "
-                                                    "landmarks of --data too: the new model knows both (its old "
-                                                    "photos when their folder is still there, else its cached "
-                                                    "features)."),
+              extend: Optional[Path] = typer.Option(None, "--extend", help="Teach this model (RUN/best.pt, frozen "
+                                                    "backbone) the landmarks of --data too: the new model knows both; "
+                                                    "the old ones come from the old run's photos, or its "
+                                                    "features.pt when they are gone."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (deletes only the files landmark wrote there)."),
               report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
@@ -98,23 +95,21 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     # Paths are checked before torch is imported: a typo answers in a moment.
     _must_exist(data, "--data", "make a dataset with `landmark data synth DIR` or `landmark data download DIR`")
     _must_exist(resume, "--resume", "pass the run folder `landmark train` wrote")
-    _must_exist(extend, "--extend", "pass the RUN/best.pt of the model to teach more landmarks")
-    if extend and nproc != 1:
-        _err("--extend trains a frozen backbone's head in seconds: leave out --nproc")
-        raise typer.Exit(code=1)
-    if extend and not data:
-        _err("--extend needs --data NEW: a folder with train/<landmark>/ photos of the landmarks to add")
-        raise typer.Exit(code=1)
     _must_exist(places, "--places", "pass a CSV with columns class,latitude,longitude")
+    _must_exist(extend, "--extend", "pass the RUN/best.pt of the model to teach more landmarks")
+    if extend and not data:
+        raise LandmarkError("--extend needs --data NEW: a folder with train/<landmark>/ photos of the landmarks to add")
+    if extend and nproc != 1:
+        raise LandmarkError("--extend trains a frozen backbone's head in seconds; leave out --nproc")
     from ..config import TrainConfig
     from ..data.datasets import unnamed_groups
     from ..training import fit
 
-    skipped = unnamed_groups(data) if data else ()
-    if skipped:
-        _err(f"warning: skipping {len(skipped)} unnamed group folder(s) in {data / 'train'} "
-             f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}): name them (`landmark group "
-             "--name`, or rename the folder) to train on them")
+    unnamed = unnamed_groups(data) if data else ()
+    if unnamed:
+        _err(f"warning: {data / 'train'}: skipping {_count(len(unnamed), 'unnamed group folder')} "
+             f"({', '.join(unnamed[:5])}{', ...' if len(unnamed) > 5 else ''}); name each with "
+             f"`landmark group --name {unnamed[0]} NAME --out {data}` to train on it")
 
     cfg = TrainConfig(model=model, data=str(data or ""), out=str(out or ""), epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, scheduler=scheduler,
@@ -134,10 +129,10 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     m = result.metrics
     if "extended" in m:
         e = m["extended"]
-        how = ("their photos in " if e["old_from"] == "photos" else
-               "the features its run cached (their photos are gone): ") + e["old_where"]
-        typer.echo(f"extended {e['checkpoint']}: {e['old_classes']} landmarks from {how}; "
-                   f"{e['new_classes']} new from {data}")
+        source = (f"their photos in {e['old_where']}" if e["old_from"] == "photos" else
+                  f"the old run's cached features {e['old_where']} (its photos are gone)")
+        typer.echo(f"extended {e['checkpoint']}: {_count(e['old_classes'], 'old landmark')} from {source}, "
+                   f"{_count(e['new_classes'], 'new landmark')} from {data}")
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "stopped_early_at" in m:
         typer.echo(f"stopped early at epoch {m['stopped_early_at']} of {m['epochs_planned']} (no validation gain "

@@ -95,9 +95,10 @@ def discover(root: str | Path, min_classes: int = 2) -> DatasetLayout:
         return DatasetLayout(root=root, classes=classes, train_split=None, test=_list_split(test_dir, classes))
     classes = _class_folders(train_dir)
     if len(classes) < min_classes:
-        hint = (f" (group-NN folders are left out until named: `landmark group --name` or rename them)"
+        hint = (" (group-NN folders are left out until named: `landmark group --name` or rename them)"
                 if unnamed_groups(root) else "")
-        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least {min_classes}{hint}")
+        raise DataError(f"{train_dir}: found {len(classes)} class folder(s); a classifier needs at least "
+                        f"{min_classes}{hint}")
     train = _list_split(train_dir, classes)
     if not train:
         raise DataError(f"{train_dir}: the class folders hold no photos")

@@ -176,10 +176,11 @@ def _meta_int(meta: dict[str, Any], key: str, directory: Path) -> int:
         raise damaged(directory, f"meta {key} is {meta[key]!r}, not a number") from None
 
 
-def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str, dim: int,
+def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str | None, dim: int | None,
                     index_type: str, create: bool) -> dict[str, str]:
     """Create the manifest if empty, then check it is ours, whole and compatible, and bring an older version
-    up to SCHEMA_VERSION (ensure_version); returns its meta."""
+    up to SCHEMA_VERSION (ensure_version); returns its meta. model_id and dim None (an existing index opened
+    as it is) accept the ones it holds."""
     not_ours = _not_ours(directory / MANIFEST_NAME)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -214,20 +215,16 @@ def ensure_manifest(conn: sqlite3.Connection, directory: Path, *, model_id: str,
     stored_dim = _meta_int(meta, "dim", directory)
     _meta_int(meta, "generation", directory)
     if version > SCHEMA_VERSION:
-        raise IndexStoreError(
-            f"index {directory} was written by a newer landmark-search (format {version}, this "
-            f"version reads {SCHEMA_VERSION}); upgrade, or build a new index with "
-            f"`landmark index ... --index NEW`"
-        )
+        raise _newer(directory, version)
     if version < min(MIGRATIONS) - 1:
         raise IndexStoreError(f"index {directory} uses the old format {version}; {rebuild_hint(directory)}")
-    if meta["model_id"] != model_id:
+    if model_id is not None and meta["model_id"] != model_id:
         raise IndexStoreError(
             f"index {directory} was built with model {meta['model_id']!r}, not {model_id!r}; "
             f"use `--model {meta['model_id']}`, or build a new index for {model_id!r} with "
             f"`landmark index PHOTOS --index NAME`"
         )
-    if stored_dim != dim:
+    if dim is not None and stored_dim != dim:
         raise IndexStoreError(
             f"index {directory} holds {stored_dim}-dimensional vectors but model {model_id!r} "
             f"produces {dim}; build a new index with `landmark index PHOTOS --index NAME`"
@@ -251,8 +248,7 @@ def ensure_version(conn: sqlite3.Connection, directory: Path) -> None:
     A reader migrates too (the manifest must be writable once); a failure rolls back whole."""
     try:
         with transaction(conn, write=True):
-            row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-            version = _meta_int({"format_version": row[0] if row else None}, "format_version", directory)
+            version = _stored_version(conn, directory)
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[target](conn)
             if version < SCHEMA_VERSION:
@@ -261,15 +257,24 @@ def ensure_version(conn: sqlite3.Connection, directory: Path) -> None:
         raise store_error(directory, exc) from None
 
 
+def _stored_version(conn: sqlite3.Connection, directory: Path) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+    return _meta_int({"format_version": row[0] if row else None}, "format_version", directory)
+
+
+def _newer(directory: Path, version: int) -> IndexStoreError:
+    return IndexStoreError(f"index {directory} was written by a newer landmark-search (format {version}, this "
+                           f"version reads {SCHEMA_VERSION}); upgrade, or build a new index with "
+                           "`landmark index ... --index NEW`")
+
+
 def ensure_current(directory: Path) -> None:
     """Bring an existing manifest up to SCHEMA_VERSION, for a reader that does not open it through PhotoIndex."""
     conn = connect(directory / MANIFEST_NAME)
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        version = _meta_int({"format_version": row[0] if row else None}, "format_version", directory)
+        version = _stored_version(conn, directory)
         if version > SCHEMA_VERSION:
-            raise IndexStoreError(f"index {directory} was written by a newer landmark-search (format {version}, "
-                                  f"this version reads {SCHEMA_VERSION}); upgrade it")
+            raise _newer(directory, version)
         if version < SCHEMA_VERSION:
             ensure_version(conn, directory)
     except sqlite3.Error as exc:

@@ -185,15 +185,16 @@ class PhotoIndex:
         cls,
         directory: str | os.PathLike[str],
         *,
-        model_id: str,
-        dim: int,
+        model_id: str | None,
+        dim: int | None,
         create: bool = True,
         index_type: str | None = None,
         lock: bool = True,
         lock_timeout: float = 0.0,
         rebuild: bool = False,
     ) -> PhotoIndex:
-        """Open (or create) the index in ``directory`` for vectors of ``model_id`` and ``dim``.
+        """Open (or create) the index in ``directory`` for vectors of ``model_id`` and ``dim``; both None open an
+        existing index (``create=False``) for the vectors it holds (``model_id``/``dim`` then say whose).
 
         ``index_type`` (one of ``INDEX_TYPES``) is stored when the index is created (default
         "auto"); given for an existing index opened for writing, it replaces the stored type
@@ -206,9 +207,12 @@ class PhotoIndex:
         """
         if index_type is not None and index_type not in INDEX_TYPES:
             raise ValueError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
+        as_stored = model_id is None and dim is None
+        if as_stored and (create or rebuild):
+            raise ValueError("a new index needs its model_id and dim")
+        if not as_stored and (not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0):
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if not model_id:
+        if not as_stored and not model_id:
             raise ValueError("model_id must be a non-empty string")
         if rebuild and not lock:
             raise ValueError("rebuild needs the writer lock (lock=True)")
@@ -238,7 +242,7 @@ class PhotoIndex:
                 _discard_files(path)
             conn = connect(manifest)
             try:
-                meta = ensure_manifest(conn, path, model_id=model_id, dim=int(dim),
+                meta = ensure_manifest(conn, path, model_id=model_id, dim=None if dim is None else int(dim),
                                        index_type=index_type or "auto", create=create)
                 if index_type is not None and index_type != meta["index_type"]:
                     if not lock:

@@ -39,9 +39,6 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 BACKEND_ENV = "LANDMARK_BACKEND"
 # Routes `auto` tries in this order (the first that loads wins); see benchmarks/README.md for the figures.
 AUTO_ROUTES = ("ort-int8", "ort-fp32")
-# `auto` exports only for a job this large (unless the export is cached): the export takes ~1.5 s
-# (fp32) to ~7 s (int8, calibration included) once, and saves ~15 ms per photo on EfficientNet-Lite0.
-ENGINE_MIN_PHOTOS = 64
 # The CPU flags that change which kernels a runtime picks; the key holds them so a cache copied to
 # another machine is rebuilt there.
 _KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -95,15 +92,6 @@ def engine_dir() -> Path:
 def artefact_path(key: str) -> Path:
     """Where the artefact with this key is cached (its name is a digest of the key)."""
     return engine_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
-
-
-def is_cached(body: nn.Module, image_size: int, route: str, mean, std) -> bool:
-    """The artefact `route` runs exists for this body (its key is checked again when it is loaded)."""
-    kind = route.split("-")[1] if route.startswith("ort") else "fp32"
-    try:
-        return artefact_path(engine_key(body, image_size, kind, mean, std)).is_file()
-    except ImportError:  # no onnx: nothing can be cached
-        return False
 
 
 def _exporter(kind: str) -> str:

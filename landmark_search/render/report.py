@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from ..errors import BadImageError, DataError, LandmarkError
 from ..fsutil import atomic_write_text, read_json
 from .plots import confusion_png, curves_png
 from .images import THUMB, data_uri, image_data_uri, placeholder, thumbnail
+from .templating import environment
 
 if TYPE_CHECKING:
     from ..embeddings import LoadedModel
@@ -30,11 +30,14 @@ class _Missing(Exception):
     """A report section cannot be drawn; the message says why and what to do."""
 
 
+Block = dict[str, Any]  # one piece of a section, drawn by the macro of its kind in templates/report.html
+
+
 @dataclass(frozen=True)
 class _Section:
     anchor: str
     title: str
-    body: str
+    blocks: list[Block]
 
 
 @dataclass
@@ -43,10 +46,6 @@ class _Evaluation:
 
     loaded: "LoadedModel"
     result: "EvalResult"
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -74,21 +73,28 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th scope='row'>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in rows)
-    return f"<table class='kv'><tbody>{body}</tbody></table>"
+def _kv_table(rows: Sequence[tuple[str, Any]]) -> Block:
+    return {"kind": "kv", "rows": [(str(k), _fmt(v)) for k, v in rows]}
 
 
-def _png_img(data: bytes, alt: str, cls: str = "") -> str:
-    return f"<img class='{cls}' alt='{_esc(alt)}' src='{data_uri(data, 'image/png')}'>"
+def _png_img(data: bytes, alt: str, cls: str = "") -> Block:
+    return {"kind": "img", "src": data_uri(data, "image/png"), "alt": alt, "cls": cls}
+
+
+def _text(text: str, cls: str = "") -> Block:
+    return {"kind": "p", "text": text, "cls": cls}
+
+
+def _cards(cards: Sequence[tuple[str, str]]) -> Block:
+    return {"kind": "cards", "cards": list(cards)}
 
 
 # ------------------------------------------------------------------------------------------ sections
 
 
-def _config_section(paths: RunPaths) -> str:
+def _config_section(paths: RunPaths) -> list[Block]:
     cfg = _read_json(paths.config)
-    return _kv_table(sorted(cfg.items()))
+    return [_kv_table(sorted(cfg.items()))]
 
 
 def _read_history(path: Path) -> list:
@@ -102,7 +108,7 @@ def _read_history(path: Path) -> list:
         raise _Missing(f"history.csv is unreadable ({exc})") from None
 
 
-def _curves_section(paths: RunPaths) -> str:
+def _curves_section(paths: RunPaths) -> list[Block]:
     history = _read_history(paths.history) if paths.history.is_file() else []
     best_epoch = _read_json_or(paths.metrics, {}).get("best_epoch")  # the epoch best.pt holds
     if paths.curves.is_file():
@@ -111,16 +117,16 @@ def _curves_section(paths: RunPaths) -> str:
         if not history:
             raise _Missing("curves.png and history.csv are both missing from the run folder")
         png = curves_png(history, best_epoch if isinstance(best_epoch, int) else None)
-    summary = ""
+    blocks = []
     if history:
         best = next((h for h in history if h.epoch == best_epoch), None) or min(history, key=lambda h: h.valid_loss)
-        summary = (f"<p>{len(history)} epochs; best.pt holds epoch {best.epoch}: validation loss {best.valid_loss:.4f}, "
-                   f"accuracy {best.valid_acc:.3f}. Train values are means over each epoch while the weights moved "
-                   "(with augmentation), so they are drawn half an epoch earlier.</p>")
-    return summary + _png_img(png, "loss and accuracy per epoch", "curves")
+        blocks.append(_text(f"{len(history)} epochs; best.pt holds epoch {best.epoch}: validation loss "
+                            f"{best.valid_loss:.4f}, accuracy {best.valid_acc:.3f}. Train values are means over each "
+                            "epoch while the weights moved (with augmentation), so they are drawn half an epoch earlier."))
+    return blocks + [_png_img(png, "loss and accuracy per epoch", "curves")]
 
 
-def _open_set_section(paths: RunPaths, test_report: dict | None) -> str:
+def _open_set_section(paths: RunPaths, test_report: dict | None) -> list[Block]:
     """GAP, false-tag rate and recall with distractors (`landmark evaluate --distractors`), and the PR curve."""
     metrics = _read_json_or(paths.metrics, {})
     scores = (test_report or {}).get("open_set")
@@ -133,18 +139,16 @@ def _open_set_section(paths: RunPaths, test_report: dict | None) -> str:
                 if threshold is not None else "This run has no open-set calibration (trained before it existed). ")
         raise _Missing(note + "Measure it on photos of anything else with `landmark evaluate RUN --data DIR "
                        "--distractors OTHER/`")
-    cards = "".join(f"<div class='card'><div class='num'>{value}</div><div>{label}</div></div>" for value, label in (
-        (f"{scores['gap']:.3f}", "GAP (landmarks + distractors)"),
-        (f"{scores['false_tag_rate']:.1%}", f"of {scores['n_distractors']} distractors tagged"),
-        (f"{scores['recall']:.1%}", f"of {scores['n_landmarks']} landmark photos right")))
+    cards = _cards([(f"{scores['gap']:.3f}", "GAP (landmarks + distractors)"),
+                    (f"{scores['false_tag_rate']:.1%}", f"of {scores['n_distractors']} distractors tagged"),
+                    (f"{scores['recall']:.1%}", f"of {scores['n_landmarks']} landmark photos right")])
     png = paths.root / "test_pr.png"
-    curve = _png_img(png.read_bytes(), "precision-recall of landmark tags", "curves") if png.is_file() else ""
-    return (f"<div class='cards'>{cards}</div>"
-            + _kv_table([("score", scores.get("score")), ("threshold", scores.get("threshold")),
-                         ("precision at the threshold", scores.get("precision"))]) + curve)
+    curve = [_png_img(png.read_bytes(), "precision-recall of landmark tags", "curves")] if png.is_file() else []
+    return [cards, _kv_table([("score", scores.get("score")), ("threshold", scores.get("threshold")),
+                              ("precision at the threshold", scores.get("precision"))]), *curve]
 
 
-def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Evaluation | None) -> str:
+def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Evaluation | None) -> list[Block]:
     metrics = _read_json_or(paths.metrics, {})
     acc = metrics.get("test_accuracy", (test_report or {}).get("accuracy"))
     f1 = metrics.get("test_macro_f1", (test_report or {}).get("macro_f1"))
@@ -153,30 +157,27 @@ def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Eva
     if acc is None:
         why = "metrics.json is missing" if not metrics else "the run has no test scores (its dataset had no test/ split)"
         raise _Missing(f"{why}; evaluate with `landmark evaluate RUN/best.pt --data DIR`")
-    cards = (f"<div class='cards'><div class='card'><div class='num'>{float(acc):.1%}</div><div>test accuracy</div></div>"
-             f"<div class='card'><div class='num'>{float(f1):.3f}</div><div>macro-F1</div></div></div>")
+    cards = _cards([(f"{float(acc):.1%}", "test accuracy"), (f"{float(f1):.3f}", "macro-F1")])
     extra = [(k, metrics[k]) for k in ("test_weighted_f1", "n_test", "epochs_run", "best_valid_loss", "train_seconds",
                                        "total_seconds") if k in metrics]
     if metrics.get("test_skipped"):
         extra.append(("unreadable test photos", len(metrics["test_skipped"])))
-    return cards + (_kv_table(extra) if extra else "")
+    return [cards] + ([_kv_table(extra)] if extra else [])
 
 
-def _per_class_section(per_class: dict[str, dict[str, float]]) -> str:
-    head = ("<thead><tr><th data-type='text'>class</th><th data-type='num'>precision</th><th data-type='num'>recall</th>"
-            "<th data-type='num'>F1</th><th data-type='num'>support</th></tr></thead>")
+def _per_class_section(per_class: dict[str, dict[str, float]]) -> list[Block]:
     rows = []
     for name, row in per_class.items():
         f1 = row.get("f1-score", row.get("f1", 0.0))
         # A light red tint on weak classes: the eye finds them before any sorting.
-        tint = f" style='background:rgba(224,49,49,{max(0.0, 0.6 - f1) / 1.5:.2f})'" if f1 < 0.6 else ""
-        rows.append(f"<tr{tint}><td>{_esc(name)}</td><td>{row['precision']:.3f}</td><td>{row['recall']:.3f}</td>"
-                    f"<td>{f1:.3f}</td><td>{int(row['support'])}</td></tr>")
-    return ("<p class='hint'>Click a column heading to sort; click again to reverse.</p>"
-            f"<table class='sortable' id='per-class-table'>{head}<tbody>{''.join(rows)}</tbody></table>")
+        tint = f"{max(0.0, 0.6 - f1) / 1.5:.2f}" if f1 < 0.6 else None
+        rows.append({"name": name, "tint": tint, "cells": [f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                                                             f"{f1:.3f}", str(int(row["support"]))]})
+    return [_text("Click a column heading to sort; click again to reverse.", "hint"), {"kind": "per_class", "rows": rows}]
 
 
-def _confusion_section(paths: RunPaths, confusion: list[list[int]] | None, names: Sequence[str] | None) -> str:
+def _confusion_section(paths: RunPaths, confusion: list[list[int]] | None, names: Sequence[str] | None
+                       ) -> list[Block]:
     png_path = paths.root / "test_confusion.png"
     if png_path.is_file():
         png = png_path.read_bytes()
@@ -186,9 +187,9 @@ def _confusion_section(paths: RunPaths, confusion: list[list[int]] | None, names
         raise _Missing("test_confusion.png is missing and there is no test evaluation to draw it from")
     # Shown at its natural size in a scrolling box: with 50 classes, shrinking it to the page
     # width would make the class names unreadable. A click toggles fit-to-width.
-    return ("<p class='hint'>Rows are true classes, columns predicted, each row normalised. "
-            "Scroll to pan; click the image to toggle fit-to-width.</p>"
-            f"<div class='scroll'>{_png_img(png, 'confusion matrix', 'confusion')}</div>")
+    return [_text("Rows are true classes, columns predicted, each row normalised. "
+                  "Scroll to pan; click the image to toggle fit-to-width.", "hint"),
+            {**_png_img(png, "confusion matrix", "confusion"), "scroll": True}]
 
 
 def confused_pairs(confusion: Sequence[Sequence[int]], names: Sequence[str], top: int = TOP_PAIRS
@@ -201,17 +202,14 @@ def confused_pairs(confusion: Sequence[Sequence[int]], names: Sequence[str], top
     return [(names[i], names[j], n, n / max(int(support[i]), 1)) for n, i, j in off[:top]]
 
 
-def _pairs_section(confusion: list[list[int]], names: Sequence[str]) -> str:
+def _pairs_section(confusion: list[list[int]], names: Sequence[str]) -> list[Block]:
     pairs = confused_pairs(confusion, names)
     if not pairs:
-        return "<p>No confusions: every test photo was classified correctly.</p>"
-    rows = "".join(f"<tr><td>{_esc(t)}</td><td>{_esc(p)}</td><td>{n}</td><td>{share:.1%}</td></tr>"
-                   for t, p, n, share in pairs)
-    return ("<table class='pairs'><thead><tr><th>true class</th><th>predicted as</th><th>photos</th>"
-            f"<th>share of the true class</th></tr></thead><tbody>{rows}</tbody></table>")
+        return [_text("No confusions: every test photo was classified correctly.")]
+    return [{"kind": "pairs", "rows": [(t, p, n, f"{share:.1%}") for t, p, n, share in pairs]}]
 
 
-def _mistake_card(evaluation: _Evaluation, index: int, device) -> str:
+def _mistake_card(evaluation: _Evaluation, index: int, device) -> dict:
     from PIL import Image
 
     from .explain import colorize, explain_image
@@ -227,14 +225,12 @@ def _mistake_card(evaluation: _Evaluation, index: int, device) -> str:
     except BadImageError:
         photo = heat = placeholder(THUMB)
     names = loaded.class_names
-    return (f"<figure class='mistake'><div class='pair'><img alt='photo' src='{image_data_uri(photo)}'>"
-            f"<img alt='Grad-CAM for the predicted class' src='{image_data_uri(heat)}'></div>"
-            f"<figcaption><div class='name' title='{_esc(path)}'>{_esc(Path(path.parent.name, path.name))}</div>"
-            f"<div>true: <b>{_esc(names[true])}</b></div>"
-            f"<div>predicted: <b class='wrong'>{_esc(names[pred])}</b> (p={prob:.3f})</div></figcaption></figure>")
+    return {"photo": image_data_uri(photo), "heat": image_data_uri(heat), "path": str(path),
+            "short": str(Path(path.parent.name, path.name)), "true": names[true], "pred": names[pred],
+            "prob": f"{prob:.3f}"}
 
 
-def _mistakes_section(evaluation: _Evaluation | None, why: str, device: str) -> str:
+def _mistakes_section(evaluation: _Evaluation | None, why: str, device: str) -> list[Block]:
     from ..models.runtime import select_device
 
     if evaluation is None:
@@ -242,16 +238,16 @@ def _mistakes_section(evaluation: _Evaluation | None, why: str, device: str) -> 
     res = evaluation.result
     wrong = [i for i, (t, p) in enumerate(zip(res.y_true, res.y_pred)) if t != p]
     if not wrong:
-        return f"<p>No misclassified photos among the {len(res.y_true)} test photos.</p>"
+        return [_text(f"No misclassified photos among the {len(res.y_true)} test photos.")]
     # Most confident mistakes first: they say the most about what the model has learnt wrong.
     wrong.sort(key=lambda i: -float(res.probs[i, res.y_pred[i]]))
     shown = wrong[:MAX_MISTAKES]
     dev = select_device(device)
-    cards = "".join(_mistake_card(evaluation, i, dev) for i in shown)
+    cards = [_mistake_card(evaluation, i, dev) for i in shown]
     note = (f"{len(wrong)} of {len(res.y_true)} test photos are misclassified"
             + (f"; the {len(shown)} most confident mistakes are shown" if len(shown) < len(wrong) else "")
             + ". Each shows the photo and the Grad-CAM heat map of the predicted class: what the model looked at.")
-    return f"<p>{_esc(note)}</p><div class='grid'>{cards}</div>"
+    return [_text(note), {"kind": "mistakes", "cards": cards}]
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -298,84 +294,19 @@ def _evaluate(paths: RunPaths, data: Path | None, device: str) -> _Evaluation:
 # ------------------------------------------------------------------------------------------ page
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9;line-height:1.4}
-header{background:#1f2937;color:#fff;padding:1.2em 2em}
-header h1{margin:0;font-size:1.5em} header p{margin:.3em 0 0;color:#cbd5e1}
-nav{background:#fff;border-bottom:1px solid #ddd;padding:.5em 2em;position:sticky;top:0;z-index:1}
-nav a{margin-right:1.2em;color:#1d4ed8;text-decoration:none;font-size:.9em}
-main{padding:0 2em 3em;max-width:1400px}
-section{background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:1em 1.4em;margin:1.2em 0}
-h2{font-size:1.2em;margin:.2em 0 .6em}
-p.missing{color:#9a3412;background:#fff7ed;border-left:4px solid #f97316;padding:.5em .8em}
-p.hint{color:#666;font-size:.85em;margin:.2em 0 .6em}
-table{border-collapse:collapse;font-size:.9em}
-th,td{padding:.3em .8em;border-bottom:1px solid #eee;text-align:left}
-td:not(:first-child){font-variant-numeric:tabular-nums}
-table.kv th{font-weight:500;color:#555}
-table.sortable th{cursor:pointer;user-select:none;background:#f1f3f5;position:sticky;top:2.2em}
-table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
-table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
-img.curves{max-width:100%}
-.scroll{overflow:auto;max-height:90vh;border:1px solid #eee}
-img.confusion{display:block;cursor:zoom-out}
-img.confusion.fit{max-width:100%;cursor:zoom-in}
-.cards{display:flex;gap:1em;margin-bottom:.8em}
-.card{border:1px solid #e2e4e8;border-radius:8px;padding:.6em 1.2em;text-align:center;color:#555}
-.card .num{font-size:1.8em;font-weight:600;color:#111}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
-figure.mistake{margin:0;border:1px solid #e2e4e8;border-radius:6px;padding:8px}
-figure.mistake .pair{display:flex;gap:6px}
-figure.mistake img{width:160px;height:160px;object-fit:contain;background:#eee}
-figcaption{font-size:.85em;margin-top:6px}
-figcaption .name{color:#666;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.wrong{color:#c92a2a}
-"""
-
-# Sorting keeps the DOM rows and re-appends them; numbers compare as numbers.
-_JS = """
-document.querySelectorAll('table.sortable').forEach(function(table){
-  table.querySelectorAll('th').forEach(function(th, col){
-    th.addEventListener('click', function(){
-      var asc = th.getAttribute('aria-sort') !== 'ascending';
-      table.querySelectorAll('th').forEach(function(h){ h.removeAttribute('aria-sort'); });
-      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-      var num = th.dataset.type === 'num', body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function(a, b){
-        var x = a.cells[col].textContent, y = b.cells[col].textContent;
-        var c = num ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
-        return asc ? c : -c;
-      });
-      rows.forEach(function(r){ body.appendChild(r); });
-    });
-  });
-});
-document.querySelectorAll('img.confusion').forEach(function(img){
-  img.addEventListener('click', function(){ img.classList.toggle('fit'); });
-});
-"""
-
-
 def _render(title: str, subtitle: str, sections: Sequence[_Section]) -> str:
-    nav = "".join(f"<a href='#{s.anchor}'>{_esc(s.title)}</a>" for s in sections)
-    body = "".join(f"<section id='{s.anchor}'><h2>{_esc(s.title)}</h2>{s.body}</section>" for s in sections)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='generator' content='landmark-search'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body><header><h1>{_esc(title)}</h1><p>{_esc(subtitle)}</p></header>"
-            f"<nav>{nav}</nav><main>{body}</main><script>{_JS}</script></body></html>\n")
+    return environment().get_template("report.html").render(title=title, subtitle=subtitle, sections=sections)
 
 
-def _section(anchor: str, title: str, build: Callable[[], str]) -> _Section:
+def _section(anchor: str, title: str, build: Callable[[], list[Block]]) -> _Section:
     try:
         return _Section(anchor, title, build())
     except _Missing as exc:
-        return _Section(anchor, title, f"<p class='missing'>{_esc(exc)}</p>")
+        return _Section(anchor, title, [_text(str(exc), "missing")])
     except (LandmarkError, OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError) as exc:
         # A report is a by-product of training: one broken piece must not lose the others.
-        return _Section(anchor, title, f"<p class='missing'>this section could not be built "
-                                       f"({_esc(type(exc).__name__)}: {_esc(exc)})</p>")
+        return _Section(anchor, title, [_text(f"this section could not be built ({type(exc).__name__}: {exc})",
+                                              "missing")])
 
 
 def write_report(run_dir: Path, data: Path | None = None, out: Path | None = None, *,

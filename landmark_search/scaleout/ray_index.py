@@ -67,7 +67,7 @@ def worker_config(cfg: EmbedConfig, model: LoadedModel, count: int, gpus: float)
     if gpus > 0:
         return replace(cfg, auto_int8=False)
     device, _, int8 = embed_precision(cfg, model, count)
-    routes = embed_routes(cfg, model, device, int8, count)
+    routes = embed_routes(cfg, model, device, int8)
     backend = "torch" if not routes else "onnxruntime" if routes[0].startswith("ort") else "openvino"
     return replace(cfg, precision="int8" if int8 else cfg.precision, auto_int8=False, backend=backend)
 

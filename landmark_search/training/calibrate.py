@@ -14,24 +14,31 @@ if TYPE_CHECKING:
     from ..models import LandmarkModel
 
 
-def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], samples: Sequence[Sample], *,
-                    unknown_rate: float = DEFAULT_UNKNOWN_RATE, seed: int = 0,
-                    extra: tuple[np.ndarray, np.ndarray] | None = None, **kwargs: Any) -> OpenSet:
-    """Embed every training photo (the bank, and its leave-one-out calibration) with the final weights.
+def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], train: Sequence[Sample], valid: Sequence[Sample],
+                    *, unknown_rate: float = DEFAULT_UNKNOWN_RATE, seed: int = 0,
+                    extra: dict[str, np.ndarray] | None = None, **kwargs: Any) -> OpenSet:
+    """Embed every training photo (train and valid alike: the bank and its leave-one-out calibration).
 
     The photos go through the one inference path with the evaluation crop, as tag and classify will
-    see them; kwargs (device, precision, batch_size, workers, quiet) go to embed_samples. `extra`: pooled
-    features and labels of photos that are no longer there (`train --extend` from cached features).
+    see them; kwargs (device, precision, batch_size, workers, quiet) go to embed_samples. `extra`: the cached
+    pooled features of photos that are gone (`train --extend`; extend.FEATURE_KEYS), joining them.
     """
     from ..embeddings import wrap_model
 
     loaded = wrap_model(model, meta)
     loaded.features = True  # the score lives in the pooled backbone features (openset.py)
-    _, _, labels, feats = embed_samples(loaded, samples, **kwargs)
+    _, _, labels, feats = embed_samples(loaded, [*train, *valid], **kwargs)
     if feats is None:
         feats = np.zeros((0, model.feature_dim), np.float32)
+    labels = np.asarray(labels, np.int64)
     if extra is not None:
-        more = np.asarray(extra[0], np.float32)
-        feats = np.concatenate([feats, more / np.maximum(np.linalg.norm(more, axis=1, keepdims=True), 1e-12)])
-        labels = [*labels, *np.asarray(extra[1]).tolist()]
-    return calibrate(feats, np.asarray(labels), len(meta["classes"]), unknown_rate=unknown_rate, seed=seed)
+        for f, y in (("train_f", "train_y"), ("valid_f", "valid_y")):
+            feats, labels = _joined(feats, labels, extra[f], extra[y])
+    return calibrate(feats, labels, len(meta["classes"]), unknown_rate=unknown_rate, seed=seed)
+
+
+def _joined(feats: np.ndarray, labels: np.ndarray, more: np.ndarray, more_labels: np.ndarray):
+    """Embedded features followed by cached ones, L2-normalised as the inference path gives them."""
+    more = np.asarray(more, np.float32)
+    more = more / np.maximum(np.linalg.norm(more, axis=1, keepdims=True), 1e-12)
+    return np.concatenate([feats, more]), np.concatenate([labels, np.asarray(more_labels, np.int64)])

@@ -1,54 +1,65 @@
 """`landmark train --extend RUN/best.pt --data NEW`: a model that knows the old run's landmarks and NEW's.
 
-The head of a frozen backbone trains in seconds, so extending is training again on everything: the old
-classes keep their indices, NEW's classes not among them follow. The old landmarks come from their photos
-when the old run's data folder is still there (then they are embedded again, and their test photos are
-scored too), else from the frozen features the old run cached in RUN/features.pt (only for a frozen-backbone
-run with the evaluation crop, whose cached features are exactly what a photo gives at inference).
+The head of a frozen backbone trains in seconds, so extending is the ordinary head training again on
+everything: the old classes keep their indices, NEW's classes not among them follow, and a NEW class named as
+an old one adds its photos to it. The old landmarks come from their photos when the old run's data folder is
+still there (embedded again, their test photos scored too), else from the frozen features the old run cached
+in RUN/features.pt. A model whose body was trained (scratch, --finetune) has no frozen features to share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import TrainConfig
 from ..data.datasets import DatasetLayout, Sample, discover
 from ..errors import DataError, LandmarkError
 from ..models.checkpoint import read_checkpoint
-from .run_dir import FEATURES_NAME, dataset_dir
+from .recipe import Recipe
+from .run_dir import FEATURES_NAME, checkpoint_in, dataset_dir
+
+if TYPE_CHECKING:
+    import torch
+
+FEATURE_KEYS = ("train_f", "train_y", "valid_f", "valid_y")
 
 
 @dataclass(frozen=True)
 class Extension:
     """What an extended run starts from: the merged layout, and the old photos' features when their photos are gone."""
 
+    checkpoint: Path
     layout: DatasetLayout
     old_classes: int
     source: str  # "photos" (the old data folder) or "features" (the old run's cached features)
     where: Path  # the old data folder, or RUN/features.pt
-    features: Any = None  # (N, D) float tensor of the old training photos' pooled features, or None
-    labels: Any = None  # (N,) their class indices
-    places: dict | None = None  # the old checkpoint's class -> place
+    features: dict[str, "torch.Tensor"] | None = None  # FEATURE_KEYS of the old run's features.pt (fp32 / int64)
+    places: dict[str, Any] | None = None  # the old checkpoint's class -> place
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's "extended": where the old landmarks came from."""
+        return {"checkpoint": str(self.checkpoint), "old_classes": self.old_classes,
+                "new_classes": len(self.layout.classes) - self.old_classes, "old_from": self.source,
+                "old_where": str(self.where)}
 
 
 def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainConfig, Extension]:
-    """The run's settings (the old run's, with cfg's data and out) and the merged layout; LandmarkError if the
-    old landmarks can be found neither as photos nor as cached features."""
-    import torch
-
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "best.pt"
+    """The run's settings (the old run's recipe, with cfg's data, out and runtime) and the merged layout;
+    LandmarkError for a model with a trained body, or when the old landmarks are neither photos nor features."""
+    checkpoint = checkpoint_in(checkpoint)
     meta = read_checkpoint(checkpoint)["meta"]
     saved = meta.get("train_config") or {}
-    old_classes = list(meta["classes"])
+    if not saved or not Recipe.resolve(TrainConfig.from_dict(saved)).frozen:
+        raise LandmarkError(f"--extend {checkpoint}: only a model on a frozen pretrained backbone can learn more "
+                            "landmarks (this one trained its body); train one model on all the landmarks' folders")
     new = discover(dataset_dir(cfg.data), min_classes=1)
-    run_cfg = replace(TrainConfig.from_dict(saved), data=cfg.data, out=cfg.out, quiet=cfg.quiet,
-                      places=cfg.places, epochs=cfg.epochs or saved.get("epochs"))
-    added = [c for c in new.classes if c not in old_classes]
-    classes = (*old_classes, *added)
+    run_cfg = replace(TrainConfig.from_dict(saved), data=cfg.data, out=cfg.out, quiet=cfg.quiet, places=cfg.places,
+                      epochs=cfg.epochs or saved.get("epochs"), device=cfg.device, precision=cfg.precision,
+                      workers=cfg.workers)
+    old_classes = list(meta["classes"])
+    classes = (*old_classes, *(c for c in new.classes if c not in old_classes))
     index = {c: i for i, c in enumerate(classes)}
 
     def moved(samples: tuple[Sample, ...], layout: DatasetLayout) -> tuple[Sample, ...]:
@@ -56,23 +67,19 @@ def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainCo
 
     old_root = Path(saved.get("data") or "")
     old = _old_layout(old_root)
+    places = meta.get("places") or None
     if old is not None and list(old.classes) == old_classes:
         layout = DatasetLayout(root=new.root, classes=classes, train_split=moved(old.train, old) + moved(new.train, new),
                                test=moved(old.test, old) + moved(new.test, new), unnamed=new.unnamed)
-        return run_cfg, Extension(layout, len(old_classes), "photos", old_root, places=meta.get("places"))
+        return run_cfg, Extension(checkpoint, layout, len(old_classes), "photos", old_root, places=places)
     cached = checkpoint.parent / FEATURES_NAME
-    frozen_crop = saved.get("feature_views", 8) == 0 and not saved.get("finetune") and meta.get("head") == "power"
-    if not (cached.is_file() and frozen_crop):
-        why = (f"{cached} is missing" if not cached.is_file() else
-               "its cached features are augmented views or come from a trained body, not what a photo gives")
+    features = _cached_features(cached, len(old_classes))
+    if features is None:
         raise LandmarkError(f"--extend {checkpoint}: its training photos are gone ({old_root or 'not recorded'}) "
-                            f"and {why}; put the old dataset back at {old_root} and retry")
-    feats = torch.load(cached, map_location="cpu", weights_only=True)
-    features = torch.cat([feats["train_f"], feats["valid_f"]]).float()
-    labels = torch.cat([feats["train_y"], feats["valid_y"]]).long()
+                            f"and {cached} is missing or unreadable; put the old dataset back at {old_root} and retry")
     layout = DatasetLayout(root=new.root, classes=classes, train_split=moved(new.train, new),
                            test=moved(new.test, new), unnamed=new.unnamed)
-    return run_cfg, Extension(layout, len(old_classes), "features", cached, features, labels, meta.get("places"))
+    return run_cfg, Extension(checkpoint, layout, len(old_classes), "features", cached, features, places)
 
 
 def _old_layout(root: Path) -> DatasetLayout | None:
@@ -82,3 +89,19 @@ def _old_layout(root: Path) -> DatasetLayout | None:
         return discover(root)
     except DataError:
         return None
+
+
+def _cached_features(path: Path, n_classes: int) -> dict[str, "torch.Tensor"] | None:
+    """The old run's cached features (fp32 features, int64 labels), or None when missing or not ours."""
+    import torch
+
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, damaged, or not a tensor file
+        return None
+    if not isinstance(cached, dict) or not all(isinstance(cached.get(k), torch.Tensor) for k in FEATURE_KEYS):
+        return None
+    labels = torch.cat([cached["train_y"], cached["valid_y"]])
+    if len(cached["train_f"]) == 0 or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < n_classes):
+        return None
+    return {k: cached[k].float() if cached[k].is_floating_point() else cached[k].long() for k in FEATURE_KEYS}

@@ -27,7 +27,7 @@ from ..places.table import Place, display_names, resolve_places
 from . import distributed
 from ..models.openset import calibrate
 from .calibrate import calibrate_model
-from .extend import prepare_extension
+from .extend import Extension, prepare_extension
 from ..render.plots import curves_png
 from .loop import (Runtime, extract_features, feature_engine, make_loader, seed_everything,
                    train_head_epoch, train_one_epoch, validate, validate_head)
@@ -67,10 +67,10 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, layout: DatasetLayout, paths: RunPaths, resume: dict[str, Any] | None,
                  display_names: list[str], ranks: distributed.Ranks = distributed.Ranks(),
-                 extra: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 extra: dict[str, torch.Tensor] | None = None):
         self.cfg, self.layout, self.paths, self.ranks = cfg, layout, paths, ranks
+        self.extra = extra  # cached features of photos that are gone (train --extend), extension.FEATURE_KEYS
         self.display_names = display_names  # places.display_names: the one name of each class
-        self.extra = extra  # features + labels of photos that are gone (train --extend from cached features)
         self.photo_features: tuple[np.ndarray, np.ndarray] | None = None  # fit_head's, for the calibration
         spec = get_spec(cfg.model)
         self.recipe = recipe = Recipe.resolve(cfg, spec)
@@ -206,8 +206,10 @@ class _Run:
                 valid_f, valid_y = (extract_features(self.model, valid, EvalPreset(r.image_size, self.norm),
                                                      1, self.rt, desc="features (valid)", **common)
                                     if valid else (train_f[:0], train_y[:0]))
-            return {name: distributed.gather(t, ranks) for name, t in
-                    (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
+            feats = {name: distributed.gather(t, ranks) for name, t in
+                     (("train_f", train_f), ("train_y", train_y), ("valid_f", valid_f), ("valid_y", valid_y))}
+            # Features of photos that are gone join them, and stay in this run's features.pt for a later --extend.
+            return {k: torch.cat([t, self.extra[k].to(t.dtype)]) for k, t in feats.items()} if self.extra else feats
 
         key = (f"{cfg.model}|{cfg.weights}|{cfg.feature_views or 'inference'}|{self.norm}|{self.rt.device.type}|"
                f"{self.rt.dtype}|{engine.route if engine else 'torch'}|"
@@ -217,8 +219,6 @@ class _Run:
         feats = cached_features(self.paths.root, key, extract, write=ranks.main)
         train_f, train_y, valid_f, valid_y = (feats["train_f"].float(), feats["train_y"], feats["valid_f"].float(),
                                               feats["valid_y"])
-        if self.extra is not None:
-            train_f, train_y = torch.cat([train_f, self.extra[0]]), torch.cat([train_y, self.extra[1]])
         if cfg.feature_views == 0:  # the open-set calibration needs these very features (calibrate.py)
             self.photo_features = (torch.cat([train_f, valid_f]).numpy(), torch.cat([train_y, valid_y]).numpy())
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -317,8 +317,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, overwrite: bool = Fa
     A cfg.out that already holds a run is refused unless `overwrite` (which deletes only the files
     landmark writes there); `resume` continues the run in that folder instead. Under torchrun (WORLD_SIZE > 1)
     the processes train together (distributed.py) and rank 0 alone writes the run; the others return empty
-    metrics. `extend` (an earlier run's best.pt) trains a model that knows its classes and cfg.data's
-    (extend.py).
+    metrics. `extend` (an earlier run's best.pt) trains a model that knows its classes and cfg.data's (extend.py).
     """
     ranks = distributed.start(cfg.device)
     try:
@@ -349,15 +348,14 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     # Where each landmark is (places.py); a bad places.csv is refused before anything trains.
     places = resolve_places(layout.classes, layout.train, layout.root, Path(cfg.places) if cfg.places else None)
     if ext and ext.places:  # the old landmarks keep the places their run found
-        places = {**{c: Place.from_dict(p) for c, p in ext.places.items()}, **places}
+        places = {**places, **{c: Place.from_dict(p) for c, p in ext.places.items() if c in layout.classes}}
     names = display_names(layout.classes, places)
     places = {c: replace(p, name=names[layout.classes.index(c)]) for c, p in places.items()}
     if not ranks.main:
         cfg = replace(cfg, quiet=True)  # one progress bar, rank 0's
     if not resume:
         distributed.from_main(ranks, lambda: prepare_run_dir(paths, overwrite))
-    run = _Run(cfg, layout, paths, payload, names, ranks,
-               extra=(ext.features, ext.labels) if ext and ext.features is not None else None)
+    run = _Run(cfg, layout, paths, payload, names, ranks, extra=ext.features if ext else None)
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.config, run.config_record())
@@ -380,15 +378,12 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
     if run.photo_features is not None:  # the frozen features the head trained on: no second pass
         openset = calibrate(*run.photo_features, len(layout.classes), seed=cfg.seed)
     else:
-        openset = calibrate_model(run.model, run.meta(), [*run.train_samples, *run.valid_samples], seed=cfg.seed,
+        openset = calibrate_model(run.model, run.meta(), run.train_samples, run.valid_samples, seed=cfg.seed,
                                   device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
                                   workers=cfg.workers, quiet=True,
-                                  extra=(run.extra[0].numpy(), run.extra[1].numpy()) if run.extra is not None
-                                  else None)
+                                  extra={k: t.numpy() for k, t in run.extra.items()} if run.extra else None)
     if ext:
-        metrics["extended"] = {"checkpoint": str(extend), "old_classes": ext.old_classes,
-                               "new_classes": len(layout.classes) - ext.old_classes, "old_from": ext.source,
-                               "old_where": str(ext.where)}
+        metrics["extended"] = ext.record()
     metrics["openset_threshold"] = round(openset.threshold, 6)
     metrics["openset_unknown_rate"] = openset.unknown_rate
     # what the threshold costs: known photos kept and unknown-landmark photos let through (leave-one-out)
