@@ -269,6 +269,7 @@ def _evaluate(paths: RunPaths, data: Path | None, device: str) -> _Evaluation:
     from ..data.datasets import discover
     from ..embeddings import load_model
     from ..training import evaluate
+    from ..training.metrics import model_labels
 
     if not paths.best.is_file():
         raise _Missing("best.pt is missing from the run folder, so the test photos cannot be re-classified")
@@ -282,12 +283,13 @@ def _evaluate(paths: RunPaths, data: Path | None, device: str) -> _Evaluation:
     if not layout.test:
         raise _Missing(f"{root} has no test/ split, so there are no test photos to show")
     loaded = load_model(paths.best)
-    if list(layout.classes) != list(loaded.class_ids):
-        raise _Missing(f"{root}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
-                       f"{len(loaded.class_ids)}); pass the dataset the model was trained on with --data")
+    try:
+        samples = model_labels(layout, layout.test, loaded.class_ids)
+    except DataError as exc:
+        raise _Missing(f"{exc} (pass the dataset the model was trained on with --data)") from None
     # Worker processes cost more than they save on a small test split.
-    workers = 0 if len(layout.test) < 500 else -1
-    result = evaluate(loaded, layout.test, device=device, workers=workers, quiet=True)
+    workers = 0 if len(samples) < 500 else -1
+    result = evaluate(loaded, samples, device=device, workers=workers, quiet=True)
     return _Evaluation(loaded, result)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..config import EmbedConfig
-from ..data.datasets import Sample, discover
+from ..data.datasets import DatasetLayout, Sample, discover
 from ..photos.files import ErrorCallback, warn_skipped
 from ..errors import DataError
 from ..fsutil import atomic_write_bytes, atomic_write_json
@@ -156,6 +156,17 @@ class CheckpointEvaluation:
     places: dict = field(default_factory=dict)  # class id -> where that landmark is, as the checkpoint records
 
 
+def model_labels(layout: DatasetLayout, samples: Sequence[Sample], class_ids: Sequence[str]) -> list[Sample]:
+    """The samples labelled with the model's class indices, matched by folder name in any order (an extended
+    model, `train --extend`, lists its new classes last); DataError naming folders the model does not know."""
+    index = {c: i for i, c in enumerate(class_ids)}
+    unknown = [c for c in layout.classes if c not in index]
+    if unknown:
+        raise DataError(f"{layout.root}: class folder(s) the model does not know ({', '.join(unknown[:3])}"
+                        f"{', ...' if len(unknown) > 3 else ''}); evaluate on the landmarks it was trained for")
+    return [(path, index[layout.classes[label]]) for path, label in samples]
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", out: Path | None = None, *,
                         device: str = "auto", precision: str = "auto", quiet: bool = False,
                         distractors: str | Path | None = None, recall: float | None = None) -> CheckpointEvaluation:
@@ -171,9 +182,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     samples = layout.test if split == "test" else layout.train
     if not samples:
         raise DataError(f"{data}/{split}: no photos to evaluate")
-    if list(layout.classes) != list(loaded.class_ids):
-        raise DataError(f"{data}: its classes differ from the checkpoint's ({len(layout.classes)} vs "
-                        f"{len(loaded.class_ids)}); evaluate on the dataset the model was trained for")
+    samples = model_labels(layout, samples, loaded.class_ids)
     others = _distractor_photos(distractors) if distractors is not None else None
     loaded.features = others is not None and loaded.openset is not None  # the open-set score needs them
     result = evaluate(loaded, samples, device=device, precision=precision, quiet=quiet)
