@@ -94,10 +94,13 @@ def run_demo(out: Path, *, quiet: bool = False, echo: Callable[[str], None] = pr
     echo("6/7 tagging the test photos (sidecar JSON + XMP) ...")
     summary = tag([data.root / "test"], str(result.paths.best), TagOptions(xmp=True), cfg)
     first = test_photos[0]
-    # An untagged photo (unknown: not confidently one of the landmarks) gets a JSON sidecar, no XMP keywords.
-    example = min(summary.tagged, default=first)
+    # Only a photo with something to record gets sidecars (an unknown one gets none), so the example is a
+    # tagged photo, or one tagged by an earlier run with the same model.
+    with_sidecar = [*summary.tagged, *(p for p in summary.unchanged if Path(f"{p}.json").is_file())]
+    example = min(with_sidecar, default=None)
     lines.append(f"tag        {len(summary.tagged)} tagged, {len(summary.untagged)} untagged, "
-                 f"{len(summary.unchanged)} unchanged; e.g. {example}.json and {example.name}.xmp")
+                 f"{len(summary.unchanged)} unchanged; " + (f"e.g. {example}.json and {example.name}.xmp"
+                                                            if example else "no photo was confidently tagged"))
 
     echo("7/7 finding photos similar to a test photo ...")
     similar = find_similar(first, out / "index", k=5, cfg=EmbedConfig(progress=False, workers=0))

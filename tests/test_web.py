@@ -212,7 +212,7 @@ def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_
     tagged = runner.invoke(cli, ["tag", photos[0], other, "--model", str(trained_run / "best.pt"), "-q"])
     assert tagged.exit_code == 0, tagged.output
     by_model = json.loads(Path(other + ".json").read_text())["landmark_search"]
-    assert set(named) - set(by_model) <= {"named"} and set(by_model) - set(named) <= {"unknown", "nearest"}
+    assert set(named) - set(by_model) <= {"named"} and set(by_model) - set(named) <= {"unknown", "nearest", "runner_ups"}
     assert json.loads(Path(photos[0] + ".json").read_text())["landmark_search"] == named
     review = client.get("/api/groups", params={"wait": 60}).json()
     assert review["state"] == "ready"
