@@ -296,3 +296,21 @@ def test_a_refused_first_index_run_leaves_no_empty_index_folder(synth_data, tmp_
     result = invoke("index", synth_data / "test", "--model", not_a_model, "--index", tmp_path / "new")
     assert result.exit_code == 1 and "not a checkpoint" in result.output
     assert not (tmp_path / "new").exists()
+
+
+def test_train_command_defaults_are_the_libraries():
+    """`landmark train` without options trains what `fit(TrainConfig(...))` trains: every option the CLI shares
+    with TrainConfig defaults to the config's own value (a CLI default of its own would silently override the
+    measured recipe)."""
+    import dataclasses
+    import inspect
+
+    from landmark_search.cli.training_cmds import train_cmd
+    from landmark_search.config import TrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    cli = {name: p.default.default for name, p in inspect.signature(train_cmd).parameters.items()
+           if hasattr(p.default, "default")}
+    shared = sorted(set(fields) & set(cli) - {"data", "out", "places"})
+    assert {"head", "feature_views", "valid_split", "epochs"} <= set(shared), shared
+    assert {k: cli[k] for k in shared} == {k: fields[k] for k in shared}
