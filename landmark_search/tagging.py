@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -229,6 +230,28 @@ def is_named(sidecar: dict) -> bool:
     return isinstance(entry, dict) and entry.get("named") is True
 
 
+
+@dataclass
+class Outcome:
+    """Whether the work on one photo inside `one_photo` finished (False: it was counted as skipped or failed)."""
+
+    done: bool = False
+
+
+@contextmanager
+def one_photo(summary: Any, photo: Path) -> Iterator[Outcome]:
+    """Count a photo's refusal (PhotoLeftAlone: skipped, with the reason) or failure (unreadable sidecar, I/O)
+    in `summary` instead of stopping the run; the yielded Outcome says whether the work finished."""
+    outcome = Outcome()
+    try:
+        yield outcome
+        outcome.done = True
+    except PhotoLeftAlone as exc:
+        summary.skipped.append((photo, str(exc)))
+    except (SidecarError, OSError) as exc:
+        summary.failed.append((photo, str(exc)))
+
+
 NAMED_BY_HAND = "named by hand"
 _MAX_NAME = 200
 
@@ -249,20 +272,15 @@ def name_photos(paths: Sequence[Path], name: str | None, opts: TagOptions) -> Ta
             folders.add(side.parent)
             if _embed_refused(photo, opts, summary):
                 continue
-            try:
+            with one_photo(summary, photo) as outcome:
                 fingerprint = photo_fingerprint(photo)
                 job = _Job(photo, root, side, read_sidecar(side), fingerprint)
                 payload = build_payload(model_name=NAMED_BY_HAND, model_sha256=NAMED_BY_HAND,
                                         tags=[(p.label, p.id, p.score) for p in kept], photo_fingerprint=fingerprint,
                                         options=_recorded_options(opts), vocabulary="landmarks")
                 _write(job, {**payload, "named": True}, kept, False, opts, summary)
-            except PhotoLeftAlone as exc:
-                summary.skipped.append((photo, str(exc)))
-                continue
-            except (SidecarError, OSError) as exc:
-                summary.failed.append((photo, str(exc)))
-                continue
-            summary.tagged.append(photo)
+            if outcome.done:
+                summary.tagged.append(photo)
         _sweep(folders, summary)
     return summary
 
@@ -380,17 +398,13 @@ def _write_all(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], mod
         ours = job.existing.get(SIDECAR_KEY)
         # An entry that holds the original of a photo it embedded keywords into stays (untag needs it).
         embedded = isinstance(ours, dict) and bool(ours.get("embedded"))
-        try:
+        with one_photo(summary, job.photo) as outcome:
             if kept or place or embedded:
                 _write(job, {**payload, **({"place": place} if place else {})}, kept, model.kind == "builtin",
                        opts, summary, place)
             elif _nothing_to_record(job, opts, summary):
                 said_nothing.append(job)
-        except PhotoLeftAlone as exc:
-            summary.skipped.append((job.photo, str(exc)))
-            continue
-        except (SidecarError, OSError) as exc:
-            summary.failed.append((job.photo, str(exc)))
+        if not outcome.done:
             continue
         (summary.tagged if kept else summary.untagged).append(job.photo)
         if unknown:

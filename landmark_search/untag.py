@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .errors import PhotoLeftAlone, SidecarError
+from .errors import PhotoLeftAlone
 from .sidecars.embedded import backup_path, take_back
 from .sidecars.ownership import untag_json, untag_xmp
 from .sidecars.jsonfile import SIDECAR_KEY, read_sidecar
-from .tagging import WalkOptions, _folder_lock, _sweep, _walk, recorded_xmp_path
+from .tagging import WalkOptions, _folder_lock, _sweep, _walk, one_photo, recorded_xmp_path
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
             folders.add(side.parent)
             mirror = opts.output_dir is not None
             write_root = opts.output_dir if mirror else root
-            try:
+            with one_photo(summary, photo) as outcome:
                 entry = read_sidecar(side).get(SIDECAR_KEY)
                 xmp = recorded_xmp_path(photo, root, side, entry, opts)
                 results: dict[str, str] = {}
@@ -62,11 +62,7 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                     if not opts.dry_run and results["originals"] != "restored" and backup_path(photo).exists():
                         summary.kept_backups.append(backup_path(photo))
                 results["json"] = untag_json(side, root=write_root, dry_run=opts.dry_run)
-            except PhotoLeftAlone as exc:
-                summary.skipped.append((photo, str(exc)))
-                continue
-            except (SidecarError, OSError) as exc:
-                summary.failed.append((photo, str(exc)))
+            if not outcome.done:
                 continue
             for kind, result in results.items():
                 summary.files[kind][result] += 1
