@@ -21,7 +21,7 @@ class TrainConfig:
     epochs: int | None = None  # None: the model family's default (see training.default_epochs)
     batch_size: int | None = None  # None: the family's default (64; 32 when training from scratch)
     lr: float | None = None  # None: the model family's default
-    optimizer: str = "adamw"
+    optimizer: str = "auto"  # lbfgs for a frozen backbone's power head, adamw otherwise (training.recipe)
     weight_decay: float = 5e-4
     dropout: float = 0.3
     scheduler: str = "auto"  # cosine for from-scratch training, plateau otherwise

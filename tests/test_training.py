@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from landmark_search.config import TrainConfig
-from landmark_search.errors import DataError
+from landmark_search.errors import DataError, LandmarkError
 from landmark_search.data.datasets import discover, stratified_split
 from landmark_search.places.table import clean_name
 from landmark_search.models.checkpoint import load_checkpoint, read_checkpoint
@@ -55,9 +55,14 @@ def test_recipe_resolves_the_family_defaults_once():
     residual = Recipe.resolve(TrainConfig(model="residual"))
     assert residual.epochs == 60 and residual.progressive_scales == (0.5, 0.75)
     head = Recipe.resolve(TrainConfig(model="efficientnet_lite0"))
-    assert head.frozen and (head.scheduler, head.epochs, head.batch_size, head.mix) == ("plateau", 60, 64, "none")
+    assert head.frozen and (head.scheduler, head.epochs, head.batch_size, head.mix) == ("none", 60, 64, "none")
+    assert (head.head, head.optimizer, head.lr) == ("power", "lbfgs", 1.0)  # the exact logistic regression
+    embed = Recipe.resolve(TrainConfig(model="efficientnet_lite0", head="embed"))
+    assert (embed.optimizer, embed.scheduler, embed.lr) == ("adamw", "plateau", 3e-3)
     tuned = Recipe.resolve(TrainConfig(model="efficientnet_lite0", finetune=True))
-    assert tuned.family == "finetune" and not tuned.frozen
+    assert tuned.family == "finetune" and not tuned.frozen and tuned.optimizer == "adamw"
+    with pytest.raises(LandmarkError, match="--optimizer lbfgs"):
+        Recipe.resolve(TrainConfig(model="efficientnet_lite0", finetune=True, optimizer="lbfgs"))
     assert Recipe.resolve(TrainConfig(model="efficientnet_lite0", weights="none")).family == "scratch"
 
 
@@ -323,3 +328,28 @@ def test_extend_learns_a_new_landmark_and_keeps_the_old_ones_from_photos_or_cach
     scratch = tmp_path / "scratch.pt"
     save_checkpoint(scratch, old_model, {**saved, "train_config": {**saved["train_config"], "weights": "none"}})
     one_line_error(invoke("train", "--extend", scratch, "--data", new, "--out", tmp_path / "x"), "frozen", str(scratch))
+
+
+def test_lbfgs_head_is_the_regularised_logistic_regression_scikit_learn_fits():
+    """The power head's full-batch fit solves scikit-learn's LogisticRegression(C) on the power-normalised
+    features: the same class probabilities, so the probe the recipe is measured against is what it trains."""
+    from sklearn.linear_model import LogisticRegression
+    from torch import nn
+
+    from landmark_search.models.base import PowerNorm
+    from landmark_search.training.loop import full_batch_head_epoch
+    from landmark_search.training.recipe import PROBE_C
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    feats = torch.rand(60, 16, generator=gen) + torch.nn.functional.one_hot(labels, 16)[:, :16] * 0.5
+    head = nn.Sequential(nn.Sequential(PowerNorm(), nn.Dropout(0.3)), nn.Linear(16, 3))
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+    for _ in range(3):
+        full_batch_head_epoch(head, feats, labels, opt, nn.CrossEntropyLoss(), PROBE_C, torch.device("cpu"))
+    unit = torch.nn.functional.normalize(feats.sqrt(), dim=1).numpy()
+    ref = LogisticRegression(C=PROBE_C, tol=1e-10, max_iter=10000).fit(unit, labels.numpy())
+    with torch.inference_mode():
+        ours = head(feats).softmax(1).numpy()
+    assert np.abs(ours - ref.predict_proba(unit)).max() < 2e-3

@@ -56,7 +56,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
               lr: Optional[float] = typer.Option(None, help="Learning rate (default: 3e-3 head, 3e-4 with --finetune, "
                                                  "2e-3 from scratch)."),
-              optimizer: str = typer.Option("adamw", help="adamw (decoupled weight decay)|adam (L2 weight decay)|sgd (Nesterov momentum)."),
+              optimizer: str = typer.Option("auto", help="auto (lbfgs for a frozen backbone's power head, adamw otherwise)|lbfgs (full-batch: the exact regularised logistic regression; frozen heads only, --weight-decay and --lr unused)|adamw (decoupled weight decay)|adam (L2 weight decay)|sgd (Nesterov momentum)."),
               weight_decay: float = typer.Option(5e-4, help="Weight decay."),
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),
               scheduler: str = typer.Option("auto", help="auto (cosine from scratch, plateau for transfer)|plateau|cosine|exponential|none."),

@@ -29,10 +29,10 @@ from ..models.openset import calibrate
 from .calibrate import calibrate_model
 from .extend import Extension, prepare_extension
 from ..render.plots import curves_png
-from .loop import (Runtime, extract_features, feature_engine, make_loader, seed_everything,
-                   train_head_epoch, train_one_epoch, validate, validate_head)
+from .loop import (Runtime, extract_features, feature_engine, full_batch_head_epoch, make_loader,
+                   seed_everything, train_head_epoch, train_one_epoch, validate, validate_head)
 from .metrics import evaluate, write_eval_outputs
-from .recipe import Recipe, check_config
+from .recipe import PROBE_C, Recipe, check_config
 from .run_dir import (EpochStats, cached_channel_stats, cached_features, dataset_dir, default_run_dir, history_rows,
                       prepare_run_dir, stats_fingerprint, write_history)
 from .schedule import Progress, Schedule, augment_batch, build_optimizer, make_mixer
@@ -227,15 +227,20 @@ class _Run:
         loader = DataLoader(data, batch_size=batch, shuffle=sampler is None, sampler=sampler, generator=gen,
                             drop_last=mine > batch)
         head = nn.Sequential(self.model.head, self.model.classifier).to(self.rt.device)
-        trained = distributed.wrap(head, ranks)
+        # L-BFGS needs no gradient exchange (each rank fits the same full batch); the others share gradients
+        trained = head if r.optimizer == "lbfgs" else distributed.wrap(head, ranks)
         # disable=None: no bar when stderr is not a terminal (a log file), as with --quiet
         bar = tqdm(range(self.start_epoch, r.epochs + 1), desc="train head", disable=True if cfg.quiet else None)
         for epoch in bar:
             start = time.time()
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            train = distributed.mean(train_head_epoch(trained, loader, self.optimizer, self.criterion,
-                                                      self.rt.device), mine, ranks)
+            if r.optimizer == "lbfgs":  # every rank holds all features and takes the same deterministic step
+                train = full_batch_head_epoch(head, train_f, train_y, self.optimizer, self.criterion, PROBE_C,
+                                              self.rt.device)
+            else:
+                train = distributed.mean(train_head_epoch(trained, loader, self.optimizer, self.criterion,
+                                                          self.rt.device), mine, ranks)
             valid = validate_head(head, valid_f, valid_y, self.rt.device) if len(valid_f) else train
             stats = self._stats(epoch, start, train, valid)
             bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{stats.valid_loss:.3f}",

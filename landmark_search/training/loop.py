@@ -188,6 +188,32 @@ def train_head_epoch(head: nn.Module, loader: DataLoader, optimizer: torch.optim
     return tally.loss, tally.accuracy
 
 
+def full_batch_head_epoch(head: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                          optimizer: torch.optim.Optimizer, criterion: nn.Module, c: float,
+                          device: torch.device) -> tuple[float, float]:
+    """One L-BFGS step over all cached features: the multinomial logistic regression that scikit-learn's
+    LogisticRegression(C=c) fits, on the head's (power-normalised, scaled) features. Dropout is off (eval
+    mode): a full-batch objective must be the same function at every line-search trial. (loss, accuracy)."""
+    head.eval()
+    x, y = features.to(device), labels.to(device)
+    classifier = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+    # scikit-learn penalises ||w||^2 / (2C) beside the summed loss, on unit-length features; per photo, and
+    # for features the head scales by `scale`, that is scale^2 / (C n) on the weights it multiplies.
+    scale = float(next((m.scale for m in head.modules() if hasattr(m, "scale")), 1.0))
+    strength = scale ** 2 / (c * len(x))
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = criterion(head(x), y) + 0.5 * strength * classifier.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    with torch.inference_mode():
+        logits = head(x)
+        return criterion(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
 def validate_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor,
                   device: torch.device) -> tuple[float, float]:
     """(cross-entropy, accuracy) of the head on cached validation features."""

@@ -14,6 +14,9 @@ from .recipe import Recipe
 
 WARMUP = 0.05  # fraction of the budget spent warming the learning rate up
 MIX_STOP = 0.85  # mixing stops for the last 15 % so the final epochs see clean photos
+# L-BFGS steps in one "epoch" (one full-batch optimiser step): a power head on a few thousand photos converges
+# in a few epochs, and the usual early stop ends the run once the loss stops falling.
+LBFGS_ITERATIONS_PER_EPOCH = 100
 # Progressive resizing: the first 40 % of the budget at the recipe's first scale, the next 30 % at the second.
 PROGRESSIVE_STEPS = (0.4, 0.7)
 
@@ -82,14 +85,18 @@ class WarmupCosine:
 
 
 def build_optimizer(recipe: Recipe, params: Iterable, weight_decay: float) -> torch.optim.Optimizer:
-    """adam (L2 weight decay), adamw (decoupled weight decay) or SGD with Nesterov momentum."""
+    """adam (L2 weight decay), adamw (decoupled weight decay), SGD with Nesterov momentum, or L-BFGS (full batch:
+    its regulariser is loop.full_batch_head_epoch's, so weight_decay is not used)."""
+    if recipe.optimizer == "lbfgs":
+        return torch.optim.LBFGS(params, lr=recipe.lr, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
+                                 tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=weight_decay)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=weight_decay)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise LandmarkError(f"unknown optimizer {recipe.optimizer!r}; use adam, adamw or sgd")
+    raise LandmarkError(f"unknown optimizer {recipe.optimizer!r}; use auto, lbfgs, adamw, adam or sgd")
 
 
 class Schedule:
