@@ -53,32 +53,35 @@ def measure(name: str, run: Path, others: dict[str, Path]) -> dict:
 
     from landmark_search.data.datasets import discover
     from landmark_search.embeddings import load_model
-    from landmark_search.predict import decide
     from landmark_search.training.metrics import embed_samples
     from landmark_search.training.openset_eval import global_average_precision
 
     model = load_model(run / "best.pt")
     layout = discover(evaldata_set(SETS[name]))
-    _, probs, y, feats = embed_samples(model, layout.test)
-    decisions = [decide(p, f, model) for p, f in zip(probs, feats)]
+    test, y = embed_samples(model, layout.test)
+    probs, feats = test.probs, test.features
+    decisions = [test.decide(i, model) for i in range(len(test.paths))]  # the geometric check counts too
     y = np.asarray(y)
     pred = probs.argmax(1)
     ids = np.asarray(model.class_ids)
     right = np.array([bool(d.kept) and d.kept[0].id == ids[t] for d, t in zip(decisions, y)], bool)
     out = {"accuracy": float((pred == y).mean()), "macro_f1": float(f1_score(y, pred, average="macro")),
-           "top_tag_right": float(right.mean()), "n_test": int(len(y))}
+           "top_tag_right": float(right.mean()), "n_test": int(len(y)),
+           "verified": int(sum(d.verified for d in decisions))}
     conf = [d.confidence for d in decisions]
     correct = list(pred == y)
     for other, folder in others.items():
-        _, oprobs, _, ofeats = embed_samples(model, _photos(folder))
-        tagged = [bool(decide(p, f, model).kept) for p, f in zip(oprobs, ofeats)]
+        seen, _ = embed_samples(model, _photos(folder))
+        theirs = [seen.decide(i, model) for i in range(len(seen.paths))]
+        tagged = [bool(d.kept) for d in theirs]
         out[f"tagged_{other}"] = float(np.mean(tagged))
         out[f"n_{other}"] = len(tagged)
-        conf += [decide(p, f, model).confidence for p, f in zip(oprobs, ofeats)]
+        conf += [d.confidence for d in theirs]
         correct += [False] * len(tagged)
     out["gap"] = global_average_precision(conf, correct, len(y))
     # The plain probe on the same frozen features (the model's backbone, evaluation crop, all training photos).
-    _, _, ty, tfeats = embed_samples(model, layout.train)
+    train, ty = embed_samples(model, layout.train)
+    tfeats = train.features
     probe = LogisticRegression(C=10.0, max_iter=3000).fit(tfeats, ty)
     out["probe_accuracy"] = float((probe.predict(feats) == y).mean())
     return out

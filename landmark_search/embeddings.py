@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,8 @@ from .models import build_model, get_spec
 from .models.checkpoint import check_archive_sizes, load_checkpoint
 from .models.engine import Engine
 from .models.openset import OpenSet
+if TYPE_CHECKING:
+    from .predict import Decision
 from .models.runtime import (autocast, cpu_has_fast_int8, default_workers, quiet_jit, select_device, select_precision,
                              use_channels_last)
 
@@ -148,7 +150,11 @@ def _builtin(ref: ModelRef) -> LoadedModel:
 
 def _from_meta(ref: ModelRef, module: nn.Module, meta: dict) -> LoadedModel:
     """A checkpoint's or export's model with what its meta says about feeding and naming it."""
-    openset = OpenSet.from_state(meta["openset"]) if meta.get("openset") else None
+    try:
+        openset = OpenSet.from_state(meta["openset"]) if meta.get("openset") else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{ref.name}: its open-set calibration is damaged ({exc}); use the run's best.pt "
+                              "as `landmark train` wrote it, or train again") from None
     if isinstance(meta.get("places"), dict):
         # One name per class, its display name, in its place too (a checkpoint may name them apart).
         places = meta["places"]
@@ -278,6 +284,14 @@ class Embedded:
     probs: npt.NDArray[np.float32]
     failed: list[tuple[Path, str]]
     features: npt.NDArray[np.float32] | None = None  # pooled backbone features, when the model was asked for them
+    inliers: npt.NDArray[np.int64] | None = None  # geometric check per photo (models/verify.py); -1: not checked
+
+    def decide(self, i: int, model: LoadedModel, **options: Any) -> "Decision":
+        """predict.decide for photo i with all the evidence gathered for it (options: top_k, min_score, recall)."""
+        from .predict import decide
+
+        return decide(self.probs[i], None if self.features is None else self.features[i], model,
+                      inliers=None if self.inliers is None else int(self.inliers[i]), **options)
 
 
 def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int8: bool) -> tuple[str, ...]:
@@ -289,6 +303,9 @@ def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int
     route in training's calibration, tag, index, similar and the web, and the same photo gets the same
     vector from each. The first job pays the one-off export; later ones load it from the cache. A backend
     named in cfg.backend or LANDMARK_BACKEND is always tried; LANDMARK_BACKEND=torch turns the engines off.
+    A trained landmark model keeps float numerics under `auto`: its open-set threshold and geometric-check
+    window are calibrated on float features, and int8's noise cost it 9 of 97 right tags on india12
+    (DEVELOPERS.md, "Open set").
     """
     from .models.engine import has_depthwise, requested_backend, routes_for
 
@@ -298,6 +315,8 @@ def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int
     routes = routes_for(backend, cfg.precision)
     if backend != "auto" or not routes:
         return routes
+    if model.kind == "checkpoint":
+        routes = tuple(r for r in routes if not r.endswith("int8"))
     return routes if has_depthwise(model.module.body) else ()
 
 
@@ -305,7 +324,8 @@ def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[t
     """(device, autocast dtype, int8) for embedding `count` photos with `model`.
 
     `--precision int8` quantizes the body (CPU only). `auto` does so by itself for large CPU jobs on
-    VNNI/AMX CPUs with a model whose convolutions int8 speeds up (see models/quantize.py); otherwise
+    VNNI/AMX CPUs with a model whose convolutions int8 speeds up (see models/quantize.py) and that has no
+    open-set calibration (calibrated on float features: embed_routes); otherwise
     bf16 where the CPU has it, else fp32. LANDMARK_NO_INT8=1 turns the automatic choice off.
     """
     from .models.quantize import AUTO_INT8_MIN_PHOTOS, int8_pays, int8_supported, require_cpu
@@ -315,7 +335,7 @@ def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[t
         require_cpu(device)
         return device, None, True
     if (cfg.precision == "auto" and cfg.auto_int8 and device.type == "cpu" and count >= AUTO_INT8_MIN_PHOTOS
-            and model.kind != "export" and os.environ.get("LANDMARK_NO_INT8") != "1"
+            and model.kind != "export" and model.openset is None and os.environ.get("LANDMARK_NO_INT8") != "1"
             and cpu_has_fast_int8() and int8_supported() and int8_pays(model.module.body)):
         return device, None, True
     return device, select_precision(cfg.precision, device), False
@@ -346,21 +366,38 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
                 e, p, f = model.infer(tensor, device, dtype)
                 emb, probs = e.cpu().numpy().astype(np.float32), p.cpu().numpy().astype(np.float32)
                 feats = None if f is None else f.cpu().numpy().astype(np.float32)
+            done = [paths[i] for i in indices]
+            inliers = geometric_check(done, probs, feats, model.openset) if feats is not None else None
             bar.update(len(indices) + len(bad))
-            yield Embedded([paths[i] for i in indices], emb, probs, failed, feats)
+            yield Embedded(done, emb, probs, failed, feats, inliers)
+
+
+def geometric_check(paths: Sequence[Path], probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32],
+                    openset: OpenSet | None) -> npt.NDArray[np.int64] | None:
+    """models/verify.py's inliers for photos whose most probable class the open set is not quite sure of."""
+    if openset is None or openset.references is None or not len(paths):
+        return None
+    from .models.verify import check
+
+    top = np.argmax(probs, 1)
+    lower, upper = openset.check_window()
+    return check(paths, top, openset.prepare(feats), openset.confidence(feats, top), lower, upper,
+                 openset.references)
 
 
 def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()) -> Embedded:
     """Collect iter_embeddings into arrays (for queries and small sets)."""
-    out_paths, embs, probs, feats, failed = [], [], [], [], []
+    out_paths, embs, probs, feats, inliers, failed = [], [], [], [], [], []
     for batch in iter_embeddings(paths, model, cfg):
         out_paths += batch.paths
         embs.append(batch.embeddings)
         probs.append(batch.probs)
         if batch.features is not None:
             feats.append(batch.features)
+        if batch.inliers is not None:
+            inliers.append(batch.inliers)
         failed += batch.failed
     dim, n_cls = model.embedding_dim, len(model.class_ids)
     return Embedded(out_paths, np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
                     np.concatenate(probs) if probs else np.zeros((0, n_cls), np.float32), failed,
-                    np.concatenate(feats) if feats else None)
+                    np.concatenate(feats) if feats else None, np.concatenate(inliers) if inliers else None)

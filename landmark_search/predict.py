@@ -41,6 +41,8 @@ class Decision:
     predictions: list[Prediction]
     kept: list[Prediction]  # a landmark model: at most one; the built-in model: its confident objects
     unknown: bool = False  # a calibrated model is not confident the photo shows its most probable class
+    inliers: int | None = None  # the geometric check's count (models/verify.py), when the photo was checked
+    verified: bool = False  # kept below the confidence threshold: the check matched it to a training photo
 
     @property
     def label(self) -> str | None:
@@ -61,11 +63,14 @@ class Decision:
 
 
 def decide(probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32] | None, model: "LoadedModel", *,
-           top_k: int = 1, min_score: float = 0.0, recall: float | None = None) -> Decision:
+           top_k: int = 1, min_score: float = 0.0, recall: float | None = None,
+           inliers: int | None = None) -> Decision:
     """Decide what one photo shows from its class probabilities and (calibrated models) its backbone features.
 
     `recall` is the fraction of known landmark photos the threshold keeps (openset.py); None: the model's own
-    threshold. `min_score` is a floor on the softmax share; `top_k` how many candidates to report.
+    threshold. A photo below the threshold is still its landmark when its geometric check (`inliers`, from
+    Embedded.inliers; -1 or None: not checked) matched it to a training photo of that class (verify.py).
+    `min_score` is a floor on the softmax share; `top_k` how many candidates to report.
     """
     if not len(probs):
         return Decision([], [])
@@ -78,6 +83,9 @@ def decide(probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32] | None
     if model.kind == "builtin":
         return Decision(preds, [p for p in preds if p.score >= min_score])
     top = preds[0]
-    unknown = openset is not None and top.confidence < openset.threshold_for(recall)
+    checked = None if inliers is None or inliers < 0 else int(inliers)
+    below = openset is not None and top.confidence < openset.threshold_for(recall)
+    verified = below and openset.verified(checked)
+    unknown = below and not verified
     kept = [top] if not unknown and top.score >= min_score else []
-    return Decision(preds, kept, unknown)
+    return Decision(preds, kept, unknown, checked, verified)

@@ -185,11 +185,9 @@ def index_batches(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig) -
     """The one way from photos to index rows (vector, label, confidence, content hash), batch by batch: a local
     run calls it here, the Ray engine (scaleout/ray_index.py) inside each of its workers."""
     from .embeddings import iter_embeddings
-    from .predict import decide
 
     for batch in iter_embeddings(paths, model, cfg):
-        decisions = [decide(probs, None if batch.features is None else batch.features[i], model)
-                     for i, probs in enumerate(batch.probs)]
+        decisions = [batch.decide(i, model) for i in range(len(batch.paths))]
         yield IndexBatch(list(batch.paths), batch.embeddings, [d.label for d in decisions],
                          [d.confidence for d in decisions],
                          [_content_hash(p) for p in batch.paths], list(batch.failed))
@@ -463,10 +461,7 @@ def query_index(idx, photo: Path, recorded: dict, load_model: Callable[[], Loade
         raise BadImageError(f"cannot read the query photo: {result.failed[0][1]}")
     hits = idx.search(result.embeddings, k, exclude_paths=[own if is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
-    from .predict import decide
-
-    label = (decide(result.probs[0], None if result.features is None else result.features[0], model).label
-             if len(result.probs) else None)
+    label = result.decide(0, model).label if len(result.probs) else None
     return SimilarResult(photo, label, hits, recorded.get("places") or _label_places(model))
 
 

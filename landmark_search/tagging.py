@@ -18,7 +18,7 @@ from .models.ref import ModelRef, resolve_model
 from .sidecars.embedded import can_embed, embedding, refusal
 from .places.geotag import DEFAULT_SPREAD_MINUTES, Candidate, place_photos, xmp_place_properties
 from .models.openset import check_recall
-from .predict import Prediction, decide
+from .predict import Prediction
 from .sidecars.ownership import finish_xmp_record, json_record, untag_json, untag_xmp, xmp_record
 from .sidecars.jsonfile import (SIDECAR_KEY, XMP_SUFFIX, build_payload, check_target, merge_sidecar, photo_fingerprint,
                                 read_sidecar, sidecar_is_current, sidecar_path, write_sidecar)
@@ -51,9 +51,8 @@ def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", to
 
     result = embed_paths(paths, model, cfg)
     out = []
-    feats = result.features if result.features is not None else [None] * len(result.paths)
-    for p, f, pr in zip(result.paths, feats, result.probs):
-        decision = decide(pr, f, model, top_k=top_k, recall=recall)
+    for i, p in enumerate(result.paths):
+        decision = result.decide(i, model, top_k=top_k, recall=recall)
         out.append(Classification(p, decision.predictions, decision.unknown, decision.label))
     return out, result.failed
 
@@ -361,11 +360,9 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
         pending: list[tuple[_Job, dict, list[Prediction], bool]] = []
         for batch in iter_embeddings([job.photo for job in jobs], model, cfg):
             summary.failed.extend(batch.failed)
-            feats = batch.features if batch.features is not None else [None] * len(batch.paths)
-            for photo, f, probs in zip(batch.paths, feats, batch.probs):
+            for i, photo in enumerate(batch.paths):
                 job = by_photo[photo]
-                decision = decide(probs, f, model, top_k=opts.top_k, min_score=opts.min_score,
-                                  recall=opts.recall)
+                decision = batch.decide(i, model, top_k=opts.top_k, min_score=opts.min_score, recall=opts.recall)
                 kept, unknown, top = decision.kept, decision.unknown, decision.predictions[0]
                 payload = build_payload(model_name=model.name, model_sha256=ref.sha256,
                                         tags=[(p.label, p.id, p.score, p.confidence) for p in kept],

@@ -48,11 +48,12 @@ class FakeModel:
     class_ids = class_names = ["a", "b"]
 
 
-class Batch:
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths, self.failed, self.features = paths, [], None
-        self.embeddings = np.stack([vector_of(p) for p in paths]) if paths else np.zeros((0, DIM), np.float32)
-        self.probs = np.full((len(paths), 2), 0.5, np.float32)
+def Batch(paths: list[Path]):
+    """A real Embedded batch with each photo's fixed vector."""
+    from landmark_search.embeddings import Embedded
+
+    vectors = np.stack([vector_of(p) for p in paths]) if paths else np.zeros((0, DIM), np.float32)
+    return Embedded(paths, vectors, np.full((len(paths), 2), 0.5, np.float32), [])
 
 
 @pytest.fixture()

@@ -292,6 +292,7 @@ def test_extend_learns_a_new_landmark_and_keeps_the_old_ones_from_photos_or_cach
 
     from conftest import invoke, one_line_error
 
+    from landmark_search.embeddings import load_model
     from landmark_search.models.checkpoint import save_checkpoint
     from landmark_search.training import evaluate
 
@@ -317,6 +318,8 @@ def test_extend_learns_a_new_landmark_and_keeps_the_old_ones_from_photos_or_cach
         model, meta = load_checkpoint(out / "best.pt")
         assert meta["classes"] == [*old_meta["classes"], name] and "openset" in meta
         assert set(meta["places"]) == set(old_meta["places"])  # NEW has no places.csv or GPS
+        # the geometric check knows every landmark: the old ones from their photos or, gone, the old references
+        assert set(load_model(out / "best.pt").openset.references.labels.tolist()) == {0, 1, 2, 3}
         # `landmark evaluate` on the old dataset: its folders are matched to the model's classes by name
         report = invoke("evaluate", out / "best.pt", "--data", synth_data, "--out", out, "--json", "-q", ok=True)
         after = json.loads(report.output)["accuracy"]

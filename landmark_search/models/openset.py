@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import LandmarkError
+from .verify import CHECK_FROM_QUANTILE, References
 
 OPENSET_VERSION = 2
 # Of photos of landmarks the model was never shown, at most this share may get a tag (measured on
@@ -75,6 +76,7 @@ class OpenSet:
     validation: Array  # sorted confidences of known photos (leave-one-out): --recall reads its quantiles
     unknowns: Array  # sorted confidences of leave-one-class-out photos
     power: float = POWER  # features are raised to this power (elementwise) and L2-normalised again
+    references: References | None = None  # local features of training photos (verify.py); None: no second test
 
     def prepare(self, emb: npt.ArrayLike) -> Array:
         """Backbone features as the bank holds them: power-normalised, unit length."""
@@ -110,6 +112,15 @@ class OpenSet:
         margin = own - _best_other(sims, classes)
         return _sigmoid(self.weights[0] * own + self.weights[1] * margin + self.intercept)
 
+    def verified(self, inliers: int | None) -> bool:
+        """Whether a photo's geometric check (verify.py) shows it is the same place as a training photo."""
+        return self.references is not None and inliers is not None and inliers >= self.references.min_inliers
+
+    def check_window(self) -> tuple[float, float]:
+        """The confidences whose photos get the geometric check: below the threshold, not hopelessly far."""
+        lower = float(np.quantile(self.unknowns, CHECK_FROM_QUANTILE)) if len(self.unknowns) else 0.0
+        return min(lower, self.threshold), self.threshold
+
     def threshold_for(self, recall: float | None) -> float:
         """The confidence that keeps `recall` of known photos (the calibrated threshold when None)."""
         if recall is None:
@@ -138,7 +149,8 @@ class OpenSet:
         return {"version": OPENSET_VERSION, "bank": self.bank.astype(np.float16), "labels": self.labels,
                 "weights": np.asarray(self.weights, np.float64), "intercept": self.intercept,
                 "threshold": self.threshold, "unknown_rate": self.unknown_rate, "validation": self.validation,
-                "unknowns": self.unknowns, "power": self.power}
+                "unknowns": self.unknowns, "power": self.power,
+                **({f"refs_{k}": v for k, v in self.references.to_state().items()} if self.references else {})}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "OpenSet":
@@ -154,10 +166,17 @@ class OpenSet:
             weights, intercept = (float(w[0]), float(w[1])), float(state["intercept"])
             unknowns, rate = np.asarray(state["unknowns"], np.float32), float(state["unknown_rate"])
             power = float(state["power"])
-        return cls(bank=np.asarray(state["bank"], np.float32), labels=np.asarray(state["labels"], np.int64),
+        bank = np.asarray(state["bank"], np.float32)
+        refs = {k[len("refs_"):]: v for k, v in state.items() if k.startswith("refs_")}
+        references = References.from_state(refs) if refs else None
+        if references is not None and (references.feats.shape[1] != bank.shape[1]
+                                       or references.labels.max(initial=0) > np.max(state["labels"], initial=0)
+                                       or references.labels.min(initial=0) < 0):
+            raise ValueError("verification references do not match the open-set bank")
+        return cls(bank=bank, labels=np.asarray(state["labels"], np.int64),
                    weights=weights, intercept=intercept, threshold=float(state["threshold"]), unknown_rate=rate,
                    validation=np.sort(np.asarray(state["validation"], np.float32)), unknowns=np.sort(unknowns),
-                   power=power)
+                   power=power, references=references)
 
 
 def calibrate(emb: Array, labels: npt.ArrayLike, num_classes: int, *,

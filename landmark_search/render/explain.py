@@ -188,13 +188,11 @@ def _decided_score(loaded: "LoadedModel", path: Path, index: int) -> float:
     the one inference path), not the Grad-CAM pass's softmax: that decodes the photo larger for the figure."""
     from ..config import EmbedConfig
     from ..embeddings import embed_paths
-    from ..predict import decide
 
     out = embed_paths([path], loaded, EmbedConfig(progress=False, workers=0))
     if out.failed:
         raise BadImageError(out.failed[0][1])
-    feats = None if out.features is None else out.features[0]
-    preds = decide(out.probs[0], feats, loaded, top_k=len(loaded.class_ids)).predictions
+    preds = out.decide(0, loaded, top_k=len(loaded.class_ids)).predictions
     return next(p.score for p in preds if p.id == loaded.class_ids[index])
 
 

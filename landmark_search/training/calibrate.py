@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -12,6 +13,7 @@ from .metrics import embed_samples
 
 if TYPE_CHECKING:
     from ..models import LandmarkModel
+    from ..models.verify import References
 
 
 def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], train: Sequence[Sample], valid: Sequence[Sample],
@@ -27,7 +29,8 @@ def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], train: Sequenc
 
     loaded = wrap_model(model, meta)
     loaded.features = True  # the score lives in the pooled backbone features (openset.py)
-    _, _, labels, feats = embed_samples(loaded, [*train, *valid], **kwargs)
+    out, labels = embed_samples(loaded, [*train, *valid], **kwargs)
+    feats = out.features
     if feats is None:
         feats = np.zeros((0, model.feature_dim), np.float32)
     labels = np.asarray(labels, np.int64)
@@ -35,6 +38,24 @@ def calibrate_model(model: "LandmarkModel", meta: dict[str, Any], train: Sequenc
         for f, y in (("train_f", "train_y"), ("valid_f", "valid_y")):
             feats, labels = _joined(feats, labels, extra[f], extra[y])
     return calibrate(feats, labels, len(meta["classes"]), unknown_rate=unknown_rate, seed=seed)
+
+
+def with_references(model: "LandmarkModel", meta: dict[str, Any], samples: Sequence[Sample], openset: OpenSet, *,
+                    seed: int = 0, carried: "References | None" = None, **kwargs: Any) -> OpenSet:
+    """`openset` with the geometric check's references (models/verify.py): up to REFS_PER_CLASS training photos
+    per class, their whole-photo features through the one inference path and their local features, plus the
+    `carried` references of landmarks whose photos are gone (train --extend); the check's threshold calibrated
+    on them. kwargs go to embed_samples."""
+    from ..embeddings import wrap_model
+    from ..models.verify import build_references, choose_references, photo_local_features
+
+    chosen = [samples[i] for i in choose_references([label for _, label in samples], seed)]
+    loaded = wrap_model(model, meta)
+    loaded.features = True
+    out, labels = embed_samples(loaded, chosen, **kwargs)
+    feats = out.features if out.features is not None else np.zeros((0, model.feature_dim), np.float32)
+    parts = [photo_local_features(path) for path in out.paths]
+    return replace(openset, references=build_references(openset.prepare(feats), labels, parts, carried))
 
 
 def _joined(feats: np.ndarray, labels: np.ndarray, more: np.ndarray, more_labels: np.ndarray):

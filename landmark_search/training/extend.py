@@ -23,6 +23,8 @@ from .run_dir import FEATURES_NAME, checkpoint_in, dataset_dir
 if TYPE_CHECKING:
     import torch
 
+    from ..models.verify import References
+
 FEATURE_KEYS = ("train_f", "train_y", "valid_f", "valid_y")
 
 
@@ -37,6 +39,7 @@ class Extension:
     where: Path  # the old data folder, or RUN/features.pt
     features: dict[str, "torch.Tensor"] | None = None  # FEATURE_KEYS of the old run's features.pt (fp32 / int64)
     places: dict[str, Any] | None = None  # the old checkpoint's class -> place
+    references: "References | None" = None  # the old checkpoint's geometric-check references, when photos are gone
 
     def record(self) -> dict[str, Any]:
         """metrics.json's "extended": where the old landmarks came from."""
@@ -49,7 +52,8 @@ def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainCo
     """The run's settings (the old run's recipe, with cfg's data, out and runtime) and the merged layout;
     LandmarkError for a model with a trained body, or when the old landmarks are neither photos nor features."""
     checkpoint = checkpoint_in(checkpoint)
-    meta = read_checkpoint(checkpoint)["meta"]
+    payload = read_checkpoint(checkpoint)
+    meta = payload["meta"]
     saved = meta.get("train_config") or {}
     if not saved or not Recipe.resolve(TrainConfig.from_dict(saved)).frozen:
         raise LandmarkError(f"--extend {checkpoint}: only a model on a frozen pretrained backbone can learn more "
@@ -79,7 +83,21 @@ def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainCo
                             f"and {cached} is missing or unreadable; put the old dataset back at {old_root} and retry")
     layout = DatasetLayout(root=new.root, classes=classes, train_split=moved(new.train, new),
                            test=moved(new.test, new), unnamed=new.unnamed)
-    return run_cfg, Extension(checkpoint, layout, len(old_classes), "features", cached, features, places)
+    return run_cfg, Extension(checkpoint, layout, len(old_classes), "features", cached, features, places,
+                              _old_references(payload))
+
+
+def _old_references(payload: dict[str, Any]) -> "References | None":
+    """The geometric-check references in an old checkpoint (None when it has none, or they do not read)."""
+    from ..models.openset import OpenSet
+
+    state = payload.get("openset")
+    if not isinstance(state, dict):
+        return None
+    try:
+        return OpenSet.from_state({k: v.numpy() if hasattr(v, "numpy") else v for k, v in state.items()}).references
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _old_layout(root: Path) -> DatasetLayout | None:

@@ -26,7 +26,7 @@ from ..models.runtime import default_workers
 from ..places.table import Place, display_names, resolve_places
 from . import distributed
 from ..models.openset import calibrate
-from .calibrate import calibrate_model
+from .calibrate import calibrate_model, with_references
 from .extend import Extension, prepare_extension
 from ..render.plots import curves_png
 from .loop import (Runtime, extract_features, feature_engine, full_batch_head_epoch, make_loader,
@@ -258,8 +258,9 @@ class _Run:
 
         loaded = wrap_model(self.model, self.meta())
         loaded.features = True
-        _, _, labels, feats = embed_samples(loaded, samples, device=self.cfg.device, precision=self.cfg.precision,
-                                            batch_size=self.recipe.batch_size, workers=self.workers, quiet=True)
+        out, labels = embed_samples(loaded, samples, device=self.cfg.device, precision=self.cfg.precision,
+                                    batch_size=self.recipe.batch_size, workers=self.workers, quiet=True)
+        feats = out.features
         if feats is None or not len(feats):
             raise DataError("no readable photos to train on")
         return torch.from_numpy(np.ascontiguousarray(feats, np.float32)), torch.as_tensor(labels, dtype=torch.long)
@@ -387,8 +388,15 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
                                   device=cfg.device, precision=cfg.precision, batch_size=run.recipe.batch_size,
                                   workers=cfg.workers, quiet=True,
                                   extra={k: t.numpy() for k, t in run.extra.items()} if run.extra else None)
+    openset = with_references(run.model, run.meta(), [*run.train_samples, *run.valid_samples], openset,
+                              seed=cfg.seed, carried=ext.references if ext else None, device=cfg.device,
+                              precision=cfg.precision, batch_size=run.recipe.batch_size, workers=cfg.workers,
+                              quiet=True)
     if ext:
         metrics["extended"] = ext.record()
+    if openset.references is not None:  # the geometric check (models/verify.py): how many photos, what it asks
+        metrics["verify_references"] = len(openset.references.labels)
+        metrics["verify_min_inliers"] = openset.references.min_inliers
     metrics["openset_threshold"] = round(openset.threshold, 6)
     metrics["openset_unknown_rate"] = openset.unknown_rate
     # what the threshold costs: known photos kept and unknown-landmark photos let through (leave-one-out)

@@ -18,7 +18,7 @@ from ..render.plots import confusion_png
 from .run_dir import checkpoint_in, dataset_dir
 
 if TYPE_CHECKING:
-    from ..embeddings import LoadedModel
+    from ..embeddings import Embedded, LoadedModel
     from .openset_eval import OpenSetResult
     from ..models import LandmarkModel
 
@@ -39,7 +39,7 @@ class EvalResult:
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
     skipped: list[str] = field(default_factory=list)
-    features: np.ndarray | None = None  # pooled backbone features, when the model was asked for them (open set)
+    embedded: "Embedded | None" = None  # the photos' features and checks, for the open-set decisions
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready metrics (no per-photo arrays)."""
@@ -78,12 +78,12 @@ def embed_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample
                   meta: dict[str, Any] | None = None, *, device: str = "auto", precision: str = "auto",
                   batch_size: int = 64, workers: int = -1, quiet: bool = True,
                   on_error: ErrorCallback | None = None, skipped: list[str] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray | None]:
-    """(embeddings, class probabilities, labels, backbone features or None) of the labelled photos that decoded.
+                  ) -> tuple["Embedded", list[int]]:
+    """The labelled photos that decoded, as embeddings.embed_paths gives them, and their labels.
 
     The photos go through embeddings.iter_embeddings, as classify/tag/index do (same decoding, crop,
-    precision and int8 handling), except that `auto` never picks int8: evaluation measures the model.
-    Unreadable photos are reported (on_error) and their paths appended to `skipped`.
+    precision and int8 handling, the same evidence for predict.decide), except that `auto` never picks int8:
+    evaluation measures the model. Unreadable photos are reported (on_error) and their paths appended to `skipped`.
     """
     from ..embeddings import embed_paths
 
@@ -97,23 +97,16 @@ def embed_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample
         report(path, reason)
         if skipped is not None:
             skipped.append(str(path))
-    return out.embeddings, out.probs, [label_of[p] for p in out.paths], out.features
+    return out, [label_of[p] for p in out.paths]
 
 
 def predict_samples(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample],
                     meta: dict[str, Any] | None = None, **kwargs: Any
                     ) -> tuple[np.ndarray, list[int], list[str], list[str]]:
     """Class probabilities for labelled samples; returns (probs, labels, paths, skipped paths)."""
-    return _predict(model, samples, meta, **kwargs)[:4]
-
-
-def _predict(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], meta: dict[str, Any] | None = None,
-             **kwargs: Any) -> tuple[np.ndarray, list[int], list[str], list[str], np.ndarray | None]:
-    """(probs, labels, paths, skipped paths, backbone features or None) of the photos that decoded."""
     skipped: list[str] = []
-    _, probs, labels, features = embed_samples(model, samples, meta, skipped=skipped, **kwargs)
-    bad = set(skipped)
-    return probs, labels, [str(path) for path, _ in samples if str(path) not in bad], skipped, features
+    out, labels = embed_samples(model, samples, meta, skipped=skipped, **kwargs)
+    return out.probs, labels, [str(p) for p in out.paths], skipped
 
 
 def evaluate(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], meta: dict[str, Any] | None = None,
@@ -123,14 +116,16 @@ def evaluate(model: "LandmarkModel | LoadedModel", samples: Sequence[Sample], me
     `model` is a LoadedModel, or a bare model with its checkpoint meta; kwargs go to predict_samples.
     """
     loaded = _loaded(model, meta)
-    probs, y_true, paths, skipped, features = _predict(loaded, samples, **kwargs)
+    skipped: list[str] = []
+    out, y_true = embed_samples(loaded, samples, skipped=skipped, **kwargs)
+    probs, paths = out.probs, [str(p) for p in out.paths]
     if not y_true:
         raise DataError("no readable photos to evaluate")
     y_pred = probs.argmax(1).tolist()
     per_class, confusion, macro, weighted = class_metrics(y_true, y_pred, loaded.class_names)
     accuracy = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
     return EvalResult(accuracy, macro, weighted, list(y_true), y_pred, probs, paths, per_class, confusion, skipped,
-                      features)
+                      out)
 
 
 def write_eval_outputs(result: EvalResult, names: Sequence[str], out_dir: Path, split: str = "test") -> dict[str, Path]:
@@ -192,9 +187,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         from ..render.plots import precision_recall_png
         from .openset_eval import evaluate_open_set
 
-        _, dprobs, _, dfeats = embed_samples(loaded, [(Path(p), -1) for p in others], device=device,
-                                             precision=precision, quiet=quiet)
-        open_set = evaluate_open_set(loaded, result, dprobs, dfeats, recall)
+        distractors, _ = embed_samples(loaded, [(Path(p), -1) for p in others], device=device,
+                                       precision=precision, quiet=quiet)
+        open_set = evaluate_open_set(loaded, result, distractors, recall)
         files["pr_curve"] = files["report"].with_name(f"{split}_pr.png")
         atomic_write_bytes(files["pr_curve"], precision_recall_png(
             open_set.precision_curve, open_set.recall_curve,

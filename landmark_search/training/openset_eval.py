@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 
 if TYPE_CHECKING:
-    from ..embeddings import LoadedModel
+    from ..embeddings import Embedded, LoadedModel
     from .metrics import EvalResult
 
 
@@ -55,13 +55,14 @@ def global_average_precision(confidence: npt.ArrayLike, correct: npt.ArrayLike, 
 
 
 def open_set_scores(confidence: npt.ArrayLike, correct: npt.ArrayLike, is_landmark: npt.ArrayLike,
-                    threshold: float, score: str) -> OpenSetResult:
-    """GAP, false-tag rate and recall at `threshold`, and the precision-recall curve."""
+                    threshold: float, score: str, tagged: npt.ArrayLike | None = None) -> OpenSetResult:
+    """GAP, false-tag rate and recall of the photos `tagged` (default: confidence >= `threshold`), and the
+    precision-recall curve."""
     conf = np.asarray(confidence, np.float64)
     hit = np.asarray(correct, bool)
     land = np.asarray(is_landmark, bool)
     n_land, n_dist = int(land.sum()), int((~land).sum())
-    tagged = conf >= threshold
+    tagged = conf >= threshold if tagged is None else np.asarray(tagged, bool)
     order = np.argsort(-conf, kind="stable")
     tp = np.cumsum(hit[order])
     precision = tp / np.arange(1, len(order) + 1)
@@ -75,20 +76,23 @@ def open_set_scores(confidence: npt.ArrayLike, correct: npt.ArrayLike, is_landma
                          precision_curve=precision.round(5).tolist(), recall_curve=recall.round(5).tolist())
 
 
-def evaluate_open_set(loaded: "LoadedModel", landmarks: "EvalResult", dprobs: npt.NDArray[np.float32],
-                      dfeats: npt.NDArray[np.float32] | None, recall: float | None = None) -> OpenSetResult:
-    """Score the landmark photos already evaluated (`landmarks`, with their features) with the distractors'
-    class probabilities and features (embedded through the one inference path by the caller).
+def evaluate_open_set(loaded: "LoadedModel", landmarks: "EvalResult", distractors: "Embedded",
+                      recall: float | None = None) -> OpenSetResult:
+    """Score the landmark photos already evaluated (`landmarks`, with their embedded evidence) with the
+    distractors embedded through the one inference path by the caller. A photo counts as tagged when
+    predict.decide keeps a landmark for it; GAP ranks photos by the confidence it reports.
 
     A model without open-set calibration is scored with its softmax and --min-score's default 0.2.
     """
-    all_probs = np.concatenate([landmarks.probs, dprobs])
+    all_probs = np.concatenate([landmarks.probs, distractors.probs])
     pred = all_probs.argmax(1)
     n = len(landmarks.y_true)
-    correct = np.concatenate([pred[:n] == np.asarray(landmarks.y_true, np.int64), np.zeros(len(dprobs), bool)])
+    correct = np.concatenate([pred[:n] == np.asarray(landmarks.y_true, np.int64), np.zeros(len(pred) - n, bool)])
     is_landmark = np.arange(len(pred)) < n
-    if loaded.openset is None:
+    if loaded.openset is None or landmarks.embedded is None:
         return open_set_scores(all_probs.max(1), correct, is_landmark, 0.2, "softmax")
-    vectors = np.concatenate([f for f in (landmarks.features, dfeats) if f is not None])
-    conf = loaded.openset.confidence(vectors, pred)
-    return open_set_scores(conf, correct, is_landmark, loaded.openset.threshold_for(recall), "open-set confidence")
+    decisions = [e.decide(i, loaded, recall=recall) for e in (landmarks.embedded, distractors)
+                 for i in range(len(e.paths))]
+    return open_set_scores([d.confidence for d in decisions], correct, is_landmark,
+                           loaded.openset.threshold_for(recall), "open-set confidence",
+                           tagged=[bool(d.kept) for d in decisions])

@@ -1,0 +1,113 @@
+"""The geometric check (models/verify.py): the same scene seen anew is matched, a different one is not, the
+references survive the checkpoint and reject damage, and a matched photo below the threshold keeps its tag."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from landmark_search.models.verify import (MIN_INLIERS, References, build_references, check, choose_references,
+                                           inliers, local_features)
+
+
+def _scene(seed: int, size=(480, 360)) -> Image.Image:
+    """A textured 'facade': seeded rectangles and discs of many greys, sharp corners SIFT finds again."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.full((size[1], size[0], 3), 128, np.uint8)
+    for _ in range(120):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 50)), y + int(rng.integers(8, 50))), colour, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(4, 25)), colour, -1)
+    return Image.fromarray(img)
+
+
+def _seen_anew(img: Image.Image) -> Image.Image:
+    """The same scene from a step aside: rotated 12 degrees, 0.8 times the size, shifted, then JPEG-like blur."""
+    import cv2
+
+    a = np.asarray(img)
+    m = cv2.getRotationMatrix2D((a.shape[1] / 2, a.shape[0] / 2), 12, 0.8)
+    m[:, 2] += (25, -15)
+    return Image.fromarray(cv2.GaussianBlur(cv2.warpAffine(a, m, (a.shape[1], a.shape[0])), (3, 3), 0))
+
+
+def test_the_same_scene_seen_anew_matches_and_a_different_one_does_not():
+    scene, again, other = (local_features(i) for i in (_scene(1), _seen_anew(_scene(1)), _scene(2)))
+    assert len(scene.desc) > 100 and scene.desc.dtype == np.uint8
+    assert inliers(again, scene) >= 3 * MIN_INLIERS
+    assert inliers(other, scene) < MIN_INLIERS
+    assert inliers(again, scene) == inliers(again, scene)  # RANSAC is seeded
+    blank = local_features(Image.new("RGB", (200, 100), "white"))  # no keypoints at all
+    assert len(blank.desc) == 0 and inliers(blank, scene) == 0
+
+
+@pytest.fixture(scope="module")
+def refs():
+    """Two classes of three scenes each; whole-photo features that put each class near itself."""
+    parts = [local_features(_scene(s)) for s in range(10, 16)]
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    feats = np.eye(2, dtype=np.float32)[labels] + 0.01 * np.arange(6, dtype=np.float32)[:, None]
+    return build_references(feats / np.linalg.norm(feats, axis=1, keepdims=True), labels, parts)
+
+
+def test_references_check_only_the_window_and_survive_their_state(refs, tmp_path):
+    assert refs is not None and refs.min_inliers >= MIN_INLIERS and len(refs.labels) == 6
+    photo = tmp_path / "again.jpg"
+    _seen_anew(_scene(14)).save(photo, quality=90)  # a new photo of class 1's second scene
+    paths, classes = [photo, photo, photo], np.array([1, 0, 1])
+    feats = np.tile(refs.feats[4], (3, 1))
+    got = check(paths, classes, feats, np.array([0.5, 0.5, 0.9], np.float32), 0.3, 0.8, refs)
+    assert got[0] >= refs.min_inliers  # its class's references include the scene
+    assert 0 <= got[1] < refs.min_inliers  # class 0 has no such scene
+    assert got[2] == -1  # confident enough: not checked
+    state = refs.to_state()
+    back = References.from_state(state)
+    assert back.min_inliers == refs.min_inliers and np.array_equal(back.desc, refs.desc)
+    assert np.array_equal(back.labels, refs.labels) and np.allclose(back.feats, refs.feats, atol=1e-3)
+    for bad in ({"offsets": state["offsets"][:-1]}, {"desc": state["desc"][:, :64]}, {"min_inliers": 1},
+                {"version": 99}, {"xy": state["xy"][1:]}):
+        with pytest.raises(ValueError):
+            References.from_state({**state, **bad})
+
+
+def test_choose_references_keeps_at_most_thirty_a_class_seeded():
+    labels = [0] * 50 + [1] * 5
+    chosen = choose_references(labels, seed=3)
+    assert (np.asarray(labels)[chosen] == 0).sum() == 30 and (np.asarray(labels)[chosen] == 1).sum() == 5
+    assert np.array_equal(chosen, choose_references(labels, seed=3))
+    assert build_references(np.ones((2, 4), np.float32), [0, 0], [local_features(_scene(1))] * 2) is None
+
+
+def test_a_photo_below_the_threshold_keeps_its_tag_only_when_matched(trained_run, synth_data):
+    """The decision: below the open set's threshold a photo is unknown, unless its check reached the
+    references' threshold; above it the check changes nothing."""
+    from landmark_search.config import EmbedConfig
+    from landmark_search.embeddings import embed_paths, load_model
+    from landmark_search.predict import decide
+
+    model = load_model(trained_run / "best.pt")
+    assert model.openset.references is not None  # `landmark train` stored them
+    photo = next((synth_data / "test").rglob("*.jpg"))
+    out = embed_paths([photo], model, EmbedConfig(progress=False, workers=0))
+    probs, feats = out.probs[0], out.features[0]
+    confidence = decide(probs, feats, model).predictions[0].confidence
+    need = model.openset.references.min_inliers
+    calibrated = model.openset
+    model.openset = replace(calibrated, threshold=confidence + 0.01)  # the photo just below the threshold
+    matched = decide(probs, feats, model, inliers=need)
+    assert matched.kept and matched.verified and not matched.unknown and matched.inliers == need
+    for weak in (need - 1, -1, None):
+        assert decide(probs, feats, model, inliers=weak).unknown, weak
+    model.openset = replace(calibrated, threshold=confidence + 0.01, references=None)
+    assert decide(probs, feats, model, inliers=need).unknown  # no references: no second test
+    model.openset = replace(calibrated, threshold=confidence - 0.01)
+    above = decide(probs, feats, model, inliers=0)
+    assert above.kept and not above.verified  # confident enough: the check changes nothing
