@@ -371,7 +371,8 @@ def tag(paths: Sequence[Path], model_spec: str | None, opts: TagOptions, cfg: "E
                                         unknown=unknown, nearest=(top.label, top.id, top.score,
                                                                   top.confidence) if unknown else None,
                                         runner_ups=[] if model.kind == "builtin" else
-                                        [(p.label, p.id, p.score, p.confidence) for p in decision.runner_ups])
+                                        [(p.label, p.id, p.score, p.confidence) for p in decision.runner_ups],
+                                        matched_keypoints=decision.inliers if decision.verified else None)
                 pending.append((job, payload, kept, unknown))
             if not opts.geotag:
                 _write_all(pending, model, opts, summary, {}, checked)

@@ -12,6 +12,7 @@ except the `"landmark_search"` key, which this module owns and replaces on each 
         "vocabulary": "landmarks",                          # or "imagenet": the built-in model's object names
         "tags": [{"label": "Eiffel Tower", "id": "03.Eiffel_Tower", "score": 0.91, "confidence": 0.97}, ...],
         "unknown": true, "nearest": {...},                  # only when no landmark was confident (no tags)
+        "matched_keypoints": 37,                            # only when the tag rests on the geometric check
         "created": true, "before": "...", "xmp": {...}}}    # how untag gives the files back (ownership.py)
 
 `score` is the softmax share among the model's classes; `confidence` (calibrated models) that the
@@ -252,6 +253,7 @@ def build_payload(
     unknown: bool = False,
     nearest: tuple | None = None,
     runner_ups: Iterable[tuple] = (),
+    matched_keypoints: int | None = None,
 ) -> dict[str, Any]:
     """Build our sidecar entry; `tags` are (label, id, score[, confidence]) tuples such as SidecarTag.
 
@@ -260,7 +262,8 @@ def build_payload(
     labels are ("landmarks", or "imagenet" objects of the built-in model). An `unknown` photo (no
     landmark of the model is confident enough) gets no tag; `nearest` records the closest class.
     `runner_ups` are the landmark model's other candidates (landmarks exclude each other, so they are
-    never tags), kept for whoever reviews the photo.
+    never tags), kept for whoever reviews the photo. `matched_keypoints`: the tag's confidence was below
+    the threshold and the geometric check (models/verify.py) matched that many keypoints to a training photo.
     """
     when = tagged_at or _dt.datetime.now(_dt.timezone.utc)
     entry: dict[str, Any] = {
@@ -275,6 +278,8 @@ def build_payload(
     runner_ups = [_tag_entry(*tag) for tag in runner_ups]
     if runner_ups:
         entry["runner_ups"] = runner_ups
+    if matched_keypoints is not None:
+        entry["matched_keypoints"] = int(matched_keypoints)
     if unknown:
         entry["unknown"] = True
         if nearest is not None:
