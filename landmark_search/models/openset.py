@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import LandmarkError
-from .verify import CHECK_FROM_QUANTILE, References
+from .verify import CHECK_FROM_QUANTILE, References, at_most_per_class
 
 OPENSET_VERSION = 2
 # Of photos of landmarks the model was never shown, at most this share may get a tag (measured on
@@ -251,13 +251,7 @@ def _logistic(positives: np.ndarray, negatives: np.ndarray, use_margin: bool) ->
 
 
 def _subsample(emb: Array, labels: npt.NDArray[np.int64], seed: int) -> tuple[Array, npt.NDArray[np.int64]]:
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        keep.append(rows if len(rows) <= MAX_BANK_PER_CLASS else np.sort(rng.choice(rows, MAX_BANK_PER_CLASS,
-                                                                                    replace=False)))
-    rows = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    rows = at_most_per_class(labels, MAX_BANK_PER_CLASS, seed)
     return emb[rows].astype(np.float32), labels[rows]
 
 

@@ -157,12 +157,17 @@ def _pack(feats: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], parts: 
 
 def choose_references(labels: Sequence[int], seed: int = 0) -> npt.NDArray[np.int64]:
     """Indices of the photos kept as references: all of a class up to REFS_PER_CLASS, else a seeded choice."""
+    return at_most_per_class(labels, REFS_PER_CLASS, seed)
+
+
+def at_most_per_class(labels: Sequence[int], cap: int, seed: int = 0) -> npt.NDArray[np.int64]:
+    """Sorted indices keeping every row of a class up to `cap` rows, else a seeded choice of `cap`."""
     labels = np.asarray(labels, np.int64)
     rng = np.random.default_rng(seed)
     keep = []
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
-        keep.append(rows if len(rows) <= REFS_PER_CLASS else np.sort(rng.choice(rows, REFS_PER_CLASS, replace=False)))
+        keep.append(rows if len(rows) <= cap else np.sort(rng.choice(rows, cap, replace=False)))
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
 
