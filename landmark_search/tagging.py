@@ -38,6 +38,7 @@ class Classification:
     predictions: list[Prediction]
     unknown: bool = False
     label: str | None = None  # what the photo shows, None for "none of these"
+    matched_keypoints: int | None = None  # the label rests on the geometric check (models/verify.py)
 
 
 def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", top_k: int = 5,
@@ -53,7 +54,8 @@ def classify(paths: Sequence[Path], model: "LoadedModel", cfg: "EmbedConfig", to
     out = []
     for i, p in enumerate(result.paths):
         decision = result.decide(i, model, top_k=top_k, recall=recall)
-        out.append(Classification(p, decision.predictions, decision.unknown, decision.label))
+        out.append(Classification(p, decision.predictions, decision.unknown, decision.label,
+                                  decision.inliers if decision.verified else None))
     return out, result.failed
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from landmark_search.models.verify import (MIN_INLIERS, References, build_references, check, choose_references,
-                                           inliers, local_features)
+                                           inliers, local_features, photo_local_features)
 
 
 def _scene(seed: int, size=(480, 360)) -> Image.Image:
@@ -111,3 +111,35 @@ def test_a_photo_below_the_threshold_keeps_its_tag_only_when_matched(trained_run
     model.openset = replace(calibrated, threshold=confidence - 0.01)
     above = decide(probs, feats, model, inliers=0)
     assert above.kept and not above.verified  # confident enough: the check changes nothing
+
+
+def test_classify_and_tag_say_when_the_keypoints_kept_a_tag(trained_run, synth_data, tmp_path):
+    """A model whose whole-photo threshold nothing reaches (above 1): a training photo (its own reference: every keypoint
+    matches) keeps its landmark through the check, and classify and the JSON sidecar say so; a scene of another
+    place stays unknown."""
+    import json
+
+    from conftest import invoke
+
+    from landmark_search.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+    model, _ = load_checkpoint(trained_run / "best.pt")
+    payload = read_checkpoint(trained_run / "best.pt")
+    strict = tmp_path / "strict.pt"
+    save_checkpoint(strict, model, payload["meta"], extra={"openset": {**payload["openset"], "threshold": 1.01}})
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    # the 64 px synthetic photos have 8-30 keypoints: the one with the most
+    train_photo = max(sorted((synth_data / "train").rglob("*.jpg")), key=lambda p: len(photo_local_features(p).desc))
+    assert len(photo_local_features(train_photo).desc) >= MIN_INLIERS + 4
+    (lib / "known.jpg").write_bytes(train_photo.read_bytes())
+    _scene(7).save(lib / "elsewhere.jpg", quality=90)
+    said = invoke("classify", lib / "known.jpg", lib / "elsewhere.jpg", "--model", strict, ok=True).output
+    lines = said.splitlines()
+    known = next(line for line in lines if line.startswith(str(lib / "known.jpg")))
+    assert "keypoints match a training photo" in known, said
+    assert next(line for line in lines if line.startswith(str(lib / "elsewhere.jpg"))).endswith("landmarks"), said
+    invoke("tag", lib, "--model", strict, ok=True)
+    entry = json.loads((lib / "known.jpg.json").read_text())["landmark_search"]
+    assert entry["tags"] and entry["matched_keypoints"] >= MIN_INLIERS
+    assert not (lib / "elsewhere.jpg.json").exists()  # unknown: nothing to record

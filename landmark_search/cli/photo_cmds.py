@@ -51,11 +51,15 @@ def classify_cmd(photos: List[Path] = PhotosArg,
     failed += bad
     if as_json:
         typer.echo(_json([{"path": str(r.path), "label": r.label, "unknown": r.unknown,
+                           **({"matched_keypoints": r.matched_keypoints} if r.matched_keypoints is not None else {}),
                            "predictions": [{k: v for k, v in p.__dict__.items() if v is not None}
                                            for p in r.predictions]} for r in results]))
     else:
         for r in results:
-            typer.echo(str(r.path) + ("  unknown: not one of this model's landmarks" if r.unknown else ""))
+            said = ("  unknown: not one of this model's landmarks" if r.unknown else
+                    f"  {r.label}: {r.matched_keypoints} keypoints match a training photo"
+                    if r.matched_keypoints is not None else "")
+            typer.echo(str(r.path) + said)
             for p in r.predictions:
                 conf = "" if p.confidence is None else f"  (confidence {p.confidence:.2f})"
                 typer.echo(f"  {p.score:6.1%}  {p.label}{conf}")
