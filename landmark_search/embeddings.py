@@ -153,8 +153,8 @@ def _from_meta(ref: ModelRef, module: nn.Module, meta: dict) -> LoadedModel:
     try:
         openset = OpenSet.from_state(meta["openset"]) if meta.get("openset") else None
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{ref.name}: its open-set calibration is damaged ({exc}); use the run's best.pt "
-                              "as `landmark train` wrote it, or train again") from None
+        raise CheckpointError(f"{ref.path or ref.name}: its open-set calibration is damaged ({exc}); use the "
+                              "run's best.pt as `landmark train` wrote it, or train again") from None
     if isinstance(meta.get("places"), dict):
         # One name per class, its display name, in its place too (a checkpoint may name them apart).
         places = meta["places"]

@@ -143,3 +143,19 @@ def test_classify_and_tag_say_when_the_keypoints_kept_a_tag(trained_run, synth_d
     entry = json.loads((lib / "known.jpg.json").read_text())["landmark_search"]
     assert entry["tags"] and entry["matched_keypoints"] >= MIN_INLIERS
     assert not (lib / "elsewhere.jpg.json").exists()  # unknown: nothing to record
+
+
+def test_a_checkpoint_with_damaged_references_is_one_line_naming_it(trained_run, tmp_path):
+    from conftest import invoke, one_line_error
+
+    from landmark_search.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+    model, _ = load_checkpoint(trained_run / "best.pt")
+    payload = read_checkpoint(trained_run / "best.pt")
+    damaged = tmp_path / "damaged.pt"
+    offsets = payload["openset"]["refs_offsets"].clone()
+    offsets[-1] += 1000  # points past the descriptors it holds
+    save_checkpoint(damaged, model, payload["meta"], extra={"openset": {**payload["openset"], "refs_offsets": offsets}})
+    photo = tmp_path / "p.jpg"
+    _scene(3).save(photo)
+    one_line_error(invoke("classify", photo, "--model", damaged), str(damaged), "open-set calibration is damaged")
