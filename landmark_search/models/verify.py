@@ -69,11 +69,13 @@ def local_features(img: "Image.Image") -> LocalFeatures:
 
 def photo_local_features(path: str | Path) -> LocalFeatures | None:
     """local_features of a photo file, None when it does not decode (the caller has already reported it)."""
+    import cv2
+
     from ..photos.images import BadImageError, load_image
 
     try:
         return local_features(load_image(path, min_side=MAX_SIDE))
-    except (BadImageError, OSError, ValueError):
+    except (BadImageError, OSError, ValueError, cv2.error):
         return None
 
 
@@ -204,8 +206,13 @@ def check(paths: Sequence[Path], classes: npt.NDArray[np.int64], feats: npt.NDAr
           local: Callable[[Path], LocalFeatures | None] = photo_local_features) -> npt.NDArray[np.int64]:
     """Inliers of each photo against its class's references: -1 where not checked (confidence outside
     [lower, upper)), 0 when it does not decode again. `feats` are prepared (OpenSet.prepare)."""
+    import cv2
+
     out = np.full(len(paths), -1, np.int64)
     for i in np.flatnonzero((confidence >= lower) & (confidence < upper)):
         query = local(paths[i])
-        out[i] = 0 if query is None else refs.best_inliers(query, feats[i], int(classes[i]))
+        try:
+            out[i] = 0 if query is None else refs.best_inliers(query, feats[i], int(classes[i]))
+        except cv2.error:  # a photo OpenCV cannot match is simply not verified; the batch goes on
+            out[i] = 0
     return out
