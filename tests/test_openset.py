@@ -161,9 +161,11 @@ def test_evaluate_with_distractors_reports_gap_and_the_report_shows_it(trained_r
     printed = json.loads(result.stdout)
     assert printed["false_tag_rate"] == 0.0 and printed["recall"] >= 0.7 and printed["gap"] >= 0.8
     assert printed["open_set"]["n_distractors"] == 7
+    assert 0 <= printed["open_set"]["verified"] <= printed["open_set"]["n_landmarks"]  # kept by the second test
     assert (run / "test_pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = write_report(run, synth_data).read_text()
     assert "Photos of anything else" in html and f"{printed['gap']:.3f}" in html and "of 7 distractors tagged" in html
+    assert "matched keypoints" in html
 
 
 def test_a_checkpoint_without_calibration_loads_and_warns(trained_run, synth_data, tmp_path):

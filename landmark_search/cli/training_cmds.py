@@ -189,7 +189,8 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN/be
         o = done.open_set
         typer.echo(f"with {o.n_distractors} distractors ({o.score}): GAP {o.gap:.4f}  false-tag rate "
                    f"{o.false_tag_rate:.3f}  recall {o.recall:.3f}  precision {o.precision:.3f}  "
-                   f"(threshold {o.threshold:.3f})\nprecision-recall curve: {files['pr_curve']}")
+                   f"(threshold {o.threshold:.3f}; {o.verified} kept by matched keypoints)\n"
+                   f"precision-recall curve: {files['pr_curve']}")
     if done.places:
         typer.echo("places: " + "; ".join(f"{cls}: {p['latitude']:.4f},{p['longitude']:.4f}"
                                           f" {p.get('city') or ''} {p.get('country') or ''} ({p.get('source')})"

@@ -145,7 +145,8 @@ def _open_set_section(paths: RunPaths, test_report: dict | None) -> list[Block]:
     png = paths.root / "test_pr.png"
     curve = [_png_img(png.read_bytes(), "precision-recall of landmark tags", "curves")] if png.is_file() else []
     return [cards, _kv_table([("score", scores.get("score")), ("threshold", scores.get("threshold")),
-                              ("precision at the threshold", scores.get("precision"))]), *curve]
+                              ("precision at the threshold", scores.get("precision")),
+                              ("photos kept below it by matched keypoints", scores.get("verified"))]), *curve]
 
 
 def _metrics_section(paths: RunPaths, test_report: dict | None, evaluation: _Evaluation | None) -> list[Block]:

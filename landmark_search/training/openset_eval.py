@@ -9,7 +9,7 @@ their right landmark as a tag).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,13 +35,14 @@ class OpenSetResult:
     score: str  # "open-set confidence", or "softmax" for a model without calibration
     precision_curve: list[float]
     recall_curve: list[float]
+    verified: int = 0  # photos kept below the threshold by the geometric check (models/verify.py)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready (curves left out)."""
         return {"gap": self.gap, "false_tag_rate": self.false_tag_rate, "recall": self.recall,
                 "precision": self.precision,
                 "threshold": self.threshold, "n_landmarks": self.n_landmarks, "n_distractors": self.n_distractors,
-                "score": self.score}
+                "score": self.score, "verified": self.verified}
 
 
 def global_average_precision(confidence: npt.ArrayLike, correct: npt.ArrayLike, n_landmarks: int) -> float:
@@ -93,6 +94,7 @@ def evaluate_open_set(loaded: "LoadedModel", landmarks: "EvalResult", distractor
         return open_set_scores(all_probs.max(1), correct, is_landmark, 0.2, "softmax")
     decisions = [e.decide(i, loaded, recall=recall) for e in (landmarks.embedded, distractors)
                  for i in range(len(e.paths))]
-    return open_set_scores([d.confidence for d in decisions], correct, is_landmark,
-                           loaded.openset.threshold_for(recall), "open-set confidence",
-                           tagged=[bool(d.kept) for d in decisions])
+    scores = open_set_scores([d.confidence for d in decisions], correct, is_landmark,
+                             loaded.openset.threshold_for(recall), "open-set confidence",
+                             tagged=[bool(d.kept) for d in decisions])
+    return replace(scores, verified=sum(d.verified for d in decisions))
