@@ -23,7 +23,7 @@ def test_train_points_sit_mid_epoch_and_the_best_epoch_is_marked():
     assert curves_png(_history(), 3)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_run_records_what_ran_and_which_epoch_best_pt_holds(trained_run):
+def test_the_run_records_what_ran_and_which_epoch_best_pt_holds(trained_run, synth_data, tmp_path):
     config = json.loads((trained_run / "config.json").read_text())
     # A frozen power head resolves "auto" to full-batch L-BFGS, which needs no schedule and no mixing; the
     # request is kept apart.
@@ -35,3 +35,9 @@ def test_the_run_records_what_ran_and_which_epoch_best_pt_holds(trained_run):
     rows = (trained_run / "history.csv").read_text().splitlines()[1:]
     best = [int(r.split(",")[0]) for r in rows if abs(float(r.split(",")[3]) - metrics["best_valid_loss"]) < 1e-5]
     assert best and metrics["best_epoch"] in best  # L-BFGS may converge at once: ties are any of the equal epochs
+    # the full-batch fit stops once an epoch no longer moves it, long before the 12 epochs asked for
+    assert metrics["converged_at"] == len(rows) == metrics["epochs_run"] < 12, (metrics, rows)
+    from landmark_search.render.report import write_report
+
+    html = write_report(trained_run, synth_data, tmp_path / "report.html").read_text()
+    assert "fitted by full-batch L-BFGS" in html and "the validation curve is the same photos" in html

@@ -137,6 +137,9 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
     if "stopped_early_at" in m:
         typer.echo(f"stopped early at epoch {m['stopped_early_at']} of {m['epochs_planned']} (no validation gain "
                    f"for {_count(m['patience'], 'epoch')})")
+    if "converged_at" in m:
+        typer.echo(f"converged at epoch {m['converged_at']} of {m['epochs_planned']} (the full-batch fit no "
+                   "longer moved)")
     if "test_accuracy" in m:
         typer.echo(f"test accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_macro_f1']:.4f}  "
                    f"({_count(m['n_test'], 'photo')})")

@@ -80,6 +80,11 @@ def curves_png(history: Sequence[Any], best_epoch: int | None = None) -> bytes:
         best = data["best_epoch"]
         if best is not None:
             ax.axvline(best, color="crimson", lw=1, ls="--", label=f"best.pt (epoch {best})")
+        values = [*data[what]["train"][1], *data[what]["valid"][1]]
+        if values and max(values) - min(values) < 1e-3:  # flat (a converged full-batch fit): a readable axis
+            pad = max(abs(max(values)) * 0.05, 0.01)
+            ax.set_ylim(min(values) - pad, max(values) + pad)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title("loss" if what == "loss" else "accuracy")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)

@@ -120,9 +120,18 @@ def _curves_section(paths: RunPaths) -> list[Block]:
     blocks = []
     if history:
         best = next((h for h in history if h.epoch == best_epoch), None) or min(history, key=lambda h: h.valid_loss)
+        config = _read_json_or(paths.config, {})
+        config = config if isinstance(config, dict) else {}
+        if config.get("optimizer") == "lbfgs":  # full batch, no augmentation, and (by default) no validation split
+            how = ("The head was fitted by full-batch L-BFGS on every training photo's features: the loss is that "
+                   "fit's after each epoch" + ("" if config.get("valid_split") else
+                                               ", and with no validation split the validation curve is the same "
+                                               "photos: the test metrics below measure the model") + ".")
+        else:
+            how = ("Train values are means over each epoch while the weights moved (with augmentation), so they are "
+                   "drawn half an epoch earlier.")
         blocks.append(_text(f"{len(history)} epochs; best.pt holds epoch {best.epoch}: validation loss "
-                            f"{best.valid_loss:.4f}, accuracy {best.valid_acc:.3f}. Train values are means over each "
-                            "epoch while the weights moved (with augmentation), so they are drawn half an epoch earlier."))
+                            f"{best.valid_loss:.4f}, accuracy {best.valid_acc:.3f}. {how}"))
     return blocks + [_png_img(png, "loss and accuracy per epoch", "curves")]
 
 

@@ -95,6 +95,7 @@ class _Run:
         self.history: list[EpochStats] = []
         self.best = _Best()
         self.stopped_early: int | None = None  # the epoch at which --patience epochs had brought no gain
+        self.converged: int | None = None  # the epoch after which L-BFGS no longer moved the head
         self.start_epoch = 1
         if resume:
             self._resume(resume)
@@ -245,10 +246,20 @@ class _Run:
             stats = self._stats(epoch, start, train, valid)
             bar.set_postfix(loss=f"{stats.train_loss:.3f}", val_loss=f"{stats.valid_loss:.3f}",
                             val_acc=f"{stats.valid_acc:.3f}")
-            if self.end_epoch(stats):
+            stop = self.end_epoch(stats)
+            if not stop and r.optimizer == "lbfgs" and self._lbfgs_converged():
+                self.converged = stop = epoch
+            if stop:
                 bar.total = bar.n = epoch - self.start_epoch + 1  # an early stop ends the bar full, not at 9/60
                 bar.refresh()
                 break
+
+    def _lbfgs_converged(self) -> bool:
+        """The full-batch fit did not move in its last epoch: every later epoch would repeat it."""
+        if len(self.history) < 2:
+            return False
+        before, now = self.history[-2].train_loss, self.history[-1].train_loss
+        return math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-9)
 
     def _inference_features(self, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
         """L2-normalised pooled features of the photos through embeddings' inference path (decoding, crop,
@@ -379,6 +390,8 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
                                "epochs_planned": run.recipe.epochs, "patience": run.recipe.patience}
     if run.stopped_early is not None:
         metrics["stopped_early_at"] = run.stopped_early
+    if run.converged is not None:
+        metrics["converged_at"] = run.converged
     run.use_best_weights()
     # What says "not a landmark" for photos of anything else (openset.py), from the final weights.
     if run.photo_features is not None:  # the frozen features the head trained on: no second pass
