@@ -465,13 +465,15 @@ def xmp_path(photo: Path, root: Path, opts: WalkOptions) -> Path:
 def _geotag(decided: Sequence[tuple[_Job, dict, list[Prediction], bool]], model: "LoadedModel",
             opts: TagOptions) -> tuple[dict[Path, dict], list[Path]]:
     """Places for the photos of this run, and the tagged photos held back: their landmark has a place, but
-    its confidence is below the geotag threshold (openset.py) and no photo of their trip gave them one."""
+    its confidence is below the geotag threshold (openset.py), its keypoints did not match a training photo
+    (models/verify.py: no false match was measured) and no photo of their trip gave them one."""
     places = model.meta.get("places") or {}
     if model.openset is None or not places:
         return {}, []
     floor = model.openset.geotag_threshold(model.openset.threshold_for(opts.recall))
-    sure = [kept[0] if kept and kept[0].confidence is not None and kept[0].confidence >= floor else None
-            for _, _, kept, _ in decided]
+    sure = [kept[0] if kept and (payload.get("matched_keypoints") is not None
+                                 or kept[0].confidence is not None and kept[0].confidence >= floor) else None
+            for _, payload, kept, _ in decided]
     candidates = [Candidate(job.photo, _xmp_path(job, opts), top.id if top else None, top.confidence if top else None)
                   for (job, _, _, _), top in zip(decided, sure)]
     placed = place_photos(candidates, places, opts.spread_minutes)

@@ -139,9 +139,11 @@ def test_classify_and_tag_say_when_the_keypoints_kept_a_tag(trained_run, synth_d
     known = next(line for line in lines if line.startswith(str(lib / "known.jpg")))
     assert "keypoints match a training photo" in known, said
     assert next(line for line in lines if line.startswith(str(lib / "elsewhere.jpg"))).endswith("landmarks"), said
-    invoke("tag", lib, "--model", strict, ok=True)
+    invoke("tag", lib, "--model", strict, "--geotag", ok=True)
     entry = json.loads((lib / "known.jpg.json").read_text())["landmark_search"]
     assert entry["tags"] and entry["matched_keypoints"] >= MIN_INLIERS
+    # no confidence reaches the geotag threshold either: the match alone places it
+    assert entry["place"]["name"] == entry["tags"][0]["label"]
     assert not (lib / "elsewhere.jpg.json").exists()  # unknown: nothing to record
 
 
