@@ -87,6 +87,15 @@ def _read_model_file(directory: Path, identity: bool = True) -> dict | None:
     return {**recorded, "model_id": model_id, "embedding_dim": dim}
 
 
+def landmark_floor(recorded: dict | None) -> float | None:
+    """The open-set confidence below which the index's model sees no landmark at all (OpenSet.landmark_floor),
+    as model.json records it for a calibrated model; None when it does not, or the value is not a fraction."""
+    value = (recorded or {}).get("landmark_floor")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return None
+
+
 def _model_file_problem(recorded: object) -> str | None:
     if not isinstance(recorded, dict):
         return "is not a JSON object"
@@ -251,10 +260,13 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             # The places of the model's landmarks travel with the index, keyed by the label each photo
             # records, so that `similar` can say where its hits are without loading the model.
             places = (recorded or {}).get("places") or (_label_places(model) if model is not None else {})
+            floor = landmark_floor(recorded) if recorded else (
+                model.openset.landmark_floor() if model is not None and model.openset is not None else None)
             atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "name": ref.name, "kind": ref.kind,
                                                        "precision": recorded.get("precision", cfg.precision)
                                                        if recorded else cfg.precision,
-                                                       **({"places": places} if places else {})})
+                                                       **({"places": places} if places else {}),
+                                                       **({"landmark_floor": floor} if floor is not None else {})})
         known = idx.known()
         todo: dict[Path, tuple[int, int]] = {}
         unchanged: dict[str, Path] = {}
@@ -491,6 +503,7 @@ class IndexedPhotos:
 
     summary: IndexSummary
     model_kind: str  # "builtin" | "checkpoint" | "export": a built-in model never says "unknown"
+    landmark_floor: float | None  # search.landmark_floor of the index's model
     paths: list[Path]  # as walked (the user's spelling), aligned with records and vectors
     records: list  # index.PhotoRecord: resolved path, size, mtime, content hash, label (None: unknown)
     vectors: npt.NDArray[np.float32]
@@ -508,8 +521,8 @@ def indexed_photos(photos: Sequence[Path], model_spec: str | None, index: str | 
     idx, recorded = open_index(summary.directory)
     with idx:
         records, vectors = idx.lookup(list(by_key))
-    return IndexedPhotos(summary, str(recorded.get("kind", "")), [by_key[r.path] for r in records], records,
-                         vectors)
+    return IndexedPhotos(summary, str(recorded.get("kind", "")), landmark_floor(recorded),
+                         [by_key[r.path] for r in records], records, vectors)
 
 
 def forget_photos(index: str | Path, keys: Sequence[str]) -> int:

@@ -71,6 +71,56 @@ def test_only_groups_of_buildings_and_landforms_survive_the_built_in_model():
     assert sorted(set(kept.tolist())) == [-1, 0, 1] and kept[24] == 0  # numbered largest first
 
 
+def test_a_trained_models_groups_of_unknown_photos_keep_only_landmark_like_ones():
+    """Unknown to a trained model are both landmarks it was never shown and everyday photos; only groups whose
+    median confidence (to the nearest known landmark) reaches the model's floor stay groups."""
+    from landmark_search.curation.grouping import keep_landmark_like
+
+    labels = np.repeat(np.arange(3), [6, 8, 5])
+    conf = [0.3, 0.2, 0.25, 0.01, 0.4, 0.18] + [0.01, 0.0, 0.02, 0.3, 0.0, 0.01, 0.0, 0.05] + [0.12] * 4 + [None]
+    kept = keep_landmark_like(labels, conf, floor=0.09, min_size=5)
+    assert (kept[6:14] == -1).all()  # the everyday group: median 0.01, one look-alike does not save it
+    assert (kept[:6] == 0).all() and (kept[14:] == 1).all()  # a stray low member stays with its group
+    assert (keep_landmark_like(labels, conf, floor=0.0) >= 0).all()  # a floor of 0 keeps every group
+
+
+def test_a_trained_models_index_records_its_floor_and_group_keeps_out_everyday_groups(trained_run, synth_data,
+                                                                                      tmp_path):
+    """End to end: `landmark index --model RUN` records the model's floor in model.json (a hostile value there
+    is ignored), and `landmark group` on it groups the unknown photos that look like landmarks."""
+    from landmark_search.search import landmark_floor
+
+    photos = tmp_path / "photos"
+    _balls(photos / "everyday", families=(1, 2), shots=6)
+    index = tmp_path / "idx"
+    _run("index", str(photos), "--index", str(index), "--model", str(trained_run / "best.pt"), "-q")
+    recorded = json.loads((index / "model.json").read_text())
+    assert 0.0 <= recorded["landmark_floor"] <= 1.0
+    for bad in ("0.5", True, 2.0, float("nan"), None, [0.1]):
+        assert landmark_floor({**recorded, "landmark_floor": bad}) is None
+    everything = json.loads(_run("group", str(photos), "--index", str(index), "--min-size", "4", "--json", "-q",
+                                 "--any-subject").stdout)
+    kept = json.loads(_run("group", str(photos), "--index", str(index), "--min-size", "4", "--json", "-q").stdout)
+    assert everything["groups"], everything  # the scenes do form groups of unknown photos...
+    assert kept["groups"] == [], kept  # ...which look like none of the model's landmarks
+
+
+def _balls(root: Path, families=(1, 2), shots=6) -> Path:
+    """Everyday photos: a ball on a smooth coloured ground, a few shots of each (shifted crops), seeded."""
+    from PIL import Image, ImageDraw
+
+    root.mkdir(parents=True)
+    for family in families:
+        rng = np.random.default_rng(family)
+        ground = (np.linspace(0, 1, 240)[None, :, None] * rng.random(3) + np.linspace(0, 1, 168)[:, None, None]
+                  * rng.random(3)) * 127
+        base = Image.fromarray(ground.astype(np.uint8))
+        ImageDraw.Draw(base).ellipse((80, 50, 150, 120), fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        for k in range(shots):
+            base.crop((6 * k, 4 * k, 160 + 12 * k, 112 + 8 * k)).save(root / f"b{family}_{k}.jpg", quality=90)
+    return root
+
+
 def _families(root: Path, families=(10, 20, 30), shots=4) -> Path:
     """Photos of a few places, a few shots each (shifted, zoomed crops of one scene per place)."""
     root.mkdir(parents=True)

@@ -269,19 +269,22 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
     from ..search import IndexOptions, indexed_photos
 
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
-    report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts)
+    report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts,
+                           landmark_floor=found.landmark_floor)
     report.failed = list(found.summary.failed)
     return report
 
 
 def group_indexed(paths: Sequence[Path], records: Sequence, vectors: Embeddings, model_kind: str,
-                  opts: GroupOptions, progress: Progress | None = None) -> GroupReport:
+                  opts: GroupOptions, progress: Progress | None = None,
+                  landmark_floor: float | None = None) -> GroupReport:
     """The one grouping of indexed photos, for `landmark group` and the web app's Review page alike.
 
     `records` are the index's PhotoRecords of `paths` (rows of `vectors`). The photos are taken in the order of
     their index keys, so the same photos give the same groups and the same group numbers whoever asks, and a
     name given by hand (which the index does not see) renumbers nothing. The built-in model's groups keep only
-    buildings and landforms (keep_landmarks) unless opts.any_subject."""
+    buildings and landforms (keep_landmarks) unless opts.any_subject; a trained model's groups of unknown photos
+    keep only those that look like some landmark (keep_landmark_like, with the model's `landmark_floor`)."""
     everything = opts.everything or model_kind == "builtin"
     chosen = sorted((i for i, r in enumerate(records) if everything or r.label is None), key=lambda i: records[i].path)
     rows_vectors = np.asarray(vectors)[chosen]
@@ -289,6 +292,8 @@ def group_indexed(paths: Sequence[Path], records: Sequence, vectors: Embeddings,
                      progress=progress)
     if model_kind == "builtin" and not opts.any_subject:
         labels = keep_landmarks(rows_vectors, labels, [records[i].label for i in chosen], opts.min_size)
+    elif landmark_floor is not None and not opts.any_subject:
+        labels = keep_landmark_like(labels, [records[i].confidence for i in chosen], landmark_floor, opts.min_size)
     names = group_names(int(labels.max()) + 1 if len(labels) else 0)
     groups = []
     for g, name in enumerate(names):
@@ -330,6 +335,19 @@ def keep_landmarks(vectors: Embeddings, labels: npt.NDArray[np.int64], classes: 
         labels = kept
     for g in np.unique(labels[labels >= 0]):
         if landmark[labels == g].mean() < 0.5:
+            labels[labels == g] = -1
+    return _renumber(labels, min_size)
+
+
+def keep_landmark_like(labels: npt.NDArray[np.int64], confidences: Sequence[float | None], floor: float,
+                       min_size: int = MIN_SIZE) -> npt.NDArray[np.int64]:
+    """Groups whose median open-set confidence (of the nearest known landmark; models/openset.py) reaches
+    `floor`: a trained model's dogs and meals are unknown too, but look like none of its landmarks, while
+    photos of landmarks it was never shown still resemble them. The rest dissolve; renumbered largest first."""
+    labels = np.asarray(labels).copy()
+    conf = np.array([0.0 if c is None else float(c) for c in confidences], dtype=np.float64)
+    for g in np.unique(labels[labels >= 0]):
+        if np.median(conf[labels == g]) < floor:
             labels[labels == g] = -1
     return _renumber(labels, min_size)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -399,18 +400,20 @@ class PhotoIndex:
         rows: dict[str, tuple] = {}
         for chunk in chunks(wanted):
             rows.update((r[0], r) for r in self._db().execute(
-                "SELECT path, size, mtime_ns, content_hash, label, vector FROM photos"
+                "SELECT path, size, mtime_ns, content_hash, label, vector, confidence FROM photos"
                 f" WHERE path IN ({marks(chunk)})", tuple(chunk)))
         order = [p for p in wanted if p in rows]
         vecs = np.empty((len(order), self._dim), dtype=np.float32)
         records = []
         for i, path in enumerate(order):
-            _, size, mtime, digest, label, blob = rows.pop(path)
+            _, size, mtime, digest, label, blob, confidence = rows.pop(path)
             if not isinstance(blob, bytes) or len(blob) != 4 * self._dim:
                 raise damaged(self._dir, f"the stored vector of {path} is not {self._dim} float32 values")
             vecs[i] = np.frombuffer(blob, dtype=np.float32)
             try:
-                records.append(PhotoRecord(path, int(size), int(mtime), str(digest), label))
+                confidence = None if confidence is None else float(confidence)
+                records.append(PhotoRecord(path, int(size), int(mtime), str(digest), label,
+                                           confidence if confidence is None or math.isfinite(confidence) else None))
             except (TypeError, ValueError) as exc:
                 raise damaged(self._dir, f"the row of {path} holds {exc}") from None
         return records, vecs

@@ -40,6 +40,10 @@ DEFAULT_UNKNOWN_RATE = 0.05
 # through: a wrong position (another continent) is worse than none, so it asks far more than a tag does.
 GEOTAG_UNKNOWN_RATE = 0.01
 DEFAULT_RECALL = 0.95  # the fraction of known photos `--recall` defaults to where a value is needed (reports)
+# Photos less like any known landmark than all but this share of never-shown-landmark photos are "not a landmark"
+# where groups of unknown photos are formed (curation/grouping.py): measured, everyday photos had a median
+# confidence of 0.002-0.019 and photos of other landmarks 0.127-0.183, this quantile 0.016-0.092.
+LANDMARK_LIKE_QUANTILE = 0.05
 # A bank larger than this per class is subsampled (seeded): the nearest neighbour of a class with
 # thousands of photos changes little, and the bank travels inside every checkpoint.
 MAX_BANK_PER_CLASS = 400
@@ -120,6 +124,10 @@ class OpenSet:
         """The confidences whose photos get the geometric check: below the threshold, not hopelessly far."""
         lower = float(np.quantile(self.unknowns, CHECK_FROM_QUANTILE)) if len(self.unknowns) else 0.0
         return min(lower, self.threshold), self.threshold
+
+    def landmark_floor(self) -> float:
+        """The confidence below which a photo looks like no landmark at all (LANDMARK_LIKE_QUANTILE)."""
+        return float(np.quantile(self.unknowns, LANDMARK_LIKE_QUANTILE)) if len(self.unknowns) else 0.0
 
     def threshold_for(self, recall: float | None) -> float:
         """The confidence that keeps `recall` of known photos (the calibrated threshold when None)."""

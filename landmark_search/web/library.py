@@ -315,13 +315,15 @@ class Library:
 
     def _review_groups(self, progress: Callable[[float], None]) -> dict:
         from ..curation.grouping import group_indexed
+        from ..search import landmark_floor
         from ..sidecars.jsonfile import read_recorded, sidecar_path
 
         keys = self.catalog.all_paths()
         records, vectors = self.run(lambda: self._index().lookup(keys))
         progress(0.05)
         report = group_indexed([r.path for r in records], records, vectors, str(self.recorded.get("kind", "")),
-                               self.opts.group, progress=lambda share: progress(0.05 + 0.9 * share))
+                               self.opts.group, progress=lambda share: progress(0.05 + 0.9 * share),
+                               landmark_floor=landmark_floor(self.recorded))
         named = set()
         for photo in [p for g in report.groups for p in g.paths] + report.ungrouped:
             try:
