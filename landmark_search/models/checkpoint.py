@@ -160,10 +160,19 @@ def load_checkpoint(path: str | Path) -> tuple[LandmarkModel, dict[str, Any]]:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match architecture {meta['arch']} ({str(exc)[:200]})") from None
-    if isinstance(payload.get("openset"), dict):  # open-set calibration (see openset.py), as numpy
-        meta = {**meta, "openset": {k: v.numpy() if isinstance(v, torch.Tensor) else v
-                                    for k, v in payload["openset"].items()}}
+    state = openset_state(payload)
+    if state is not None:
+        meta = {**meta, "openset": state}
     return model.eval(), meta
+
+
+def openset_state(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A read checkpoint's open-set calibration (see openset.py) with its arrays as numpy, for
+    OpenSet.from_state; None when it has none. The inverse of openset_payload."""
+    state = payload.get("openset")
+    if not isinstance(state, dict):
+        return None
+    return {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
 def openset_payload(state: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import TrainConfig
 from ..data.datasets import DatasetLayout, Sample, discover
 from ..errors import DataError, LandmarkError
-from ..models.checkpoint import read_checkpoint
+from ..models.checkpoint import openset_state, read_checkpoint
 from .recipe import Recipe
 from .run_dir import FEATURES_NAME, checkpoint_in, dataset_dir
 
@@ -91,11 +91,11 @@ def _old_references(payload: dict[str, Any]) -> "References | None":
     """The geometric-check references in an old checkpoint (None when it has none, or they do not read)."""
     from ..models.openset import OpenSet
 
-    state = payload.get("openset")
-    if not isinstance(state, dict):
+    state = openset_state(payload)
+    if state is None:
         return None
     try:
-        return OpenSet.from_state({k: v.numpy() if hasattr(v, "numpy") else v for k, v in state.items()}).references
+        return OpenSet.from_state(state).references
     except (ValueError, KeyError, TypeError):
         return None
 
