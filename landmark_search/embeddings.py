@@ -29,10 +29,11 @@ from .models import build_model, get_spec
 from .models.checkpoint import check_archive_sizes, load_checkpoint
 from .models.engine import Engine
 from .models.openset import OpenSet
-if TYPE_CHECKING:
-    from .predict import Decision
 from .models.runtime import (autocast, cpu_has_fast_int8, default_workers, quiet_jit, select_device, select_precision,
                              use_channels_last)
+
+if TYPE_CHECKING:
+    from .predict import Decision
 
 Embeddings = npt.NDArray[np.float32]
 EXPORT_MARKER = "landmark-search-export"
@@ -304,7 +305,7 @@ def embed_routes(cfg: EmbedConfig, model: LoadedModel, device: torch.device, int
     vector from each. The first job pays the one-off export; later ones load it from the cache. A backend
     named in cfg.backend or LANDMARK_BACKEND is always tried; LANDMARK_BACKEND=torch turns the engines off.
     A trained landmark model keeps float numerics under `auto`: its open-set threshold and geometric-check
-    window are calibrated on float features, and int8's noise cost it 9 of 97 right tags on india12
+    window are calibrated on float features, and int8's noise cost it 6 of 97 right tags on india12
     (DEVELOPERS.md, "Open set").
     """
     from .models.engine import has_depthwise, requested_backend, routes_for
