@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,12 @@ class TrainConfig:
 
 # Pillow's own decompression-bomb error threshold (2x its ~89 MP warning limit).
 DEFAULT_MAX_PIXELS = 178_956_970
+# What ONNX Runtime's int8 artefact (models/engine.py) is made of beyond the quantizer's defaults; an index
+# records it with its route (embeddings.vector_route), so a change of recipe re-embeds its photos. The stem
+# convolution (the first layer, which sees the normalised photo) stays float: quantizing it alone took the
+# cosine between int8 and fp32 vectors from 0.965 to 0.915 on evaldata photos and cost grouping 0.01-0.06 ARI
+# (DEVELOPERS.md); no other single layer moved the cosine by more than 0.015.
+INT8_RECIPE = "float-stem"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,24 @@ class EmbedConfig:
     # Which engine runs the model body on a CPU: auto (another runtime where it pays, see models/engine.py),
     # torch, onnxruntime or openvino.
     backend: str = "auto"
+
+
+# The settings that make each route of embeddings.vector_route: an index's new photos and its queries take
+# the route of its stored vectors (search._index_config).
+ROUTE_SETTINGS = {"torch": {"backend": "torch", "auto_int8": False}, "torch-int8": {"precision": "int8"},
+                  "ort-fp32": {"backend": "onnxruntime", "precision": "fp32"},
+                  f"ort-int8+{INT8_RECIPE}": {"backend": "onnxruntime", "precision": "auto", "auto_int8": False},
+                  "ov-f32": {"backend": "openvino", "precision": "fp32"},
+                  "ov-bf16": {"backend": "openvino", "precision": "bf16"}}
+
+
+def route_config(route: str | None, cfg: EmbedConfig) -> EmbedConfig:
+    """`cfg` set to embed with `route` (vector_route's names) where the user chose no backend or precision;
+    unchanged for any other value (an int8 recipe this version no longer makes, or a damaged model.json)."""
+    settings = ROUTE_SETTINGS.get(route) if isinstance(route, str) else None
+    if settings is None or cfg.backend != "auto" or cfg.precision != "auto" or os.environ.get("LANDMARK_BACKEND"):
+        return cfg
+    return replace(cfg, **settings)
 
 
 @dataclass(frozen=True)

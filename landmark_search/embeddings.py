@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .config import EmbedConfig
+from .config import INT8_RECIPE, EmbedConfig
 from .photos.images import load_image
 from .data.transforms import center_crop_box, normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, ModelNotFoundError
@@ -342,12 +342,29 @@ def embed_precision(cfg: EmbedConfig, model: LoadedModel, count: int) -> tuple[t
     return device, select_precision(cfg.precision, device), False
 
 
+def prepare_for(model: LoadedModel, cfg: EmbedConfig, count: int) -> tuple[torch.device, torch.dtype | None]:
+    """Ready `model` to embed `count` photos under `cfg` (device, numerics, engine); (device, autocast dtype)."""
+    device, dtype, int8 = embed_precision(cfg, model, count)
+    model.prepare(device, dtype, int8, embed_routes(cfg, model, device, int8))
+    return device, dtype
+
+
+def vector_route(model: LoadedModel) -> str:
+    """What makes a prepared model's vectors, as an index records it (model.json "vectors"): an engine route,
+    with its recipe for int8 ("ort-int8+float-stem"), "torch-int8", or "torch" for eager float. Vectors of one
+    model from two routes differ (cosine 0.92-0.99), so an index keeps one route for all its photos."""
+    if model.int8:
+        return "torch-int8"
+    if model.engine is None:
+        return "torch"
+    return f"{model.engine.route}+{INT8_RECIPE}" if model.engine.route.endswith("int8") else model.engine.route
+
+
 def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()
                     ) -> Iterator[Embedded]:
     """Stream batches of (embeddings, probs); memory stays flat however many photos there are."""
     paths = [Path(p) for p in paths]
-    device, dtype, int8 = embed_precision(cfg, model, len(paths))
-    model.prepare(device, dtype, int8, embed_routes(cfg, model, device, int8))
+    device, dtype = prepare_for(model, cfg, len(paths))
     if model.int8:  # quantized by this call or an earlier one: the body is int8, the rest fp32
         dtype = None
     if not paths:

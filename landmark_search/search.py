@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import logging
 import os
+from datetime import datetime
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
-from .config import EmbedConfig
+from .config import INT8_RECIPE, EmbedConfig, route_config
 from .photos.files import iter_photos
 from .errors import BadImageError, IndexStoreError, LandmarkError
 from .fsutil import atomic_write_json, is_utf8, read_json, user_config_file, user_setting
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # numpy only in annotations: `landmark tag` on an unchanged f
 
     from .embeddings import LoadedModel
     from .index.store import PhotoIndex
+
+log = logging.getLogger(__name__)
 
 INDEX_HOME = Path("indexes")
 INDEX_HOME_ENV = "LANDMARK_INDEX_HOME"
@@ -136,11 +139,23 @@ def index_model(directory: Path, model_spec: str | None, trust_export: bool = Fa
     return ref
 
 
-def _index_precision(recorded: dict | None, cfg: EmbedConfig) -> EmbedConfig:
-    """An index built in int8 keeps embedding (and querying) in int8 unless a precision is given."""
+def _index_config(recorded: dict | None, cfg: EmbedConfig) -> EmbedConfig:
+    """How an index's new photos and queries are embedded: by the route its vectors came from (model.json
+    "vectors"), or in int8 for an index built with --precision int8, unless a backend or precision is given."""
     if recorded and recorded.get("precision") == "int8" and cfg.precision == "auto":
         return replace(cfg, precision="int8")
-    return cfg
+    route = (recorded or {}).get("vectors")
+    return route_config(route, cfg) if isinstance(route, str) else cfg
+
+
+def _route_note(recorded: dict, route: str) -> str | None:
+    """Why an index's stored vectors do not match vectors made now by `route`, or None when they do."""
+    stored = recorded.get("vectors")
+    if stored == route:
+        return None
+    if not isinstance(stored, str):
+        return "the index does not record how its vectors were made (an earlier version built it)"
+    return f"the index's vectors came from {stored}, this machine makes them with {route}"
 
 
 def _content_hash(path: Path) -> str:
@@ -176,6 +191,7 @@ class IndexSummary:
     removed: int = 0
     total: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    reembedded: str | None = None  # why every stored photo was embedded again (its vectors came from another route)
 
 
 @dataclass(frozen=True)
@@ -249,7 +265,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
     summary = IndexSummary(directory, ref.name)
     found = list(iter_photos(photos, recursive=opts.recursive, follow_links=opts.follow_links, exclude=opts.exclude,
                              on_error=lambda p, why: summary.failed.append((p, why))))
-    cfg = _index_precision(recorded, cfg)
+    cfg = _index_config(recorded, cfg)
     model = None if recorded else _load_model(ref)
     dim = int(recorded["embedding_dim"]) if recorded else model.embedding_dim
     with PhotoIndex.open(directory, model_id=ref.model_id, dim=dim, create=True,
@@ -265,6 +281,8 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             atomic_write_json(directory / MODEL_FILE, {"spec": _portable_spec(ref), "name": ref.name, "kind": ref.kind,
                                                        "precision": recorded.get("precision", cfg.precision)
                                                        if recorded else cfg.precision,
+                                                       **({"vectors": recorded["vectors"]}
+                                                          if recorded and "vectors" in recorded else {}),
                                                        **({"places": places} if places else {}),
                                                        **({"landmark_floor": floor} if floor is not None else {})})
         known = idx.known()
@@ -287,8 +305,20 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 unchanged[key] = photo
             else:
                 todo[photo] = (st.st_size, st.st_mtime_ns)
-        if todo:
+        route, stored = None, (recorded or {}).get("vectors")
+        # Nothing to embed: the model loads only where the stored route is known to be stale (not recorded, or
+        # an int8 recipe this version no longer makes); another machine's route is met when photos are added.
+        if todo or unchanged and (not isinstance(stored, str) or stored.startswith("ort-int8")
+                                  and stored != f"ort-int8+{INT8_RECIPE}"):
             model = model or _load_model(ref)
+            before = len(unchanged)
+            route, summary.reembedded = _one_route(model, cfg, recorded or {}, known, todo, unchanged)
+            summary.unchanged -= before - len(unchanged)
+            if summary.reembedded:
+                log.warning("re-embedding all %d photos of the index: %s", len(todo), summary.reembedded)
+            else:  # nothing stored is from another route: the route is recorded before the work, as it holds
+                _record_route(directory, route)
+        if todo:
             # Each batch is committed on its own: an interrupted run keeps what it finished.
             batches = (index_batches(list(todo), model, cfg) if engine is None
                        else engine.index_batches(list(todo), ref, model, cfg))
@@ -309,12 +339,45 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                     summary.updated += key in known
                     summary.added += key not in known
                 idx.add(records, batch.vectors)
+        if route is not None:  # after a re-embedding, only once every vector is the route's
+            _record_route(directory, route)
         refresh_browse_facts(idx, unchanged)
         if opts.prune:
             summary.removed += _prune(idx, photos, {photo_key(p) for p in found}, known)
         idx.save()
         summary.total = len(idx)
     return summary
+
+
+def _one_route(model: LoadedModel, cfg: EmbedConfig, recorded: dict, known: dict, todo: dict[Path, tuple[int, int]],
+               unchanged: dict[str, Path]) -> tuple[str, str | None]:
+    """(the route this run embeds with, why the stored vectors are made again, or None). Where the index's
+    vectors came from another route, every photo it holds that is still there joins `todo` and leaves
+    `unchanged`, those of folders this run does not name included: one index, one route."""
+    from .embeddings import prepare_for, vector_route
+
+    prepare_for(model, cfg, len(known) + len(todo))
+    route = vector_route(model)
+    note = _route_note(recorded, route) if known else None
+    if note:
+        queued = {photo_key(p) for p in todo}
+        for key in known:
+            photo = unchanged.pop(key, None) or Path(key)
+            if key in queued:
+                continue
+            try:
+                st = photo.stat()
+            except OSError:  # gone: the prune (or the next run) takes it out
+                continue
+            todo[photo] = (st.st_size, st.st_mtime_ns)
+    return route, note
+
+
+def _record_route(directory: Path, route: str) -> None:
+    """Write into the index's model.json the route (embeddings.vector_route) its vectors come from."""
+    recorded = _read_model_file(directory, identity=False)
+    if recorded is not None and recorded.get("vectors") != route:
+        atomic_write_json(directory / MODEL_FILE, {**recorded, "vectors": route})
 
 
 def browse_facts(photo: Path, mtime_ns: int, taken: str | None = None) -> tuple[str | None, str | None, str | None]:
@@ -468,13 +531,28 @@ def query_index(idx, photo: Path, recorded: dict, load_model: Callable[[], Loade
         raise IndexStoreError(f"index {idx.directory} holds {idx.dim}-dimensional vectors but {model.name} produces "
                               f"{model.embedding_dim}; rebuild the index with `landmark index PHOTOS --index "
                               f"{idx.directory} --rebuild`")
-    result = embed_paths([photo], model, _index_precision(recorded, cfg))
+    result = embed_paths([photo], model, _index_config(recorded, cfg))
     if result.failed:
         raise BadImageError(f"cannot read the query photo: {result.failed[0][1]}")
+    _warn_route(idx.directory, recorded, model)
     hits = idx.search(result.embeddings, k, exclude_paths=[own if is_utf8(own) else None])[0]
     hits = [h for h in hits if h.score >= min_score]
     label = result.decide(0, model).label if len(result.probs) else None
     return SimilarResult(photo, label, hits, recorded.get("places") or _label_places(model))
+
+
+_ROUTES_WARNED: set[Path] = set()
+
+
+def _warn_route(directory: Path, recorded: dict, model: LoadedModel) -> None:
+    """Say once per index and process when a query's vector comes from another route than the stored ones."""
+    from .embeddings import vector_route
+
+    note = _route_note(recorded, vector_route(model))
+    if note and directory not in _ROUTES_WARNED:
+        _ROUTES_WARNED.add(directory)
+        log.warning("warning: %s: %s, so scores against a new photo are approximate; `landmark index PHOTOS "
+                    "--index %s` embeds the stored photos again", directory, note, directory)
 
 
 def _label_places(model) -> dict:

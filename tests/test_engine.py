@@ -102,6 +102,22 @@ def test_an_int8_key_holds_the_normalisation_its_calibration_used():
     assert engine_key(body, SIZE, "int8", (0.5,) * 3, (0.25,) * 3) != engine_key(body, SIZE, "int8", *other)
 
 
+def test_the_int8_engine_keeps_the_stem_float_and_quantizes_the_rest():
+    import onnx
+
+    model, images = _tiny(0), _images(6)
+    eager, _ = _vectors(model, images)
+    emb, _ = _vectors(model, images, routes=("ort-int8",))
+    assert model.engine is not None and model.engine.route == "ort-int8"
+    graph = onnx.load(str(model.engine.path)).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    weight_from = [made_by.get(node.input[1], "initializer") for node in convs]
+    assert weight_from[0] == "initializer" and made_by.get(convs[0].input[0]) != "DequantizeLinear"  # float stem
+    assert weight_from[1:] == ["DequantizeLinear"] * (len(convs) - 1)  # int8 weights everywhere else
+    assert torch.nn.functional.cosine_similarity(emb, eager).min() > 0.9
+
+
 def test_without_onnxruntime_the_same_vectors_come_from_eager_torch(monkeypatch):
     images = _images(4)
     eager, _ = _vectors(_tiny(0), images)

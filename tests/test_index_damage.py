@@ -46,6 +46,7 @@ class FakeModel:
     kind = "checkpoint"
     openset = None  # no calibration: the most probable class is the label
     class_ids = class_names = ["a", "b"]
+    int8, engine = False, None  # eager float: its vectors' route is "torch"
 
 
 def Batch(paths: list[Path]):
@@ -64,6 +65,7 @@ def fake_model(monkeypatch):
     monkeypatch.setattr(embeddings, "load_model", lambda ref, **kw: loads.append(ref) or FakeModel())
     monkeypatch.setattr(embeddings, "iter_embeddings", lambda paths, model, cfg=None: iter([Batch(list(paths))]))
     monkeypatch.setattr(embeddings, "embed_paths", lambda paths, model, cfg=None: Batch(list(paths)))
+    monkeypatch.setattr(embeddings, "prepare_for", lambda model, cfg, count: None)
     return loads
 
 

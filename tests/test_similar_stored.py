@@ -47,3 +47,49 @@ def test_indexed_unchanged_query_uses_its_stored_vector_without_torch(synth_data
     query.write_bytes(query.read_bytes() + b"\0")  # changed since indexed: the model embeds it again
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("True"), out
+
+
+def test_an_index_keeps_one_route_for_all_its_vectors(synth_data, trained_run, tmp_path, caplog):
+    """model.json records the route the vectors came from; stored vectors from another route (or from a version
+    that did not record it) are embedded again, once, and a query by another route says its scores are off."""
+    photos, idx = tmp_path / "photos", tmp_path / "idx"
+    shutil.copytree(synth_data / "test" / "00.Tower", photos)
+    n = len(list(photos.glob("*.jpg")))
+    ckpt = str(trained_run / "best.pt")
+    model_file = idx / "model.json"
+
+    def index():
+        return build_index([photos], ckpt, idx, IndexOptions(), CFG)
+
+    def record(**change):
+        recorded = json.loads(model_file.read_text())
+        recorded.update(change)
+        recorded = {k: v for k, v in recorded.items() if v is not None}
+        model_file.write_text(json.dumps(recorded))
+
+    assert index().added == n
+    route = json.loads(model_file.read_text())["vectors"]
+    assert route == "ort-fp32"  # a trained lite0 keeps float numerics in ONNX Runtime
+    again = index()
+    assert (again.unchanged, again.reembedded) == (n, None)
+
+    record(vectors="ort-int8+an-older-recipe")
+    moved = index()
+    assert (moved.updated, moved.unchanged) == (n, 0) and "ort-int8+an-older-recipe" in moved.reembedded
+    assert json.loads(model_file.read_text())["vectors"] == route
+
+    record(vectors=None)  # an index from before routes were recorded
+    older = index()
+    assert older.updated == n and "does not record" in older.reembedded
+    assert json.loads(model_file.read_text())["vectors"] == route and index().unchanged == n
+
+    record(vectors="torch")  # queries follow the recorded route (eager torch here), and say when it is not theirs
+    copy = tmp_path / "copy.jpg"
+    shutil.copy(sorted(photos.glob("*.jpg"))[0], copy)
+    with caplog.at_level("WARNING", logger="landmark_search"):
+        find_similar(copy, idx, k=2, cfg=CFG)
+    assert not any("approximate" in r.getMessage() for r in caplog.records)  # the route was followed
+    record(vectors="a route from elsewhere")
+    with caplog.at_level("WARNING", logger="landmark_search"):
+        find_similar(copy, idx, k=2, cfg=CFG)
+    assert any("approximate" in r.getMessage() and str(idx) in r.getMessage() for r in caplog.records)

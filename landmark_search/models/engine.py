@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import INT8_RECIPE
 from ..fsutil import atomic_write_bytes, user_cache_dir
 from .runtime import cpu_flags, cpu_has_fast_bf16
 
@@ -79,6 +80,7 @@ def engine_key(body: nn.Module, image_size: int, kind: str, mean=None, std=None)
            "body": weights_digest(body), "torch": torch.__version__, "exporter": _exporter(kind),
            "cpu": [f for f in _KEY_FLAGS if f in flags]}
     if kind == "int8":
+        key["recipe"] = INT8_RECIPE
         key["calibration"] = {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
     return json.dumps(key, sort_keys=True)
 
@@ -125,7 +127,8 @@ def _export_onnx(body: nn.Module, image_size: int) -> "onnx.ModelProto":  # noqa
 
 
 def _quantize_int8(fp32: "onnx.ModelProto", calibration: np.ndarray) -> "onnx.ModelProto":  # noqa: F821
-    """ONNX Runtime's static int8 quantization (QDQ, per-channel weights), calibrated on fixed scenes."""
+    """ONNX Runtime's static int8 quantization (QDQ, per-channel weights), calibrated on fixed scenes; the stem
+    convolution stays float (INT8_RECIPE)."""
     import tempfile
 
     import onnx
@@ -143,8 +146,9 @@ def _quantize_int8(fp32: "onnx.ModelProto", calibration: np.ndarray) -> "onnx.Mo
         src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         onnx.save(fp32, src)
         quant_pre_process(str(src), str(pre))
+        stem = next(node.name for node in onnx.load(str(pre)).graph.node if node.op_type == "Conv")
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=[stem])
         return onnx.load(str(out))
 
 
