@@ -65,7 +65,8 @@ def index_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders t
                     engine=runner)
     _report_failures(s.failed)
     out = {"index": str(s.directory), "model": s.model_name, "added": s.added, "updated": s.updated,
-           "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total}
+           "unchanged": s.unchanged, "removed": s.removed, "failed": len(s.failed), "total": s.total,
+           "reembedded": s.reembedded}
     if as_json:
         typer.echo(_json({**out, "failures": _failures_json(s.failed)}))
     else:
