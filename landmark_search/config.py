@@ -47,7 +47,7 @@ class TrainConfig:
     time_limit: float | None = None  # seconds; stop after the epoch that crosses it
     mix: str = "auto"  # batch mixing: auto (cutmix/mixup from scratch, none otherwise)|none|mixup|cutmix|both
     progressive: bool | None = None  # progressive resizing; None: on for from-scratch training
-    places: str | None = None  # CSV class,latitude,longitude[,name,country]; None: DATA/places.csv when present
+    places: str | None = None  # CSV class,latitude,longitude[,name,city,country]; None: DATA/places.csv when present
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON and checkpoints."""

@@ -96,6 +96,7 @@ def test_from_gps_recovers_the_places(tmp_path):
         assert all(p.is_symlink() for p in links) and len(links) == 6
     places = read_places_csv(tmp_path / "data" / "places.csv")
     assert {p.country for p in places.values()} == {"France", "Australia", "India"}
+    assert all(p.city for p in places.values())  # written as a column the user can correct
     with pytest.raises(DataError, match="already holds a dataset"):
         dataset_from_gps([tmp_path / "lib"], tmp_path / "data")
 
@@ -231,3 +232,15 @@ def test_geotag_places_only_photos_far_above_the_tag_threshold(trained_run, synt
     assert set(summary.geotagged) == sure and set(summary.geotag_held_back) == set(summary.tagged) - sure
     for photo in summary.geotag_held_back:
         assert exif_gps(Path(f"{photo}.xmp")) is None  # keywords, but no position
+
+
+def test_a_city_in_places_csv_wins_over_the_nearest_town(tmp_path):
+    """The geocoder names the nearest town of 1,000+ people: Uran, across the harbour, for the Gateway of India."""
+    from landmark_search.places.table import resolve_places
+
+    (tmp_path / "places.csv").write_text("class,latitude,longitude,name,city,country\n"
+                                         "gateway,18.9220,72.8347,Gateway of India,Mumbai,\n"
+                                         "gateway_unnamed,18.9220,72.8347,,,\n", encoding="utf-8")
+    places = resolve_places(["gateway", "gateway_unnamed"], [], tmp_path)
+    assert (places["gateway"].city, places["gateway"].country) == ("Mumbai", "India")  # country still looked up
+    assert (places["gateway_unnamed"].city, places["gateway_unnamed"].country) == ("Uran", "India")

@@ -76,7 +76,7 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               mix: str = typer.Option("auto", help="Batch mixing: auto (CutMix/MixUp for from-scratch runs of 40+ epochs)|none|mixup|cutmix|both."),
               progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Progressive resizing (3/4 -> 7/8 -> full size; residual 1/2 -> 3/4 -> full); default on when training from scratch at 64 px and up."),
               seed: int = typer.Option(0, help="Random seed."),
-              places: Optional[Path] = typer.Option(None, "--places", help="CSV class,latitude,longitude[,name,country] "
+              places: Optional[Path] = typer.Option(None, "--places", help="CSV class,latitude,longitude[,name,city,country] "
                                                     "saying where each landmark is (default: DATA/places.csv, else "
                                                     "the training photos' GPS, else the shipped table); used by "
                                                     "`tag --geotag`."),

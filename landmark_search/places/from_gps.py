@@ -145,8 +145,8 @@ def dataset_from_gps(photos: Sequence[Path], out: Path, *, radius_m: float = DEF
                 os.symlink(os.path.abspath(photo), target)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["class", "latitude", "longitude", "name", "country"])
+    writer.writerow(["class", "latitude", "longitude", "name", "city", "country"])
     for c in summary.clusters:
-        writer.writerow([c.name, f"{c.latitude:.6f}", f"{c.longitude:.6f}", c.city, c.country])
+        writer.writerow([c.name, f"{c.latitude:.6f}", f"{c.longitude:.6f}", c.city, c.city, c.country])
     atomic_write_text(out / PLACES_FILE, buf.getvalue())
     return summary

@@ -4,7 +4,9 @@ A class's place comes from, in this order: a `places.csv` beside the data (DIR/p
 with `landmark train --places FILE`; the EXIF GPS of its training photos (their geometric median,
 with the spread in metres); `resources/places_known.csv`, shipped with the package for the original
 50-landmark dataset and the 7 wonders (public coordinates, sources in the file). City and country
-names come from `reverse_geocoder` (GeoNames cities, offline) and `pycountry`; never a web service.
+names come from `reverse_geocoder` (GeoNames cities, offline) and `pycountry`, unless places.csv gives them;
+never a web service. The geocoder names the nearest town of 1,000+ people, which for a landmark inside a big
+city can be a town across the water (Gateway of India: Uran, not Mumbai); a `city` column corrects it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class Place:
 # ------------------------------------------------------------------------------------------ places.csv
 
 def read_places_csv(path: Path, *, source: str = PLACES_FILE) -> dict[str, Place]:
-    """class -> Place from a CSV with a header `class,latitude,longitude[,name][,country]`; '#' lines are comments.
+    """class -> Place from a CSV with a header `class,latitude,longitude[,name][,city][,country]`; '#' lines are
+    comments.
 
     A bad row is a one-line DataError naming the file, the row and the fix.
     """
@@ -70,18 +73,18 @@ def read_places_csv(path: Path, *, source: str = PLACES_FILE) -> dict[str, Place
     for number, line in enumerate(lines, start=1):
         if len(line) > MAX_ROW_CHARS:  # whatever csv.field_size_limit() another module set
             raise DataError(f"{path} row {number}: {len(line)} characters long, far more than a place needs "
-                            f"(limit {MAX_ROW_CHARS}); each row is class,latitude,longitude[,name][,country]")
+                            f"(limit {MAX_ROW_CHARS}); each row is class,latitude,longitude[,name][,city][,country]")
     reader = csv.DictReader(lines)
     try:
         header = [h.strip().lower() for h in reader.fieldnames or []]
         if not {"class", "latitude", "longitude"} <= set(header):
-            raise DataError(f"{path}: the header must name class,latitude,longitude (optional name,country); "
+            raise DataError(f"{path}: the header must name class,latitude,longitude (optional name,city,country); "
                             f"it has {','.join(header)[:200] or 'nothing'}")
         reader.fieldnames = header
         rows = list(reader)
     except csv.Error as exc:  # a NUL byte, a quote left open over many lines
         raise DataError(f"{path} row {reader.line_num + 1}: not a CSV row ({exc}); each row is "
-                        "class,latitude,longitude[,name][,country]") from None
+                        "class,latitude,longitude[,name][,city][,country]") from None
     places: dict[str, Place] = {}
     for row_number, row in enumerate(rows, start=2):
         where = f"{path} row {row_number}"
@@ -98,7 +101,8 @@ def read_places_csv(path: Path, *, source: str = PLACES_FILE) -> dict[str, Place
                             "(are they swapped?)")
         if cls in places:
             raise DataError(f"{where}: {cls} appears twice; keep one row per class")
-        places[cls] = Place(lat, lon, (row.get("name") or "").strip(), "", (row.get("country") or "").strip(), source)
+        places[cls] = Place(lat, lon, (row.get("name") or "").strip(), (row.get("city") or "").strip(),
+                            (row.get("country") or "").strip(), source)
     return places
 
 
@@ -233,6 +237,6 @@ def resolve_places(classes: Sequence[str], samples: Sequence[tuple[Path, int]], 
             places[cls] = known
     order = [c for c in classes if c in places]
     named = reverse_geocode([(places[c].latitude, places[c].longitude) for c in order])
-    return {c: Place(places[c].latitude, places[c].longitude, places[c].name, city,
+    return {c: Place(places[c].latitude, places[c].longitude, places[c].name, places[c].city or city,
                      places[c].country or country, places[c].source, places[c].spread_m)
             for c, (city, country) in zip(order, named)}
