@@ -106,6 +106,20 @@ def test_ray_engine_matches_the_local_index_even_when_a_worker_is_killed(local_r
     assert json.loads(again.stdout[again.stdout.index("{"):])["unchanged"] == total
 
 
+def test_workers_take_the_route_a_local_run_takes(trained_run, monkeypatch):
+    """A calibrated checkpoint keeps float numerics (ORT fp32) on a worker as it does locally, not ORT int8."""
+    from landmark_search.config import EmbedConfig
+    from landmark_search.embeddings import load_model, prepare_for, vector_route
+    from landmark_search.scaleout.ray_index import worker_config
+
+    monkeypatch.delenv("LANDMARK_BACKEND", raising=False)
+    local, worker = load_model(trained_run / "best.pt"), load_model(trained_run / "best.pt")
+    cfg = EmbedConfig(progress=False)
+    prepare_for(local, cfg, 500)
+    prepare_for(worker, worker_config(cfg, load_model(trained_run / "best.pt"), 500, 0.0), 8)  # one small batch
+    assert vector_route(worker) == vector_route(local) == "ort-fp32"
+
+
 def test_bad_ray_options_are_refused(tmp_path):
     for option, value in (("--workers", "0"), ("--gpus-per-worker", "-1"), ("--engine", "spark")):
         bad = runner.invoke(app, ["index", str(tmp_path), "--engine", "ray", option, value])

@@ -58,18 +58,17 @@ def import_ray() -> Any:
 
 
 def worker_config(cfg: EmbedConfig, model: LoadedModel, count: int, gpus: float) -> EmbedConfig:
-    """The EmbedConfig every worker uses: the precision and runtime a local run over `count` photos would pick
-    (int8, ONNX Runtime... depend on the job's size), decided once here, since a worker sees one batch at a time
-    and would decide otherwise; no progress bars."""
-    from ..embeddings import embed_precision, embed_routes
+    """The EmbedConfig every worker uses: the route a local run over `count` photos would take (int8, ONNX
+    Runtime... depend on the job's size and the model), decided once here, since a worker sees one batch at a
+    time and would decide otherwise; no progress bars."""
+    from ..config import ROUTE_SETTINGS
+    from ..embeddings import prepare_for, vector_route
 
     cfg = replace(cfg, progress=False)
     if gpus > 0:
         return replace(cfg, auto_int8=False)
-    device, _, int8 = embed_precision(cfg, model, count)
-    routes = embed_routes(cfg, model, device, int8)
-    backend = "torch" if not routes else "onnxruntime" if routes[0].startswith("ort") else "openvino"
-    return replace(cfg, precision="int8" if int8 else cfg.precision, auto_int8=False, backend=backend)
+    prepare_for(model, cfg, count)
+    return replace(cfg, **{"auto_int8": False, **ROUTE_SETTINGS.get(vector_route(model), {})})
 
 
 class Embedder:
