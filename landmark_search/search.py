@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
-from .config import INT8_RECIPE, EmbedConfig, route_config
+from .config import ROUTE_SETTINGS, EmbedConfig, route_config
 from .photos.files import iter_photos
 from .errors import BadImageError, IndexStoreError, LandmarkError
 from .fsutil import atomic_write_json, is_utf8, read_json, user_config_file, user_setting
@@ -307,9 +307,9 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                 todo[photo] = (st.st_size, st.st_mtime_ns)
         route, stored = None, (recorded or {}).get("vectors")
         # Nothing to embed: the model loads only where the stored route is known to be stale (not recorded, or
-        # an int8 recipe this version no longer makes); another machine's route is met when photos are added.
-        if todo or unchanged and (not isinstance(stored, str) or stored.startswith("ort-int8")
-                                  and stored != f"ort-int8+{INT8_RECIPE}"):
+        # one this version does not make, such as an older int8 recipe); another machine's route is met when
+        # photos are added.
+        if todo or unchanged and (stored if isinstance(stored, str) else None) not in ROUTE_SETTINGS:
             model = model or _load_model(ref)
             before = len(unchanged)
             route, summary.reembedded = _one_route(model, cfg, recorded or {}, known, todo, unchanged)
