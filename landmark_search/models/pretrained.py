@@ -77,7 +77,7 @@ def efficientnet_lite_body(variant: int, pretrained: bool) -> tuple[nn.Module, i
 
     net = EfficientNet.from_name(f"efficientnet-lite{variant}")
     if pretrained:
-        from .ref import efficientnet_lite_weights
+        from .weights import efficientnet_lite_weights
 
         net.load_state_dict(torch.load(efficientnet_lite_weights(variant), map_location="cpu", weights_only=True))
     fc = net._fc

