@@ -65,8 +65,8 @@ DEFAULT_MAX_PIXELS = 178_956_970
 # What ONNX Runtime's int8 artefact (models/engine.py) is made of beyond the quantizer's defaults; an index
 # records it with its route (embeddings.vector_route), so a change of recipe re-embeds its photos. The stem
 # convolution (the first layer, which sees the normalised photo) stays float: quantizing it alone took the
-# cosine between int8 and fp32 vectors from 0.965 to 0.915 on evaldata photos and cost `landmark group`
-# 0.06-0.11 ARI on three of four evaldata libraries (DEVELOPERS.md); no other single layer moved the cosine by
+# cosine between int8 and fp32 vectors from 0.965 to 0.915 on evaldata photos and lowered `landmark group`'s ARI
+# by 0.04-0.09 on three of four evaldata libraries (DEVELOPERS.md); no other single layer moved the cosine by
 # more than 0.015.
 INT8_RECIPE = "float-stem"
 
