@@ -231,7 +231,7 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
               index: str = IndexOpt,
               min_size: int = typer.Option(5, help="Fewest photos in a group."),
               method: str = typer.Option("auto", help="auto (graph when every photo is grouped, hdbscan for a "
-                                         "trained model's unknown photos) | graph (whitened k-NN graphs, Louvain, "
+                                         "trained model's unknown photos) | graph (whitened k-NN graphs, Leiden, "
                                          "majority vote) | hdbscan (density; better when most photos are of no "
                                          "landmark: leaves them ungrouped) | kmeans (faiss k-means, centroids "
                                          "merged)."),

@@ -8,8 +8,8 @@ Clustering (`--method graph`, the default): the vectors are PCA-whitened on the 
 (label-free: every direction of variation weighs the same, so "green hills" or "blue sky", which
 dominate ImageNet features, stop outweighing what tells two places apart) and L2-normalised; for
 each of WHITEN_DIMS x GRAPH_NEIGHBOURS a k-nearest-neighbour graph (cosine weights) is split into
-communities by Louvain (networkx, modularity); two photos stay linked when they share a community in
-more than half of those runs, and Louvain on that consensus graph gives the groups. The grid is
+communities by Leiden (leidenalg, modularity); two photos stay linked when they share a community in
+more than half of those runs, and Leiden on that consensus graph gives the groups. The grid is
 there so that no single dimension or k is tuned to one photo set. Groups under --min-size dissolve.
 `--method hdbscan` (scikit-learn HDBSCAN over PCA_DIMS, leftovers attached at ATTACH_MIN) and
 `--method kmeans` (faiss k-means, k = n / (2 * min size), centroids merged at KMEANS_MERGE_COS) stay.
@@ -176,22 +176,23 @@ def _whitened(vectors: Embeddings) -> tuple[npt.NDArray[np.float64], int]:
     return scores[:, order], rank
 
 
-def _louvain(n: int, edges: dict[tuple[int, int], float], seed: int) -> npt.NDArray[np.int64]:
-    """A community number per node of the weighted graph (modularity, networkx's Louvain)."""
-    import networkx as nx
+def _communities(n: int, edges: dict[tuple[int, int], float], seed: int) -> npt.NDArray[np.int64]:
+    """A community number per node of the weighted graph: Leiden (leidenalg), modularity, iterated until no
+    node moves. Leiden keeps every community connected, which Louvain does not guarantee; over 5 seeds it
+    raised `landmark group`'s ARI on 4 of 5 evaldata libraries (+0.02-0.04, DEVELOPERS.md)."""
+    import igraph
+    import leidenalg
 
-    graph = nx.Graph()
-    graph.add_nodes_from(range(n))
-    graph.add_weighted_edges_from((i, j, w) for (i, j), w in edges.items())
-    labels = np.empty(n, dtype=np.int64)
-    for c, members in enumerate(nx.community.louvain_communities(graph, weight="weight", seed=seed)):
-        labels[list(members)] = c
-    return labels
+    graph = igraph.Graph(n=n, edges=list(edges))
+    graph.es["weight"] = list(edges.values())
+    found = leidenalg.find_partition(graph, leidenalg.ModularityVertexPartition, weights="weight", seed=seed,
+                                     n_iterations=-1)
+    return np.asarray(found.membership, dtype=np.int64)
 
 
 def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None = None
                      ) -> npt.NDArray[np.int64] | None:
-    """Louvain over whitened k-NN graphs for every (dims, k) of the grid, then over their majority vote;
+    """Leiden over whitened k-NN graphs for every (dims, k) of the grid, then over their majority vote;
     None when there are too few photos (or too little variation) to whiten."""
     n = len(vectors)
     if n // PHOTOS_PER_DIM < MIN_WHITEN_DIMS:
@@ -207,9 +208,9 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
     for d in dims:
         z = np.ascontiguousarray(_unit(scores[:, :d]), dtype=np.float32)
         for k in ks:
-            # Louvain needs positive weights.
+            # Modularity needs positive weights.
             edges = {p: max(s, 1e-6) for p, s in neighbour_pairs(z, k, -np.inf, exact=True).items()}
-            runs.append(_louvain(n, edges, seed))
+            runs.append(_communities(n, edges, seed))
             union.update(edges)
             if progress is not None:
                 progress(len(runs) / (len(dims) * len(ks) + 1))
@@ -217,7 +218,7 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
     pairs = np.array(list(union), dtype=np.int64).reshape(-1, 2)
     agree = (votes[:, pairs[:, 0]] == votes[:, pairs[:, 1]]).mean(0)
     kept = {(int(i), int(j)): float(a) for (i, j), a in zip(pairs, agree) if a > CONSENSUS_MIN}
-    return _louvain(n, kept, seed)
+    return _communities(n, kept, seed)
 
 
 def _kmeans_merged(z: Embeddings, min_size: int, seed: int) -> npt.NDArray[np.int64]:
