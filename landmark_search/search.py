@@ -144,8 +144,7 @@ def _index_config(recorded: dict | None, cfg: EmbedConfig) -> EmbedConfig:
     "vectors"), or in int8 for an index built with --precision int8, unless a backend or precision is given."""
     if recorded and recorded.get("precision") == "int8" and cfg.precision == "auto":
         return replace(cfg, precision="int8")
-    route = (recorded or {}).get("vectors")
-    return route_config(route, cfg) if isinstance(route, str) else cfg
+    return route_config((recorded or {}).get("vectors"), cfg)
 
 
 def _route_note(recorded: dict, route: str) -> str | None:
@@ -313,6 +312,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
             model = model or _load_model(ref)
             before = len(unchanged)
             route, summary.reembedded = _one_route(model, cfg, recorded or {}, known, todo, unchanged)
+            cfg = route_config(route, cfg)  # the batches take the route recorded, whatever their count
             summary.unchanged -= before - len(unchanged)
             if summary.reembedded:
                 log.warning("re-embedding all %d photos of the index: %s", len(todo), summary.reembedded)

@@ -215,6 +215,7 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
     from .duplicates import neighbour_pairs
 
     runs, union = [], {}  # every graph's edges, in the order first seen
+    total = len(dims) * (len(ks) + 1) + 1  # the runs, then the vote
     for d in dims:
         z = np.ascontiguousarray(_unit(scores[:, :d]), dtype=np.float32)
         for k in ks:
@@ -223,11 +224,11 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
             runs.append(_communities(n, edges, seed))
             union.update(edges)
             if progress is not None:
-                progress(len(runs) / (len(dims) * (len(ks) + 1) + 1))
+                progress(len(runs) / total)
         dense = HDBSCAN(min_cluster_size=VOTE_MIN_CLUSTER, copy=True).fit_predict(z).astype(np.int64)
         runs.append(np.where(dense < 0, -1 - np.arange(n), dense))  # a noise photo agrees with nobody
         if progress is not None:
-            progress(len(runs) / (len(dims) * (len(ks) + 1) + 1))
+            progress(len(runs) / total)
     votes = np.stack(runs)
     pairs = np.array(list(union), dtype=np.int64).reshape(-1, 2)
     agree = (votes[:, pairs[:, 0]] == votes[:, pairs[:, 1]]).mean(0)
