@@ -135,6 +135,36 @@ def scene(seed: int, size: tuple[int, int] = (160, 112)):
     return img.filter(ImageFilter.GaussianBlur(1))
 
 
+def facade(seed: int, size=(480, 360)) -> Image.Image:
+    """A textured 'facade': seeded rectangles and discs of many greys, sharp corners SIFT finds again."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.full((size[1], size[0], 3), 128, np.uint8)
+    for _ in range(120):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 50)), y + int(rng.integers(8, 50))), colour, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(4, 25)), colour, -1)
+    return Image.fromarray(img)
+
+
+def seen_anew(img: Image.Image) -> Image.Image:
+    """The same scene from a step aside: rotated 12 degrees, 0.8 times the size, shifted, then JPEG-like blur."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(img)
+    m = cv2.getRotationMatrix2D((a.shape[1] / 2, a.shape[0] / 2), 12, 0.8)
+    m[:, 2] += (25, -15)
+    return Image.fromarray(cv2.GaussianBlur(cv2.warpAffine(a, m, (a.shape[1], a.shape[0])), (3, 3), 0))
+
+
 def headless_chromium(profile):
     """A headless Chromium driven by Selenium (offline: Selenium Manager never downloads a browser), with its
     profile in `profile`; skips the test where Chromium or chromedriver is not installed."""

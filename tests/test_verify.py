@@ -9,38 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import facade, seen_anew
 from landmark_search.models.verify import (MIN_INLIERS, References, build_references, check, choose_references,
                                            inliers, local_features, photo_local_features)
 
 
-def _scene(seed: int, size=(480, 360)) -> Image.Image:
-    """A textured 'facade': seeded rectangles and discs of many greys, sharp corners SIFT finds again."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    img = np.full((size[1], size[0], 3), 128, np.uint8)
-    for _ in range(120):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
-        if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 50)), y + int(rng.integers(8, 50))), colour, -1)
-        else:
-            cv2.circle(img, (x, y), int(rng.integers(4, 25)), colour, -1)
-    return Image.fromarray(img)
-
-
-def _seen_anew(img: Image.Image) -> Image.Image:
-    """The same scene from a step aside: rotated 12 degrees, 0.8 times the size, shifted, then JPEG-like blur."""
-    import cv2
-
-    a = np.asarray(img)
-    m = cv2.getRotationMatrix2D((a.shape[1] / 2, a.shape[0] / 2), 12, 0.8)
-    m[:, 2] += (25, -15)
-    return Image.fromarray(cv2.GaussianBlur(cv2.warpAffine(a, m, (a.shape[1], a.shape[0])), (3, 3), 0))
-
-
 def test_the_same_scene_seen_anew_matches_and_a_different_one_does_not():
-    scene, again, other = (local_features(i) for i in (_scene(1), _seen_anew(_scene(1)), _scene(2)))
+    scene, again, other = (local_features(i) for i in (facade(1), seen_anew(facade(1)), facade(2)))
     assert len(scene.desc) > 100 and scene.desc.dtype == np.uint8
     assert inliers(again, scene) >= 3 * MIN_INLIERS
     assert inliers(other, scene) < MIN_INLIERS
@@ -52,7 +27,7 @@ def test_the_same_scene_seen_anew_matches_and_a_different_one_does_not():
 @pytest.fixture(scope="module")
 def refs():
     """Two classes of three scenes each; whole-photo features that put each class near itself."""
-    parts = [local_features(_scene(s)) for s in range(10, 16)]
+    parts = [local_features(facade(s)) for s in range(10, 16)]
     labels = np.array([0, 0, 0, 1, 1, 1])
     feats = np.eye(2, dtype=np.float32)[labels] + 0.01 * np.arange(6, dtype=np.float32)[:, None]
     return build_references(feats / np.linalg.norm(feats, axis=1, keepdims=True), labels, parts)
@@ -61,7 +36,7 @@ def refs():
 def test_references_check_only_the_window_and_survive_their_state(refs, tmp_path):
     assert refs is not None and refs.min_inliers >= MIN_INLIERS and len(refs.labels) == 6
     photo = tmp_path / "again.jpg"
-    _seen_anew(_scene(14)).save(photo, quality=90)  # a new photo of class 1's second scene
+    seen_anew(facade(14)).save(photo, quality=90)  # a new photo of class 1's second scene
     paths, classes = [photo, photo, photo], np.array([1, 0, 1])
     feats = np.tile(refs.feats[4], (3, 1))
     got = check(paths, classes, feats, np.array([0.5, 0.5, 0.9], np.float32), 0.3, 0.8, refs)
@@ -83,7 +58,7 @@ def test_choose_references_keeps_at_most_thirty_a_class_seeded():
     chosen = choose_references(labels, seed=3)
     assert (np.asarray(labels)[chosen] == 0).sum() == 30 and (np.asarray(labels)[chosen] == 1).sum() == 5
     assert np.array_equal(chosen, choose_references(labels, seed=3))
-    assert build_references(np.ones((2, 4), np.float32), [0, 0], [local_features(_scene(1))] * 2) is None
+    assert build_references(np.ones((2, 4), np.float32), [0, 0], [local_features(facade(1))] * 2) is None
 
 
 def test_a_photo_below_the_threshold_keeps_its_tag_only_when_matched(trained_run, synth_data):
@@ -133,7 +108,7 @@ def test_classify_and_tag_say_when_the_keypoints_kept_a_tag(trained_run, synth_d
     train_photo = max(sorted((synth_data / "train").rglob("*.jpg")), key=lambda p: len(photo_local_features(p).desc))
     assert len(photo_local_features(train_photo).desc) >= MIN_INLIERS + 4
     (lib / "known.jpg").write_bytes(train_photo.read_bytes())
-    _scene(7).save(lib / "elsewhere.jpg", quality=90)
+    facade(7).save(lib / "elsewhere.jpg", quality=90)
     said = invoke("classify", lib / "known.jpg", lib / "elsewhere.jpg", "--model", strict, ok=True).output
     lines = said.splitlines()
     known = next(line for line in lines if line.startswith(str(lib / "known.jpg")))
@@ -159,5 +134,5 @@ def test_a_checkpoint_with_damaged_references_is_one_line_naming_it(trained_run,
     offsets[-1] += 1000  # points past the descriptors it holds
     save_checkpoint(damaged, model, payload["meta"], extra={"openset": {**payload["openset"], "refs_offsets": offsets}})
     photo = tmp_path / "p.jpg"
-    _scene(3).save(photo)
+    facade(3).save(photo)
     one_line_error(invoke("classify", photo, "--model", damaged), str(damaged), "open-set calibration is damaged")

@@ -239,6 +239,10 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
                                               "calls unknown (the built-in model: always every photo)."),
               any_subject: bool = typer.Option(False, "--any-subject", help="Built-in model: keep groups of any "
                                                "subject (pets, meals, ...), not only of buildings and landforms."),
+              verify: bool = typer.Option(True, "--verify/--no-verify", help="graph: rejoin neighbour photos whose "
+                                          "keypoints match (the same facade seen twice); remembered in the index, "
+                                          "so only new pairs are matched next time. --no-verify: faster, "
+                                          "whole-photo features only."),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT/train/group-NN/ links: rename "
                                                  "the folders to landmark names, then `landmark train --data OUT`."),
               name: Optional[str] = typer.Option(None, "--name", help="Rename group folder NAME (under --out, "
@@ -266,7 +270,7 @@ def group_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Photos o
     _check_sheet(sheet)
     cfg = _embed_config(batch_size, device, precision, max_pixels=max_pixels, quiet=quiet)
     report = group_photos(photos, model, index, GroupOptions(min_size=min_size, method=method, everything=everything,
-                                                              any_subject=any_subject),
+                                                              any_subject=any_subject, verify=verify),
                           cfg, index_opts=IndexOptions(recursive=recursive, exclude=tuple(exclude or ())),
                           trust_export=trust_export)
     _report_failures(report.failed)

@@ -9,8 +9,9 @@ Clustering (`--method graph`, the default): the vectors are PCA-whitened on the 
 dominate ImageNet features, stop outweighing what tells two places apart) and L2-normalised; for
 each of WHITEN_DIMS x GRAPH_NEIGHBOURS a k-nearest-neighbour graph (cosine weights) is split into
 communities by Leiden (leidenalg, modularity), and HDBSCAN clusters each whitened set once; two photos
-stay linked when they share a community in more than half of those runs, and Leiden on that consensus graph
-gives the groups. The grid is
+stay linked when they share a community in more than half of those runs; a pair some runs joined but the
+vote dropped is linked anyway when its keypoints match (placematch.py: the same facade seen twice), and Leiden
+on that consensus graph gives the groups. The grid is
 there so that no single dimension or k is tuned to one photo set. Groups under --min-size dissolve.
 `--method hdbscan` (scikit-learn HDBSCAN over PCA_DIMS, leftovers attached at ATTACH_MIN) and
 `--method kmeans` (faiss k-means, k = n / (2 * min size), centroids merged at KMEANS_MERGE_COS) stay.
@@ -84,6 +85,7 @@ class GroupOptions:
     everything: bool = False  # group every photo, not only the unknown ones
     any_subject: bool = False  # built-in model: keep groups of photos of no building or landform too
     seed: int = 0
+    verify: bool = True  # graph method: pairs the vote dropped rejoin when their keypoints match (placematch)
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,15 @@ def _attach(z: Embeddings, labels: npt.NDArray[np.int64], min_cos: float) -> npt
 
 
 Progress = Callable[[float], None]  # the share of the work done, 0 to 1
+# (m, 2) row pairs -> (m,) True where the two photos show the same place (placematch.SamePlace)
+SamePlaceCheck = Callable[[npt.NDArray[np.int64], Progress | None], npt.NDArray[np.bool_]]
 
 
 def cluster(vectors: Embeddings, min_size: int = MIN_SIZE, method: str = "graph", seed: int = 0,
-            attach_min: float = ATTACH_MIN, progress: Progress | None = None) -> npt.NDArray[np.int64]:
-    """A group number per row (-1: in no group); groups have at least min_size rows (numpy in, numpy out)."""
+            attach_min: float = ATTACH_MIN, progress: Progress | None = None,
+            same_place: SamePlaceCheck | None = None) -> npt.NDArray[np.int64]:
+    """A group number per row (-1: in no group); groups have at least min_size rows (numpy in, numpy out).
+    `same_place`: the graph method's check of the pairs its vote dropped (None: no check)."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise TypeError(f"vectors must be a 2-D (n, dim) array, got shape {vectors.shape}")
@@ -153,7 +159,7 @@ def cluster(vectors: Embeddings, min_size: int = MIN_SIZE, method: str = "graph"
     if n < min_size:
         return np.full(n, -1, dtype=np.int64)
     if method == "graph":
-        labels = _graph_consensus(vectors, seed, progress)
+        labels = _graph_consensus(vectors, seed, progress, same_place)
         if labels is not None:
             return _renumber(labels, min_size)
     z = _reduce(vectors, PCA_DIMS, seed)
@@ -196,12 +202,15 @@ def _communities(n: int, edges: dict[tuple[int, int], float], seed: int) -> npt.
     return np.asarray(found.membership, dtype=np.int64)
 
 
-def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None = None
-                     ) -> npt.NDArray[np.int64] | None:
+def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None = None,
+                     same_place: SamePlaceCheck | None = None) -> npt.NDArray[np.int64] | None:
     """Leiden over whitened k-NN graphs for every (dims, k) of the grid, and HDBSCAN (its noise alone) at every
     dims, then Leiden over their majority vote; None when there are too few photos (or too little variation)
     to whiten. The graphs find landmarks with many photos; HDBSCAN's vote splits what they merge where a
-    landmark has fewer photos than the graphs' neighbours, or everyday photos crowd in (DEVELOPERS.md)."""
+    landmark has fewer photos than the graphs' neighbours, or everyday photos crowd in (DEVELOPERS.md).
+    A neighbour pair some run joined but the vote dropped rejoins with full weight when `same_place` verifies it:
+    the same facade seen twice is one landmark whatever the whole-photo features say (ARI +0.005-0.035 on four
+    libraries, DEVELOPERS.md)."""
     n = len(vectors)
     if n // PHOTOS_PER_DIM < MIN_WHITEN_DIMS:
         return None
@@ -215,7 +224,8 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
     from .duplicates import neighbour_pairs
 
     runs, union = [], {}  # every graph's edges, in the order first seen
-    total = len(dims) * (len(ks) + 1) + 1  # the runs, then the vote
+    count = len(dims) * (len(ks) + 1)
+    total = count * (2 if same_place is not None else 1) + 1  # the runs, the check (weighed as all runs), the vote
     for d in dims:
         z = np.ascontiguousarray(_unit(scores[:, :d]), dtype=np.float32)
         for k in ks:
@@ -233,6 +243,11 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
     pairs = np.array(list(union), dtype=np.int64).reshape(-1, 2)
     agree = (votes[:, pairs[:, 0]] == votes[:, pairs[:, 1]]).mean(0)
     kept = {(int(i), int(j)): float(a) for (i, j), a in zip(pairs, agree) if a > CONSENSUS_MIN}
+    if same_place is not None:
+        # Pairs some run joined: as much gain as checking every dropped pair, at half the matching (DEVELOPERS.md).
+        dropped = pairs[(agree > 0) & (agree <= CONSENSUS_MIN)]
+        tell = None if progress is None else (lambda share: progress((count + share * count) / total))
+        kept.update({(int(i), int(j)): 1.0 for i, j in dropped[same_place(dropped, tell)]})
     return _communities(n, kept, seed)
 
 
@@ -286,26 +301,38 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
 
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
     report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts,
-                           landmark_floor=found.landmark_floor)
+                           landmark_floor=found.landmark_floor, index_dir=found.summary.directory)
     report.failed = list(found.summary.failed)
     return report
 
 
 def group_indexed(paths: Sequence[Path], records: Sequence, vectors: Embeddings, model_kind: str,
                   opts: GroupOptions, progress: Progress | None = None,
-                  landmark_floor: float | None = None) -> GroupReport:
+                  landmark_floor: float | None = None, index_dir: Path | None = None) -> GroupReport:
     """The one grouping of indexed photos, for `landmark group` and the web app's Review page alike.
 
     `records` are the index's PhotoRecords of `paths` (rows of `vectors`). The photos are taken in the order of
     their index keys, so the same photos give the same groups and the same group numbers whoever asks, and a
     name given by hand (which the index does not see) renumbers nothing. The built-in model's groups keep only
     buildings and landforms (keep_landmarks) unless opts.any_subject; a trained model's groups of unknown photos
-    keep only those that look like some landmark (keep_landmark_like, with the model's `landmark_floor`)."""
+    keep only those that look like some landmark (keep_landmark_like, with the model's `landmark_floor`).
+    With opts.verify, the pairs the graph method checks by keypoints are remembered in `index_dir`."""
     everything = opts.everything or model_kind == "builtin"
     chosen = sorted((i for i, r in enumerate(records) if everything or r.label is None), key=lambda i: records[i].path)
     rows_vectors = np.asarray(vectors)[chosen]
-    labels = cluster(rows_vectors, opts.min_size, choose_method(opts.method, everything), opts.seed,
-                     progress=progress)
+    method = choose_method(opts.method, everything)
+    same_place = None
+    if opts.verify and method == "graph":
+        from ..index.vectors import cpu_count
+        from .placematch import SamePlace
+
+        same_place = SamePlace([paths[i] for i in chosen], [records[i].content_hash for i in chosen], index_dir,
+                               threads=min(4, cpu_count()))
+    try:
+        labels = cluster(rows_vectors, opts.min_size, method, opts.seed, progress=progress, same_place=same_place)
+    finally:
+        if same_place is not None:
+            same_place.close()
     if model_kind == "builtin" and not opts.any_subject:
         labels = keep_landmarks(rows_vectors, labels, [records[i].label for i in chosen], opts.min_size)
     elif landmark_floor is not None and not opts.any_subject:

@@ -1,4 +1,5 @@
-"""What `landmark duplicates` already verified on pixels, remembered per content hash in the index folder.
+"""What `landmark duplicates` already verified on pixels, remembered per content hash in the index folder
+(and, in a file of its own, what grouping verified by local features: placematch.py).
 
 Layout: INDEX/pair_checks.sqlite (SQLite, `PRAGMA user_version` = FORMAT_VERSION)::
 
@@ -32,8 +33,8 @@ CREATE TABLE IF NOT EXISTS content (hash TEXT PRIMARY KEY, kept REAL NOT NULL) W
 class PairMemory:
     """Pixel scores of content-hash pairs and border shares of contents, for one index folder and matcher."""
 
-    def __init__(self, directory: Path | None, matcher: str) -> None:
-        self.path = Path(directory) / FILE_NAME if directory is not None else None
+    def __init__(self, directory: Path | None, matcher: str, file_name: str = FILE_NAME) -> None:
+        self.path = Path(directory) / file_name if directory is not None else None
         self.matcher = matcher
         self._db: sqlite3.Connection | None = None
         if self.path is not None and self.path.parent.is_dir():
