@@ -299,9 +299,14 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
     """Index `photos` (incrementally), then group them as group_indexed does."""
     from ..search import IndexOptions, indexed_photos
 
+    from tqdm import tqdm
+
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
-    report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts,
-                           landmark_floor=found.landmark_floor, index_dir=found.summary.directory)
+    # The first grouping of a large library matches keypoints for minutes: a bar on a terminal (None: not a log).
+    with tqdm(total=100, desc="grouping", unit="%", leave=False, disable=None if cfg.progress else True) as bar:
+        report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts,
+                               progress=lambda share: bar.update(max(0, round(100 * share) - bar.n)),
+                               landmark_floor=found.landmark_floor, index_dir=found.summary.directory)
     report.failed = list(found.summary.failed)
     return report
 

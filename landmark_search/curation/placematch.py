@@ -43,17 +43,19 @@ class SamePlace:
 
     def inliers(self, pairs: npt.ArrayLike, progress: Callable[[float], None] | None = None
                 ) -> npt.NDArray[np.int64]:
-        """The affine inliers of each pair (0 where a photo does not decode)."""
+        """The affine inliers of each pair (0 where a photo does not decode; that is not remembered, so a photo on a
+        drive that was away is matched when it is back)."""
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
         keys = [_key(self.hashes[a], self.hashes[b]) for a, b in pairs]
         known = self.memory.scores(keys)
-        out = np.array([known.get(k, -1) for k in keys], np.int64)
+        # A remembered count that is no count (a damaged cache) is matched again, never trusted.
+        out = np.array([_count_or_unknown(known.get(k)) for k in keys], np.int64)
         todo = np.flatnonzero(out < 0)
         with ThreadPoolExecutor(self.threads) as pool:
             out[todo] = _matched(pairs[todo], self._local, pool, progress)
         self.matched += len(todo)
-        self.memory.remember({keys[r]: float(out[r]) for r in todo}, {})
-        return out
+        self.memory.remember({keys[r]: float(out[r]) for r in todo if out[r] >= 0}, {})
+        return np.maximum(out, 0)
 
     def __call__(self, pairs: npt.ArrayLike, progress: Callable[[float], None] | None = None
                  ) -> npt.NDArray[np.bool_]:
@@ -66,14 +68,20 @@ class SamePlace:
         self.memory.close()
 
 
+def _count_or_unknown(value: object) -> int:
+    if isinstance(value, (int, float)) and 0 <= value <= verify.KEYPOINTS:
+        return int(value)
+    return -1
+
+
 def _key(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
 def _matched(pairs: npt.NDArray[np.int64], local: Callable[[int], verify.LocalFeatures | None],
              pool: ThreadPoolExecutor, progress: Callable[[float], None] | None) -> npt.NDArray[np.int64]:
-    """The inliers of each pair. Each photo's keypoints are found once, when a pair first needs them, and
-    dropped after its last pair."""
+    """The inliers of each pair (-1: a photo did not decode). Each photo's keypoints are found once, when a pair
+    first needs them, and dropped after its last pair."""
     counts = np.zeros(len(pairs), np.int64)
     if not len(pairs):
         return counts
@@ -99,7 +107,7 @@ def _count(a: verify.LocalFeatures | None, b: verify.LocalFeatures | None) -> in
     import cv2
 
     if a is None or b is None:
-        return 0
+        return -1
     try:
         return verify.inliers(a, b)
     except cv2.error:  # a pair OpenCV cannot match is simply not the same place
