@@ -100,3 +100,20 @@ def test_a_verified_pair_the_vote_dropped_joins_two_groups():
     assert not (plain[asked[:, 0]] == plain[asked[:, 1]]).all()
     nothing = cluster(x, same_place=lambda pairs, progress: np.zeros(len(pairs), bool))
     assert nothing.tolist() == plain.tolist()
+
+
+def test_group_checks_keypoints_unless_told_not_to_and_remembers_in_the_index_folder(tmp_path):
+    from landmark_search.curation.grouping import GroupOptions, group_indexed
+    from landmark_search.index.store import PhotoRecord
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((4, 16))[np.repeat(np.arange(4), 8)] + 0.2 * rng.standard_normal((32, 16)))
+    x = x.astype(np.float32)
+    paths = [tmp_path / f"p{i:02d}.jpg" for i in range(32)]  # never written: nothing decodes, nothing links
+    records = [PhotoRecord(str(p), 1, 1, f"hash{i}") for i, p in enumerate(paths)]
+    for verify, folder in ((False, tmp_path / "plain"), (True, tmp_path / "checked")):
+        folder.mkdir()
+        report = group_indexed(paths, records, x, "builtin", GroupOptions(any_subject=True, verify=verify),
+                               index_dir=folder)
+        assert len(report.groups) == 4
+        assert (folder / placematch.FILE_NAME).exists() == verify

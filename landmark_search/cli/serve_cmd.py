@@ -38,6 +38,8 @@ def serve_cmd(index: str = IndexOpt,
               any_subject: bool = typer.Option(False, "--any-subject", help="Built-in model: review groups of any "
                                                "subject, not only of buildings and landforms (as `landmark group "
                                                "--any-subject`)."),
+              verify: bool = typer.Option(True, "--verify/--no-verify", help="Review groups: link neighbour photos "
+                                          "whose keypoints match (as `landmark group --verify`, the default)."),
               review_dir: Optional[Path] = typer.Option(None, "--review-dir", help="Where the Duplicates page "
                                                         "moves the copies you do not keep (outside the photos; "
                                                         "default INDEX/duplicates-review)."),
@@ -68,7 +70,8 @@ def serve_cmd(index: str = IndexOpt,
     library = Library.open(index, ServeOptions(max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                                                trust_export=trust_export, device=device, precision=precision,
                                                xmp=xmp, train_dir=train_dir,
-                                               group=GroupOptions(min_size=min_size, any_subject=any_subject),
+                                               group=GroupOptions(min_size=min_size, any_subject=any_subject,
+                                                                 verify=verify),
                                                review_dir=review_dir))
     library.warm_up()
     web = create_app(library, allowed_hosts=(*LOCAL_HOSTS, host) if local else None)
