@@ -297,9 +297,9 @@ def choose_method(method: str, everything: bool) -> str:
 def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Path, opts: GroupOptions,
                  cfg: EmbedConfig, *, index_opts=None, trust_export: bool = False) -> GroupReport:
     """Index `photos` (incrementally), then group them as group_indexed does."""
-    from ..search import IndexOptions, indexed_photos
-
     from tqdm import tqdm
+
+    from ..search import IndexOptions, indexed_photos
 
     found = indexed_photos(photos, model_spec, index, index_opts or IndexOptions(), cfg, trust_export=trust_export)
     # The first grouping of a large library matches keypoints for minutes: a bar on a terminal (None: not a log).
