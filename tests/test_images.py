@@ -121,9 +121,11 @@ def test_prepare_uint8_matches_resize_then_center_crop(size):
 
     rng = np.random.default_rng(sum(size))
     # smooth content plus noise, so a shifted or mis-scaled crop shows up as a large difference
-    yy, xx = np.mgrid[0:size[1], 0:size[0]]
-    base = np.stack([np.sin(xx / 7.0), np.cos(yy / 5.0), np.sin((xx + yy) / 11.0)], -1) * 100 + 128
-    img = Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8))
+    # float32 throughout: the 12-megapixel case stays quick
+    yy, xx = np.arange(size[1], dtype=np.float32)[:, None], np.arange(size[0], dtype=np.float32)[None, :]
+    base = np.stack(np.broadcast_arrays(np.sin(xx / 7), np.cos(yy / 5), np.sin((xx + yy) / 11)), -1) * 100 + 128
+    noise = rng.standard_normal(base.shape, dtype=np.float32) * 8
+    img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
     expected = np.asarray(T.Compose([T.Resize(256, antialias=True), T.CenterCrop(224)])(img)).astype(int)
     got = prepare_uint8(img, 224)
     assert got.shape == (3, 224, 224) and got.dtype.is_floating_point is False
