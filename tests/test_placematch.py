@@ -53,6 +53,34 @@ def test_the_same_place_is_matched_remembered_by_content_and_a_broken_photo_is_n
     assert damaged.inliers([[0, 1]]).tolist() == [counts[0]] and damaged.matched == 1
 
 
+def test_a_stopped_check_keeps_the_chunks_it_matched(tmp_path, monkeypatch):
+    monkeypatch.setattr(placematch, "CHUNK", 2)
+    paths = [tmp_path / f"p{i}.jpg" for i in range(6)]
+    for i, path in enumerate(paths):
+        facade(i).save(path, quality=90)
+    pairs = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]])
+    calls = []
+    real = SamePlace._local
+
+    def stopping(self, row):
+        calls.append(row)
+        if len(calls) > 4:  # the user presses Ctrl-C while the third chunk is read
+            raise KeyboardInterrupt
+        return real(self, row)
+
+    monkeypatch.setattr(SamePlace, "_local", stopping)
+    check = SamePlace(paths, [f"h{i}" for i in range(6)], tmp_path)
+    try:
+        check.inliers(pairs)
+    except KeyboardInterrupt:
+        pass
+    check.close()
+    monkeypatch.setattr(SamePlace, "_local", real)
+    again = SamePlace(paths, [f"h{i}" for i in range(6)], tmp_path)
+    again.inliers(pairs)
+    assert 0 < again.matched < len(pairs)  # the chunks done before the stop were not matched again
+
+
 def test_each_photos_keypoints_are_found_once_and_few_are_held_at_once(monkeypatch):
     monkeypatch.setattr(placematch, "CHUNK", 4)
     n = 60

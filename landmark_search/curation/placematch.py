@@ -7,7 +7,8 @@ SAME_PLACE_INLIERS inliers as one place. Measured (DEVELOPERS.md, "Duplicates an
 nearest photos, >= 12 inliers were the same landmark in 99.7-100 % of pairs of landmark photos.
 
 Counts are remembered in INDEX/place_checks.sqlite (pairmemory: per content-hash pair, a cache rebuilt when
-damaged or made by other matcher settings), so grouping the same library again matches only new pairs.
+damaged or made by other matcher settings), CHUNK pairs at a time, so grouping the same library again (or
+after a stopped run) matches only new pairs.
 Keypoints of a photo are kept in memory only until its last pair is matched (pairs in reverse Cuthill-McKee
 order of the pair graph), so 20,000 photos do not hold 20,000 sets of descriptors.
 """
@@ -51,10 +52,15 @@ class SamePlace:
         # A remembered count that is no count (a damaged cache) is matched again, never trusted.
         out = np.array([_count_or_unknown(known.get(k)) for k in keys], np.int64)
         todo = np.flatnonzero(out < 0)
+
+        def keep(rows: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> None:
+            # Remembered chunk by chunk: a run stopped after minutes of matching keeps what it matched.
+            out[todo[rows]] = counts
+            self.matched += len(rows)
+            self.memory.remember({keys[r]: float(c) for r, c in zip(todo[rows], counts) if c >= 0}, {})
+
         with ThreadPoolExecutor(self.threads) as pool:
-            out[todo] = _matched(pairs[todo], self._local, pool, progress)
-        self.matched += len(todo)
-        self.memory.remember({keys[r]: float(out[r]) for r in todo if out[r] >= 0}, {})
+            _matched(pairs[todo], self._local, pool, progress, keep)
         return np.maximum(out, 0)
 
     def __call__(self, pairs: npt.ArrayLike, progress: Callable[[float], None] | None = None
@@ -79,9 +85,11 @@ def _key(a: str, b: str) -> tuple[str, str]:
 
 
 def _matched(pairs: npt.NDArray[np.int64], local: Callable[[int], verify.LocalFeatures | None],
-             pool: ThreadPoolExecutor, progress: Callable[[float], None] | None) -> npt.NDArray[np.int64]:
-    """The inliers of each pair (-1: a photo did not decode). Each photo's keypoints are found once, when a pair
-    first needs them, and dropped after its last pair."""
+             pool: ThreadPoolExecutor, progress: Callable[[float], None] | None,
+             done: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], None] | None = None
+             ) -> npt.NDArray[np.int64]:
+    """The inliers of each pair (-1: a photo did not decode), also given to `done(rows, counts)` chunk by chunk.
+    Each photo's keypoints are found once, when a pair first needs them, and dropped after its last pair."""
     counts = np.zeros(len(pairs), np.int64)
     if not len(pairs):
         return counts
@@ -95,6 +103,8 @@ def _matched(pairs: npt.NDArray[np.int64], local: Callable[[int], verify.LocalFe
         new = sorted({int(r) for r in pairs[chunk].ravel()} - held.keys())
         held.update(zip(new, pool.map(local, new)))
         counts[chunk] = list(pool.map(lambda p: _count(held[int(p[0])], held[int(p[1])]), pairs[chunk]))
+        if done is not None:
+            done(chunk, counts[chunk])
         end = start + len(chunk)
         for r in [r for r in held if last[r] < end]:
             del held[r]
