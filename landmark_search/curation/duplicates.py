@@ -428,6 +428,7 @@ def _pixel_scores(pairs: dict[tuple[int, int], float], paths: Sequence[Path], co
                   tell: Progress) -> dict[tuple[int, int], float]:
     """Pixel match of every candidate pair: remembered ones from `memory`, the others measured (and remembered)."""
     from . import imagematch
+    from .pairmemory import pair_key
 
     hashes = {i: content[i][1] for p in pairs for i in p}
     known = memory.scores((hashes[a], hashes[b]) for a, b in pairs) if memory is not None else {}
@@ -436,7 +437,7 @@ def _pixel_scores(pairs: dict[tuple[int, int], float], paths: Sequence[Path], co
     todo = []
     for a, b in pairs:
         ha, hb = hashes[a], hashes[b]
-        remembered = known.get((ha, hb) if ha < hb else (hb, ha))
+        remembered = known.get(pair_key(ha, hb))
         if remembered is None or ha not in borders or hb not in borders:
             todo.append((a, b))
         else:

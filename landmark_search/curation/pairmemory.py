@@ -30,8 +30,13 @@ CREATE TABLE IF NOT EXISTS content (hash TEXT PRIMARY KEY, kept REAL NOT NULL) W
 """
 
 
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    """The one order a pair of content hashes is stored and looked up in."""
+    return (a, b) if a < b else (b, a)
+
+
 class PairMemory:
-    """Pixel scores of content-hash pairs and border shares of contents, for one index folder and matcher."""
+    """Scores of content-hash pairs (and border shares of contents), for one index folder, file and matcher."""
 
     def __init__(self, directory: Path | None, matcher: str, file_name: str = FILE_NAME) -> None:
         self.path = Path(directory) / file_name if directory is not None else None
@@ -65,7 +70,7 @@ class PairMemory:
 
     def scores(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
         """The remembered score of each (a, b) pair (either order) that was checked before."""
-        wanted = {(a, b) if a < b else (b, a) for a, b in pairs}
+        wanted = {pair_key(a, b) for a, b in pairs}
         if self._db is None or not wanted:
             return {}
         try:
@@ -102,7 +107,7 @@ class PairMemory:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR REPLACE INTO pairs VALUES (?, ?, ?)",
-                                 (((a, b) if a < b else (b, a)) + (float(s),) for (a, b), s in scores.items()))
+                                 (pair_key(a, b) + (float(s),) for (a, b), s in scores.items()))
             self._db.executemany("INSERT OR REPLACE INTO content VALUES (?, ?)",
                                  ((h, float(k)) for h, k in kept.items()))
             self._db.execute("COMMIT")

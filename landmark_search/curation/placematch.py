@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..models import verify
+from .pairmemory import PairMemory, pair_key
 
 SAME_PLACE_INLIERS = 12  # verify.MIN_INLIERS: 12 of 300 everyday photos reached 8-12 against a landmark by chance
 MATCHER = (f"sift{verify.KEYPOINTS}@{verify.MAX_SIDE}px,ratio{verify.RATIO},affine{verify.RANSAC_PIXELS}px,"
@@ -36,8 +37,6 @@ class SamePlace:
 
     def __init__(self, paths: Sequence[Path | str], hashes: Sequence[str], directory: Path | None = None,
                  threads: int = 2) -> None:
-        from .pairmemory import PairMemory
-
         self.paths, self.hashes, self.threads = [Path(p) for p in paths], list(hashes), max(1, threads)
         self.memory = PairMemory(directory, MATCHER, FILE_NAME)
         self.matched = 0  # pairs matched by this object (not remembered)
@@ -47,7 +46,7 @@ class SamePlace:
         """The affine inliers of each pair (0 where a photo does not decode; that is not remembered, so a photo on a
         drive that was away is matched when it is back)."""
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-        keys = [_key(self.hashes[a], self.hashes[b]) for a, b in pairs]
+        keys = [pair_key(self.hashes[a], self.hashes[b]) for a, b in pairs]
         known = self.memory.scores(keys)
         # A remembered count that is no count (a damaged cache) is matched again, never trusted.
         out = np.array([_count_or_unknown(known.get(k)) for k in keys], np.int64)
@@ -78,10 +77,6 @@ def _count_or_unknown(value: object) -> int:
     if isinstance(value, (int, float)) and 0 <= value <= verify.KEYPOINTS:
         return int(value)
     return -1
-
-
-def _key(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a < b else (b, a)
 
 
 def _matched(pairs: npt.NDArray[np.int64], local: Callable[[int], verify.LocalFeatures | None],
