@@ -109,14 +109,7 @@ def _matched(pairs: npt.NDArray[np.int64], local: Callable[[int], verify.LocalFe
 
 
 def _count(a: verify.LocalFeatures | None, b: verify.LocalFeatures | None) -> int:
-    import cv2
-
-    if a is None or b is None:
-        return -1
-    try:
-        return verify.inliers(a, b)
-    except cv2.error:  # a pair OpenCV cannot match is simply not the same place
-        return 0
+    return -1 if a is None or b is None else verify.inliers(a, b)
 
 
 def _bandwidth_order(pairs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -81,19 +81,23 @@ def photo_local_features(path: str | Path) -> LocalFeatures | None:
 
 
 def inliers(a: LocalFeatures, b: LocalFeatures) -> int:
-    """How many of a's ratio-test matches in b one affine transform explains (RANSAC; seeded)."""
+    """How many of a's ratio-test matches in b one affine transform explains (RANSAC; seeded); 0 for a pair
+    OpenCV cannot match: such a photo is simply not verified, and the batch goes on."""
     import cv2
 
     if len(a.desc) < 3 or len(b.desc) < 3:
         return 0
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(_root_sift(a.desc), _root_sift(b.desc), k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    if len(good) < 3:
+    try:
+        pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(_root_sift(a.desc), _root_sift(b.desc), k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+        if len(good) < 3:
+            return 0
+        src = a.xy[[m.queryIdx for m in good]]
+        dst = b.xy[[m.trainIdx for m in good]]
+        cv2.setRNGSeed(0)
+        _, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS)
+    except cv2.error:
         return 0
-    src = a.xy[[m.queryIdx for m in good]]
-    dst = b.xy[[m.trainIdx for m in good]]
-    cv2.setRNGSeed(0)
-    _, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS)
     return int(mask.sum()) if mask is not None else 0
 
 
@@ -207,13 +211,8 @@ def check(paths: Sequence[Path], classes: npt.NDArray[np.int64], feats: npt.NDAr
           local: Callable[[Path], LocalFeatures | None] = photo_local_features) -> npt.NDArray[np.int64]:
     """Inliers of each photo against its class's references: -1 where not checked (confidence outside
     [lower, upper)), 0 when it does not decode again. `feats` are prepared (OpenSet.prepare)."""
-    import cv2
-
     out = np.full(len(paths), -1, np.int64)
     for i in np.flatnonzero((confidence >= lower) & (confidence < upper)):
         query = local(paths[i])
-        try:
-            out[i] = 0 if query is None else refs.best_inliers(query, feats[i], int(classes[i]))
-        except cv2.error:  # a photo OpenCV cannot match is simply not verified; the batch goes on
-            out[i] = 0
+        out[i] = 0 if query is None else refs.best_inliers(query, feats[i], int(classes[i]))
     return out
