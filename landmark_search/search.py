@@ -339,7 +339,7 @@ def _build_index(directory: Path, photos: Sequence[Path], model_spec: str | None
                     summary.updated += key in known
                     summary.added += key not in known
                 idx.add(records, batch.vectors)
-        if route is not None:  # after a re-embedding, only once every vector is the route's
+        if summary.reembedded:  # only once every vector is the route's (otherwise recorded before the work)
             _record_route(directory, route)
         refresh_browse_facts(idx, unchanged)
         if opts.prune:
