@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .config import INT8_RECIPE, EmbedConfig
+from .config import DEFAULT_MAX_PIXELS, INT8_RECIPE, EmbedConfig
 from .photos.images import load_image
 from .data.transforms import center_crop_box, normalize_uint8, resize_size
 from .errors import BadImageError, CheckpointError, ModelNotFoundError
@@ -385,22 +385,23 @@ def iter_embeddings(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig 
                 emb, probs = e.cpu().numpy().astype(np.float32), p.cpu().numpy().astype(np.float32)
                 feats = None if f is None else f.cpu().numpy().astype(np.float32)
             done = [paths[i] for i in indices]
-            inliers = geometric_check(done, probs, feats, model.openset) if feats is not None else None
+            inliers = (geometric_check(done, probs, feats, model.openset, cfg.max_pixels) if feats is not None
+                       else None)
             bar.update(len(indices) + len(bad))
             yield Embedded(done, emb, probs, failed, feats, inliers)
 
 
 def geometric_check(paths: Sequence[Path], probs: npt.NDArray[np.float32], feats: npt.NDArray[np.float32],
-                    openset: OpenSet | None) -> npt.NDArray[np.int64] | None:
+                    openset: OpenSet | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.int64] | None:
     """models/verify.py's inliers for photos whose most probable class the open set is not quite sure of."""
     if openset is None or openset.references is None or not len(paths):
         return None
-    from .models.verify import check
+    from .models.verify import check, photo_local_features
 
     top = np.argmax(probs, 1)
     lower, upper = openset.check_window()
     return check(paths, top, openset.prepare(feats), openset.confidence(feats, top), lower, upper,
-                 openset.references)
+                 openset.references, local=functools.partial(photo_local_features, max_pixels=max_pixels))
 
 
 def embed_paths(paths: Sequence[Path], model: LoadedModel, cfg: EmbedConfig = EmbedConfig()) -> Embedded:

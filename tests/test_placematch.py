@@ -51,6 +51,9 @@ def test_the_same_place_is_matched_remembered_by_content_and_a_broken_photo_is_n
         db.execute("UPDATE pairs SET score = 'lots' WHERE a = 'ha' AND b = 'ha2'")
     damaged = SamePlace(paths, ["ha", "ha2", "hb", "hx"], index)
     assert damaged.inliers([[0, 1]]).tolist() == [counts[0]] and damaged.matched == 1
+    # The run's decoding limit (--max-pixels) holds for the check: photos over it match nothing.
+    strict = SamePlace(paths, ["ha", "ha2", "hb", "hx"], None, max_pixels=100)
+    assert strict.inliers([[0, 1]]).tolist() == [0] and strict.matched == 1
 
 
 def test_a_stopped_check_keeps_the_chunks_it_matched(tmp_path, monkeypatch):

@@ -43,6 +43,10 @@ def test_references_check_only_the_window_and_survive_their_state(refs, tmp_path
     assert got[0] >= refs.min_inliers  # its class's references include the scene
     assert 0 <= got[1] < refs.min_inliers  # class 0 has no such scene
     assert got[2] == -1  # confident enough: not checked
+    # The run's decoding limit (--max-pixels) holds for the check too: over it, the photo is not matched.
+    strict = check(paths, classes, feats, np.array([0.5, 0.5, 0.9], np.float32), 0.3, 0.8, refs,
+                   local=lambda p: photo_local_features(p, max_pixels=100))
+    assert strict.tolist() == [0, 0, -1] and photo_local_features(photo, max_pixels=100) is None
     state = refs.to_state()
     back = References.from_state(state)
     assert back.min_inliers == refs.min_inliers and np.array_equal(back.desc, refs.desc)

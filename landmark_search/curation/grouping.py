@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..config import EmbedConfig
+from ..config import DEFAULT_MAX_PIXELS, EmbedConfig
 from ..errors import LandmarkError
 
 METHODS = ("graph", "hdbscan", "kmeans")
@@ -306,14 +306,16 @@ def group_photos(photos: Sequence[Path], model_spec: str | None, index: str | Pa
     with tqdm(total=100, desc="grouping", unit="%", leave=False, disable=None if cfg.progress else True) as bar:
         report = group_indexed(found.paths, found.records, found.vectors, found.model_kind, opts,
                                progress=lambda share: bar.update(max(0, round(100 * share) - bar.n)),
-                               landmark_floor=found.landmark_floor, index_dir=found.summary.directory)
+                               landmark_floor=found.landmark_floor, index_dir=found.summary.directory,
+                               max_pixels=cfg.max_pixels)
     report.failed = list(found.summary.failed)
     return report
 
 
 def group_indexed(paths: Sequence[Path], records: Sequence, vectors: Embeddings, model_kind: str,
                   opts: GroupOptions, progress: Progress | None = None,
-                  landmark_floor: float | None = None, index_dir: Path | None = None) -> GroupReport:
+                  landmark_floor: float | None = None, index_dir: Path | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> GroupReport:
     """The one grouping of indexed photos, for `landmark group` and the web app's Review page alike.
 
     `records` are the index's PhotoRecords of `paths` (rows of `vectors`). The photos are taken in the order of
@@ -321,7 +323,8 @@ def group_indexed(paths: Sequence[Path], records: Sequence, vectors: Embeddings,
     name given by hand (which the index does not see) renumbers nothing. The built-in model's groups keep only
     buildings and landforms (keep_landmarks) unless opts.any_subject; a trained model's groups of unknown photos
     keep only those that look like some landmark (keep_landmark_like, with the model's `landmark_floor`).
-    With opts.verify, the pairs the graph method checks by keypoints are remembered in `index_dir`."""
+    With opts.verify, the pairs the graph method checks by keypoints are remembered in `index_dir`; the photos are
+    decoded for it up to `max_pixels`, as they were for the index."""
     everything = opts.everything or model_kind == "builtin"
     chosen = sorted((i for i, r in enumerate(records) if everything or r.label is None), key=lambda i: records[i].path)
     rows_vectors = np.asarray(vectors)[chosen]
@@ -332,7 +335,7 @@ def group_indexed(paths: Sequence[Path], records: Sequence, vectors: Embeddings,
         from .placematch import SamePlace
 
         same_place = SamePlace([paths[i] for i in chosen], [records[i].content_hash for i in chosen], index_dir,
-                               threads=min(4, cpu_count()))
+                               threads=min(4, cpu_count()), max_pixels=max_pixels)
     try:
         labels = cluster(rows_vectors, opts.min_size, method, opts.seed, progress=progress, same_place=same_place)
     finally:

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from ..config import DEFAULT_MAX_PIXELS
 from ..models import verify
 from .pairmemory import PairMemory, pair_key
 
@@ -36,8 +37,9 @@ class SamePlace:
     """Callable on (m, 2) row pairs of `paths`: True where the two photos show the same place."""
 
     def __init__(self, paths: Sequence[Path | str], hashes: Sequence[str], directory: Path | None = None,
-                 threads: int = 2) -> None:
+                 threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.paths, self.hashes, self.threads = [Path(p) for p in paths], list(hashes), max(1, threads)
+        self.max_pixels = max_pixels  # the run's decoding limit: a photo it embedded is matched too
         self.memory = PairMemory(directory, MATCHER, FILE_NAME)
         self.matched = 0  # pairs matched by this object (not remembered)
 
@@ -67,7 +69,7 @@ class SamePlace:
         return self.inliers(pairs, progress) >= SAME_PLACE_INLIERS
 
     def _local(self, row: int) -> verify.LocalFeatures | None:
-        return verify.photo_local_features(self.paths[row])
+        return verify.photo_local_features(self.paths[row], self.max_pixels)
 
     def close(self) -> None:
         self.memory.close()

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from ..config import DEFAULT_MAX_PIXELS
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -68,14 +70,15 @@ def local_features(img: "Image.Image") -> LocalFeatures:
                          np.clip(np.rint(desc), 0, 255).astype(np.uint8))
 
 
-def photo_local_features(path: str | Path) -> LocalFeatures | None:
-    """local_features of a photo file, None when it does not decode (the caller has already reported it)."""
+def photo_local_features(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LocalFeatures | None:
+    """local_features of a photo file, None when it does not decode (the caller has already reported it).
+    `max_pixels` is the run's decoding limit, so a photo the run embedded is checked too."""
     import cv2
 
     from ..photos.images import BadImageError, load_image
 
     try:
-        return local_features(load_image(path, min_side=MAX_SIDE))
+        return local_features(load_image(path, min_side=MAX_SIDE, max_pixels=max_pixels))
     except (BadImageError, OSError, ValueError, cv2.error):
         return None
 

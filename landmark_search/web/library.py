@@ -323,7 +323,8 @@ class Library:
         progress(0.05)
         report = group_indexed([r.path for r in records], records, vectors, str(self.recorded.get("kind", "")),
                                self.opts.group, progress=lambda share: progress(0.05 + 0.9 * share),
-                               landmark_floor=landmark_floor(self.recorded), index_dir=self.directory)
+                               landmark_floor=landmark_floor(self.recorded), index_dir=self.directory,
+                               max_pixels=self.opts.max_pixels)
         named = set()
         for photo in [p for g in report.groups for p in g.paths] + report.ungrouped:
             try:
