@@ -4,6 +4,7 @@ baseline on the same photos; the keep rule on derivative sets; the neighbour sea
     python benchmarks/bench_duplicates.py [--quick] [--originals 120] [--model NAME|RUN/best.pt]
     python benchmarks/bench_duplicates.py --keeper [--originals 40]   # which copy is kept, and why
     python benchmarks/bench_duplicates.py --scale 10000 30000 100000   # synthetic vectors: time and memory
+    python benchmarks/bench_duplicates.py --photos 100000   # that many photo files: first run, rerun, phash
     python benchmarks/bench_duplicates.py --grouping   # `landmark group`'s ARI (benchmarks/bench_grouping.py)
 
 Timing (quality run): the first run (embedding), a rerun on the built index (remembered pixel checks: only
@@ -38,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, evaldata_set, update_results  # noqa: E402
-from dupset import make_keeper_set, make_set  # noqa: E402
+from dupset import make_keeper_set, make_large_set, make_set  # noqa: E402
 
 PHASH_THRESHOLD = 10
 
@@ -199,6 +200,59 @@ def scale(n: int, dim: int, seed: int = 0) -> dict:
             "rss_before_mib": round(rss0 / 1024), "vectors_mib": round(x.nbytes / 2**20)}
 
 
+def _phash_bits(path: str) -> bytes:
+    import imagehash
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.packbits(imagehash.phash(img).hash.ravel()).tobytes()
+
+
+def large(args) -> dict:
+    """`landmark duplicates` on args.photos photo files (dupset.make_large_set: mosaics of the evaldata photos,
+    10 % planted near copies): the first run (embedding, neighbour search, pixel checks), the rerun on the built
+    index, and a perceptual-hash pass from scratch over the same files (imagehash.phash in 2 processes, as
+    imagededup encodes; the hashing alone, no pair search: a lower bound on its time), side by side."""
+    from multiprocessing import Pool
+
+    from landmark_search.config import EmbedConfig
+    from landmark_search.curation.duplicates import DuplicateOptions, find_duplicates
+
+    work = Path(args.work) / f"large{args.photos}"
+    srcs = sorted(p for name in ("wonders7_hoodiinii", "india12_Abinaya27m", "distractors_imagenet")
+                  for p in evaldata_set(name).rglob("*.jpg"))
+    t0 = time.perf_counter()
+    truth = make_large_set(srcs, work / "set", args.photos, seed=args.seed)
+    result: dict = {"photos": args.photos, "seconds_to_make_the_set": round(time.perf_counter() - t0, 1)}
+    photos = work / "set" / "photos"
+    reports = []
+    for run in ("first_run", "rerun_indexed"):
+        t0 = time.perf_counter()
+        report, _ = find_duplicates([photos], args.model, work / "index", DuplicateOptions(),
+                                    EmbedConfig(progress=False))
+        result[f"seconds_{run}"] = round(time.perf_counter() - t0, 1)
+        result[f"pixel_checks_{run}"] = report.checked
+        reports.append(report)
+        print(json.dumps(result), file=sys.stderr, flush=True)
+    result["candidates"] = reports[0].candidates
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["rerun_same_groups"] = ([(g.keep, g.others) for g in reports[1].groups]
+                                   == [(g.keep, g.others) for g in reports[0].groups])
+    near = _pairs(_clusters(reports[0], ("exact", "near")))
+    planted = {frozenset(pair) for pair in truth["copies"]}
+    result["planted_copies_found"] = round(len(planted & near) / max(1, len(planted)), 4)
+    result["other_near_pairs"] = len(near - planted)  # pairs of two copies of one mosaic are counted here too
+    paths = sorted(str(p) for p in photos.rglob("*.jpg"))
+    t0 = time.perf_counter()
+    with Pool(2) as pool:
+        hashes = pool.map(_phash_bits, paths, chunksize=256)
+    result["seconds_phash_from_scratch"] = round(time.perf_counter() - t0, 1)
+    assert len(hashes) == len(paths)
+    result["rerun_vs_phash_from_scratch"] = round(result["seconds_rerun_indexed"]
+                                                  / max(result["seconds_phash_from_scratch"], 1e-9), 2)
+    return result
+
+
 def pixel_check_ms(pairs: int = 300, seed: int = 0) -> float:
     """CPU milliseconds of one candidate's pixel check (imagematch.match on two real photos' thumbnails)."""
     from landmark_search.curation import imagematch
@@ -239,6 +293,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="+", default=[],
                         help="only the neighbour search on N synthetic vectors (several N: side by side)")
     parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--photos", type=int, default=0,
+                        help="only the timing on this many generated photo files (first run, rerun, phash)")
     parser.add_argument("--grouping", action="store_true", help="only the grouping ARI on wonders7, india12 and "
                         "india12 + everyday photos (bench_grouping.py)")
     parser.add_argument("--no-save", action="store_true", help=argparse.SUPPRESS)
@@ -258,6 +314,9 @@ def main() -> None:
             args.originals = 40
         result = keeper(args)
         key = "duplicates_keeper"
+    elif args.photos:
+        result = large(args)
+        key = f"duplicates_photos_{args.photos}"
     elif len(args.scale) == 1:
         result = scale(args.scale[0], args.dim, args.seed)
         key = "duplicates_scale"

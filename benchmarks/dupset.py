@@ -165,6 +165,82 @@ def make_set(src: Path, out: Path, *, originals: int = 120, bursts: int = 40, se
     return truth
 
 
+LARGE_SIDE = (640, 480)  # the large set's photos: web size, so decoding (phash's whole cost) is cheap
+LARGE_COPY_KINDS = ("exact", "q50", "half", "crop10", "bright20")
+
+
+def _mosaic(sources: list[Image.Image], rng: random.Random) -> Image.Image:
+    """Four tiles, each a random 30-70 % window of a random source photo, mirrored or brightened at random:
+    a photo-like picture that no other mosaic duplicates (sharing one tile's source is not a copy)."""
+    w, h = LARGE_SIDE
+    canvas = Image.new("RGB", (w, h))
+    for k in range(4):
+        img = sources[rng.randrange(len(sources))]
+        side = rng.uniform(0.3, 0.7) ** 0.5
+        cw, ch = max(8, round(img.width * side)), max(8, round(img.height * side))
+        x, y = rng.randint(0, img.width - cw), rng.randint(0, img.height - ch)
+        tile = img.crop((x, y, x + cw, y + ch)).resize((w // 2, h // 2), Image.BILINEAR)
+        if rng.random() < 0.5:
+            tile = ImageOps.mirror(tile)
+        tile = ImageEnhance.Brightness(tile).enhance(rng.uniform(0.8, 1.2))
+        canvas.paste(tile, ((k % 2) * w // 2, (k // 2) * h // 2))
+    return canvas
+
+
+_SOURCES: list[Image.Image] = []  # the source photos at LARGE_SIDE, decoded once in each worker
+
+
+def _load_sources(srcs: list[Path]) -> None:
+    for src in srcs:
+        img = ImageOps.exif_transpose(Image.open(src)).convert("RGB")
+        img.thumbnail(LARGE_SIDE)
+        _SOURCES.append(img)
+
+
+def _large_part(job: tuple[Path, int, int, int, int]) -> list[list[str]]:
+    """Photos start..stop of make_large_set (one worker's share): mosaics, then copies of some of them."""
+    root, start, stop, n, seed = job
+    copies = n // 10
+    pairs = []
+    for i in range(start, stop):
+        dest = root / f"{i // 1000:03d}" / f"p{i:06d}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if i < n - copies:
+            dest.write_bytes(_jpeg(_mosaic(_SOURCES, random.Random(seed * 10_000_019 + i)), 85))
+        else:  # a near copy of mosaic j (which another worker may write: made again here from the same seed)
+            j = (i - (n - copies)) * 7 % (n - copies)
+            rng = random.Random(seed * 10_000_019 + j)
+            original = root / f"{j // 1000:03d}" / f"p{j:06d}.jpg"
+            tmp = dest.with_suffix(".src")
+            tmp.write_bytes(_jpeg(_mosaic(_SOURCES, rng), 85))
+            dest.write_bytes(variant(tmp, LARGE_COPY_KINDS[i % len(LARGE_COPY_KINDS)], rng))
+            tmp.unlink()
+            pairs.append([str(original), str(dest)])
+        os.utime(dest, (SET_MTIME, SET_MTIME))
+    return pairs
+
+
+def make_large_set(srcs: list[Path], out: Path, n: int, *, seed: int = 0, workers: int = 2) -> dict:
+    """n photos for timing at scale: 90 % distinct mosaics of tiles of the real source photos, 10 % near copies
+    of them (exact, q50, half size, 10 % crop, +20 % brightness). Written once: a set already made with the
+    same n and seed is reused (truth.json holds both). Returns the truth: {"n", "seed", "copies": [[a, b]]}."""
+    truth_file = out / "truth.json"
+    if truth_file.exists():
+        truth = json.loads(truth_file.read_text())
+        if (truth.get("n"), truth.get("seed")) == (n, seed):
+            return truth
+        shutil.rmtree(out)
+    from multiprocessing import Pool
+
+    cuts = [n * k // (workers * 8) for k in range(workers * 8 + 1)]
+    jobs = [(out / "photos", a, b, n, seed) for a, b in zip(cuts, cuts[1:])]
+    with Pool(workers, _load_sources, (srcs,)) as pool:
+        copies = [pair for part in pool.map(_large_part, jobs) for pair in part]
+    truth = {"n": n, "seed": seed, "copies": copies}
+    truth_file.write_text(json.dumps(truth))
+    return truth
+
+
 def make_keeper_set(src: Path, out: Path, *, originals: int = 40, seed: int = 0) -> list[list[str]]:
     """Derivative sets for the keep rule: each original (the source re-saved at q92 with a camera's EXIF:
     make, model, capture time) beside its exact copy, q50 and q75 re-saves, a 50 % resize and a 10 % crop
