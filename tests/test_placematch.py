@@ -67,7 +67,7 @@ def test_a_stopped_check_keeps_the_chunks_it_matched(tmp_path, monkeypatch):
 
     def stopping(self, row):
         calls.append(row)
-        if len(calls) > 4:  # the user presses Ctrl-C while the third chunk is read
+        if len(calls) > 4:  # the user presses Ctrl-C while the second chunk is read
             raise KeyboardInterrupt
         return real(self, row)
 

@@ -10,7 +10,8 @@ Layout: INDEX/pair_checks.sqlite (SQLite, `PRAGMA user_version` = FORMAT_VERSION
 Keys are content hashes, so a photo that is renamed, moved or copied keeps what was learnt about its
 bytes, and an edited photo (new bytes) is checked again. The file is a cache: a damaged one, one of
 another format version or one written by other matcher settings is emptied and refilled, never
-trusted. Each run adds its new checks in one transaction; a killed run loses only its own additions.
+trusted. Each `remember` call is one transaction (duplicates calls it once a run, placematch once per chunk of
+pairs), so a killed run loses only what it had not yet handed over.
 """
 
 from __future__ import annotations
@@ -50,16 +51,21 @@ class PairMemory:
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        db.executescript(_SCHEMA)
-        stored = db.execute("SELECT value FROM meta WHERE key = 'matcher'").fetchone()
-        if version != FORMAT_VERSION or (stored is not None and stored[0] != self.matcher):
-            db.executescript("BEGIN; DELETE FROM pairs; DELETE FROM content; DELETE FROM meta; COMMIT;")
-        db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('matcher', ?)", (self.matcher,))
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.executescript(_SCHEMA)
+            stored = db.execute("SELECT value FROM meta WHERE key = 'matcher'").fetchone()
+            if version != FORMAT_VERSION or (stored is not None and stored[0] != self.matcher):
+                db.executescript("BEGIN; DELETE FROM pairs; DELETE FROM content; DELETE FROM meta; COMMIT;")
+            db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('matcher', ?)", (self.matcher,))
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _reset(self) -> None:
+        self.close()  # the damaged file's connection first: a file still open cannot be deleted everywhere
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(OSError):
                 Path(str(self.path) + suffix).unlink()
