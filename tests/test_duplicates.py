@@ -131,6 +131,31 @@ def test_the_keeper_is_the_original_never_a_derivative(tmp_path):
                                                                                        group["others"]}
 
 
+def test_a_stopped_run_keeps_the_pixel_checks_it_made(tmp_path, monkeypatch):
+    from landmark_search.curation import duplicates, imagematch
+
+    root = make_library(tmp_path / "photos")
+    full = json.loads(_run("duplicates", str(root), "--index", str(tmp_path / "other"), "--json", "-q").stdout)
+    assert full["pixel_checks"] >= 4
+    monkeypatch.setattr(duplicates, "REMEMBER_EVERY", 2)
+    real, calls = imagematch.match, []
+
+    def stopping(a, b):
+        calls.append(1)
+        if len(calls) > 3:  # the user presses Ctrl-C during the checks
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(imagematch, "match", stopping)
+    stopped = CliRunner().invoke(app, ["duplicates", str(root), "--index", str(tmp_path / "idx"), "--json", "-q"])
+    assert stopped.exit_code != 0 and len(calls) > 3
+    monkeypatch.setattr(imagematch, "match", real)
+    again = json.loads(_run("duplicates", str(root), "--index", str(tmp_path / "idx"), "--json", "-q").stdout)
+    assert 0 < again["pixel_checks"] <= full["pixel_checks"] - 2  # the first chunk(s) were not checked again
+    assert again["groups"] == json.loads(_run("duplicates", str(root), "--index", str(tmp_path / "other"), "--json",
+                                              "-q").stdout)["groups"]
+
+
 def test_keep_rule_order():
     """Picture pixels, then JPEG quality, then camera facts, then file size, then capture time."""
     def best(*candidates: PhotoFacts) -> int:

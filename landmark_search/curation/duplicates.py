@@ -59,6 +59,9 @@ NEAR_MIN = 0.8  # gradient NCC: precision 0.98, recall 0.98 on the benchmark (im
 SCENE_SECONDS = 30.0
 SCENE_MIN_COS = 0.8  # simulated bursts: cosine median 0.88, 5th percentile 0.84
 EXACT_SEARCH_MAX = 20_000  # exact k-NN of 20k photos x 1280-d takes ~10 s on 2 cores; IVF above
+# Pixel checks are remembered this many at a time (~20 s of checking on 2 cores): a run stopped during minutes
+# of checks at 100k photos keeps what it checked.
+REMEMBER_EVERY = 20_000
 
 Embeddings = npt.NDArray[np.float32]
 
@@ -471,6 +474,9 @@ def _pixel_scores(pairs: dict[tuple[int, int], float], paths: Sequence[Path], co
             fresh[(hashes[p[0]], hashes[p[1]])] = s
             if n % 200 == 0:
                 tell("checking pixels", n, len(todo))
+            if n % REMEMBER_EVERY == 0 and memory is not None:  # a stopped run keeps what it checked
+                memory.remember(fresh, new_kept)
+                fresh, new_kept = {}, {}
     tell("checking pixels", len(todo), len(todo))
     report.checked = len(checkable)
     if memory is not None:
