@@ -426,6 +426,10 @@ def _copy_group(centre: int, members: list[tuple[int, float]], exact_of: dict[in
                           _why(facts[centre], runner.facts, runner.lost_on), tuple(out))
 
 
+def _grey(thumb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    return thumb.astype(np.float32)
+
+
 def _pixel_scores(pairs: dict[tuple[int, int], float], paths: Sequence[Path], content: Sequence[tuple[int, str]],
                   opts: DuplicateOptions, memory, threads: int, report: DuplicateReport, kept: dict[int, float],
                   tell: Progress) -> dict[tuple[int, int], float]:
@@ -464,12 +468,12 @@ def _pixel_scores(pairs: dict[tuple[int, int], float], paths: Sequence[Path], co
         for i, thumb, share, why in pool.map(load, needed):
             if thumb is None:
                 report.failed.append((paths[i], why or "unreadable"))
-            else:
-                thumbs[i], kept[i], new_kept[hashes[i]] = thumb, share, share
+            else:  # held as bytes (a grey thumbnail's values are whole numbers): 3 KB a photo, not 12
+                thumbs[i], kept[i], new_kept[hashes[i]] = thumb.astype(np.uint8), share, share
         checkable = [p for p in todo if p[0] in thumbs and p[1] in thumbs]
         fresh: dict[tuple[str, str], float] = {}
-        for n, (p, s) in enumerate(zip(checkable, pool.map(lambda p: imagematch.match(thumbs[p[0]], thumbs[p[1]]),
-                                                            checkable)), 1):
+        matched = pool.map(lambda p: imagematch.match(_grey(thumbs[p[0]]), _grey(thumbs[p[1]])), checkable)
+        for n, (p, s) in enumerate(zip(checkable, matched), 1):
             scores[p] = s
             fresh[(hashes[p[0]], hashes[p[1]])] = s
             if n % 200 == 0:
