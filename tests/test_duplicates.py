@@ -132,26 +132,27 @@ def test_the_keeper_is_the_original_never_a_derivative(tmp_path):
 
 
 def test_a_stopped_run_keeps_the_pixel_checks_it_made(tmp_path, monkeypatch):
-    from landmark_search.curation import duplicates, imagematch
+    from landmark_search.curation import duplicates
+    from landmark_search.curation.pairmemory import PairMemory
 
     root = make_library(tmp_path / "photos")
     full = json.loads(_run("duplicates", str(root), "--index", str(tmp_path / "other"), "--json", "-q").stdout)
     assert full["pixel_checks"] >= 4
     monkeypatch.setattr(duplicates, "REMEMBER_EVERY", 2)
-    real, calls = imagematch.match, []
+    real, chunks = PairMemory.remember, []
 
-    def stopping(a, b):
-        calls.append(1)
-        if len(calls) > 3:  # the user presses Ctrl-C during the checks
+    def stopping(self, scores, kept):
+        chunks.append(len(scores))
+        if len(chunks) > 1:  # the user presses Ctrl-C once the first chunk is written
             raise KeyboardInterrupt
-        return real(a, b)
+        return real(self, scores, kept)
 
-    monkeypatch.setattr(imagematch, "match", stopping)
+    monkeypatch.setattr(PairMemory, "remember", stopping)
     stopped = CliRunner().invoke(app, ["duplicates", str(root), "--index", str(tmp_path / "idx"), "--json", "-q"])
-    assert stopped.exit_code != 0 and len(calls) > 3
-    monkeypatch.setattr(imagematch, "match", real)
+    assert stopped.exit_code != 0 and chunks[0] == 2
+    monkeypatch.setattr(PairMemory, "remember", real)
     again = json.loads(_run("duplicates", str(root), "--index", str(tmp_path / "idx"), "--json", "-q").stdout)
-    assert 0 < again["pixel_checks"] <= full["pixel_checks"] - 2  # the first chunk(s) were not checked again
+    assert again["pixel_checks"] == full["pixel_checks"] - 2  # the first chunk was not checked again
     assert again["groups"] == json.loads(_run("duplicates", str(root), "--index", str(tmp_path / "other"), "--json",
                                               "-q").stdout)["groups"]
 
@@ -355,3 +356,24 @@ def test_a_rerun_on_an_indexed_library_checks_nothing_and_never_imports_torch(in
             "EmbedConfig(progress=False)); print(len(r.groups), r.checked, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(len(first["groups"])), "0", "False"]
+
+
+def test_the_pixel_check_tries_every_scale_only_for_pairs_that_align_at_scale_one(tmp_path, monkeypatch):
+    from landmark_search.curation import imagematch
+    from landmark_search.curation.duplicates import NEAR_MIN
+
+    scene(1).save(tmp_path / "a.jpg", quality=92)
+    scene(1).crop((8, 5, 152, 107)).save(tmp_path / "a_crop.jpg", quality=85)
+    noise = np.random.default_rng(0).integers(0, 256, (112, 160, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.jpg", quality=92)
+    a, crop, other = (imagematch.thumbnail(tmp_path / n) for n in ("a.jpg", "a_crop.jpg", "noise.jpg"))
+    real, calls = imagematch._aligned, []
+    monkeypatch.setattr(imagematch, "_aligned", lambda *args: calls.append(args[-1]) or real(*args))
+    copy_score = imagematch.match(a, crop)
+    assert copy_score >= NEAR_MIN
+    assert sorted(calls) == sorted(list(imagematch.SCALES) * 2)  # both ways round, every scale
+    everywhere = max(real(imagematch._gradient(big), big, small, s) for big, small in ((a, crop), (crop, a))
+                     for s in imagematch.SCALES)
+    assert copy_score == pytest.approx(max(0.0, everywhere), abs=1e-6)
+    calls.clear()
+    assert imagematch.match(a, other) < imagematch.EARLY_EXIT and calls == [1.0, 1.0]  # no copy: two tries
