@@ -10,8 +10,8 @@ Layout: INDEX/pair_checks.sqlite (SQLite, `PRAGMA user_version` = FORMAT_VERSION
 Keys are content hashes, so a photo that is renamed, moved or copied keeps what was learnt about its
 bytes, and an edited photo (new bytes) is checked again. The file is a cache: a damaged one, one of
 another format version or one written by other matcher settings is emptied and refilled, never
-trusted. Each `remember` call is one transaction (duplicates calls it once a run, placematch once per chunk of
-pairs), so a killed run loses only what it had not yet handed over.
+trusted. Each `remember` call is one transaction (duplicates calls it every REMEMBER_EVERY checks, placematch
+every CHUNK pairs), so a killed run loses only what it had not yet handed over.
 """
 
 from __future__ import annotations
