@@ -53,6 +53,11 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                 results: dict[str, str] = {}
                 if opts.xmp:
                     results["xmp"] = untag_xmp(xmp, entry, root=write_root, dry_run=opts.dry_run)
+                elif isinstance(entry, dict) and isinstance(entry.get("xmp"), dict) and xmp.exists():
+                    # Our JSON entry is the record of what to take out of the XMP: dropping it alone would leave
+                    # our keywords there for good (a later tag would take them for the user's).
+                    raise PhotoLeftAlone(f"{photo}: {xmp.name} holds the keywords `tag --xmp` wrote: run `landmark "
+                                         "untag --xmp` to take them out too")
                 embedded = entry.get("embedded") if isinstance(entry, dict) else None
                 if embedded is not None and not opts.embed:
                     raise PhotoLeftAlone(f"{photo} holds keywords `tag --embed` wrote into it: run `landmark untag "

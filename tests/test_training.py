@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from landmark_search.config import TrainConfig
 from landmark_search.errors import DataError, LandmarkError
@@ -329,6 +330,25 @@ def test_extend_learns_a_new_landmark_and_keeps_the_old_ones_from_photos_or_cach
     scratch = tmp_path / "scratch.pt"
     save_checkpoint(scratch, old_model, {**saved, "train_config": {**saved["train_config"], "weights": "none"}})
     one_line_error(invoke("train", "--extend", scratch, "--data", new, "--out", tmp_path / "x"), "frozen", str(scratch))
+
+
+def test_extend_adds_a_folder_named_as_an_old_landmark_to_it_not_a_second_class(trained_run, tmp_path):
+    """A group named as the old model shows a landmark ("Azure Tower" for the folder `Azure_Tower`, any case)
+    joins that landmark; a folder named otherwise is a new class."""
+    from landmark_search.training.extend import prepare_extension
+
+    old = read_checkpoint(trained_run / "best.pt")["meta"]["classes"]
+    renamed = next(c for c in old if clean_name(c) != c)  # a class whose folder name has an underscore
+    for split in ("train", "test"):
+        for folder in (clean_name(renamed).upper(), "Brand New Place"):
+            (tmp_path / "new" / split / folder).mkdir(parents=True)
+            Image.new("RGB", (64, 48), (40, 90, 160)).save(tmp_path / "new" / split / folder / "a.jpg")
+    cfg, ext = prepare_extension(trained_run / "best.pt", TrainConfig(data=str(tmp_path / "new"),
+                                                                      out=str(tmp_path / "run")))
+    assert ext.layout.classes == (*old, "Brand New Place")
+    assert ext.joined == ((clean_name(renamed).upper(), renamed),) and ext.record()["new_classes"] == 1
+    by_folder = {p.parent.name: label for p, label in ext.layout.train_split if p.is_relative_to(tmp_path)}
+    assert by_folder == {clean_name(renamed).upper(): old.index(renamed), "Brand New Place": len(old)}
 
 
 def test_lbfgs_head_is_the_regularised_logistic_regression_scikit_learn_fits():

@@ -106,6 +106,19 @@ def test_untag_summary_counts_what_happened_to_each_file(library, trained_run):
     assert json.loads(Path(f"{mine}.json").read_text())["rating"] == 5
 
 
+def test_untag_without_xmp_leaves_a_photo_whose_xmp_holds_our_keywords(library, trained_run):
+    """The JSON entry is the record of what to take out of the XMP: untag without --xmp keeps both and says why."""
+    root, mine, bare = library
+    assert len(tag([root], str(trained_run / "best.pt"), TagOptions(xmp=True, recall=1.0), CFG).tagged) == 2
+    before = {p: p.read_bytes() for p in root.iterdir()}
+    done = untag([root], UntagOptions())
+    assert sorted(p for p, _ in done.skipped) == sorted([mine, bare]) and not done.cleaned
+    assert all("untag --xmp" in why for _, why in done.skipped)
+    assert {p: p.read_bytes() for p in root.iterdir()} == before
+    assert untag([root], UntagOptions(xmp=True)).cleaned
+    assert Path(f"{mine}.xmp").read_text(encoding="utf-8") == USER_XMP and not Path(f"{bare}.xmp").exists()
+
+
 def test_user_edits_after_tagging_survive_retag_and_untag(library, trained_run):
     root, mine, bare = library
     ckpt = str(trained_run / "best.pt")

@@ -133,6 +133,9 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
                   f"the old run's cached features {e['old_where']} (its photos are gone)")
         typer.echo(f"extended {e['checkpoint']}: {_count(e['old_classes'], 'old landmark')} from {source}, "
                    f"{_count(e['new_classes'], 'new landmark')} from {data}")
+        for folder, old in e.get("joined", []):
+            if folder != old:
+                typer.echo(f"  {data}/train/{folder}: photos of the old landmark {old}, added to it")
     typer.echo(f"run: {result.paths.root}  ({m['epochs_run']} epochs, {result.seconds:.1f}s)")
     if "stopped_early_at" in m:
         typer.echo(f"stopped early at epoch {m['stopped_early_at']} of {m['epochs_planned']} (no validation gain "

@@ -2,9 +2,10 @@
 
 The head of a frozen backbone trains in seconds, so extending is the ordinary head training again on
 everything: the old classes keep their indices, NEW's classes not among them follow, and a NEW class named as
-an old one adds its photos to it. The old landmarks come from their photos when the old run's data folder is
-still there (embedded again, their test photos scored too), else from the frozen features the old run cached
-in RUN/features.pt. A model whose body was trained (scratch, --finetune) has no frozen features to share.
+an old one (the same folder name, or the name the old model shows for it) adds its photos to it. The old
+landmarks come from their photos when the old run's data folder is still there (embedded again, their test
+photos scored too), else from the frozen features the old run cached in RUN/features.pt. A model whose body was
+trained (scratch, --finetune) has no frozen features to share.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..config import TrainConfig
 from ..data.datasets import DatasetLayout, Sample, discover
 from ..errors import DataError, LandmarkError
 from ..models.checkpoint import openset_state, read_checkpoint
+from ..places.table import clean_name
 from .recipe import Recipe
 from .run_dir import FEATURES_NAME, checkpoint_in, dataset_dir
 
@@ -40,12 +42,13 @@ class Extension:
     features: dict[str, "torch.Tensor"] | None = None  # FEATURE_KEYS of the old run's features.pt (fp32 / int64)
     places: dict[str, Any] | None = None  # the old checkpoint's class -> place
     references: "References | None" = None  # the old checkpoint's geometric-check references, when photos are gone
+    joined: tuple[tuple[str, str], ...] = ()  # (NEW's folder, the old class it adds photos to)
 
     def record(self) -> dict[str, Any]:
         """metrics.json's "extended": where the old landmarks came from."""
         return {"checkpoint": str(self.checkpoint), "old_classes": self.old_classes,
                 "new_classes": len(self.layout.classes) - self.old_classes, "old_from": self.source,
-                "old_where": str(self.where)}
+                "old_where": str(self.where), "joined": [list(pair) for pair in self.joined]}
 
 
 def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainConfig, Extension]:
@@ -63,8 +66,10 @@ def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainCo
                       epochs=cfg.epochs or saved.get("epochs"), device=cfg.device, precision=cfg.precision,
                       workers=cfg.workers)
     old_classes = list(meta["classes"])
-    classes = (*old_classes, *(c for c in new.classes if c not in old_classes))
-    index = {c: i for i, c in enumerate(classes)}
+    same = _same_landmarks(old_classes, meta.get("display_names") or [], new.classes)
+    classes = (*old_classes, *(c for c in new.classes if c not in same))
+    index = {c: i for i, c in enumerate(classes)} | {c: old_classes.index(o) for c, o in same.items()}
+    joined = tuple(sorted(same.items()))
 
     def moved(samples: tuple[Sample, ...], layout: DatasetLayout) -> tuple[Sample, ...]:
         return tuple((path, index[layout.classes[label]]) for path, label in samples)
@@ -75,7 +80,8 @@ def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainCo
     if old is not None and list(old.classes) == old_classes:
         layout = DatasetLayout(root=new.root, classes=classes, train_split=moved(old.train, old) + moved(new.train, new),
                                test=moved(old.test, old) + moved(new.test, new), unnamed=new.unnamed)
-        return run_cfg, Extension(checkpoint, layout, len(old_classes), "photos", old_root, places=places)
+        return run_cfg, Extension(checkpoint, layout, len(old_classes), "photos", old_root, places=places,
+                                  joined=joined)
     cached = checkpoint.parent / FEATURES_NAME
     features = _cached_features(cached, len(old_classes))
     if features is None:
@@ -84,7 +90,21 @@ def prepare_extension(checkpoint: str | Path, cfg: TrainConfig) -> tuple[TrainCo
     layout = DatasetLayout(root=new.root, classes=classes, train_split=moved(new.train, new),
                            test=moved(new.test, new), unnamed=new.unnamed)
     return run_cfg, Extension(checkpoint, layout, len(old_classes), "features", cached, features, places,
-                              _old_references(payload))
+                              _old_references(payload), joined)
+
+
+def _same_landmarks(old: list[str], old_names: list[str], new: tuple[str, ...]) -> dict[str, str]:
+    """NEW's folders that name an old landmark -> that landmark's class: the same folder name, or the same name as
+    the old model shows it (its display name, or the cleaned folder name; case and `_` vs space ignored), so a
+    group named "Chichen Itza" joins the old `Chichen_Itza` instead of becoming a second landmark of that name."""
+    def key(name: str) -> str:
+        return clean_name(name).casefold()
+
+    by_key: dict[str, str] = {}
+    for i, c in enumerate(old):
+        for name in (c, *(old_names[i:i + 1])):
+            by_key.setdefault(key(name), c)
+    return {c: c if c in old else by_key[key(c)] for c in new if c in old or key(c) in by_key}
 
 
 def _old_references(payload: dict[str, Any]) -> "References | None":
