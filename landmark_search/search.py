@@ -60,10 +60,10 @@ def index_dir(name_or_path: str | Path) -> Path:
 def _no_index(directory: Path) -> str:
     """Why there is no index at `directory`, with the absolute path tried and how to build or find one."""
     home, chosen_by = index_home()
-    text = f"no index at {directory.absolute()}; build one with `landmark index PHOTOS`"
+    text = f"no index at {directory.absolute()}; build one with `landmark index PHOTOS"
     if directory.absolute().parent != home:  # a folder the user named
-        return text + f" --index {directory.absolute()}"
-    return (text + f" (add --index {directory.name} for this name). Named indexes live in {home} "
+        return text + f" --index {directory.absolute()}`"
+    return (text + f" --index {directory.name}`. Named indexes live in {home} "
             f"({chosen_by}); to keep them in one place whatever the current folder, set {INDEX_HOME_ENV} or "
             f"{INDEX_HOME_SETTING} in {user_config_file()}")
 

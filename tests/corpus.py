@@ -146,7 +146,7 @@ def _jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
 
 # Bad files and the words their failure reason contains, whichever command meets them.
 BAD_REASONS = {
-    "empty.jpg": "not a readable image",
+    "empty.jpg": "an empty file (0 bytes)",
     "truncated.jpg": "truncated",
     "text.jpg": "not a readable image",
     "bomb.png": "is more than the limit",

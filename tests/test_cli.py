@@ -149,7 +149,7 @@ def test_similar_without_an_index_says_where_it_looked_and_how_to_move_it(synth_
     monkeypatch.chdir(tmp_path)
     photo = sorted((synth_data / "test").rglob("*.jpg"))[0]
     result = invoke("similar", photo)
-    assert result.exit_code == 1 and "landmark index PHOTOS" in result.output
+    assert result.exit_code == 1 and "`landmark index PHOTOS --index default`" in result.output  # a whole command
     assert f"no index at {tmp_path / 'indexes' / 'default'};" in result.output  # the absolute path tried
     assert "LANDMARK_INDEX_HOME" in result.output and "config.toml" in result.output
 

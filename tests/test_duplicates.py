@@ -239,10 +239,12 @@ def test_move_needs_to_outside_the_photos_keep_chooses_and_undo_puts_everything_
     again = json.loads(_run("duplicates", str(library), "--index", index, "--json", "-q").stdout)
     assert again["groups"] == [] and again["photos"] == 3
     undone = _run("duplicates", "--undo", str(review))
-    assert "put back 3 photo(s) and 1 sidecar(s)" in undone.output
+    assert "put back 3 photo(s) and 1 sidecar(s)" in undone.output and "adds them again" in undone.output
     after = {p.relative_to(library): p.read_bytes() for p in library.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before  # every byte back where it was
     assert list(review.iterdir()) == []  # the journal and the folders the moves made go once all is back
+    assert len(json.loads(_run("duplicates", str(library), "--index", index, "--json", "-q").stdout)["groups"][0]
+               ["members"]) == 4  # the next run has them again: the group the move took apart
     one_line_error(CliRunner().invoke(app, ["duplicates", "--undo", str(review)]), "nothing to undo")
 
 

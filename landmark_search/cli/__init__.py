@@ -74,9 +74,10 @@ PhotosArg = typer.Argument(..., help="Photos or folders.")
 RecursiveOpt = typer.Option(True, "--recursive/--no-recursive", help="Walk sub-folders.")
 FollowLinksOpt = typer.Option(False, "--follow-links", help="Follow symlinked folders.")
 ExcludeOpt = typer.Option(None, help="Glob of names/paths to skip (repeatable).")
-RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of true "
-                         "landmark photos to keep (measured on its validation photos); lower it for fewer wrong tags. "
-                         "Default: the model's own (0.95).")
+RecallOpt = typer.Option(None, "--recall", help="Open-set threshold of a trained model, as the fraction of its own "
+                         "landmark photos to keep (leave-one-out on its training photos); lower it for fewer wrong "
+                         "tags. Default: the model's own threshold, which tags at most 5 % of photos of landmarks it "
+                         "was never shown (metrics.json says what it keeps).")
 StrictOpt = typer.Option(False, help="Exit 1 when any photo failed.")
 SheetOpt = typer.Option(None, help="Write a contact sheet (.html or .png).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")

@@ -171,6 +171,9 @@ def duplicates_cmd(photos: Optional[List[Path]] = typer.Argument(None, help="Pho
         _report_failures(done.failed)
         typer.echo(f"put back {len(done.done)} photo(s)" + (f" and {len(done.sidecars)} sidecar(s)" if done.sidecars
                                                              else "") + f" from {undo}")
+        if done.done:
+            typer.echo("they left the index when moved: the next `landmark index` or `landmark duplicates` on "
+                       "their folders adds them again")
         if done.failed:
             raise typer.Exit(code=1)
         return

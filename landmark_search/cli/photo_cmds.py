@@ -272,7 +272,7 @@ def map_cmd(photos: List[Path] = typer.Argument(..., help="Photos or folders (th
                                                 "`landmark tag --geotag` wrote)."),
             out: Path = typer.Option(Path("map.html"), "--out", "-o", help="The HTML page to write."),
             max_pixels: Optional[int] = MaxPixelsOpt) -> None:
-    """One self-contained HTML map with a marker per place (works offline; OpenStreetMap tiles when online)."""
+    """One self-contained HTML map with a marker per place (drawn in the page: nothing is loaded from the network)."""
     from ..config import DEFAULT_MAX_PIXELS
     from ..places.map import write_map
 

@@ -54,8 +54,9 @@ def train_cmd(model: str = typer.Option("efficientnet_lite0", "--model", "-m", h
               epochs: Optional[int] = typer.Option(None, help="Epochs (default: 60 for a frozen backbone's head, 15 "
                                                    "with --finetune, 120 from scratch, residual 60)."),
               batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64; 32 when training from scratch)."),
-              lr: Optional[float] = typer.Option(None, help="Learning rate (default: 3e-3 head, 3e-4 with --finetune, "
-                                                 "2e-3 from scratch)."),
+              lr: Optional[float] = typer.Option(None, help="Learning rate of AdamW/Adam/SGD (default: 3e-3 head, 3e-4 "
+                                                 "with --finetune, 2e-3 from scratch; the default L-BFGS head fit "
+                                                 "takes none)."),
               optimizer: str = typer.Option("auto", help="auto (lbfgs for a frozen backbone's power head, adamw otherwise)|lbfgs (full-batch: the exact regularised logistic regression; frozen heads only, --weight-decay and --lr unused)|adamw (decoupled weight decay)|adam (L2 weight decay)|sgd (Nesterov momentum)."),
               weight_decay: float = typer.Option(5e-4, help="Weight decay."),
               dropout: float = typer.Option(0.3, help="Dropout before the embedding/classifier."),

@@ -159,11 +159,14 @@ def load_image(path: str | Path, *, min_side: int | None = None,
     if path.suffix.lower() in HEIF_EXTENSIONS and not register_optional_formats():
         raise BadImageError(f"{path}: {HEIF_HINT}")
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
+        mode = info.st_mode
         if not stat.S_ISREG(mode):
             # Opening a FIFO would wait forever for a writer; folders, sockets and devices aren't photos.
             what = "is a folder" if stat.S_ISDIR(mode) else "is not a regular file (a pipe, socket or device)"
             raise BadImageError(f"{path}: {what}, not a photo")
+        if not info.st_size:
+            raise BadImageError(f"{path}: an empty file (0 bytes), not a photo; copy it again from where it came from")
         raw = path.suffix.lower() in RAW_EXTENSIONS
         with Image.open(io.BytesIO(raw_preview(path)) if raw else path) as img:
             if raw and 0x0112 not in img.getexif():  # the preview is stored as the sensor sees it
