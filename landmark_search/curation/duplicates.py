@@ -186,7 +186,7 @@ def _why(keeper: PhotoFacts, runner_up: PhotoFacts | None, criterion: str) -> st
     if criterion == "capture time":
         if keeper.taken and keeper.taken != runner_up.taken:
             return f"the oldest of equal copies: taken {keeper.taken.isoformat(sep=' ')}"
-        return "the oldest file of equal copies"
+        return "the oldest of equal copies by file time (no capture time tells them apart)"
     return "equal copies: the shortest path"
 
 
