@@ -56,8 +56,8 @@ def untag(paths: Sequence[Path], opts: UntagOptions) -> UntagSummary:
                 elif isinstance(entry, dict) and isinstance(entry.get("xmp"), dict) and xmp.exists():
                     # Our JSON entry is the record of what to take out of the XMP: dropping it alone would leave
                     # our keywords there for good (a later tag would take them for the user's).
-                    raise PhotoLeftAlone(f"{photo}: {xmp.name} holds the keywords `tag --xmp` wrote: run `landmark "
-                                         "untag --xmp` to take them out too")
+                    raise PhotoLeftAlone(f"{photo}: {xmp.name} holds the keywords `tag --xmp` wrote: add --xmp to "
+                                         "`landmark untag` to take them out too")
                 embedded = entry.get("embedded") if isinstance(entry, dict) else None
                 if embedded is not None and not opts.embed:
                     raise PhotoLeftAlone(f"{photo} holds keywords `tag --embed` wrote into it: run `landmark untag "
