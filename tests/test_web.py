@@ -527,6 +527,23 @@ def test_the_map_draws_natural_earth_offline_and_clusters_markers_the_same_in_th
     assert land(standalone) == land(page)  # one template draws both
 
 
+def test_the_map_shows_a_place_a_sidecar_gained_while_the_app_ran(dated):
+    """`landmark tag --geotag` writes sidecars, not the index: the map notices by the folder's time, no index run."""
+    client, lib, _ = dated
+    names = lambda: {p["name"] for p in client.get("/api/map").json()["places"]}  # noqa: E731
+    assert "Tinum" not in names()
+    side, temp = lib / "d_file_time.jpg.json", lib / ".d_file_time.jpg.json.tmp"
+    temp.write_text(json.dumps({"landmark_search": {"version": 1, "tags": [], "place": {
+        "name": "Tinum", "latitude": 20.68, "longitude": -88.57}}}))
+    os.utime(lib, ns=(1, 1))  # a folder time no clock tick can repeat, then the rename sets it again
+    os.replace(temp, side)
+    try:
+        assert "Tinum" in names()
+    finally:
+        side.unlink()
+    assert "Tinum" not in names()
+
+
 def test_the_readmes_csrf_recipe_works_with_curl(served, library_dir, tmp_path):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     script = readme.split("<!-- csrf-curl -->\n```sh\n", 1)[1].split("```", 1)[0]

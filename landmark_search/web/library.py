@@ -56,7 +56,7 @@ class ServeOptions:
 
 @dataclass
 class _Cached:
-    generation: int = -1
+    key: Any = None  # what the value was computed for: the index generation, and a stamp where one is given
     value: Any = None
 
 
@@ -150,12 +150,13 @@ class Library:
     def generation(self) -> int:
         return self.run(lambda: self._index().generation)
 
-    def _memo(self, name: str, compute: Callable[[], T]) -> T:
-        """compute() once per index generation (a `landmark index` run meanwhile makes it stale)."""
-        gen = self.generation()
+    def _memo(self, name: str, compute: Callable[[], T], stamp: Callable[[], Any] | None = None) -> T:
+        """compute() once per index generation (a `landmark index` run meanwhile makes it stale) and, with `stamp`,
+        again whenever stamp() changes."""
+        key = (self.generation(), stamp() if stamp else None)
         entry = self._cache.setdefault(name, _Cached())
-        if entry.generation != gen:
-            entry.value, entry.generation = compute(), gen
+        if entry.key != key:
+            entry.value, entry.key = compute(), key
         return entry.value
 
     def _background(self, name: str, compute: Callable[[Callable[[float], None]], T]) -> _Job:
@@ -493,8 +494,21 @@ class Library:
         return {"places": markers, "without_position": without}
 
     def map_places(self) -> tuple[list, int]:
-        """(places.map.MapPlace of the indexed photos, photos without a position), once per index generation."""
-        return self._memo("map", self._map_places)
+        """(places.map.MapPlace of the indexed photos, photos without a position), once per index generation and
+        sidecar change."""
+        return self._memo("map", self._map_places, self._folders_stamp)
+
+    def _folders_stamp(self) -> tuple:
+        """The modification times of the photos' folders: sidecars are written as a new file renamed into place, so
+        a `landmark tag` (or any program writing one that way) changes its folder's time, with no index run.
+        One stat a folder, not a read of every sidecar."""
+        stamps = []
+        for folder, _ in self.catalog.folders():
+            try:
+                stamps.append(os.stat(folder).st_mtime_ns)
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
 
     def _map_places(self) -> tuple[list, int]:
         from ..places.map import collect_places
