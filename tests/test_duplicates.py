@@ -68,7 +68,7 @@ def test_copies_form_one_group_with_one_keeper_and_json_shape(indexed):
     assert members["a.jpg"]["relation"] == "exact" and members["a_small.jpg"]["relation"] == "near"
     assert members["a_small.jpg"]["jpeg_quality"] == 50 and members["a_copy.jpg"]["jpeg_quality"] == 92
     assert (members["a_small.jpg"]["width"], members["a_small.jpg"]["height"]) == (80, 56)
-    assert members["a_crop.jpg"]["lost_on"] == "pixels" and members["a.jpg"]["lost_on"] == "capture time"
+    assert members["a_crop.jpg"]["lost_on"] == "pixels" and members["a.jpg"]["lost_on"] == "age"
     assert all(m["file_size"] > 0 for m in group["members"])
     named = {Path(p).name for g in out["groups"] for p in [g["keep"], *g["others"]]}
     assert not named & {"b.jpg", "c.jpg"}  # distinct photos are nobody's duplicates
@@ -107,7 +107,7 @@ def test_the_keeper_is_the_original_never_a_derivative(tmp_path):
     assert Path(group["keep"]) == files["original"], group
     assert {Path(p).name for p in group["others"]} == {p.name for n, p in files.items() if n != "original"}
     lost = {Path(m["path"]).stem: m["lost_on"] for m in group["members"]}
-    assert lost == {"original": None, "exact": "capture time", "q50": "quality", "q75": "quality",
+    assert lost == {"original": None, "exact": "age", "q50": "quality", "q75": "quality",
                     "half": "pixels", "crop": "pixels", "stripped": "camera facts", "shot": "pixels"}
     quality = {Path(m["path"]).stem: m["jpeg_quality"] for m in group["members"]}
     assert quality["original"] == 90 and quality["q50"] == 50 and quality["q75"] == 75 and quality["shot"] == 95

@@ -113,7 +113,14 @@ def test_in_chromium_choose_a_keeper_move_and_undo(tmp_path):
             q50 = next(c for c in copies if "q50.jpg" in c.text)
             assert "lost on quality" in q50.text and "JPEG q50" in q50.text and str(lib / "copies") in q50.text
             crop = next(c for c in copies if "crop.jpg" in c.text)
+            said = lambda figure: driver.execute_script(  # noqa: E731 - the word the page draws beside the radio
+                "return getComputedStyle(arguments[0], '::before').content", figure.find_element(By.CLASS_NAME, "choice"))
+            assert (said(keeper), said(crop)) == ('"keep"', '"move"')
             crop.find_element(By.CSS_SELECTOR, "input[type=radio]").click()
+            assert (said(keeper), said(crop)) == ('"move"', '"keep"')  # the page follows the choice
+            frame = lambda figure: figure.value_of_css_property("border-top-color")  # noqa: E731
+            assert frame(crop) != frame(keeper)
+            driver.save_screenshot(str(tmp_path / "chosen.png"))
             group.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
             done = wait.until(lambda d: d.find_elements(By.ID, "done"))[0]
             assert "kept crop.jpg, moved 3 photo(s)" in done.text

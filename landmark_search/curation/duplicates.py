@@ -147,7 +147,7 @@ KEEP_RULE: tuple[tuple[str, Callable[[PhotoFacts, Path], object]], ...] = (
     ("quality", lambda f, p: -(f.quality if f.quality is not None else 100)),  # not a JPEG: nothing lost to JPEG
     ("camera facts", lambda f, p: not f.has_camera_facts),
     ("file size", lambda f, p: -f.file_size),
-    ("capture time", lambda f, p: _when(f)),
+    ("age", lambda f, p: _when(f)),  # the older capture time, else the older file time
     ("path", lambda f, p: (len(str(p)), str(p))),
 )
 
@@ -183,7 +183,7 @@ def _why(keeper: PhotoFacts, runner_up: PhotoFacts | None, criterion: str) -> st
                 "same size and quality lacks")
     if criterion == "file size":
         return f"the largest file at the same size and quality ({keeper.file_size:,} vs {runner_up.file_size:,} bytes)"
-    if criterion == "capture time":
+    if criterion == "age":
         if keeper.taken and keeper.taken != runner_up.taken:
             return f"the oldest of equal copies: taken {keeper.taken.isoformat(sep=' ')}"
         return "the oldest of equal copies by file time (no capture time tells them apart)"
