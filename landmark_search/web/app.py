@@ -18,9 +18,11 @@ from typing import Any, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
@@ -65,6 +67,9 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         response = await call_next(request)
         if fresh:
             response.set_cookie(SESSION_COOKIE, request.state.session, httponly=True, samesite="strict")
+        if response.headers.get("content-type", "").startswith("text/html"):
+            # A page shows the library as it is now: Back after a form must not show the state before it.
+            response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
@@ -111,11 +116,30 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
     async def refused(request: Request, exc: _Refused):
         return error(request, exc.status, exc.message)
 
+    @app.exception_handler(HTTPException)
+    async def no_such(request: Request, exc: HTTPException):  # an unknown address, a method a route does not take
+        if exc.status_code == 404:
+            return error(request, 404, f"{request.url.path}: no such page here; the library starts at /")
+        return error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def not_valid(request: Request, exc: RequestValidationError):  # ?offset=abc, a missing ?path=
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "the request"
+        return error(request, 400, f"{where}: {str(first.get('msg', 'not valid')).lower()}")
+
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        kept = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "done"])
+        kept = urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("done", "problem")])
         shared = {"lib": library, "csrf": csrf_token(request.state.session), "version": __version__,
-                  "done": request.query_params.get("done"), "back": request.url.path + ("?" + kept if kept else "")}
+                  "done": request.query_params.get("done"), "problem": request.query_params.get("problem") == "1",
+                  "back": request.url.path + ("?" + kept if kept else "")}
         return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status_code)
+
+    def told(where: str, text: str, problem: bool) -> RedirectResponse:
+        """Back to the page `where` after a form, saying what happened (`problem`: not all of it worked)."""
+        joint = "&" if "?" in where else "?"
+        return RedirectResponse(where + joint + urlencode({"done": text, **({"problem": "1"} if problem else {})}),
+                                status_code=303)
 
     # ------------------------------------------------------------------------------ JSON API
 
@@ -233,9 +257,8 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
             done = f"{len(result['retagged'])} photo(s) now {now}" + (
                 f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else "")
         except LandmarkError as exc:
-            done = f"nothing changed: {exc}"
-        joint = "&" if "?" in back else "?"
-        return RedirectResponse(back + joint + urlencode({"done": done}), status_code=303)
+            return told(back, f"nothing changed: {exc}", True)
+        return told(back, done, bool(result["failed"]))
 
     @app.get("/api/duplicates")
     def api_duplicates(wait: float = 0.0) -> dict:
@@ -328,11 +351,11 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         try:
             result = library.name_photos(paths, str(form.get("name") or ""), form.get("train") == "1")
         except LandmarkError as exc:  # nothing ticked, a name that cannot be a folder: said on the page
-            return RedirectResponse("/review?" + urlencode({"done": f"nothing named: {exc}"}), status_code=303)
+            return told("/review", f"nothing named: {exc}", True)
         done = f"named {len(result['named'])} photo(s) {str(form.get('name')).strip()!r}" + (
             f", linked {len(result['linked'])} into {result.get('train_dir')}" if result["linked"] else "") + (
             f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else "")
-        return RedirectResponse("/review?" + urlencode({"done": done}), status_code=303)
+        return told("/review", done, bool(result["failed"]))
 
     @app.get("/duplicates", response_class=HTMLResponse)
     def duplicates_page(request: Request, done: str | None = None) -> HTMLResponse:
@@ -345,10 +368,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         try:
             result = library.move_duplicates(str(form.get("keep") or ""))
         except LandmarkError as exc:  # a group gone since the page was drawn, a review folder refused
-            return RedirectResponse("/duplicates?" + urlencode({"done": f"nothing moved: {exc}"}), status_code=303)
+            return told("/duplicates", f"nothing moved: {exc}", True)
         done = f"kept {Path(result['kept']).name}, moved {len(result['moved'])} photo(s) into {result['review_dir']}" + (
             f"; {len(result['failed'])} not moved: {result['failed'][0]['reason']}" if result["failed"] else "")
-        return RedirectResponse("/duplicates?" + urlencode({"done": done}), status_code=303)
+        return told("/duplicates", done, bool(result["failed"]))
 
     @app.post("/duplicates/undo")
     async def duplicates_undo(request: Request) -> Response:
@@ -356,10 +379,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         try:
             result = library.undo_duplicates()
         except LandmarkError as exc:
-            return RedirectResponse("/duplicates?" + urlencode({"done": f"nothing put back: {exc}"}), status_code=303)
+            return told("/duplicates", f"nothing put back: {exc}", True)
         done = f"put back {len(result['restored'])} photo(s)" + (
             f"; {len(result['failed'])} stayed: {result['failed'][0]['reason']}" if result["failed"] else "")
-        return RedirectResponse("/duplicates?" + urlencode({"done": done}), status_code=303)
+        return told("/duplicates", done, bool(result["failed"]))
 
     @app.get("/map", response_class=HTMLResponse)
     def map_page(request: Request) -> HTMLResponse:
