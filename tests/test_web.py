@@ -224,6 +224,25 @@ def test_naming_a_group_writes_the_sidecars_landmark_tag_writes(client, library_
     assert not Path(photos[0] + ".json").exists()
 
 
+def test_a_new_name_moves_the_photos_training_link_and_no_name_takes_it_out(client, library_dir):
+    """The training folder says what the sidecars say: retagging a photo named for training moves its link to the new
+    name's folder, removing its landmark takes the link out; the user's own file there stays."""
+    photos = [p["path"] for p in _paths(client) if "/everyday/noise" in p["path"]][2:4]
+    headers, train = _token(client), library_dir / "idx" / "training" / "train"
+    assert client.post("/api/name", json={"paths": photos, "name": "Grain Mil", "train": True},
+                       headers=headers).status_code == 200
+    (train / "Grain Mil" / "notes.txt").write_text("mine")
+    moved = client.post("/api/retag", json={"paths": [photos[0]], "name": "Grain Mill"}, headers=headers).json()
+    assert moved["relinked"] == [str(train / "Grain Mill" / Path(photos[0]).name)]
+    assert [os.readlink(p) for p in (train / "Grain Mill").iterdir()] == [photos[0]]
+    assert sorted(p.name for p in (train / "Grain Mil").iterdir()) == sorted(["notes.txt", Path(photos[1]).name])
+    client.post("/api/retag", json={"paths": photos, "name": None}, headers=headers)
+    assert [p.name for p in (train / "Grain Mil").iterdir()] == ["notes.txt"] and not (train / "Grain Mill").exists()
+    assert client.post("/api/retag", json={"paths": photos, "name": "Grain Mill"}, headers=headers).json()[
+        "relinked"] == []  # a photo out of the training folder is not put back by a name given later
+    client.post("/api/retag", json={"paths": photos, "name": None}, headers=headers)
+
+
 def test_every_page_renders(client):
     for url, words in [("/", ["Library", "photo(s)"]), ("/?unknown=1", ["unknown only"]), ("/search", ["Drop a photo"]),
                        ("/review", ["Review"]), ("/duplicates", ["Duplicates"]), ("/map", ["place(s)"])]:

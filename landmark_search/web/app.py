@@ -255,6 +255,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
             result = library.retag([str(p) for p in form.getlist("paths")], name)
             now = "without a landmark" if name is None else repr(name.strip())
             done = f"{len(result['retagged'])} photo(s) now {now}" + (
+                f", {len(result['relinked'])} training link(s) moved to that name" if result["relinked"] else "") + (
                 f"; {len(result['failed'])} failed: {result['failed'][0]['reason']}" if result["failed"] else "")
         except LandmarkError as exc:
             return told(back, f"nothing changed: {exc}", True)

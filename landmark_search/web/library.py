@@ -8,6 +8,7 @@ connection and the FAISS structure are not thread-safe, and one model at a time 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -350,6 +351,7 @@ class Library:
         out = {"named": [str(p) for p in summary.tagged],
                "failed": [{"path": str(p), "reason": why} for p, why in summary.failed], "linked": []}
         if train and summary.tagged:
+            self._unlink_for_training(summary.tagged, keep=" ".join(name.split()))
             done = link_for_training([(" ".join(name.split()), summary.tagged)], self.train_dir)
             out["linked"] = [str(dest) for _, dest in done.done]
             out["failed"] += [{"path": str(p), "reason": why} for p, why in done.failed]
@@ -363,8 +365,41 @@ class Library:
         if not photos:
             raise LandmarkError("choose at least one photo to retag")
         summary = self._write_names(photos, name)
-        return {"retagged": [str(p) for p in summary.tagged], "name": name,
+        relinked: list[str] = []
+        trained = self._unlink_for_training(summary.tagged, keep=None if name is None else " ".join(name.split()))
+        if trained and name is not None:  # photos named for training stay there, under their new name
+            from ..curation.grouping import check_folder_name, link_for_training
+
+            try:
+                done = link_for_training([(check_folder_name(name), trained)], self.train_dir)
+                relinked = [str(dest) for _, dest in done.done]
+            except LandmarkError:  # a name no folder can have: the photos leave the training folder
+                pass
+        return {"retagged": [str(p) for p in summary.tagged], "name": name, "relinked": relinked,
                 "failed": [{"path": str(p), "reason": why} for p, why in summary.failed]}
+
+    def _unlink_for_training(self, photos: Sequence[Path], keep: str | None) -> list[Path]:
+        """Take the links to these photos out of TRAIN_DIR/train/<other name>/ (only our symbolic links, never a
+        file; a folder left empty goes too), so the training folder never says what the sidecars no longer say.
+        Returns the photos that had one."""
+        root = self.train_dir / "train"
+        wanted = {str(p.absolute()): p for p in photos}
+        try:
+            folders = [f for f in root.iterdir() if f.is_dir() and not f.is_symlink() and f.name != keep]
+        except OSError:  # no training folder yet
+            return []
+        had: list[Path] = []
+        for folder in folders:
+            before = len(had)
+            for link in folder.iterdir():
+                target = os.readlink(link) if link.is_symlink() else None
+                if target in wanted:
+                    link.unlink()
+                    had.append(wanted[target])
+            if len(had) > before:
+                with contextlib.suppress(OSError):  # not empty: other photos (or the user's files) stay
+                    folder.rmdir()
+        return list(dict.fromkeys(had))
 
     def _write_names(self, photos: list[Path], name: str | None) -> Any:
         """tagging.name_photos for each photo with its library's XMP choice, then the same labels in the index,
