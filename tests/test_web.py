@@ -108,6 +108,18 @@ def test_api_similar_is_what_landmark_similar_json_prints(client, library_dir):
     assert len(api.json()["hits"]) == 5 and query not in {h["path"] for h in api.json()["hits"]}
 
 
+def test_search_finds_a_landmark_by_its_known_place_before_any_geotag(client):
+    """The model knows where each landmark is (places.csv: Harbour Arch in Australia, Dome in Agra, India): a search
+    for the country or city lists the photos it tagged with that landmark, sidecars without a place or not."""
+    labelled = {lab: sorted(p["path"] for p in _paths(client, tag=lab)) for lab in ("Harbour Arch", "Dome")}
+    assert labelled["Harbour Arch"] and labelled["Dome"]
+    assert sorted(p["path"] for p in _paths(client, q="AUSTRALIA")) == labelled["Harbour Arch"]
+    assert sorted(p["path"] for p in _paths(client, q="agra india")) == labelled["Dome"]  # every word
+    assert _paths(client, q="agra australia") == []
+    page = client.get("/", params={"q": "australia"}).text
+    assert all(f"/photo?path={quote(p, safe='')}" in page for p in labelled["Harbour Arch"])
+
+
 def test_search_by_upload_finds_the_photo_and_keeps_nothing(client, library_dir, tmp_path):
     query = next(p["path"] for p in _paths(client) if "/landmarks/" in p["path"])
     before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))

@@ -44,6 +44,9 @@ class Filter:
     folder: str | None = None
     q: str | None = None
     sort: str = "path"
+    # For each word of q, the landmarks whose known place (name, city, country) holds it: "rome" finds the
+    # Colosseum's photos before `tag --geotag` wrote Rome into them.
+    place_labels: tuple[tuple[str, ...], ...] = ()
 
     def where(self, cols: _Columns) -> tuple[str, list]:
         clauses, args = [], []
@@ -56,11 +59,13 @@ class Filter:
             prefix = self.folder.rstrip(os.sep) + os.sep
             clauses.append("path >= ? AND path < ?")  # a prefix as a range: uses the path index
             args += [prefix, prefix[:-1] + chr(ord(os.sep) + 1)]
-        for word in (self.q or "").split()[:QUERY_WORDS]:
+        for n, word in enumerate((self.q or "").split()[:QUERY_WORDS]):
             like = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            labels = self.place_labels[n] if n < len(self.place_labels) else ()
+            placed = f" OR {cols.label} IN ({', '.join('?' * len(labels))})" if labels else ""
             clauses.append(f"(path LIKE ? ESCAPE '\\' OR {cols.label} LIKE ? ESCAPE '\\' OR "
-                           f"{cols.keywords} LIKE ? ESCAPE '\\')")
-            args += [like, like, like]
+                           f"{cols.keywords} LIKE ? ESCAPE '\\'{placed})")
+            args += [like, like, like, *labels]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def order(self, cols: _Columns, reverse: bool = False) -> str:

@@ -141,6 +141,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         return RedirectResponse(where + joint + urlencode({"done": text, **({"problem": "1"} if problem else {})}),
                                 status_code=303)
 
+    def listing_filter(flt: Filter = Depends(_filter)) -> Filter:
+        """The listing the query string asks for, its words also matched against the landmarks' known places."""
+        return library.with_places(flt)
+
     # ------------------------------------------------------------------------------ JSON API
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -162,10 +166,10 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         return {"csrf": csrf_token(request.state.session)}
 
     @app.get("/api/photos")
-    def api_photos(offset: int = 0, limit: int = PAGE, flt: Filter = Depends(_filter)) -> dict:
+    def api_photos(offset: int = 0, limit: int = PAGE, flt: Filter = Depends(listing_filter)) -> dict:
         """Indexed photos: path, label (a name given by hand first; null: none of the landmarks), confidence.
         sort=path (default), taken (capture time, oldest first) or -taken; q: words that must each match the file
-        path, the landmark or the sidecars' keywords and place."""
+        path, the landmark, the landmark's known place or the sidecars' keywords and place."""
         tiles, total = library.catalog.page(offset, limit, flt)
         return {"total": total, "offset": max(0, offset), "photos": [t.to_dict() for t in tiles]}
 
@@ -295,7 +299,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.get("/", response_class=HTMLResponse)
     def library_page(request: Request, offset: int = 0, month: str | None = None,
-                     flt: Filter = Depends(_filter)) -> HTMLResponse:
+                     flt: Filter = Depends(listing_filter)) -> HTMLResponse:
         if month and flt.sort == "path":
             flt = replace(flt, sort="taken")
         if month:
@@ -312,7 +316,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
                     months=library.catalog.months(flt) if flt.sort != "path" else [], title="Library")
 
     @app.get("/photo", response_class=HTMLResponse)
-    def photo_page(request: Request, path: str, flt: Filter = Depends(_filter)) -> HTMLResponse:
+    def photo_page(request: Request, path: str, flt: Filter = Depends(listing_filter)) -> HTMLResponse:
         details = library.details(path)
         before, after = library.catalog.neighbours(path, flt)
         try:

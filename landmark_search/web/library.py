@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -22,7 +22,7 @@ from ..errors import LandmarkError
 from ..curation.grouping import GroupOptions
 from ..search import SimilarResult, index_model, index_dir, photo_key, query_index, recorded_model, refresh_browse_facts
 from ..places.map import world_xy
-from ..index.catalog import Catalog, Tile
+from ..index.catalog import QUERY_WORDS, Catalog, Filter, Tile
 from .thumbs import QUALITY, THUMB_SIDE, ThumbCache
 
 T = TypeVar("T")
@@ -336,6 +336,17 @@ class Library:
                 pass
         return {"groups": [{"name": g.name, "paths": [str(p) for p in g.paths]} for g in report.groups],
                 "ungrouped": [str(p) for p in report.ungrouped], "considered": report.considered, "named": named}
+
+    def with_places(self, flt: Filter) -> Filter:
+        """`flt` with, for each word of its search, the landmarks whose known place (the model's places: name,
+        city, country) holds that word, any case."""
+        words = (flt.q or "").split()[:QUERY_WORDS]
+        known = {label: " ".join(str(place.get(k) or "") for k in ("name", "city", "country")).casefold()
+                 for label, place in self.places.items() if isinstance(place, dict)}
+        if not words or not known:
+            return flt
+        return replace(flt, place_labels=tuple(tuple(sorted(label for label, text in known.items()
+                                                                 if word.casefold() in text)) for word in words))
 
     def name_photos(self, paths: Sequence[str], name: str, train: bool) -> dict:
         """Tag the photos with `name` (sidecars as `landmark tag` writes them); with train, link them into
