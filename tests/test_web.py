@@ -165,6 +165,8 @@ def test_thumbnails_upright_cached_and_revalidated(client, library_dir):
     assert reply.status_code == 200 and reply.headers["content-type"] == "image/jpeg"
     img = Image.open(io.BytesIO(reply.content))
     assert img.height > img.width  # 90x40 stored, EXIF says rotate: shown 40x90
+    large = Image.open(io.BytesIO(client.get("/api/thumb", params={"path": turned, "size": "large"}).content))
+    assert large.size == (40, 90)  # the photo page's large view never blows a small photo up
     assert "max-age" in reply.headers["cache-control"]
     assert list((library_dir / "idx" / "thumbs").rglob("*.jpg"))
     again = client.get("/api/thumb", params={"path": turned}, headers={"If-None-Match": reply.headers["etag"]})
@@ -257,9 +259,14 @@ def test_a_new_name_moves_the_photos_training_link_and_no_name_takes_it_out(clie
 
 def test_every_page_renders(client):
     for url, words in [("/", ["Library", "photo(s)"]), ("/?unknown=1", ["unknown only"]), ("/search", ["Drop a photo"]),
-                       ("/review", ["Review"]), ("/duplicates", ["Duplicates"]), ("/map", ["place(s)"])]:
+                       ("/review", ["Review"]), ("/duplicates", ["Duplicates"]), ("/map", ["place(s)"]),
+                       ("/api/docs", ["JSON API"])]:
         reply = client.get(url)
         assert reply.status_code == 200 and all(w in reply.text for w in words), url
+        # one page heading, a way past the menu to it, and the API's description a click away
+        assert reply.text.count("<h1") == 1 and '<a class="skip" href="#main">' in reply.text, url
+        assert '<main id="main"' in reply.text and 'href="/api/docs"' in reply.text, url
+    assert '<label for="file"' in client.get("/search").text  # the file input has a name
     for url in ("/api/labels", "/api/groups", "/api/duplicates", "/api/map", "/api/openapi.json"):
         assert client.get(url).status_code == 200, url
 

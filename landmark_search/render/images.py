@@ -31,9 +31,13 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
             return ImageFont.load_default()
 
 
-def thumbnail(path: Path, size: int = THUMB, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The photo upright, shrunk to fit a size x size box; raises BadImageError when unreadable."""
+def thumbnail(path: Path, size: int = THUMB, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+              enlarge: bool = True) -> Image.Image:
+    """The photo upright, fitted in a size x size box (a smaller photo as it is when not `enlarge`: a large
+    view of it would only be blurred and heavier); raises BadImageError when unreadable."""
     img = load_image(path, min_side=size, max_pixels=max_pixels)
+    if not enlarge and img.width <= size and img.height <= size:
+        return img
     return ImageOps.contain(img, (size, size), Image.Resampling.LANCZOS)
 
 

@@ -15,6 +15,7 @@ from ..fsutil import atomic_write_bytes
 THUMB_SIDE = 320  # a grid tile at 2x pixel density
 LARGE_SIDE = 1600  # the photo page: sharp on a laptop screen, a few hundred KB
 QUALITY = 82
+THUMBS_VERSION = 2  # in every key: thumbnails made by an older rule (v1 enlarged small photos) are made again
 
 
 def jpeg_bytes(img: Image.Image) -> bytes:
@@ -33,7 +34,7 @@ class ThumbCache:
 
     def key(self, path: Path, side: int) -> str:
         st = os.stat(path)
-        text = f"{path}\0{side}\0{st.st_size}\0{st.st_mtime_ns}"
+        text = f"{path}\0{side}\0{st.st_size}\0{st.st_mtime_ns}\0v{THUMBS_VERSION}"
         return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
     def get(self, path: Path, side: int = THUMB_SIDE) -> tuple[bytes, str]:
@@ -49,7 +50,7 @@ class ThumbCache:
             return cached.read_bytes(), etag
         except OSError:
             pass
-        data = jpeg_bytes(thumbnail(path, side, self.max_pixels))
+        data = jpeg_bytes(thumbnail(path, side, self.max_pixels, enlarge=side < LARGE_SIDE))
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(cached, data, durable=False)  # a cache: made again if a crash loses it
