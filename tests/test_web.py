@@ -436,6 +436,27 @@ def test_retag_sets_and_removes_a_landmark_by_hand_as_landmark_tag_writes_it(cli
     assert client.get("/api/photo", params={"path": photo}).json()["label"] == model_label  # the model's again
 
 
+def test_a_name_goes_into_xmp_in_a_folder_never_tagged_when_the_library_uses_xmp(client, library_dir, trained_run):
+    """No sidecar beside the photo says anything; the library's XMP keywords ("Landmarks|...", read by the index)
+    do: a name given in the app reaches digiKam/Lightroom there too."""
+    from conftest import exiftool_json
+
+    folders = sorted((library_dir / "lib" / "landmarks").iterdir())
+    tagged, bare = folders[0], next(f for f in folders[1:] if not list(f.glob("*.json")))
+    model = ["--model", str(trained_run / "best.pt"), "-q"]
+    index = ["index", str(library_dir / "lib"), "--index", str(library_dir / "idx"), *model]
+    assert runner.invoke(cli, ["tag", str(tagged), "--xmp", *model]).exit_code == 0
+    assert runner.invoke(cli, index).exit_code == 0  # the index reads the keywords
+    photo = str(sorted(bare.glob("*.jpg"))[0])
+    try:
+        assert client.post("/api/retag", json={"paths": [photo], "name": "Jal Mahal"}, headers=_token(client)).is_success
+        assert exiftool_json(Path(photo + ".xmp"), "-HierarchicalSubject")["HierarchicalSubject"] == "Landmarks|Jal Mahal"
+    finally:
+        assert runner.invoke(cli, ["untag", "--xmp", str(tagged), photo]).exit_code == 0
+        assert runner.invoke(cli, index).exit_code == 0
+    assert not Path(photo + ".xmp").exists() and not list(tagged.glob("*.xmp"))
+
+
 def test_the_retag_form_changes_ticked_photos_and_says_so(client, library_dir):
     photos = [p["path"] for p in _paths(client) if "/everyday/noise" in p["path"]][:2]
     form = {"csrf": _token(client)["X-CSRF-Token"], "paths": photos, "name": "Old Mill", "back": "/?q=noise"}

@@ -60,7 +60,7 @@ class Filter:
             clauses.append("path >= ? AND path < ?")  # a prefix as a range: uses the path index
             args += [prefix, prefix[:-1] + chr(ord(os.sep) + 1)]
         for n, word in enumerate((self.q or "").split()[:QUERY_WORDS]):
-            like = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            like = _like(word)
             labels = self.place_labels[n] if n < len(self.place_labels) else ()
             placed = f" OR {cols.label} IN ({', '.join('?' * len(labels))})" if labels else ""
             clauses.append(f"(path LIKE ? ESCAPE '\\' OR {cols.label} LIKE ? ESCAPE '\\' OR "
@@ -78,6 +78,11 @@ class Filter:
 
 
 QUERY_WORDS = 8  # words of a search, each must match
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') that finds `text` anywhere, its %, _ and \\ taken as plain characters."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,11 @@ class Catalog:
                                          f"WHERE path IN ({marks})", chunk):
                 out[p] = Tile(str(p), lab, None if c is None else float(c))
         return out
+
+    def any_keywords_holding(self, words: str) -> bool:
+        """Whether any indexed photo's sidecar keywords hold the text `words` (once per generation)."""
+        return self._per_generation(f"keyword {words}", lambda: bool(self._query(
+            f"SELECT 1 FROM photos WHERE {_COLUMNS.keywords} LIKE ? ESCAPE '\\' LIMIT 1", [_like(words)])))
 
     def labels(self) -> list[tuple[str | None, int]]:
         """(label, photos) for every label (a name given by hand first), the most common first; None counts the

@@ -337,6 +337,11 @@ class Library:
         return {"groups": [{"name": g.name, "paths": [str(p) for p in g.paths]} for g in report.groups],
                 "ungrouped": [str(p) for p in report.ungrouped], "considered": report.considered, "named": named}
 
+    def _library_uses_xmp(self) -> bool:
+        """Whether `landmark tag --xmp` wrote its hierarchical keywords ("Landmarks|NAME") for any indexed photo, as
+        the index read them from the XMP sidecars."""
+        return self.catalog.any_keywords_holding("Landmarks ")
+
     def with_places(self, flt: Filter) -> Filter:
         """`flt` with, for each word of its search, the landmarks whose known place (the model's places: name,
         city, country) holds that word, any case."""
@@ -422,7 +427,7 @@ class Library:
         summary = TagSummary()
         by_choice: dict[bool, list[Path]] = {}
         for photo in photos:
-            by_choice.setdefault(self.opts.xmp or uses_xmp(photo), []).append(photo)
+            by_choice.setdefault(self.opts.xmp or uses_xmp(photo, self._library_uses_xmp), []).append(photo)
         for xmp, group in by_choice.items():
             done = name_photos(group, name, TagOptions(xmp=xmp))
             summary.tagged += done.tagged
@@ -571,26 +576,32 @@ def _inherited(place: dict | None) -> dict | None:
     return {"from": source[len("time: "):], "minutes": place.get("minutes")}
 
 
-def uses_xmp(photo: Path) -> bool:
-    """Whether `landmark tag --xmp` tagged this photo or, never tagged, the photos beside it: a name given in the
-    app then goes into the XMP sidecar too, with no flag to remember."""
-    from ..sidecars.jsonfile import SIDECAR_KEY, read_sidecar, sidecar_path
+def _recorded_xmp(side: Path) -> bool | None:
+    """Whether the `landmark tag` entry in this JSON sidecar wrote XMP too (None: no readable entry)."""
+    from ..sidecars.jsonfile import SIDECAR_KEY, read_sidecar
 
-    def recorded(side: Path) -> bool | None:
-        try:
-            entry = read_sidecar(side).get(SIDECAR_KEY)
-        except (LandmarkError, OSError):
-            return None
-        if not isinstance(entry, dict):
-            return None
-        options = entry.get("options")
-        return isinstance(entry.get("xmp"), dict) or (isinstance(options, dict) and options.get("xmp") is True)
+    try:
+        entry = read_sidecar(side).get(SIDECAR_KEY)
+    except (LandmarkError, OSError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    options = entry.get("options")
+    return isinstance(entry.get("xmp"), dict) or (isinstance(options, dict) and options.get("xmp") is True)
 
-    own = recorded(sidecar_path(photo))
+
+def uses_xmp(photo: Path, library_choice: Callable[[], bool] = lambda: False) -> bool:
+    """Whether `landmark tag --xmp` tagged this photo or, never tagged, the photos beside it, else anywhere in the
+    library (`library_choice`): a name given in the app then goes into the XMP sidecar too, with no flag to
+    remember."""
+    from ..sidecars.jsonfile import sidecar_path
+
+    own = _recorded_xmp(sidecar_path(photo))
     if own is not None:
         return own
     try:
         siblings = sorted(photo.parent.glob("*.json"))[:NEIGHBOURS_ASKED]
     except OSError:
-        return False
-    return next((choice for choice in map(recorded, siblings) if choice is not None), False)
+        siblings = []
+    beside = next((choice for choice in map(_recorded_xmp, siblings) if choice is not None), None)
+    return library_choice() if beside is None else beside
