@@ -267,6 +267,8 @@ def test_every_page_renders(client):
         assert reply.text.count("<h1") == 1 and '<a class="skip" href="#main">' in reply.text, url
         assert '<main id="main"' in reply.text and 'href="/api/docs"' in reply.text, url
     assert '<label for="file"' in client.get("/search").text  # the file input has a name
+    nothing = client.get("/", params={"q": "no-such-words"}).text
+    assert "No photo matches these filters" in nothing and "landmark index PHOTOS" not in nothing
     for url in ("/api/labels", "/api/groups", "/api/duplicates", "/api/map", "/api/openapi.json"):
         assert client.get(url).status_code == 200, url
 
@@ -293,6 +295,7 @@ def served(library_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -303,6 +306,18 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         driver.get(url)
         tiles = driver.find_elements(By.CSS_SELECTOR, "#library a.tile")
         assert len(tiles) == 18
+        driver.find_element(By.CSS_SELECTOR, "button.pick-all").click()
+        boxes = driver.find_elements(By.CSS_SELECTOR, 'input[form="pick"][name=paths]')
+        assert len(boxes) == 18 and all(b.is_selected() for b in boxes)
+        driver.find_element(By.CSS_SELECTOR, "button.pick-none").click()
+        assert not any(b.is_selected() for b in boxes)
+        landmark = driver.find_element(By.NAME, "tag")
+        landmark.send_keys(Keys.ARROW_DOWN)  # the keyboard moves through the choices without leaving the page
+        assert driver.current_url == url and landmark.get_attribute("value")
+        landmark.send_keys(Keys.ENTER)  # and Enter applies the choice
+        wait.until(lambda d: "tag=" in d.current_url)
+        driver.get(url)
+        tiles = driver.find_elements(By.CSS_SELECTOR, "#library a.tile")
         first = tiles[0].get_attribute("title")
         tiles[0].click()
         hits = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".hits a.tile"))

@@ -33,12 +33,25 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 
-  for (const form of document.querySelectorAll("form.group")) {
-    const tick = (on) => { for (const box of form.querySelectorAll("input[name=paths]")) box.checked = on; };
-    const all = form.querySelector(".pick-all");
-    const none = form.querySelector(".pick-none");
-    if (all) all.addEventListener("click", () => tick(true));
-    if (none) none.addEventListener("click", () => tick(false));
+  // Select all / none: a review group's boxes, or on the library page every tile box of the form "pick".
+  for (const button of document.querySelectorAll("button.pick-all, button.pick-none")) {
+    const group = button.closest("form.group");
+    const boxes = () => (group ? group.querySelectorAll("input[name=paths]")
+                               : document.querySelectorAll('input[form="pick"][name=paths]'));
+    const on = button.classList.contains("pick-all");
+    button.addEventListener("click", () => { for (const box of boxes()) box.checked = on; });
+  }
+
+  // Filters apply as soon as they are picked with the pointer; from the keyboard, arrows only move through
+  // the choices and Enter or the Go button applies them (a list that reloads on every arrow key is unusable).
+  for (const control of document.querySelectorAll("[data-auto]")) {
+    let pointer = control.type === "checkbox";
+    control.addEventListener("pointerdown", () => { pointer = true; });
+    control.addEventListener("keydown", (e) => {
+      pointer = control.type === "checkbox";
+      if (e.key === "Enter") control.form.requestSubmit();
+    });
+    control.addEventListener("change", () => { if (pointer) control.form.submit(); });
   }
 
   const computing = document.getElementById("computing");
