@@ -96,6 +96,11 @@ def test_api_photos_pages_and_filters(client, library_dir):
     assert all(0.0 <= p["confidence"] <= 1.0 for p in everything)
     folder = str(Path(everything[0]["path"]).parent)
     assert all(Path(p["path"]).parent == Path(folder) for p in _paths(client, folder=folder))
+    # the folder filter offers the folders above too (lib/landmarks holds only its three class folders)
+    landmarks = str(library_dir / "lib" / "landmarks")
+    under = len(_paths(client, folder=landmarks))
+    assert under == sum(1 for p in everything if p["path"].startswith(landmarks + os.sep)) > 0
+    assert f'<option value="{landmarks}" >{landmarks} ({under})</option>' in client.get("/").text
 
 
 def test_api_similar_is_what_landmark_similar_json_prints(client, library_dir):

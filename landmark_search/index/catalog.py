@@ -218,5 +218,24 @@ class Catalog:
 
         return self._per_generation("folders", count)
 
+    def folder_tree(self) -> list[tuple[str, int]]:
+        """(folder, photos in it and below) for every folder that holds indexed photos and every folder between
+        those and the one folder above them all, in path order: a trip's folder lists all its days' photos."""
+        def tree() -> list[tuple[str, int]]:
+            direct = self.folders()
+            if not direct:
+                return []
+            top = os.path.commonpath([f for f, _ in direct])
+            totals: dict[str, int] = {}
+            for folder, n in direct:
+                while True:
+                    totals[folder] = totals.get(folder, 0) + n
+                    if folder == top or os.path.dirname(folder) == folder:
+                        break
+                    folder = os.path.dirname(folder)
+            return sorted(totals.items())
+
+        return self._per_generation("folder tree", tree)
+
     def has(self, path: str) -> bool:
         return bool(self._query("SELECT 1 FROM photos WHERE path = ?", (path,)))

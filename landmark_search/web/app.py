@@ -309,7 +309,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         link = lambda off: "/?" + "&".join(filter(None, (listing, f"offset={off}")))  # noqa: E731
         labels = library.catalog.labels()
         return page(request, "library.html", tiles=tiles, total=total, offset=max(0, offset), flt=flt,
-                    labels=labels, folders=library.catalog.folders(), all_count=sum(n for _, n in labels),
+                    labels=labels, folders=library.catalog.folder_tree(), all_count=sum(n for _, n in labels),
                     unknown_count=sum(n for label, n in labels if label is None),
                     prev=link(max(0, offset - PAGE)) if offset > 0 else None,
                     next=link(offset + PAGE) if offset + PAGE < total else None, listing=listing, month=month,
