@@ -111,6 +111,9 @@ def test_api_similar_is_what_landmark_similar_json_prints(client, library_dir):
     assert result.exit_code == 0, result.output
     assert api.json() == json.loads(result.output)
     assert len(api.json()["hits"]) == 5 and query not in {h["path"] for h in api.json()["hits"]}
+    for k in ("0", "-1", "201", "abc"):  # refused in one line, never quietly read as something else
+        bad = client.get("/api/similar", params={"path": query, "k": k})
+        assert bad.status_code == 400 and bad.json()["error"].startswith("k"), (k, bad.text)
 
 
 def test_search_finds_a_landmark_by_its_known_place_before_any_geotag(client):

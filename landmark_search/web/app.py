@@ -418,7 +418,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         data = await upload.read(UPLOAD_MAX_BYTES + 1)
         if len(data) > UPLOAD_MAX_BYTES:
             raise _Refused(413, f"{name}: more than {UPLOAD_MAX_BYTES // 1_000_000} MB")
-        k = _k(int(form.get("k") or 24) if str(form.get("k") or "24").isdigit() else 24)
+        k = _k(form.get("k") or 24)
         try:
             if page:
                 return name, library.search_upload(data, suffix, SIMILAR_MAX, SIMILAR_MIN_SCORE, preview=True)
@@ -482,5 +482,12 @@ def _listing(flt: Filter) -> str:
     return urlencode(query)
 
 
-def _k(k: int) -> int:
-    return max(1, min(int(k), 200))
+K_MAX = 200  # hits one similar/search request may ask for
+
+
+def _k(k: object) -> int:
+    """The number of hits asked for; 400 for anything but a whole number from 1 to K_MAX."""
+    text = str(k).strip()
+    if not text.isdigit() or not 1 <= int(text) <= K_MAX:
+        raise _Refused(400, f"k={text[:20]}: use a number of photos from 1 to {K_MAX}")
+    return int(text)
