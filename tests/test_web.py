@@ -569,6 +569,7 @@ def test_photo_page_links_the_original_and_says_where_its_place_came_from(dated)
 def test_api_docs_favicon_and_error_pages_need_nothing_from_elsewhere(client):
     docs = client.get("/api/docs")
     assert docs.status_code == 200 and "/api/retag" in docs.text and "/api/openapi.json" in docs.text
+    assert "Every landmark label with its photo count" in docs.text and "One indexed photo:" in docs.text
     assert "http://" not in docs.text and "https://" not in docs.text and "<script src=\"/static/app.js\"" in docs.text
     icon = client.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")

@@ -175,11 +175,13 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
 
     @app.get("/api/labels")
     def api_labels() -> dict:
+        """Every landmark label with its photo count (null: none of the landmarks), and every folder holding photos."""
         return {"labels": [{"label": lab, "count": n} for lab, n in library.catalog.labels()],
                 "folders": [{"folder": f, "count": n} for f, n in library.catalog.folders()]}
 
     @app.get("/api/photo")
     def api_photo(path: str) -> dict:
+        """One indexed photo: its label and confidence, its sidecar's tags, its place and its camera facts."""
         return library.details(path)
 
     @app.get("/api/similar")
