@@ -339,6 +339,10 @@ def test_in_chromium_browse_similar_upload_and_name_a_group(served, library_dir,
         driver.save_screenshot(str(tmp_path / "photo.png"))
         driver.find_element(By.ID, "next").click()
         wait.until(lambda d: "/photo?" in d.current_url and first not in urllib.parse.unquote(d.current_url))
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)  # the keyboard walks the listing too
+        wait.until(lambda d: urllib.parse.unquote(d.current_url).endswith(first))
+        driver.find_element(By.ID, "next").click()
+        wait.until(lambda d: first not in urllib.parse.unquote(d.current_url))
         driver.find_element(By.ID, "prev").click()
         wait.until(lambda d: urllib.parse.unquote(d.current_url).endswith(first))
         driver.find_element(By.ID, "retag-name").send_keys("Hawa Mahal")

@@ -42,6 +42,17 @@ document.addEventListener("DOMContentLoaded", () => {
     button.addEventListener("click", () => { for (const box of boxes()) box.checked = on; });
   }
 
+  // The photo page: the left and right arrow keys go to the previous and next photo of the listing, unless
+  // the key is meant for a field (typing a landmark name) or comes with a modifier (the browser's own keys).
+  const large = document.getElementById("large");
+  if (large) {
+    document.addEventListener("keydown", (e) => {
+      if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey || e.target.closest("input, textarea, select")) return;
+      const link = document.getElementById(e.key === "ArrowLeft" ? "prev" : e.key === "ArrowRight" ? "next" : "");
+      if (link) window.location.href = link.href;
+    });
+  }
+
   // Filters apply as soon as they are picked with the pointer; from the keyboard, arrows only move through
   // the choices and Enter or the Go button applies them (a list that reloads on every arrow key is unusable).
   for (const control of document.querySelectorAll("[data-auto]")) {
