@@ -356,19 +356,18 @@ class Library:
     def name_photos(self, paths: Sequence[str], name: str, train: bool) -> dict:
         """Tag the photos with `name` (sidecars as `landmark tag` writes them); with train, link them into
         TRAIN_DIR/train/<name>/ for the next `landmark train --data TRAIN_DIR`."""
-        from ..curation.grouping import check_folder_name, link_for_training
+        from ..curation.grouping import link_for_training
 
         photos = [self.photo_file(p) for p in dict.fromkeys(paths)]
         if not photos:
             raise LandmarkError("choose at least one photo to name")
-        if train:
-            name = check_folder_name(name)
+        folder = _training_folder(name) if train else None  # refused before anything is written
         summary = self._write_names(photos, name)
         out = {"named": [str(p) for p in summary.tagged],
                "failed": [{"path": str(p), "reason": why} for p, why in summary.failed], "linked": []}
-        if train and summary.tagged:
-            self._unlink_for_training(summary.tagged, keep=" ".join(name.split()))
-            done = link_for_training([(" ".join(name.split()), summary.tagged)], self.train_dir)
+        if folder is not None and summary.tagged:
+            self._unlink_for_training(summary.tagged, keep=folder)
+            done = link_for_training([(folder, summary.tagged)], self.train_dir)
             out["linked"] = [str(dest) for _, dest in done.done]
             out["failed"] += [{"path": str(p), "reason": why} for p, why in done.failed]
             out["train_dir"] = str(self.train_dir)
@@ -381,16 +380,16 @@ class Library:
         if not photos:
             raise LandmarkError("choose at least one photo to retag")
         summary = self._write_names(photos, name)
+        try:
+            folder = None if name is None else _training_folder(name)
+        except LandmarkError:  # a name no folder can have: the photos leave the training folder
+            folder = None
         relinked: list[str] = []
-        trained = self._unlink_for_training(summary.tagged, keep=None if name is None else " ".join(name.split()))
-        if trained and name is not None:  # photos named for training stay there, under their new name
-            from ..curation.grouping import check_folder_name, link_for_training
+        trained = self._unlink_for_training(summary.tagged, keep=folder)
+        if trained and folder is not None:  # photos named for training stay there, under their new name
+            from ..curation.grouping import link_for_training
 
-            try:
-                done = link_for_training([(check_folder_name(name), trained)], self.train_dir)
-                relinked = [str(dest) for _, dest in done.done]
-            except LandmarkError:  # a name no folder can have: the photos leave the training folder
-                pass
+            relinked = [str(dest) for _, dest in link_for_training([(folder, trained)], self.train_dir).done]
         return {"retagged": [str(p) for p in summary.tagged], "name": name, "relinked": relinked,
                 "failed": [{"path": str(p), "reason": why} for p, why in summary.failed]}
 
@@ -574,6 +573,14 @@ def _inherited(place: dict | None) -> dict | None:
     if not source.startswith("time: "):
         return None
     return {"from": source[len("time: "):], "minutes": place.get("minutes")}
+
+
+def _training_folder(name: str) -> str:
+    """The folder under TRAIN_DIR/train/ that photos given the landmark `name` are linked in: the name checked as a
+    folder name, its spaces collapsed as the sidecars write it (tagging.check_name)."""
+    from ..curation.grouping import check_folder_name
+
+    return " ".join(check_folder_name(name).split())
 
 
 def _recorded_xmp(side: Path) -> bool | None:
