@@ -149,7 +149,7 @@ BAD_REASONS = {
     "empty.jpg": "an empty file (0 bytes)",
     "truncated.jpg": "truncated",
     "text.jpg": "not a readable image",
-    "bomb.png": "is more than the limit",
+    "bomb.png": "megapixel limit",
     "unreadable.jpg": "permission denied",
     "self-loop.jpg": "symbolic links",
 }

@@ -21,7 +21,7 @@ def _photos(n: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(noisy)).permute(0, 3, 1, 2).contiguous()
 
 
-def _checkpoint(tmp_path, arch: str = "residual", size: int = 64):
+def _checkpoint(tmp_path, arch: str = "residual", size: int = 32):
     from landmark_search.models import build_model
     from landmark_search.models.checkpoint import make_meta, save_checkpoint
 
@@ -73,7 +73,7 @@ def test_auto_precision_quantizes_only_large_jobs_with_plain_convolutions(traine
     monkeypatch.setattr(emb, "cpu_has_fast_int8", lambda: True)
     monkeypatch.delenv("LANDMARK_NO_INT8", raising=False)
     auto = EmbedConfig(device="cpu")
-    scratch = load_model(_checkpoint(tmp_path, "scratch", 32))
+    scratch = load_model(_checkpoint(tmp_path, "scratch"))
     assert emb.embed_precision(auto, scratch, AUTO_INT8_MIN_PHOTOS)[2] is True
     assert emb.embed_precision(auto, scratch, AUTO_INT8_MIN_PHOTOS - 1)[2] is False  # quantizing would not pay
     assert emb.embed_precision(EmbedConfig(device="cpu", precision="bf16"), scratch, 10 ** 6)[2] is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -161,22 +162,27 @@ def test_scratch_cnn_learns_synthetic_landmarks(tmp_path):
     assert (tmp_path / "run" / "mean_std.json").is_file()  # scratch models use the data's own statistics
 
 
-def test_same_seed_same_metrics(synth_data, tmp_path):
-    a = _scratch(synth_data, tmp_path / "a", epochs=1)  # one epoch already draws every seeded number
-    b = _scratch(synth_data, tmp_path / "b", epochs=1)
+@pytest.fixture(scope="module")
+def one_epoch(synth_data, tmp_path_factory):
+    """One finished 1-epoch scratch run (seed 1) and its folder; tests that change a run work on a copy."""
+    out = tmp_path_factory.mktemp("one-epoch") / "run"
+    return _scratch(synth_data, out, epochs=1), out
+
+
+def test_same_seed_same_metrics(synth_data, one_epoch, tmp_path):
+    a = one_epoch[0]
+    b = _scratch(synth_data, tmp_path / "b", epochs=1)  # one epoch already draws every seeded number
     assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
     assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
 
 
-def test_resume_continues_from_last_epoch(synth_data, tmp_path):
-    _scratch(synth_data, tmp_path / "run", epochs=1)
-    result = fit(TrainConfig(epochs=3, quiet=True), resume=tmp_path / "run")
-    assert [h.epoch for h in result.history] == [1, 2, 3]
+def test_resume_continues_from_last_epoch(one_epoch, tmp_path):
+    run = shutil.copytree(one_epoch[1], tmp_path / "run")
+    result = fit(TrainConfig(epochs=2, quiet=True), resume=run)
+    assert [h.epoch for h in result.history] == [1, 2]
 
 
 def test_corrupt_photo_in_dataset_is_skipped(synth_data, tmp_path, caplog):
-    import shutil
-
     data = tmp_path / "data"
     shutil.copytree(synth_data, data)
     bad = data / "train" / sorted(p.name for p in (data / "train").iterdir())[0] / "broken.jpg"
@@ -187,11 +193,10 @@ def test_corrupt_photo_in_dataset_is_skipped(synth_data, tmp_path, caplog):
                for r in caplog.records)
 
 
-def test_a_folder_holding_a_run_is_refused_and_overwrite_keeps_user_files(synth_data, tmp_path):
+def test_a_folder_holding_a_run_is_refused_and_overwrite_keeps_user_files(synth_data, one_epoch, tmp_path):
     from landmark_search.errors import LandmarkError
 
-    out = tmp_path / "run"
-    _scratch(synth_data, out, epochs=1)
+    out = shutil.copytree(one_epoch[1], tmp_path / "run")
     (out / "notes.txt").write_text("mine")
     config = (out / "config.json").read_bytes()
     with pytest.raises(LandmarkError, match=r"already holds a training run .*--resume .*--overwrite"):
@@ -270,8 +275,6 @@ def test_overwrite_never_touches_a_users_files_that_share_our_names(synth_data, 
 def _new_landmark(root):
     """NEW: the fourth synthetic landmark alone (the fixture's set has three), 12 photos to train on and 4 to
     test, plus a group-NN folder nobody named."""
-    import shutil
-
     from landmark_search.data.synth import make_synthetic_dataset
 
     make_synthetic_dataset(root / "all", classes=4, per_class=16, image_size=64, seed=1)
@@ -287,8 +290,6 @@ def test_extend_learns_a_new_landmark_and_keeps_the_old_ones_from_photos_or_cach
                                                                                             tmp_path):
     """The extended model knows the old three by the same indices plus the new one; the old test photos get the
     accuracy they had. With the old data folder gone it trains on the old run's features.pt and says so."""
-    import shutil
-
     from conftest import invoke, one_line_error
 
     from landmark_search.embeddings import load_model

@@ -71,14 +71,23 @@ def quantize_body(body: nn.Module, calibration: torch.Tensor) -> nn.Module:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    import torch.fx.config as fx_config
+
     torch.backends.quantized.engine = "x86"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FX quantization's deprecation notices
-        prepared = prepare_fx(copy.deepcopy(body).eval(), get_default_qconfig_mapping("x86"), (calibration[:1],))
-        with torch.inference_mode():
-            for chunk in calibration.split(16):
-                prepared(chunk)
-        return convert_fx(prepared)
+    # FX's tracer otherwise captures and symbolises a Python traceback for every node it records (a quarter of
+    # the quantisation's time); the quantised graph is never debugged from them.
+    emit = fx_config.do_not_emit_stack_traces
+    fx_config.do_not_emit_stack_traces = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX quantization's deprecation notices
+            prepared = prepare_fx(copy.deepcopy(body).eval(), get_default_qconfig_mapping("x86"), (calibration[:1],))
+            with torch.inference_mode():
+                for chunk in calibration.split(16):
+                    prepared(chunk)
+            return convert_fx(prepared)
+    finally:
+        fx_config.do_not_emit_stack_traces = emit
 
 
 def int8_model(model: nn.Module, image_size: int, mean, std) -> nn.Module:

@@ -174,8 +174,9 @@ def load_image(path: str | Path, *, min_side: int | None = None,
             width, height = img.size
             if max_pixels and width * height > max_pixels:
                 raise BadImageError(
-                    f"{path}: {width}x{height} pixels is more than the limit of {max_pixels}; "
-                    "raise it with --max-pixels if the file is trusted")
+                    f"{path}: {width}x{height} pixels ({width * height / 1e6:.3g} megapixels) is more than the "
+                    f"{max_pixels / 1e6:.3g}-megapixel limit; if the file is trusted, run again with "
+                    f"--max-pixels {width * height}")
             if min_side and img.format == "JPEG":
                 # DCT-domain downscaling: decoding 1/2, 1/4 or 1/8 of the pixels is several
                 # times faster. EXIF rotation comes after, and draft keeps both sides >= min_side.

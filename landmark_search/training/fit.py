@@ -83,6 +83,10 @@ class _Run:
         else:  # scratch models: this dataset's own channel statistics (rank 0 computes and keeps them)
             self.norm = distributed.from_main(ranks, lambda: cached_channel_stats(
                 paths, self.train_samples, recipe.image_size, cfg.seed, layout.root))
+        # Seeded after the set-up above (its first run in a process imports scikit-learn, which draws Python random
+        # numbers), so that the same seed gives the same run whatever the process did before; the same weights on
+        # every rank (L-BFGS heads are not broadcast).
+        seed_everything(cfg.seed)
         self.model = build_model(cfg.model, len(layout.classes), pretrained=recipe.pretrained, head=recipe.head,
                                  embedding_dim=cfg.embedding_dim, dropout=cfg.dropout).to(self.rt.device)
         if self.rt.channels_last:
@@ -292,8 +296,9 @@ class _Run:
                                    drop_last=mine > batch, sampler=sampler)
         valid_loader = make_loader(valid_ds, r.batch_size * 2, shuffle=False, workers=self.workers)
         model = distributed.wrap(self.model, ranks)
-        if ranks.active:  # the same weights everywhere (DDP broadcast them), different augmentations per rank
-            seed_everything(cfg.seed + ranks.rank)
+        # The same weights everywhere (DDP broadcast them), different augmentations per rank; seeded again here so
+        # that nothing the set-up drew (photo loading, statistics) moves them.
+        seed_everything(cfg.seed + ranks.rank)
         for epoch in range(self.start_epoch, r.epochs + 1):
             start = time.time()
             if sampler is not None:
@@ -357,7 +362,6 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, ranks: di
         cfg, ext = prepare_extension(extend, cfg)
     # Everything that can be refused is refused before the run folder is touched.
     check_config(cfg)
-    seed_everything(cfg.seed)
     layout = ext.layout if ext else discover(dataset_dir(cfg.data))
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
     cfg = replace(cfg, out=str(out))
