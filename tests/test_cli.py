@@ -213,7 +213,7 @@ def test_train_missing_data_folder_says_so_before_importing_torch(tmp_path):
 
 
 def test_train_diverging_run_exits_non_zero_without_a_result(synth_data, tmp_path):
-    args = ("train", "--model", "scratch", "--data", synth_data, "--out", tmp_path / "run", "--epochs", "2",
+    args = ("train", "--model", "scratch", "--data", synth_data, "--out", tmp_path / "run", "--epochs", "1",
             "--image-size", "32", "--quiet", "--workers", "0", "--no-report", "--seed", "1")
     result = invoke(*args, "--lr", "1e9")
     assert result.exit_code == 1 and "training diverged at epoch 1 (loss nan); lower --lr" in result.output

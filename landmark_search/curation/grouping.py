@@ -9,10 +9,10 @@ Clustering (`--method graph`, the default): the vectors are PCA-whitened on the 
 dominate ImageNet features, stop outweighing what tells two places apart) and L2-normalised; for
 each of WHITEN_DIMS x GRAPH_NEIGHBOURS a k-nearest-neighbour graph (cosine weights) is split into
 communities by Leiden (leidenalg, modularity), and HDBSCAN clusters each whitened set once; two photos
-stay linked when they share a community in more than half of those runs; a pair some runs joined but the
-vote dropped is linked anyway when its keypoints match (placematch.py: the same facade seen twice), and Leiden
-on that consensus graph gives the groups. The grid is
-there so that no single dimension or k is tuned to one photo set. Groups under --min-size dissolve.
+stay linked when they share a community in more than CONSENSUS_MIN (60 %) of those runs; a pair some runs
+joined but the vote dropped is linked anyway when its keypoints match (placematch.py: the same facade seen
+twice), and Leiden on that consensus graph gives the groups. The grid is there so that no single dimension
+or k is tuned to one photo set. Groups under --min-size dissolve.
 `--method hdbscan` (scikit-learn HDBSCAN over PCA_DIMS, leftovers attached at ATTACH_MIN) and
 `--method kmeans` (faiss k-means, k = n / (2 * min size), centroids merged at KMEANS_MERGE_COS) stay.
 Measured side by side in benchmarks/bench_grouping.py (DEVELOPERS.md): graph 0.85 vs hdbscan 0.66
@@ -40,9 +40,12 @@ ATTACH_MIN = 0.3
 KMEANS_MERGE_COS = 0.3  # centroids merge by average linkage; 0.3 gave the best ARI of 0.3-0.5 on wonders7
 # The graph method's grid: every whitened dimension count x every k runs once, and the runs vote.
 # Single runs on wonders7 train ranged 0.72-0.82 ARI over this grid; their consensus gave 0.85.
-WHITEN_DIMS = (24, 32, 48, 64)
+WHITEN_DIMS = (24, 32, 48, 64, 96)
 GRAPH_NEIGHBOURS = (10, 15, 20)
-CONSENSUS_MIN = 0.5  # linked in more than half of the runs
+# Two photos stay linked when more than this share of the runs put them together. Mean ARI over 5 seeds on six
+# libraries (DEVELOPERS.md, "Grouping a real library"): 0.5 with dims up to 64 gave 0.684, 0.6 with 96 added 0.708;
+# the libraries with everyday photos or ~8 photos a landmark gained 0.02-0.06, wonders7 lost 0.015-0.03.
+CONSENSUS_MIN = 0.6
 # HDBSCAN's vote (one run per whitened dimension count) uses clusters of at least this many photos. Six
 # evaldata libraries, `landmark group` ARI, graphs alone -> with HDBSCAN's vote: wonders7 0.869 -> 0.820, india12
 # 0.705 -> 0.704, india12 + 300 everyday 0.576 -> 0.668, wonders7 train + 150 everyday 0.867 -> 0.860, india12
@@ -205,8 +208,8 @@ def _communities(n: int, edges: dict[tuple[int, int], float], seed: int) -> npt.
 def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None = None,
                      same_place: SamePlaceCheck | None = None) -> npt.NDArray[np.int64] | None:
     """Leiden over whitened k-NN graphs for every (dims, k) of the grid, and HDBSCAN (its noise alone) at every
-    dims, then Leiden over their majority vote; None when there are too few photos (or too little variation)
-    to whiten. The graphs find landmarks with many photos; HDBSCAN's vote splits what they merge where a
+    dims, then Leiden over their vote (pairs together in more than CONSENSUS_MIN of the runs); None when there
+    are too few photos (or too little variation) to whiten. The graphs find landmarks with many photos; HDBSCAN's vote splits what they merge where a
     landmark has fewer photos than the graphs' neighbours, or everyday photos crowd in (DEVELOPERS.md).
     A neighbour pair some run joined but the vote dropped rejoins with full weight when `same_place` verifies it:
     the same facade seen twice is one landmark whatever the whole-photo features say (ARI +0.005-0.035 on four
