@@ -103,6 +103,19 @@ def test_api_photos_pages_and_filters(client, library_dir):
     assert f'<option value="{landmarks}" >{landmarks} ({under})</option>' in client.get("/").text
 
 
+def test_head_answers_as_get_without_a_body(client):
+    photo = _paths(client)[0]["path"]
+    for url, params in (("/", {}), ("/photo", {"path": photo}), ("/api/original", {"path": photo}),
+                        ("/api/photos", {"limit": 2})):
+        got, head = client.get(url, params=params), client.head(url, params=params)
+        assert got.status_code == head.status_code == 200, (url, head.status_code)
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], url
+        if url == "/api/original":  # a file: its size, as GET sends it
+            assert int(head.headers["content-length"]) == len(got.content) == Path(photo).stat().st_size
+    missing = client.head("/photo", params={"path": "/nowhere.jpg"})
+    assert missing.status_code == 404 and missing.content == b""
+
+
 def test_api_similar_is_what_landmark_similar_json_prints(client, library_dir):
     query = next(p["path"] for p in _paths(client) if "/landmarks/" in p["path"])
     api = client.get("/api/similar", params={"path": query, "k": 5})

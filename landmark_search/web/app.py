@@ -43,6 +43,28 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
 
 
+class HeadAsGet:
+    """HEAD answered as the GET of the same URL, headers only (RFC 9110: every GET resource answers HEAD; FastAPI's
+    routes answer GET alone, 405 for HEAD). ASGI middleware around the whole app, so HEAD passes every check GET does."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCAL_HOSTS) -> FastAPI:
     """The web app over `library`; `allowed_hosts` None accepts any Host header (a non-local --host)."""
     # The API's description is our own page over the OpenAPI schema: Swagger UI would load its code from a CDN.
@@ -428,6 +450,7 @@ def create_app(library: Library, *, allowed_hosts: tuple[str, ...] | None = LOCA
         except BadImageError as exc:
             raise _Refused(400, f"{name}: {str(exc).split(': ', 2)[-1]}") from None
 
+    app.add_middleware(HeadAsGet)  # added last, so outermost: a HEAD meets every check a GET meets
     return app
 
 
