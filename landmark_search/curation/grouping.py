@@ -209,8 +209,9 @@ def _graph_consensus(vectors: Embeddings, seed: int, progress: Progress | None =
                      same_place: SamePlaceCheck | None = None) -> npt.NDArray[np.int64] | None:
     """Leiden over whitened k-NN graphs for every (dims, k) of the grid, and HDBSCAN (its noise alone) at every
     dims, then Leiden over their vote (pairs together in more than CONSENSUS_MIN of the runs); None when there
-    are too few photos (or too little variation) to whiten. The graphs find landmarks with many photos; HDBSCAN's vote splits what they merge where a
-    landmark has fewer photos than the graphs' neighbours, or everyday photos crowd in (DEVELOPERS.md).
+    are too few photos (or too little variation) to whiten. The graphs find landmarks with many photos;
+    HDBSCAN's vote splits what they merge where a landmark has fewer photos than the graphs' neighbours, or
+    everyday photos crowd in (DEVELOPERS.md).
     A neighbour pair some run joined but the vote dropped rejoins with full weight when `same_place` verifies it:
     the same facade seen twice is one landmark whatever the whole-photo features say (ARI +0.005-0.035 on four
     libraries, DEVELOPERS.md)."""

@@ -44,8 +44,9 @@ _MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the fil
 
 
 class HeadAsGet:
-    """HEAD answered as the GET of the same URL, headers only (RFC 9110: every GET resource answers HEAD; FastAPI's
-    routes answer GET alone, 405 for HEAD). ASGI middleware around the whole app, so HEAD passes every check GET does."""
+    """HEAD answered as the GET of the same URL, headers only (RFC 9110: every GET resource answers HEAD;
+    FastAPI's routes answer GET alone, 405 for HEAD). ASGI middleware around the whole app, so HEAD passes every
+    check GET does."""
 
     def __init__(self, app) -> None:
         self.app = app

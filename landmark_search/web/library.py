@@ -346,9 +346,11 @@ class Library:
         """`flt` with, for each word of its search, the landmarks whose known place (the model's places: name,
         city, country) holds that word, any case."""
         words = (flt.q or "").split()[:QUERY_WORDS]
+        if not words:  # most listings: no search, nothing to look up
+            return flt
         known = {label: " ".join(str(place.get(k) or "") for k in ("name", "city", "country")).casefold()
                  for label, place in self.places.items() if isinstance(place, dict)}
-        if not words or not known:
+        if not known:
             return flt
         return replace(flt, place_labels=tuple(tuple(sorted(label for label, text in known.items()
                                                                  if word.casefold() in text)) for word in words))
